@@ -1,0 +1,1 @@
+"""JWST data services: the MAST proxy and the FITS processing engine."""

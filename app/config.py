@@ -1,0 +1,121 @@
+"""Every setting of both services, typed, read from the environment.
+
+One object, :class:`Settings`, holds them all. The apps build it once at start-up
+(``create_app(settings)``) and hand it to routes through ``Depends(get_settings)``;
+nothing else reads ``os.environ`` for configuration.
+
+Names are those of the deployed stack (docker-compose and the .NET side rely on
+several of them); see DESIGN.md's configuration table.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GIB = 1024**3
+MIB = 1024**2
+
+
+def cgroup_memory_limit() -> int | None:
+    """The memory limit of this container in bytes, or None when there is none.
+
+    Reads cgroup v2 (``memory.max``) and falls back to cgroup v1
+    (``memory.limit_in_bytes``). Absurdly large v1 values mean "no limit".
+    """
+    candidates = (
+        Path("/sys/fs/cgroup/memory.max"),
+        Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+    )
+    for path in candidates:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text == "max":
+            return None
+        try:
+            value = int(text)
+        except ValueError:
+            continue
+        if value <= 0 or value >= 1 << 60:
+            return None
+        return value
+    return None
+
+
+class Settings(BaseSettings):
+    """Configuration of the MAST proxy and of the processing engine."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore")
+
+    # --- storage -----------------------------------------------------------------
+    STORAGE_PROVIDER: Literal["local", "s3"] = "local"
+    STORAGE_BASE_PATH: Path = Path("./data")
+    S3_BUCKET_NAME: str = "jwst-data"
+    S3_ENDPOINT: str | None = None
+    S3_PUBLIC_ENDPOINT: str | None = None
+    S3_ACCESS_KEY: str | None = None
+    S3_SECRET_KEY: str | None = None
+    S3_FORCE_PATH_STYLE: bool = True
+    S3_REGION: str = "us-east-1"
+    STORAGE_TEMP_CACHE_DIR: Path = Path("/tmp/jwst-cache")
+    STORAGE_TEMP_CACHE_MAX_BYTES: int = Field(default=2 * GIB, ge=1)
+
+    # --- MAST proxy --------------------------------------------------------------
+    MAST_BASE_URL: str = "https://mast.stsci.edu"
+    # None keeps astropy's own Sesame mirrors.
+    NAME_RESOLVER_URL: str | None = None
+    MAST_S3_BUCKET: str = "stpubdata"
+    # None means AWS itself.
+    MAST_S3_ENDPOINT: str | None = None
+    MAST_S3_REGION: str = "us-east-1"
+    # None means <STORAGE_BASE_PATH>/mast.
+    MAST_DOWNLOAD_DIR: Path | None = None
+    MAST_SEARCH_TIMEOUT: float = Field(default=120.0, gt=0)
+    MAST_DOWNLOAD_TIMEOUT: float = Field(default=600.0, gt=0)
+
+    # --- processing engine limits ------------------------------------------------
+    MAX_FITS_ARRAY_ELEMENTS: int = Field(default=200_000_000, ge=1)
+    MAX_FITS_FILE_SIZE_MB: int = Field(default=4096, ge=1)
+    MAX_MOSAIC_OUTPUT_PIXELS: int = Field(default=64_000_000, ge=1)
+    # None means 80 % of the cgroup memory limit, or 4 GiB without one.
+    ENGINE_MEMORY_BUDGET_BYTES: int | None = Field(default=None, ge=1)
+    # None means the number of CPUs.
+    ENGINE_WORKERS: int | None = Field(default=None, ge=1, le=64)
+    # Requests allowed to wait for a worker before new ones get 429.
+    ENGINE_MAX_QUEUED: int = Field(default=32, ge=1)
+    # None means <STORAGE_BASE_PATH>/semantic.
+    SEMANTIC_DATA_DIR: Path | None = None
+    DASK_SCHEDULER_ADDRESS: str | None = None
+
+    @model_validator(mode="after")
+    def _fill_derived(self) -> "Settings":
+        if self.MAST_DOWNLOAD_DIR is None:
+            self.MAST_DOWNLOAD_DIR = self.STORAGE_BASE_PATH / "mast"
+        if self.SEMANTIC_DATA_DIR is None:
+            self.SEMANTIC_DATA_DIR = self.STORAGE_BASE_PATH / "semantic"
+        if self.ENGINE_MEMORY_BUDGET_BYTES is None:
+            limit = cgroup_memory_limit()
+            self.ENGINE_MEMORY_BUDGET_BYTES = int(limit * 0.8) if limit else 4 * GIB
+        if self.ENGINE_WORKERS is None:
+            self.ENGINE_WORKERS = max(1, os.cpu_count() or 1)
+        return self
+
+    @property
+    def storage_root(self) -> Path:
+        """The local storage root as an absolute, symlink-free path."""
+        return Path(os.path.realpath(self.STORAGE_BASE_PATH))
+
+    @property
+    def max_fits_file_bytes(self) -> int:
+        return self.MAX_FITS_FILE_SIZE_MB * MIB
+
+
+def load_settings(**overrides) -> Settings:
+    """Read the settings from the environment, with explicit overrides on top."""
+    return Settings(**overrides)

@@ -1,0 +1,81 @@
+"""Every error becomes JSON with a string ``detail`` (DESIGN.md principle 5)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import ServiceError
+
+logger = logging.getLogger(__name__)
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer."""
+
+    detail: str = Field(description="What went wrong, in words a person can act on.")
+
+
+class ValidationErrorBody(ErrorBody):
+    """A request that does not match the declared schema (422)."""
+
+    errors: list[dict] = Field(default_factory=list,
+                               description="One entry per problem: location, message, type.")
+
+
+def _location(loc) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) if parts else "body"
+
+
+def summarize_validation_errors(errors: list[dict]) -> str:
+    """One readable sentence for a list of pydantic errors."""
+    pieces = []
+    for err in errors[:5]:
+        pieces.append(f"{_location(err.get('loc', ()))}: {err.get('msg', 'invalid')}")
+    more = len(errors) - len(pieces)
+    text = "; ".join(pieces)
+    if more > 0:
+        text += f"; and {more} more problem(s)"
+    return f"Invalid request: {text}"
+
+
+def _jsonable_errors(errors) -> list[dict]:
+    out = []
+    for err in errors:
+        item = {"loc": [str(p) for p in err.get("loc", ())],
+                "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
+        out.append(item)
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def _service_error(_: Request, exc: ServiceError):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                            headers=exc.headers or None)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        return JSONResponse(
+            {"detail": summarize_validation_errors(errors), "errors": _jsonable_errors(errors)},
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException):
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return JSONResponse({"detail": detail}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        logger.exception("Unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "Internal error while processing the request"},
+                            status_code=500)

@@ -1,0 +1,142 @@
+"""A bounded local LRU of downloaded objects (S3 reads go through it).
+
+* Entries are files named by a hash of their identity (bucket, key, ETag), so a
+  changed object is a new entry and a stale one simply ages out.
+* Writes are atomic: a download goes to a temporary file that is renamed into
+  place only when complete, so a reader never sees half an object.
+* Safe under concurrent readers in several processes: a per-entry lock file
+  makes one process download while the others wait, and an eviction lock
+  serialises evictions. An evicted file that another process still has open
+  stays readable (POSIX unlink semantics); entries used in the last
+  ``grace_seconds`` are evicted only when nothing else can be.
+* Recency is the file's mtime, touched on every hit.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+@contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+class TempCache:
+    """An on-disk LRU bounded to ``max_bytes``."""
+
+    def __init__(self, directory: str | os.PathLike, max_bytes: int, grace_seconds: float = 30.0):
+        self.directory = Path(directory)
+        self.max_bytes = int(max_bytes)
+        self.grace_seconds = grace_seconds
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._locks = self.directory / ".locks"
+        self._locks.mkdir(exist_ok=True)
+
+    @staticmethod
+    def entry_name(identity: str, suffix: str = "") -> str:
+        digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:40]
+        return digest + suffix
+
+    def path_for(self, identity: str, suffix: str = "") -> Path:
+        return self.directory / self.entry_name(identity, suffix)
+
+    def get_or_fetch(self, identity: str, fetch: Callable[[Path], None], suffix: str = "",
+                     expected_size: int | None = None) -> Path:
+        """The cached file for ``identity``; ``fetch(tmp_path)`` fills it on a miss."""
+        target = self.path_for(identity, suffix)
+        if self._is_complete(target, expected_size):
+            self._touch(target)
+            return target
+        with _flock(self._locks / (target.name + ".lock")):
+            if self._is_complete(target, expected_size):
+                self._touch(target)
+                return target
+            if expected_size is not None:
+                self.make_room(expected_size)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".partial-")
+            os.close(fd)
+            try:
+                fetch(Path(tmp))
+                with open(tmp, "rb") as handle:
+                    os.fsync(handle.fileno())
+                if expected_size is not None and os.path.getsize(tmp) != expected_size:
+                    raise OSError(
+                        f"Incomplete download: got {os.path.getsize(tmp)} of {expected_size} bytes")
+                os.replace(tmp, target)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+        self.make_room(0, keep=target)
+        return target
+
+    @staticmethod
+    def _is_complete(path: Path, expected_size: int | None) -> bool:
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return False
+        return expected_size is None or size == expected_size
+
+    @staticmethod
+    def _touch(path: Path) -> None:
+        try:
+            os.utime(path)
+        except OSError:
+            pass
+
+    def entries(self) -> list[tuple[Path, int, float]]:
+        out = []
+        for entry in os.scandir(self.directory):
+            if not entry.is_file() or entry.name.startswith("."):
+                continue
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            out.append((Path(entry.path), st.st_size, st.st_mtime))
+        return out
+
+    def total_bytes(self) -> int:
+        return sum(size for _, size, _ in self.entries())
+
+    def make_room(self, incoming: int, keep: Path | None = None) -> None:
+        """Evict least recently used entries until ``incoming`` more bytes fit."""
+        with _flock(self._locks / "evict.lock"):
+            entries = sorted(self.entries(), key=lambda e: e[2])
+            total = sum(size for _, size, _ in entries)
+            limit = self.max_bytes - incoming
+            if total <= limit:
+                return
+            now = time.time()
+            # First pass spares recently used entries; the second takes what it must.
+            for spare_recent in (True, False):
+                for path, size, mtime in list(entries):
+                    if total <= limit:
+                        return
+                    if keep is not None and path == keep:
+                        continue
+                    if spare_recent and now - mtime < self.grace_seconds:
+                        continue
+                    try:
+                        path.unlink()
+                    except OSError:
+                        continue
+                    total -= size
+                    entries.remove((path, size, mtime))

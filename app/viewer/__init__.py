@@ -1,0 +1,1 @@
+"""FITS viewer endpoints: thumbnail, preview, histogram, pixel data, cube info."""

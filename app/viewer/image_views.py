@@ -1,0 +1,285 @@
+"""The viewer's work, as plain functions run in worker processes.
+
+Each function takes a local file path and plain parameters and returns plain
+data (bytes, dicts), so it pickles across the process pool and runs in tests
+without a server. Sizes: a picture is reduced early, at read time, by an
+integer block mean that keeps at least the output's resolution; the final
+exact size is reached by resampling the 8-bit picture.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.processing import statistics
+from app.processing.avm import build_xmp, spatial_tags
+from app.processing.enhancement import normalize
+from app.processing.fits_io import (
+    ImageInfo,
+    celestial_wcs,
+    find_image_hdu,
+    hdu_shape,
+    inspect_image,
+    is_whole_file_compressed,
+    is_image_hdu,
+    iter_hdus,
+    open_fits,
+    open_plane,
+    require_finite,
+    scale_and_rotation,
+)
+from app.processing.pipeline import DisplayParams, display_values
+from app.processing.render import fit_within, encode, indices_to_image, long_side_size, to_indices
+
+THUMBNAIL_SIZE = 256
+HISTOGRAM_MAX_SIDE = 4096
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PreviewParams:
+    display: DisplayParams = field(default_factory=DisplayParams)
+    cmap: str = "grayscale"
+    width: int = 1000
+    height: int = 1000
+    slice_index: int = -1
+    fmt: str = "png"
+    quality: int = 90
+    avm_metadata: dict | None = None  # None: no AVM; a dict (maybe empty): embed AVM
+
+
+# --------------------------------------------------------------------------------------
+# Sizing and memory estimates (used by the routes before admitting a job)
+# --------------------------------------------------------------------------------------
+
+def picture_factor(height: int, width: int, out_w: int, out_h: int) -> int:
+    """Integer reduction that keeps the reduced image at least as large as the output."""
+    return max(1, min(width // max(1, out_w), height // max(1, out_h)))
+
+
+def _reduced_pixels(height: int, width: int, factor: int) -> int:
+    return -(-height // factor) * -(-width // factor)
+
+
+def _read_overhead(info: ImageInfo, path_is_compressed: bool) -> int:
+    """Bytes for reading: a few 8 MB blocks, or the whole data when astropy must decompress."""
+    overhead = 48 * MB
+    if path_is_compressed:
+        overhead += math.prod(info.shape) * 8
+    return overhead
+
+
+def estimate_picture_bytes(info: ImageInfo, out_w: int, out_h: int, compressed: bool,
+                           smoothing: bool = False) -> int:
+    choice = info.choice
+    factor = picture_factor(choice.height, choice.width, out_w, out_h)
+    reduced = _reduced_pixels(choice.height, choice.width, factor)
+    per_pixel = 4 * (10 if smoothing else 6)
+    return _read_overhead(info, compressed) + reduced * per_pixel + out_w * out_h * 8
+
+
+def histogram_step(height: int, width: int) -> int:
+    long_side = max(height, width)
+    return 1 if long_side <= HISTOGRAM_MAX_SIDE else math.ceil(long_side / HISTOGRAM_MAX_SIDE)
+
+
+def estimate_histogram_bytes(info: ImageInfo, compressed: bool, smoothing: bool = False) -> int:
+    choice = info.choice
+    step = histogram_step(choice.height, choice.width)
+    pixels = _reduced_pixels(choice.height, choice.width, step)
+    per_pixel = 4 * (12 if smoothing else 8)
+    return _read_overhead(info, compressed) + pixels * per_pixel
+
+
+def pixeldata_factor(height: int, width: int, max_size: int) -> int:
+    long_side = max(height, width)
+    return 1 if long_side <= max_size else math.ceil(long_side / max_size)
+
+
+def estimate_pixeldata_bytes(info: ImageInfo, max_size: int, compressed: bool) -> int:
+    choice = info.choice
+    factor = pixeldata_factor(choice.height, choice.width, max_size)
+    return _read_overhead(info, compressed) + _reduced_pixels(choice.height, choice.width,
+                                                              factor) * 4 * 6
+
+
+# --------------------------------------------------------------------------------------
+# Work
+# --------------------------------------------------------------------------------------
+
+def render_thumbnail(path: str, max_elements: int) -> str:
+    """Base64 PNG, 256 px on its long side, zscale, grey (CONTRACT.md §3.2)."""
+    with open_plane(path, -1, max_elements) as (reader, info):
+        choice = info.choice
+        out_w, out_h = long_side_size(choice.width, choice.height, THUMBNAIL_SIZE)
+        data = reader.read_reduced(picture_factor(choice.height, choice.width, out_w, out_h))
+    require_finite(data)
+    values = display_values(data, DisplayParams(stretch="zscale"))
+    image = indices_to_image(to_indices(values), (out_w, out_h), "gray")
+    return base64.b64encode(encode(image, "png")).decode("ascii")
+
+
+def render_preview(path: str, params: PreviewParams, max_elements: int) -> tuple[bytes, int, int]:
+    """(image bytes, number of slices, slice used) for ``GET /preview``."""
+    with open_plane(path, params.slice_index, max_elements) as (reader, info):
+        choice = info.choice
+        out_w, out_h = fit_within(choice.width, choice.height, params.width, params.height)
+        factor = picture_factor(choice.height, choice.width, out_w, out_h)
+        data = reader.read_reduced(factor)
+        header = info.header
+    require_finite(data)
+    values = display_values(data, params.display)
+    image = indices_to_image(to_indices(values), (out_w, out_h), params.cmap)
+    xmp = None
+    if params.avm_metadata is not None:
+        wcs = celestial_wcs(header)
+        spatial = None
+        if wcs is not None:
+            # The picture spans the reduced grid, which covers factor x its size.
+            spatial = spatial_tags(wcs, out_w, out_h, data.shape[1] * factor,
+                                   data.shape[0] * factor)
+        xmp = build_xmp(params.avm_metadata, spatial)
+    return encode(image, params.fmt, params.quality, xmp), choice.n_slices, choice.slice_index
+
+
+def _percentile_keys(values: list[float]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    clean = [None if not math.isfinite(v) else float(v) for v in values]
+    # Old keys: "p" + int(p); 0.5 -> p0 and 99.5 overwrites p99, as before.
+    for p, v in zip(statistics.REPORTED_PERCENTILES, clean):
+        out[f"p{int(p)}"] = v
+    for p, v in zip(statistics.REPORTED_PERCENTILES, clean):
+        out["p_" + f"{p:g}".replace(".", "_")] = v
+    return out
+
+
+def compute_histogram(path: str, bins: int, slice_index: int, display: DisplayParams,
+                      max_elements: int) -> dict:
+    """The body of ``GET /histogram`` without ``data_id``."""
+    with open_plane(path, slice_index, max_elements) as (reader, info):
+        choice = info.choice
+        data = reader.read_strided(histogram_step(choice.height, choice.width))
+    require_finite(data)
+    raw = statistics.histogram(normalize(data), bins)
+    values = display_values(data, display)
+    del data
+    result = {
+        "histogram": statistics.histogram(values, bins),
+        "raw_histogram": raw,
+        "percentiles": _percentile_keys(statistics.percentiles(values,
+                                                              statistics.REPORTED_PERCENTILES)),
+        "stats": statistics.summary(values),
+        "cube_info": {"n_slices": choice.n_slices, "current_slice": choice.slice_index},
+    }
+    return result
+
+
+def wcs_params(header) -> dict | None:
+    """The ``wcs`` object of ``/pixeldata`` from astropy's WCS, or None."""
+    wcs = celestial_wcs(header)
+    if wcs is None:
+        return None
+    cd = np.array(wcs.pixel_scale_matrix, dtype=float)
+    cdelt1, cdelt2, _ = scale_and_rotation(cd)
+    ctype = list(wcs.wcs.ctype)
+    values = {
+        "crpix1": float(wcs.wcs.crpix[0]), "crpix2": float(wcs.wcs.crpix[1]),
+        "crval1": float(wcs.wcs.crval[0]), "crval2": float(wcs.wcs.crval[1]),
+        "cdelt1": cdelt1, "cdelt2": cdelt2,
+        "cd1_1": float(cd[0, 0]), "cd1_2": float(cd[0, 1]),
+        "cd2_1": float(cd[1, 0]), "cd2_2": float(cd[1, 1]),
+        "ctype1": str(ctype[0]), "ctype2": str(ctype[1]),
+    }
+    if not all(math.isfinite(v) for v in values.values() if isinstance(v, float)):
+        return None
+    return values
+
+
+def compute_pixeldata(path: str, max_size: int, slice_index: int, max_elements: int) -> dict:
+    """The body of ``GET /pixeldata`` without ``data_id``."""
+    with open_plane(path, slice_index, max_elements) as (reader, info):
+        choice = info.choice
+        factor = pixeldata_factor(choice.height, choice.width, max_size)
+        data = reader.read_reduced(factor)
+        header = info.header
+        wcs = wcs_params(header)
+        units = str(header.get("BUNIT", "") or "").strip()
+    require_finite(data)
+    clean = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0).astype("<f4", copy=False)
+    return {
+        "original_shape": [int(choice.height), int(choice.width)],
+        "preview_shape": [int(clean.shape[0]), int(clean.shape[1])],
+        "scale_factor": float(factor),
+        "wcs": wcs,
+        "units": units,
+        "pixels": base64.b64encode(clean.tobytes()).decode("ascii"),
+    }
+
+
+_SLICE_UNITS = {
+    "m": "m", "meter": "m", "meters": "m",
+    "um": "um", "micron": "um", "microns": "um", "micrometer": "um", "µm": "um",
+    "nm": "nm", "nanometer": "nm",
+    "a": "A", "angstrom": "A", "angstroms": "A", "aa": "A",
+    "hz": "Hz",
+}
+
+
+def slice_label(ctype3: str) -> str:
+    upper = ctype3.upper()
+    if not upper:
+        return "Frame"
+    if "WAVE" in upper or "LAMB" in upper:
+        return "Wavelength"
+    if "FREQ" in upper:
+        return "Frequency"
+    if "VELO" in upper or "VRAD" in upper or "VOPT" in upper:
+        return "Velocity"
+    if "TIME" in upper or "MJD" in upper:
+        return "Time"
+    return ctype3
+
+
+def compute_cubeinfo(path: str) -> dict:
+    """The body of ``GET /cubeinfo`` without ``data_id``."""
+    with open_fits(path) as hdul:
+        find_image_hdu(hdul, min_ndim=2)  # 400 when there is no image at all
+        for _, hdu in iter_hdus(hdul):
+            if not is_image_hdu(hdu):
+                continue
+            shape = hdu_shape(hdu)
+            if len(shape) >= 3 and 0 not in shape:
+                header = hdu.header
+                break
+        else:
+            return {"is_cube": False, "n_slices": 1, "axis3": None, "slice_unit": "",
+                    "slice_label": "Frame"}
+    ctype3 = str(header.get("CTYPE3", "") or "").strip()
+    cunit3 = str(header.get("CUNIT3", "") or "").strip()
+    crval3 = header.get("CRVAL3")
+    cdelt3 = header.get("CDELT3", header.get("CD3_3"))
+    axis3 = None
+    if isinstance(crval3, (int, float)) and isinstance(cdelt3, (int, float)):
+        crpix3 = header.get("CRPIX3", 1.0)
+        axis3 = {"crval3": float(crval3), "cdelt3": float(cdelt3),
+                 "crpix3": float(crpix3) if isinstance(crpix3, (int, float)) else 1.0,
+                 "cunit3": cunit3, "ctype3": ctype3}
+        if not all(math.isfinite(axis3[k]) for k in ("crval3", "cdelt3", "crpix3")):
+            axis3 = None
+    return {
+        "is_cube": True,
+        "n_slices": int(shape[0]),
+        "axis3": axis3,
+        "slice_unit": _SLICE_UNITS.get(cunit3.lower(), cunit3),
+        "slice_label": slice_label(ctype3),
+    }
+
+
+def inspect(path: str, slice_index: int, max_elements: int) -> tuple[ImageInfo, bool]:
+    """Header-only check run before admission: (info, whole-file compressed?)."""
+    info = inspect_image(path, slice_index, max_elements)
+    return info, is_whole_file_compressed(path)

@@ -1,0 +1,61 @@
+"""The processing engine: renders, combines and measures FITS files (port 8000)."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from app.config import Settings, load_settings
+from app.http_errors import install_error_handlers
+from app.storage import create_storage
+from app.viewer.routes import router as viewer_router
+from app.workers import WorkerPool
+
+DESCRIPTION = """The heavy half of the JWST data backend: it reads FITS files from
+storage and renders previews, thumbnails, histograms, pixel data and cube slices.
+Heavy work runs in a bounded pool of worker processes, so `/health` stays instant.
+Every error is JSON with a string `detail`."""
+
+
+class Health(BaseModel):
+    status: str
+    service: str
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.pool = WorkerPool(settings.ENGINE_WORKERS, settings.ENGINE_MEMORY_BUDGET_BYTES,
+                                    settings.ENGINE_MAX_QUEUED)
+        await app.state.pool.start()
+        try:
+            yield
+        finally:
+            await app.state.pool.stop()
+
+    app = FastAPI(title="JWST Data Processing Engine", version="1.0.0",
+                  description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.storage = create_storage(settings)
+    install_error_handlers(app)
+
+    @app.get("/", include_in_schema=False)
+    async def root():
+        return {"message": "JWST Data Processing Engine", "status": "running"}
+
+    @app.get("/health", response_model=Health, tags=["Health"], summary="Readiness probe")
+    async def health():
+        """Answers at once, even while heavy requests run in the worker pool."""
+        return {"status": "healthy", "service": "jwst-processing-engine"}
+
+    app.include_router(viewer_router)
+    return app
+
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+app = create_app()
