@@ -119,15 +119,6 @@ def build_xmp(metadata: dict[str, str] | None = None, spatial: dict[str, str] | 
     )
 
 
-def png_xmp_info(xmp: str):
-    """Pillow PngInfo carrying ``xmp`` as the standard ``XML:com.adobe.xmp`` iTXt chunk."""
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    info.add_itxt("XML:com.adobe.xmp", xmp, lang="", tkey="", zip=False)
-    return info
-
-
 def embed_xmp_jpeg(jpeg: bytes, xmp: str) -> bytes:
     """Insert ``xmp`` as an APP1 segment after the JPEG's SOI/APP0 markers."""
     if jpeg[:2] != b"\xff\xd8":

@@ -1,13 +1,31 @@
 """The seven stretches, black/white points and gamma (CONTRACT.md Appendix A).
 
-All functions take float arrays that may hold NaN/Inf and return float32 arrays
-in [0, 1] in which non-finite input pixels stay NaN; statistics (min, max,
-percentiles, zscale limits, equalisation) use only finite pixels.
+A display transform is *fitted* once on the finite pixel values (it needs
+their minimum and maximum, zscale limits, or their distribution for histogram
+equalisation) and then applied element-wise, so the same transform can render
+a picture, bin a histogram chunk by chunk, or map a few order statistics.
+
+Every step is monotone non-decreasing in the pixel value, which lets
+percentiles of display values be computed from percentiles of raw values.
+
+Pipeline, for finite values x:
+
+1. stretch: ``linear`` t = (x - min)/(max - min); ``zscale`` the same between
+   astropy's ZScaleInterval limits (contrast 0.25), clipped; the others first
+   normalise min-max and then apply ``asinh`` asinh(t/a)/asinh(1/a), ``log``
+   log(1000 t + 1)/log(1001), ``sqrt`` sqrt(t), ``power`` t^(1/gamma),
+   ``histeq`` the fraction of finite pixels below t (astropy's HistEqStretch);
+2. levels: if black_point > 0 or white_point < 1, rescale between those
+   percentiles (x 100) of the stretched values and clip to [0, 1];
+3. gamma (all but ``power``): y = y^(1/gamma).
+
+Non-finite inputs give NaN.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,140 +35,137 @@ STRETCHES = ("zscale", "asinh", "log", "sqrt", "power", "histeq", "linear")
 ZSCALE_CONTRAST = 0.25
 
 
-def _as_float32(data: np.ndarray) -> np.ndarray:
-    return np.asarray(data, dtype=np.float32)
-
-
-def rescale(data: np.ndarray, low: float, high: float) -> np.ndarray:
-    """(data - low) / (high - low), clipped to [0, 1]; zeros when high <= low."""
-    data = _as_float32(data)
-    out = np.empty_like(data)
-    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
-        out[...] = 0.0
-        out[~np.isfinite(data)] = np.nan
-        return out
-    np.subtract(data, np.float32(low), out=out)
-    out *= np.float32(1.0 / (high - low))
-    np.clip(out, 0.0, 1.0, out=out)  # NaN passes through clip unchanged
-    out[np.isinf(data)] = np.nan
-    return out
-
-
-def minmax_limits(data: np.ndarray) -> tuple[float, float]:
-    values = finite_values(data)
+def minmax_limits(values: np.ndarray, assume_finite: bool = False) -> tuple[float, float]:
+    values = values.ravel() if assume_finite else finite_values(values)
     if values.size == 0:
         return math.nan, math.nan
     return float(values.min()), float(values.max())
+
+
+def zscale_limits(values: np.ndarray, contrast: float = ZSCALE_CONTRAST,
+                  assume_finite: bool = False) -> tuple[float, float]:
+    """IRAF zscale limits via astropy's ZScaleInterval, over the finite values.
+
+    astropy samples ``n_samples`` values at a regular stride of the finite
+    values; that same sample is taken here first, so astropy does not copy the
+    whole array (the result is identical).
+    """
+    from astropy.visualization import ZScaleInterval
+
+    values = values.ravel() if assume_finite else finite_values(values)
+    if values.size == 0:
+        return math.nan, math.nan
+    interval = ZScaleInterval(contrast=contrast)
+    stride = int(max(1.0, values.size / interval.n_samples))
+    sample = np.array(values[::stride][: interval.n_samples])
+    low, high = interval.get_limits(sample)
+    return float(low), float(high)
+
+
+def rescale(data: np.ndarray, low: float, high: float) -> np.ndarray:
+    """(data - low) / (high - low) clipped to [0, 1] as float32; zeros when high <= low."""
+    data = np.asarray(data, dtype=np.float32)
+    out = np.empty(data.shape, dtype=np.float32)
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        out[...] = 0.0
+    else:
+        np.subtract(data, np.float32(low), out=out)
+        out *= np.float32(1.0 / (high - low))
+        np.clip(out, 0.0, 1.0, out=out)  # NaN passes through clip unchanged
+    bad = ~np.isfinite(data)
+    if bad.any():
+        out[bad] = np.nan
+    return out
+
+
+@dataclass
+class DisplayTransform:
+    """A fitted display transform: call it on any array of raw values."""
+
+    stretch: str
+    low: float
+    high: float
+    asinh_a: float = 0.1
+    gamma: float = 1.0
+    eq_values: np.ndarray | None = None  # sorted normalised values, for histeq
+    level_low: float = 0.0
+    level_high: float = 1.0
+
+    def base(self, data: np.ndarray) -> np.ndarray:
+        """Step 1, the stretch alone."""
+        t = rescale(data, self.low, self.high)
+        if self.stretch == "asinh":
+            t *= np.float32(1.0 / self.asinh_a)
+            np.arcsinh(t, out=t)
+            t *= np.float32(1.0 / math.asinh(1.0 / self.asinh_a))
+        elif self.stretch == "log":
+            t *= np.float32(1000.0)
+            np.log1p(t, out=t)
+            t *= np.float32(1.0 / math.log(1001.0))
+        elif self.stretch == "sqrt":
+            np.sqrt(t, out=t)
+        elif self.stretch == "power":
+            if self.gamma != 1.0:
+                np.power(t, np.float32(1.0 / self.gamma), out=t)
+        elif self.stretch == "histeq":
+            t = self._equalize(t)
+        return t
+
+    def _equalize(self, t: np.ndarray) -> np.ndarray:
+        ref = self.eq_values
+        out = np.full(t.shape, np.nan, dtype=np.float32)
+        finite = np.isfinite(t)
+        if ref is None or ref.size == 0:
+            return out
+        if ref.size == 1 or ref[0] == ref[-1]:
+            out[finite] = 0.0
+            return out
+        ranks = np.linspace(0.0, 1.0, ref.size)
+        out[finite] = np.interp(t[finite], ref, ranks).astype(np.float32)
+        return out
+
+    def __call__(self, data: np.ndarray) -> np.ndarray:
+        t = self.base(data)
+        if self.level_low > 0.0 or self.level_high < 1.0:
+            t = rescale(t, self.level_low, self.level_high)
+        if self.stretch != "power" and self.gamma != 1.0:
+            np.power(t, np.float32(1.0 / self.gamma), out=t)
+        return t
+
+
+def fit_display(data: np.ndarray, stretch: str = "zscale", *, gamma: float = 1.0,
+                asinh_a: float = 0.1, black_point: float = 0.0,
+                white_point: float = 1.0) -> DisplayTransform:
+    """Fit the display transform of Appendix A on the finite values of ``data``."""
+    if stretch not in STRETCHES:
+        raise ValueError(f"unknown stretch {stretch!r}")
+    values = finite_values(data)
+    low, high = minmax_limits(values, assume_finite=True)
+    if stretch == "zscale":
+        z_low, z_high = zscale_limits(values, assume_finite=True)
+        if z_high > z_low:  # flat data: keep min-max
+            low, high = z_low, z_high
+    transform = DisplayTransform(stretch=stretch, low=low, high=high, asinh_a=asinh_a,
+                                 gamma=gamma)
+    if stretch == "histeq":
+        transform.eq_values = np.sort(rescale(values, low, high))
+    if (black_point > 0.0 or white_point < 1.0) and values.size:
+        lv_low, lv_high = percentiles(values, [black_point * 100.0, white_point * 100.0],
+                                      transform=transform.base)
+        if lv_high > lv_low:
+            transform.level_low, transform.level_high = lv_low, lv_high
+    return transform
+
+
+def apply_stretch(data: np.ndarray, stretch: str, *, gamma: float = 1.0, asinh_a: float = 0.1,
+                  black_point: float = 0.0, white_point: float = 1.0) -> np.ndarray:
+    """Fit on ``data`` and apply: display values in [0, 1], NaN where data is not finite."""
+    transform = fit_display(data, stretch, gamma=gamma, asinh_a=asinh_a,
+                            black_point=black_point, white_point=white_point)
+    return transform(data)
 
 
 def normalize(data: np.ndarray) -> np.ndarray:
     """Min-max normalisation of the finite pixels to [0, 1] (the ``linear`` stretch)."""
     low, high = minmax_limits(data)
     return rescale(data, low, high)
-
-
-def zscale_limits(data: np.ndarray, contrast: float = ZSCALE_CONTRAST) -> tuple[float, float]:
-    """IRAF zscale limits via astropy's ZScaleInterval, over the finite pixels."""
-    from astropy.visualization import ZScaleInterval
-
-    values = finite_values(data)
-    if values.size == 0:
-        return math.nan, math.nan
-    low, high = ZScaleInterval(contrast=contrast).get_limits(values)
-    return float(low), float(high)
-
-
-def zscale(data: np.ndarray) -> np.ndarray:
-    low, high = zscale_limits(data)
-    if not high > low:  # flat data: fall back to min-max
-        return normalize(data)
-    return rescale(data, low, high)
-
-
-def asinh(data: np.ndarray, a: float = 0.1) -> np.ndarray:
-    x = normalize(data)
-    np.divide(x, np.float32(a), out=x)
-    np.arcsinh(x, out=x)
-    x *= np.float32(1.0 / math.asinh(1.0 / a))
-    return x
-
-
-def log(data: np.ndarray) -> np.ndarray:
-    x = normalize(data)
-    x *= np.float32(1000.0)
-    np.log1p(x, out=x)
-    x *= np.float32(1.0 / math.log(1001.0))
-    return x
-
-
-def sqrt(data: np.ndarray) -> np.ndarray:
-    x = normalize(data)
-    np.sqrt(x, out=x)
-    return x
-
-
-def power(data: np.ndarray, gamma: float = 1.0) -> np.ndarray:
-    """x ** (1/gamma) of the normalised data (``gamma`` is the preview's gamma)."""
-    x = normalize(data)
-    if gamma != 1.0:
-        np.power(x, np.float32(1.0 / gamma), out=x)
-    return x
-
-
-def histeq(data: np.ndarray) -> np.ndarray:
-    """Histogram equalisation of the finite pixels, as astropy's HistEqStretch.
-
-    Each pixel maps to the (interpolated) fraction of finite pixels below it.
-    """
-    x = normalize(data)
-    values = np.sort(finite_values(x))
-    out = np.full(x.shape, np.nan, dtype=np.float32)
-    if values.size == 0:
-        return out
-    if values.size == 1 or values[0] == values[-1]:
-        out[np.isfinite(x)] = 0.0
-        return out
-    ranks = np.linspace(0.0, 1.0, values.size, dtype=np.float64)
-    finite = np.isfinite(x)
-    out[finite] = np.interp(x[finite], values, ranks).astype(np.float32)
-    return out
-
-
-def apply_stretch(data: np.ndarray, stretch: str, *, gamma: float = 1.0, asinh_a: float = 0.1,
-                  black_point: float = 0.0, white_point: float = 1.0) -> np.ndarray:
-    """The full single-image pipeline: stretch, black/white points, gamma.
-
-    ``black_point`` and ``white_point`` are fractions (0-1) turned into
-    percentiles of the stretched finite pixels; gamma is x ** (1/gamma) for
-    every stretch but ``power``, which already used it.
-    """
-    if stretch == "zscale":
-        x = zscale(data)
-    elif stretch == "asinh":
-        x = asinh(data, asinh_a)
-    elif stretch == "log":
-        x = log(data)
-    elif stretch == "sqrt":
-        x = sqrt(data)
-    elif stretch == "power":
-        x = power(data, gamma)
-    elif stretch == "histeq":
-        x = histeq(data)
-    elif stretch == "linear":
-        x = normalize(data)
-    else:
-        raise ValueError(f"unknown stretch {stretch!r}")
-    x = apply_levels(x, black_point, white_point)
-    if stretch != "power" and gamma != 1.0:
-        np.power(x, np.float32(1.0 / gamma), out=x)
-    return x
-
-
-def apply_levels(x: np.ndarray, black_point: float, white_point: float) -> np.ndarray:
-    """Rescale between the black/white percentiles of ``x`` (fractions 0-1)."""
-    if black_point <= 0.0 and white_point >= 1.0:
-        return x
-    low, high = percentiles(x, [black_point * 100.0, white_point * 100.0])
-    if not high > low:
-        return x
-    return rescale(x, low, high)

@@ -308,21 +308,39 @@ class PlaneReader:
         return out
 
 
+def _sum_blocks(values: np.ndarray, factor: int, dtype) -> np.ndarray:
+    """Sum over factor x factor blocks by adding strided rows, then strided columns."""
+    rows = values[0::factor].astype(dtype, copy=True)
+    for i in range(1, factor):
+        rows += values[i::factor]
+    out = rows[:, 0::factor].copy()
+    for j in range(1, factor):
+        out += rows[:, j::factor]
+    return out
+
+
 def block_mean(block: np.ndarray, factor: int) -> np.ndarray:
-    """NaN-aware mean over ``factor`` x ``factor`` blocks (edges padded with NaN)."""
+    """NaN-aware mean over ``factor`` x ``factor`` blocks (edges padded with NaN).
+
+    Non-finite pixels are left out of each block's mean; a block without any
+    finite pixel is NaN.
+    """
     h, w = block.shape
     pad_h, pad_w = (-h) % factor, (-w) % factor
     if pad_h or pad_w:
         block = np.pad(block, ((0, pad_h), (0, pad_w)), constant_values=np.nan)
+    total = float(block.sum(dtype=np.float64))
+    if math.isfinite(total):  # no NaN or Inf anywhere: plain block average
+        out = _sum_blocks(block, factor, np.float32)
+        out *= np.float32(1.0 / (factor * factor))
+        return out
     finite = np.isfinite(block)
     values = np.where(finite, block, np.float32(0))
-    hh, ww = block.shape
-    sums = values.reshape(hh // factor, factor, ww // factor, factor).sum(axis=(1, 3), dtype=np.float64)
-    counts = finite.reshape(hh // factor, factor, ww // factor, factor).sum(axis=(1, 3))
+    sums = _sum_blocks(values, factor, np.float32)
+    counts = _sum_blocks(finite.view(np.uint8), factor, np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = (sums / counts).astype(np.float32)
-    mean[counts == 0] = np.nan
-    return mean
+        sums /= counts
+    return sums
 
 
 # --------------------------------------------------------------------------------------

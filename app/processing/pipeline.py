@@ -1,4 +1,4 @@
-"""The single-image display pipeline: smoothing, stretch, black/white points, gamma."""
+"""The single-image display pipeline: smoothing, then the fitted display transform."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.processing.enhancement import apply_stretch
+from app.processing.enhancement import DisplayTransform, fit_display
 from app.processing.filters import smooth
 
 
@@ -24,10 +24,19 @@ class DisplayParams:
     smooth_size: int = 3
 
 
+def smoothed(data: np.ndarray, params: DisplayParams) -> np.ndarray:
+    if not params.smooth_method:
+        return data
+    return smooth(data, params.smooth_method, sigma=params.smooth_sigma, size=params.smooth_size)
+
+
+def fit(data: np.ndarray, params: DisplayParams) -> DisplayTransform:
+    """The display transform for (already smoothed) ``data``."""
+    return fit_display(data, params.stretch, gamma=params.gamma, asinh_a=params.asinh_a,
+                       black_point=params.black_point, white_point=params.white_point)
+
+
 def display_values(data: np.ndarray, params: DisplayParams) -> np.ndarray:
     """Smooth (if asked), then stretch: float32 in [0, 1], NaN where data is not finite."""
-    if params.smooth_method:
-        data = smooth(data, params.smooth_method, sigma=params.smooth_sigma,
-                      size=params.smooth_size)
-    return apply_stretch(data, params.stretch, gamma=params.gamma, asinh_a=params.asinh_a,
-                         black_point=params.black_point, white_point=params.white_point)
+    data = smoothed(data, params)
+    return fit(data, params)(data)

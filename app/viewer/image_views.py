@@ -17,7 +17,6 @@ import numpy as np
 
 from app.processing import statistics
 from app.processing.avm import build_xmp, spatial_tags
-from app.processing.enhancement import normalize
 from app.processing.fits_io import (
     ImageInfo,
     celestial_wcs,
@@ -32,7 +31,7 @@ from app.processing.fits_io import (
     require_finite,
     scale_and_rotation,
 )
-from app.processing.pipeline import DisplayParams, display_values
+from app.processing.pipeline import DisplayParams, display_values, fit, smoothed
 from app.processing.render import fit_within, encode, indices_to_image, long_side_size, to_indices
 
 THUMBNAIL_SIZE = 256
@@ -159,23 +158,30 @@ def _percentile_keys(values: list[float]) -> dict[str, float | None]:
 
 def compute_histogram(path: str, bins: int, slice_index: int, display: DisplayParams,
                       max_elements: int) -> dict:
-    """The body of ``GET /histogram`` without ``data_id``."""
+    """The body of ``GET /histogram`` without ``data_id``.
+
+    Works on the 1-D array of finite values: the display transform is fitted once
+    and applied chunk by chunk while binning; percentiles of display values come
+    from order statistics of the raw values (the transform is monotone).
+    """
     with open_plane(path, slice_index, max_elements) as (reader, info):
         choice = info.choice
         data = reader.read_strided(histogram_step(choice.height, choice.width))
-    require_finite(data)
-    raw = statistics.histogram(normalize(data), bins)
-    values = display_values(data, display)
+    values = statistics.finite_values(smoothed(data, display))
     del data
-    result = {
-        "histogram": statistics.histogram(values, bins),
-        "raw_histogram": raw,
-        "percentiles": _percentile_keys(statistics.percentiles(values,
-                                                              statistics.REPORTED_PERCENTILES)),
-        "stats": statistics.summary(values),
+    if values.size == 0:
+        require_finite(values)
+    low, high = float(values.min()), float(values.max())
+    transform = fit(values, display)
+    display_hist, display_stats = statistics.display_histogram(values, bins, transform)
+    return {
+        "histogram": display_hist,
+        "raw_histogram": statistics.histogram(values, bins, (low, high), label_range=(0.0, 1.0)),
+        "percentiles": _percentile_keys(statistics.percentiles(
+            values, statistics.REPORTED_PERCENTILES, transform=transform)),
+        "stats": display_stats,
         "cube_info": {"n_slices": choice.n_slices, "current_slice": choice.slice_index},
     }
-    return result
 
 
 def wcs_params(header) -> dict | None:
