@@ -51,8 +51,8 @@ def _write_bad_files(root: Path) -> None:
     header["SIMPLE"] = True
     header["BITPIX"] = -32
     header["NAXIS"] = 2
-    header["NAXIS1"] = 20000
-    header["NAXIS2"] = 20000
+    header["NAXIS1"] = 10000
+    header["NAXIS2"] = 10000
     liar = header.tostring().encode("ascii")
     liar += b" " * (-len(liar) % 2880)
     (bad / "naxis_lies.fits").write_bytes(liar + np.zeros(2880, dtype=np.uint8).tobytes())

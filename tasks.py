@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Set-up and everyday commands; needs only Python 3.11+.
+
+    python3 tasks.py serve     # install into .venv, run both services on ./data
+    python3 tasks.py test      # install into .venv (with test tools), run the test suite
+    python3 tasks.py bench     # run the speed and memory benchmark (bench/)
+
+Installation is skipped when pyproject.toml has not changed since the last one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PY = VENV / "bin" / "python"
+
+
+def ensure_venv(extras: str) -> None:
+    if sys.version_info < (3, 11):
+        sys.exit("Python 3.11 or newer is required")
+    if not PY.exists():
+        subprocess.check_call([sys.executable, "-m", "venv", str(VENV)])
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    stamp = VENV / f".install-stamp-{extras.replace(',', '-')}"
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    subprocess.check_call([str(PY), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
+    subprocess.check_call([str(PY), "-m", "pip", "install", "--quiet", "-e", f".[{extras}]"],
+                          cwd=ROOT)
+    stamp.write_text(digest)
+
+
+def serve() -> int:
+    ensure_venv("engine")
+    env = dict(os.environ)
+    env.setdefault("STORAGE_PROVIDER", "local")
+    env.setdefault("STORAGE_BASE_PATH", str(ROOT / "data"))
+    Path(env["STORAGE_BASE_PATH"]).mkdir(parents=True, exist_ok=True)
+    services = [("main", env.get("ENGINE_PORT", "8000")), ("main_mast", env.get("MAST_PORT", "8002"))]
+    procs = []
+    for module, port in services:
+        cmd = [str(PY), "-m", "uvicorn", f"{module}:app", "--host",
+               env.get("HOST", "127.0.0.1"), "--port", port]
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env))
+        print(f"{module} on http://{env.get('HOST', '127.0.0.1')}:{port}  (docs at /docs)")
+
+    def shutdown(*_):
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, shutdown)
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        shutdown()
+        for p in procs:
+            p.wait()
+    return max((p.returncode or 0) for p in procs)
+
+
+def test(args: list[str]) -> int:
+    ensure_venv("engine,dev")
+    cmd = [str(PY), "-m", "pytest"]
+    if not any(a.startswith("-m") for a in args) and not os.environ.get("RUN_SLOW"):
+        cmd += ["-m", "not slow"]
+    code = subprocess.call(cmd + args, cwd=ROOT)
+    if code == 5:
+        print("pytest collected no tests: that is a failure here", file=sys.stderr)
+        return 1
+    return code
+
+
+def bench(args: list[str]) -> int:
+    ensure_venv("engine,dev")
+    return subprocess.call([str(PY), str(ROOT / "bench" / "run_bench.py")] + args, cwd=ROOT)
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in ("serve", "test", "bench"):
+        print(__doc__)
+        return 2
+    command, rest = sys.argv[1], sys.argv[2:]
+    if command == "serve":
+        return serve()
+    if command == "test":
+        return test(rest)
+    return bench(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
