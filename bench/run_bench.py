@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Speed and memory of the viewer endpoints on JWST-like images (a script, not a test).
+
+    python3 tasks.py bench [--sizes 4096 8192] [--repeat 7]
+
+Starts the engine (uvicorn, ENGINE_WORKERS=2) on local storage under
+bench/.cache, generates JWST-like i2d files once, then for each size measures
+the median wall time of preview (to 1000x1000 PNG), histogram, pixeldata
+(max_size 1200) and thumbnail, the peak RSS growth of the worker processes
+(sampled every 5 ms, minus their idle RSS), and /health latency while four
+previews run at once. Prints a table and writes bench/results/viewer.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.servers import run_service  # noqa: E402
+from tests.support.synthetic import make_jwst_image  # noqa: E402
+
+CACHE = ROOT / "bench" / ".cache"
+RESULTS = ROOT / "bench" / "results"
+MB = 1024 * 1024
+
+
+class PeakSampler:
+    """Samples the RSS of the server's child processes until stopped."""
+
+    def __init__(self, server_pid: int):
+        self.server = psutil.Process(server_pid)
+        self.peak: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def workers(self) -> list[psutil.Process]:
+        return [c for c in self.server.children(recursive=True)
+                if "resource_tracker" not in " ".join(c.cmdline())]
+
+    def _run(self):
+        while not self._stop.is_set():
+            for proc in self.workers():
+                try:
+                    rss = proc.memory_info().rss
+                except psutil.Error:
+                    continue
+                self.peak[proc.pid] = max(self.peak.get(proc.pid, 0), rss)
+            time.sleep(0.005)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def idle_rss(sampler: PeakSampler) -> dict[int, int]:
+    return {p.pid: p.memory_info().rss for p in sampler.workers()}
+
+
+def timed(client: httpx.Client, method: str, url: str, repeat: int, **kwargs) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        r = client.request(method, url, **kwargs)
+        times.append(time.perf_counter() - t0)
+        r.raise_for_status()
+    return times
+
+
+def health_under_load(base: str, key: str) -> dict:
+    latencies: list[float] = []
+    stop = threading.Event()
+
+    def probe():
+        with httpx.Client(base_url=base, timeout=10) as c:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                c.get("/health")
+                latencies.append(time.perf_counter() - t0)
+                time.sleep(0.01)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    with httpx.Client(base_url=base, timeout=300) as c, ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: c.get(f"/preview/load{i}", params={
+            "file_path": key, "width": 2000, "height": 2000, "stretch": "histeq"}),
+            range(8)))
+    stop.set()
+    thread.join()
+    latencies.sort()
+    return {"samples": len(latencies),
+            "p50_ms": 1000 * latencies[len(latencies) // 2],
+            "p99_ms": 1000 * latencies[int(len(latencies) * 0.99) - 1],
+            "max_ms": 1000 * latencies[-1]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192])
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    storage = CACHE / "storage"
+    for size in args.sizes:
+        target = storage / "bench" / f"jwst_{size}_i2d.fits"
+        if not target.exists():
+            print(f"generating {target.name} ...", flush=True)
+            make_jwst_image(target, shape=(size, size), seed=size, n_stars=400,
+                            with_err_dq=False)
+    results = {"sizes": {}}
+    env = {"STORAGE_BASE_PATH": str(storage), "ENGINE_WORKERS": "2"}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with run_service("main", env, RESULTS / "engine.log") as (base, proc):
+        with httpx.Client(base_url=base, timeout=300) as client:
+            for size in args.sizes:
+                key = f"bench/jwst_{size}_i2d.fits"
+                float32_mb = size * size * 4 / MB
+                cases = {
+                    "preview_1000": ("GET", "/preview/b", {"params": {
+                        "file_path": key, "width": 1000, "height": 1000}}),
+                    "histogram": ("GET", "/histogram/b", {"params": {"file_path": key}}),
+                    "pixeldata_1200": ("GET", "/pixeldata/b", {"params": {
+                        "file_path": key, "max_size": 1200}}),
+                    "thumbnail": ("POST", "/thumbnail", {"json": {"file_path": key}}),
+                }
+                row = {"float32_mb": float32_mb}
+                for name, (method, url, kwargs) in cases.items():
+                    client.request(method, url, **kwargs).raise_for_status()  # page cache warm
+                    sampler = PeakSampler(proc.pid)
+                    base_rss = idle_rss(sampler)
+                    with sampler:
+                        times = timed(client, method, url, args.repeat, **kwargs)
+                    growth = max((sampler.peak.get(pid, 0) - rss for pid, rss in base_rss.items()),
+                                 default=0)
+                    row[name] = {"median_s": statistics.median(times), "min_s": min(times),
+                                 "peak_worker_growth_mb": growth / MB,
+                                 "peak_growth_vs_image": growth / MB / float32_mb}
+                    print(f"{size:>5} {name:<15} median {row[name]['median_s']:.3f} s   "
+                          f"worker peak +{growth / MB:7.1f} MB "
+                          f"({row[name]['peak_growth_vs_image']:.2f}x image)", flush=True)
+                results["sizes"][str(size)] = row
+            key = f"bench/jwst_{args.sizes[0]}_i2d.fits"
+            results["health_under_load"] = health_under_load(base, key)
+            h = results["health_under_load"]
+            print(f"/health during 8 concurrent 2000px histeq previews: p50 {h['p50_ms']:.1f} ms, "
+                  f"p99 {h['p99_ms']:.1f} ms, max {h['max_ms']:.1f} ms ({h['samples']} probes)")
+    (RESULTS / "viewer.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
