@@ -386,3 +386,14 @@ def test_celestial_wcs_reads_pc_and_sip(data_root):
     sip_path = real_image_path("cfht.fits")
     with fits.open(sip_path) as hdul:
         assert celestial_wcs(hdul[0].header) is not None
+
+
+def test_streamed_finite_values_match_a_whole_read(data_root):
+    path = data_root / "jwst" / "large_i2d.fits"
+    with fits.open(path) as hdul:
+        full = hdul["SCI"].data.astype(np.float32)
+    with open_plane(path) as (reader, _):
+        for step in (1, 3):
+            sampled = full[::step, ::step]
+            np.testing.assert_array_equal(reader.finite_values(step),
+                                          sampled[np.isfinite(sampled)])

@@ -287,6 +287,27 @@ class PlaneReader:
             return self.read()
         return np.ascontiguousarray(self.rows(0, self.choice.height, step)[:, ::step])
 
+    def finite_values(self, step: int = 1) -> np.ndarray:
+        """The finite pixels of every ``step``-th row and column, as one 1-D array.
+
+        Read block by block and compacted into one buffer, so memory stays near
+        one copy of the (sampled) image instead of two.
+        """
+        height, width = self.choice.height, self.choice.width
+        rows = range(0, height, step)
+        out = np.empty(len(rows) * len(range(0, width, step)), dtype=np.float32)
+        filled = 0
+        rows_per_block = max(step, (self.block_rows() // step) * step)
+        for start in range(0, height, rows_per_block):
+            stop = min(height, start + rows_per_block)
+            block = self.rows(start, stop, step)
+            if step > 1:
+                block = block[:, ::step]
+            kept = block[np.isfinite(block)]
+            out[filled:filled + kept.size] = kept
+            filled += kept.size
+        return out[:filled]
+
     def read_reduced(self, factor: int) -> np.ndarray:
         """The plane averaged over ``factor`` x ``factor`` blocks, NaN-aware.
 

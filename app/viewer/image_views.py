@@ -90,7 +90,9 @@ def estimate_histogram_bytes(info: ImageInfo, compressed: bool, smoothing: bool 
     choice = info.choice
     step = histogram_step(choice.height, choice.width)
     pixels = _reduced_pixels(choice.height, choice.width, step)
-    per_pixel = 4 * (12 if smoothing else 8)
+    # One float32 copy of the finite values plus selection scratch; smoothing
+    # works on 2-D images and needs several more.
+    per_pixel = 4 * (12 if smoothing else 3)
     return _read_overhead(info, compressed) + pixels * per_pixel
 
 
@@ -166,9 +168,11 @@ def compute_histogram(path: str, bins: int, slice_index: int, display: DisplayPa
     """
     with open_plane(path, slice_index, max_elements) as (reader, info):
         choice = info.choice
-        data = reader.read_strided(histogram_step(choice.height, choice.width))
-    values = statistics.finite_values(smoothed(data, display))
-    del data
+        step = histogram_step(choice.height, choice.width)
+        if display.smooth_method:  # smoothing needs the 2-D image
+            values = statistics.finite_values(smoothed(reader.read_strided(step), display))
+        else:
+            values = reader.finite_values(step)
     if values.size == 0:
         require_finite(values)
     low, high = float(values.min()), float(values.max())
