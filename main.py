@@ -6,11 +6,9 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from pydantic import BaseModel
 
+from app.app_factory import build_app
 from app.config import Settings, load_settings
-from app.http_errors import install_error_handlers
-from app.storage import create_storage
 from app.viewer.routes import router as viewer_router
 from app.workers import WorkerPool
 
@@ -18,11 +16,6 @@ DESCRIPTION = """The heavy half of the JWST data backend: it reads FITS files fr
 storage and renders previews, thumbnails, histograms, pixel data and cube slices.
 Heavy work runs in a bounded pool of worker processes, so `/health` stays instant.
 Every error is JSON with a string `detail`."""
-
-
-class Health(BaseModel):
-    status: str
-    service: str
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,21 +31,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.pool.stop()
 
-    app = FastAPI(title="JWST Data Processing Engine", version="1.0.0",
-                  description=DESCRIPTION, lifespan=lifespan)
-    app.state.settings = settings
-    app.state.storage = create_storage(settings)
-    install_error_handlers(app)
-
-    @app.get("/", include_in_schema=False)
-    async def root():
-        return {"message": "JWST Data Processing Engine", "status": "running"}
-
-    @app.get("/health", response_model=Health, tags=["Health"], summary="Readiness probe")
-    async def health():
-        """Answers at once, even while heavy requests run in the worker pool."""
-        return {"status": "healthy", "service": "jwst-processing-engine"}
-
+    app = build_app(title="JWST Data Processing Engine", service="jwst-processing-engine",
+                    description=DESCRIPTION, settings=settings, lifespan=lifespan)
     app.include_router(viewer_router)
     return app
 

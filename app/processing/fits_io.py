@@ -381,14 +381,9 @@ class ImageInfo:
 def inspect_image(path: str | os.PathLike, slice_index: int = -1, max_elements: int | None = None,
                   hdu_index: int | None = None) -> ImageInfo:
     """Header-only look at the image a viewer would show (no pixel is read)."""
-    with open_fits(path) as hdul:
-        index = find_image_hdu(hdul, hdu_index=hdu_index)
-        hdu = hdul[index]
-        shape = hdu_shape(hdu)
-        if max_elements is not None:
-            check_element_limit(shape, max_elements)
-        choice = choose_plane(shape, slice_index)
-        return ImageInfo(hdu_index=index, shape=shape, choice=choice, header=hdu.header.copy())
+    with open_plane(path, slice_index, max_elements, hdu_index) as (_, info):
+        return ImageInfo(hdu_index=info.hdu_index, shape=info.shape, choice=info.choice,
+                         header=info.header.copy())
 
 
 @contextmanager

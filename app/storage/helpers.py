@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import unquote
 
 from app.errors import AccessDenied, BadRequest, NotFound
@@ -97,3 +100,28 @@ def sanitize_filename(name: str) -> str:
     if not base:
         raise BadRequest(f"Unusable file name: {name!r}")
     return base[:255]
+
+
+@contextmanager
+def atomic_target(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` on success.
+
+    Readers see the old file or the complete new one, never a partial write; on
+    any error the temporary file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        if fsync:
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

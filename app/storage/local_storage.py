@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from app.errors import NotFound
-from app.storage.helpers import is_within, normalize_key, resolve_local_file, safe_join
+from app.storage.helpers import (
+    atomic_target,
+    is_within,
+    normalize_key,
+    resolve_local_file,
+    safe_join,
+)
 from app.storage.provider import FileStat, StorageProvider
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_target(path) as tmp:
+        tmp.write_bytes(data)
 
 
 class LocalStorage(StorageProvider):
@@ -59,18 +52,8 @@ class LocalStorage(StorageProvider):
         source = Path(os.path.realpath(source))
         if source == target:
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_target(target) as tmp:
             shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
 
     def delete(self, key: str) -> bool:
         path = safe_join(self.root, key)

@@ -17,11 +17,12 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
+
+from app.storage.helpers import atomic_target
 
 
 @contextmanager
@@ -67,22 +68,11 @@ class TempCache:
                 return target
             if expected_size is not None:
                 self.make_room(expected_size)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".partial-")
-            os.close(fd)
-            try:
-                fetch(Path(tmp))
-                with open(tmp, "rb") as handle:
-                    os.fsync(handle.fileno())
-                if expected_size is not None and os.path.getsize(tmp) != expected_size:
-                    raise OSError(
-                        f"Incomplete download: got {os.path.getsize(tmp)} of {expected_size} bytes")
-                os.replace(tmp, target)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+            with atomic_target(target) as tmp:
+                fetch(tmp)
+                size = os.path.getsize(tmp)
+                if expected_size is not None and size != expected_size:
+                    raise OSError(f"Incomplete download: got {size} of {expected_size} bytes")
         self.make_room(0, keep=target)
         return target
 

@@ -1,0 +1,35 @@
+"""What both FastAPI apps share: settings, storage, error handlers, / and /health."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from app.config import Settings
+from app.http_errors import install_error_handlers
+from app.storage import create_storage
+
+
+class Health(BaseModel):
+    status: str
+    service: str
+
+
+def build_app(*, title: str, service: str, description: str, settings: Settings,
+              lifespan) -> FastAPI:
+    """A FastAPI app with the common parts; the caller adds its routers."""
+    app = FastAPI(title=title, version="1.0.0", description=description, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.storage = create_storage(settings)
+    install_error_handlers(app)
+
+    @app.get("/", include_in_schema=False)
+    async def root():
+        return {"message": title, "status": "running"}
+
+    @app.get("/health", response_model=Health, tags=["Health"], summary="Readiness probe")
+    async def health():
+        """Answers at once: heavy work never runs on the event loop."""
+        return {"status": "healthy", "service": service}
+
+    return app
