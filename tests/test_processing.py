@@ -397,3 +397,17 @@ def test_streamed_finite_values_match_a_whole_read(data_root):
             sampled = full[::step, ::step]
             np.testing.assert_array_equal(reader.finite_values(step),
                                           sampled[np.isfinite(sampled)])
+
+
+def test_shared_buckets_give_exact_percentiles_and_raw_histogram(data_root):
+    with open_plane(data_root / "jwst" / "large_i2d.fits") as (reader, _):
+        values = reader.finite_values()
+    transform = enhancement.fit_display(values, "zscale")
+    buckets = statistics.Buckets(values)
+    qs = statistics.REPORTED_PERCENTILES
+    got = statistics.percentiles(values, qs, transform=transform, buckets=buckets)
+    np.testing.assert_allclose(got, np.percentile(transform(values), qs), atol=1e-7)
+    counts, _ = np.histogram(values, bins=256, range=(buckets.low, buckets.high))
+    diff = np.abs(buckets.histogram_counts(256) - counts).sum()
+    assert buckets.histogram_counts(256).sum() == values.size and diff <= 10
+    assert buckets.histogram_counts(100) is None

@@ -252,6 +252,11 @@ def test_histogram_against_numpy(engine_url):
     assert body["histogram"]["n_bins"] == 100 and len(body["histogram"]["bin_centers"]) == 100
     raw_counts, _ = np.histogram(t, bins=100, range=(0, 1))
     assert np.abs(np.array(body["raw_histogram"]["counts"]) - raw_counts).sum() <= 4
+    # 256 bins come from the shared bucketing pass: the same counts.
+    body256 = get(engine_url, "/histogram/abc", file_path="real/m13.fits", bins=256).json()
+    raw256, edges256 = np.histogram(t, bins=256, range=(0, 1))
+    assert np.abs(np.array(body256["raw_histogram"]["counts"]) - raw256).sum() <= 4
+    np.testing.assert_allclose(body256["raw_histogram"]["bin_edges"], edges256)
     qs = [0.5, 1, 5, 25, 50, 75, 95, 99, 99.5]
     want = np.percentile(stretched, qs)
     p = body["percentiles"]

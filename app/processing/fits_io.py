@@ -271,6 +271,42 @@ class PlaneReader:
             raise BadRequest("No image data found in FITS file")
         return np.asarray(block, dtype=np.float32)
 
+    def iter_blocks(self, rows_per_block: int):
+        """Yield ``(start, stop, block)`` over the plane's rows, as native float32.
+
+        For uncompressed files one pair of buffers is reused for every block (no
+        fresh pages to fault in, no per-block allocation): a block is only valid
+        until the next one is yielded.
+        """
+        height, width = self.choice.height, self.choice.width
+        if not self.direct or self.blank is not None:
+            for start in range(0, height, rows_per_block):
+                stop = min(height, start + rows_per_block)
+                yield start, stop, self.rows(start, stop)
+            return
+        raw = np.empty((rows_per_block, width), dtype=self.dtype)
+        native = np.empty((rows_per_block, width), dtype=np.float32)
+        row_bytes = width * self.dtype.itemsize
+        with open(self.path, "rb", buffering=0) as handle:
+            handle.seek(self.plane_offset)
+            for start in range(0, height, rows_per_block):
+                stop = min(height, start + rows_per_block)
+                n = stop - start
+                view = memoryview(raw[:n]).cast("B")
+                got = 0
+                while got < n * row_bytes:
+                    chunk = handle.readinto(view[got:])
+                    if not chunk:
+                        raise BadRequest("FITS file is truncated: fewer data bytes than declared")
+                    got += chunk
+                block = native[:n]
+                np.copyto(block, raw[:n], casting="unsafe")
+                if self.bscale != 1.0:
+                    block *= np.float32(self.bscale)
+                if self.bzero != 0.0:
+                    block += np.float32(self.bzero)
+                yield start, stop, block
+
     def block_rows(self) -> int:
         """How many rows make one read block of about 8 MB."""
         width = self.choice.width
@@ -297,12 +333,13 @@ class PlaneReader:
         rows = range(0, height, step)
         out = np.empty(len(rows) * len(range(0, width, step)), dtype=np.float32)
         filled = 0
-        rows_per_block = max(step, (self.block_rows() // step) * step)
-        for start in range(0, height, rows_per_block):
-            stop = min(height, start + rows_per_block)
-            block = self.rows(start, stop, step)
-            if step > 1:
-                block = block[:, ::step]
+        if step == 1:
+            blocks = (block for _, _, block in self.iter_blocks(self.block_rows()))
+        else:
+            rows_per_block = max(step, (self.block_rows() // step) * step)
+            blocks = (self.rows(start, min(height, start + rows_per_block), step)[:, ::step]
+                      for start in range(0, height, rows_per_block))
+        for block in blocks:
             kept = block[np.isfinite(block)]
             out[filled:filled + kept.size] = kept
             filled += kept.size
@@ -321,11 +358,8 @@ class PlaneReader:
         out_h, out_w = -(-height // factor), -(-width // factor)
         out = np.empty((out_h, out_w), dtype=np.float32)
         rows_per_block = max(factor, (self.block_rows() // factor) * factor)
-        for start in range(0, height, rows_per_block):
-            stop = min(height, start + rows_per_block)
-            block = self.rows(start, stop)
-            out_rows = slice(start // factor, -(-stop // factor))
-            out[out_rows] = block_mean(block, factor)
+        for start, stop, block in self.iter_blocks(rows_per_block):
+            out[start // factor:-(-stop // factor)] = block_mean(block, factor)
         return out
 
 
@@ -344,24 +378,40 @@ def block_mean(block: np.ndarray, factor: int) -> np.ndarray:
     """NaN-aware mean over ``factor`` x ``factor`` blocks (edges padded with NaN).
 
     Non-finite pixels are left out of each block's mean; a block without any
-    finite pixel is NaN.
+    finite pixel is NaN. The plain sum handles every block first; only the few
+    blocks it leaves non-finite (a NaN border crosses them) are recomputed with
+    a mask, so NaN-bordered JWST images cost little more than clean ones.
     """
     h, w = block.shape
     pad_h, pad_w = (-h) % factor, (-w) % factor
     if pad_h or pad_w:
         block = np.pad(block, ((0, pad_h), (0, pad_w)), constant_values=np.nan)
-    total = float(block.sum(dtype=np.float64))
-    if math.isfinite(total):  # no NaN or Inf anywhere: plain block average
-        out = _sum_blocks(block, factor, np.float32)
-        out *= np.float32(1.0 / (factor * factor))
+    out = _sum_blocks(block, factor, np.float32)
+    out *= np.float32(1.0 / (factor * factor))
+    bad = ~np.isfinite(out)
+    if not bad.any():
         return out
     finite = np.isfinite(block)
-    values = np.where(finite, block, np.float32(0))
-    sums = _sum_blocks(values, factor, np.float32)
     counts = _sum_blocks(finite.view(np.uint8), factor, np.float32)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sums /= counts
-    return sums
+    out[bad & (counts == 0)] = np.nan  # no finite pixel at all (Inf-only blocks too)
+    partial = bad & (counts > 0)
+    n_partial = int(np.count_nonzero(partial))
+    if n_partial == 0:
+        return out
+    if n_partial > out.size // 16:
+        # Many blocks mix NaN and data: masked sums of everything are cheaper.
+        sums = _sum_blocks(np.where(finite, block, np.float32(0)), factor, np.float32)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sums /= counts
+        return sums
+    rows, cols = np.nonzero(partial)
+    hh, ww = block.shape
+    cells = block.reshape(hh // factor, factor, ww // factor, factor)[rows, :, cols, :]
+    cells = cells.reshape(n_partial, factor * factor)
+    cell_finite = np.isfinite(cells)
+    sums = np.where(cell_finite, cells, 0).sum(axis=1, dtype=np.float64)
+    out[rows, cols] = sums / counts[rows, cols]
+    return out
 
 
 # --------------------------------------------------------------------------------------

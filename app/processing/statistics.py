@@ -11,6 +11,8 @@ the CPU cache.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -20,6 +22,25 @@ REPORTED_PERCENTILES = (0.5, 1, 5, 25, 50, 75, 95, 99, 99.5)
 _CHUNK = 1 << 18  # elements per cache-sized chunk
 _SELECT_BINS = 1 << 16
 _SELECT_DIRECT = 1 << 18  # below this many values, numpy's partition is faster
+_PARALLEL_MIN = 1 << 21  # arrays smaller than this are not worth splitting across threads
+_THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else (os.cpu_count() or 1)))
+_pool: ThreadPoolExecutor | None = None
+
+
+def map_chunks(values: np.ndarray, fn: Callable[[np.ndarray], object]) -> list:
+    """``fn`` over cache-sized chunks of a 1-D array, on a few threads when large.
+
+    numpy releases the GIL inside ufuncs and ``bincount``, so the chunks of a
+    big image run on all cores; results come back in chunk order.
+    """
+    global _pool
+    chunks = [values[start:start + _CHUNK] for start in range(0, values.size, _CHUNK)]
+    if values.size < _PARALLEL_MIN or _THREADS == 1:
+        return [fn(chunk) for chunk in chunks]
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="stats")
+    return list(_pool.map(fn, chunks))
 
 
 def finite_values(data: np.ndarray) -> np.ndarray:
@@ -31,15 +52,18 @@ def finite_values(data: np.ndarray) -> np.ndarray:
     return flat[finite]
 
 
-def order_statistics(values: np.ndarray, ranks) -> dict[int, float]:
-    """Exact k-th smallest values (0-based ranks) of a 1-D finite array."""
+def order_statistics(values: np.ndarray, ranks, buckets: "Buckets | None" = None) -> dict[int, float]:
+    """Exact k-th smallest values (0-based ranks) of a 1-D finite array.
+
+    ``buckets`` may carry the first bucketing pass if it was already made.
+    """
     ranks = np.unique(np.asarray(ranks, dtype=np.int64))
     out: dict[int, float] = {}
     if values.size == 0 or ranks.size == 0:
         return out
     if ranks[0] < 0 or ranks[-1] >= values.size:
         raise ValueError("rank out of range")
-    _select(values, ranks, 0, out, 0)
+    _select(values, ranks, 0, out, 0, buckets)
     return out
 
 
@@ -47,44 +71,64 @@ def _bucket_index(chunk: np.ndarray, low: np.float32, scale: np.float32) -> np.n
     tmp = chunk - low
     tmp *= scale
     np.minimum(tmp, np.float32(_SELECT_BINS - 1), out=tmp)
-    return tmp.astype(np.int32)
+    return tmp.astype(np.intp)  # intp: bincount and take use it without a copy
 
 
-def _select(values: np.ndarray, ranks: np.ndarray, offset: int, out: dict, depth: int) -> None:
+class Buckets:
+    """Counts of values in 65536 equal buckets over [low, high]: the first pass of
+    the selection, reusable for a raw histogram whose bin count divides 65536."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.size = int(values.size)
+        self.low, self.high = float(values.min()), float(values.max())
+        self.counts = np.zeros(_SELECT_BINS, dtype=np.int64)
+        self.scale = None
+        if self.high > self.low:
+            self.scale = np.float32(_SELECT_BINS / (self.high - self.low))
+            low32, scale = np.float32(self.low), self.scale
+            self.counts = np.sum(map_chunks(values, lambda c: np.bincount(
+                _bucket_index(c, low32, scale), minlength=_SELECT_BINS)), axis=0)
+        else:
+            self.counts[0] = self.size
+
+    def histogram_counts(self, bins: int) -> np.ndarray | None:
+        """Counts in ``bins`` equal bins over [low, high]; None unless bins divides 65536."""
+        if _SELECT_BINS % bins:
+            return None
+        return self.counts.reshape(bins, _SELECT_BINS // bins).sum(axis=1)
+
+
+def _select(values: np.ndarray, ranks: np.ndarray, offset: int, out: dict, depth: int,
+            buckets: Buckets | None = None) -> None:
     n = values.size
     if n <= _SELECT_DIRECT or depth >= 4:
         part = np.partition(values, ranks)
         for r in ranks:
             out[int(r) + offset] = float(part[r])
         return
-    lo, hi = float(values.min()), float(values.max())
-    if lo == hi:
-        for r in ranks:
-            out[int(r) + offset] = lo
-        return
-    scale = np.float32(_SELECT_BINS / (hi - lo))
-    lo32 = np.float32(lo)
     # Pass 1: bucket counts. The bucket index is monotone in the value, so the
     # values of one bucket hold a contiguous range of ranks.
-    counts = np.zeros(_SELECT_BINS, dtype=np.int64)
-    for start in range(0, n, _CHUNK):
-        counts += np.bincount(_bucket_index(values[start:start + _CHUNK], lo32, scale),
-                              minlength=_SELECT_BINS)
+    if buckets is None or buckets.size != n:
+        buckets = Buckets(values)
+    if buckets.scale is None:
+        for r in ranks:
+            out[int(r) + offset] = buckets.low
+        return
+    counts, scale, lo32 = buckets.counts, buckets.scale, np.float32(buckets.low)
     ends = np.cumsum(counts)
     bucket_of_rank = np.searchsorted(ends, ranks, side="right")
     wanted = np.unique(bucket_of_rank)
     lookup = np.zeros(_SELECT_BINS, dtype=bool)
     lookup[wanted] = True
     # Pass 2: keep only the values of the wanted buckets.
-    kept_values, kept_idx = [], []
-    for start in range(0, n, _CHUNK):
-        chunk = values[start:start + _CHUNK]
+    def keep_wanted(chunk):
         idx = _bucket_index(chunk, lo32, scale)
-        keep = lookup[idx]
-        kept_values.append(chunk[keep])
-        kept_idx.append(idx[keep])
-    all_values = np.concatenate(kept_values)
-    all_idx = np.concatenate(kept_idx)
+        keep = np.take(lookup, idx)
+        return chunk[keep], idx[keep]
+
+    kept = map_chunks(values, keep_wanted)
+    all_values = np.concatenate([v for v, _ in kept])
+    all_idx = np.concatenate([i for _, i in kept])
     for bucket in wanted:
         bucket_values = all_values[all_idx == bucket] if wanted.size > 1 else all_values
         first = int(ends[bucket] - counts[bucket])
@@ -104,7 +148,8 @@ def percentile_ranks(n: int, qs) -> list[tuple[int, int, float]]:
 
 
 def percentiles(values: np.ndarray, qs,
-                transform: Callable[[np.ndarray], np.ndarray] | None = None) -> list[float]:
+                transform: Callable[[np.ndarray], np.ndarray] | None = None,
+                buckets: Buckets | None = None) -> list[float]:
     """Percentiles (0-100) of the finite values, numpy's linear method, exactly.
 
     With ``transform`` (a monotone non-decreasing function), these are the
@@ -117,7 +162,7 @@ def percentiles(values: np.ndarray, qs,
     if values.size == 0:
         return [math.nan for _ in qs]
     plan = percentile_ranks(values.size, qs)
-    stats = order_statistics(values, [r for lo, hi, _ in plan for r in (lo, hi)])
+    stats = order_statistics(values, [r for lo, hi, _ in plan for r in (lo, hi)], buckets)
     keys = sorted(stats)
     points = np.array([stats[k] for k in keys], dtype=np.float64)
     if transform is not None:
@@ -135,13 +180,15 @@ def _edges(bins: int, value_range) -> tuple[np.ndarray, np.ndarray]:
     return edges, (edges[:-1] + edges[1:]) / 2.0
 
 
-def _bin_chunk(chunk: np.ndarray, low32, high32, scale, bins: int) -> np.ndarray:
-    inside = (chunk >= low32) & (chunk <= high32)
-    if not inside.all():
-        chunk = chunk[inside]
-    tmp = chunk - low32
+def _bin_chunk(chunk: np.ndarray, low32, high32, scale, bins: int,
+               in_range: bool = False) -> np.ndarray:
+    if not in_range:
+        inside = (chunk >= low32) & (chunk <= high32)
+        if not inside.all():
+            chunk = chunk[inside]
+    tmp = chunk - low32 if low32 else chunk * np.float32(1.0)
     tmp *= scale
-    idx = tmp.astype(np.int32)
+    idx = tmp.astype(np.intp)
     np.minimum(idx, bins - 1, out=idx)
     return np.bincount(idx, minlength=bins)
 
@@ -154,6 +201,11 @@ def _histogram_dict(counts: np.ndarray, bins: int, label_range) -> dict:
         "bin_edges": [float(e) for e in edges],
         "n_bins": int(bins),
     }
+
+
+def histogram_from_counts(counts: np.ndarray, label_range=(0.0, 1.0)) -> dict:
+    """The histogram dict for precomputed counts over ``label_range``."""
+    return _histogram_dict(np.asarray(counts), len(counts), label_range)
 
 
 def histogram(values: np.ndarray, bins: int, value_range: tuple[float, float] = (0.0, 1.0),
@@ -176,11 +228,13 @@ def histogram(values: np.ndarray, bins: int, value_range: tuple[float, float] = 
     if values.size and high > low:
         scale = np.float32(bins / (high - low))
         low32, high32 = np.float32(low), np.float32(high)
-        for start in range(0, values.size, _CHUNK):
-            chunk = values[start:start + _CHUNK]
+
+        def count(chunk):
             if transform is not None:
                 chunk = transform(chunk)
-            counts += _bin_chunk(chunk, low32, high32, scale, bins)
+            return _bin_chunk(chunk, low32, high32, scale, bins)
+
+        counts = np.sum(map_chunks(values, count), axis=0)
     elif values.size:
         counts[0] = values.size  # a flat image: everything in the first bin
     return _histogram_dict(counts, bins, label_range or (low, high))
@@ -192,19 +246,27 @@ def display_histogram(values: np.ndarray, bins: int,
 
     ``values`` must be finite. Returns ``(histogram dict, summary dict)``.
     """
-    counts = np.zeros(bins, dtype=np.int64)
-    acc = _Moments()
     scale, low32, high32 = np.float32(bins), np.float32(0.0), np.float32(1.0)
-    for start in range(0, values.size, _CHUNK):
-        chunk = transform(values[start:start + _CHUNK])
-        chunk = chunk[np.isfinite(chunk)]
-        counts += _bin_chunk(chunk, low32, high32, scale, bins)
-        acc.add(chunk)
+    acc = _Moments()
+    if values.size:
+        acc.shift = float(transform(values[:1024]).astype(np.float64).mean())
+
+    def work(chunk):
+        chunk = transform(chunk)  # display values lie in [0, 1] (NaN only for NaN input)
+        if not math.isfinite(float(chunk.sum(dtype=np.float64))):
+            chunk = chunk[np.isfinite(chunk)]
+        return _bin_chunk(chunk, low32, high32, scale, bins, in_range=True), acc.partial(chunk)
+
+    parts = map_chunks(values, work)
+    counts = np.sum([c for c, _ in parts], axis=0) if parts else np.zeros(bins, dtype=np.int64)
+    for _, partial in parts:
+        acc.merge(partial)
     return _histogram_dict(counts, bins, (0.0, 1.0)), acc.result()
 
 
 class _Moments:
-    """Running min, max, mean and std; shifted sums keep the variance accurate."""
+    """Running min, max, mean and std; sums shifted by ``shift`` keep the variance
+    accurate when the mean is large compared with the spread."""
 
     def __init__(self) -> None:
         self.shift: float | None = None
@@ -213,25 +275,34 @@ class _Moments:
         self.total_sq = 0.0
         self.low, self.high = math.inf, -math.inf
 
-    def add(self, chunk: np.ndarray) -> None:
+    def partial(self, chunk: np.ndarray) -> tuple:
+        """(n, shifted sum, shifted sum of squares, min, max) of one chunk."""
         if chunk.size == 0:
-            return
-        chunk = chunk.astype(np.float64)
-        if self.shift is None:
-            self.shift = float(chunk.mean())
-        self.low = min(self.low, float(chunk.min()))
-        self.high = max(self.high, float(chunk.max()))
-        chunk -= self.shift
-        self.n += chunk.size
-        self.total += float(chunk.sum())
-        self.total_sq += float(np.dot(chunk, chunk))
+            return (0, 0.0, 0.0, math.inf, -math.inf)
+        shifted = chunk.astype(np.float64)
+        shifted -= self.shift or 0.0
+        return (shifted.size, float(shifted.sum()), float(np.dot(shifted, shifted)),
+                float(chunk.min()), float(chunk.max()))
+
+    def merge(self, part: tuple) -> None:
+        n, total, total_sq, low, high = part
+        self.n += n
+        self.total += total
+        self.total_sq += total_sq
+        self.low = min(self.low, low)
+        self.high = max(self.high, high)
+
+    def add(self, chunk: np.ndarray) -> None:
+        if self.shift is None and chunk.size:
+            self.shift = float(chunk.astype(np.float64).mean())
+        self.merge(self.partial(chunk))
 
     def result(self) -> dict:
         if self.n == 0:
             return {"min": None, "max": None, "mean": None, "std": None}
         mean_shifted = self.total / self.n
         var = max(0.0, self.total_sq / self.n - mean_shifted * mean_shifted)
-        return {"min": self.low, "max": self.high, "mean": self.shift + mean_shifted,
+        return {"min": self.low, "max": self.high, "mean": (self.shift or 0.0) + mean_shifted,
                 "std": math.sqrt(var)}
 
 

@@ -175,14 +175,21 @@ def compute_histogram(path: str, bins: int, slice_index: int, display: DisplayPa
             values = reader.finite_values(step)
     if values.size == 0:
         require_finite(values)
-    low, high = float(values.min()), float(values.max())
     transform = fit(values, display)
     display_hist, display_stats = statistics.display_histogram(values, bins, transform)
+    # One bucketing pass serves the raw histogram and the percentile selection.
+    buckets = statistics.Buckets(values)
+    raw_counts = buckets.histogram_counts(bins)
+    if raw_counts is not None:
+        raw_hist = statistics.histogram_from_counts(raw_counts, (0.0, 1.0))
+    else:
+        raw_hist = statistics.histogram(values, bins, (buckets.low, buckets.high),
+                                        label_range=(0.0, 1.0))
     return {
         "histogram": display_hist,
-        "raw_histogram": statistics.histogram(values, bins, (low, high), label_range=(0.0, 1.0)),
+        "raw_histogram": raw_hist,
         "percentiles": _percentile_keys(statistics.percentiles(
-            values, statistics.REPORTED_PERCENTILES, transform=transform)),
+            values, statistics.REPORTED_PERCENTILES, transform=transform, buckets=buckets)),
         "stats": display_stats,
         "cube_info": {"n_slices": choice.n_slices, "current_slice": choice.slice_index},
     }
