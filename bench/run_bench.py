@@ -6,9 +6,11 @@
 Starts the engine (uvicorn, ENGINE_WORKERS=2) on local storage under
 bench/.cache, generates JWST-like i2d files once, then for each size measures
 the median wall time of preview (to 1000x1000 PNG), histogram, pixeldata
-(max_size 1200) and thumbnail, the peak RSS growth of the worker processes
-(sampled every 5 ms, minus their idle RSS), and /health latency while four
-previews run at once. Prints a table and writes bench/results/viewer.json.
+(max_size 1200) and thumbnail over HTTP, the peak memory each job allocates
+(tracemalloc around the same worker function run in this process: numpy
+arrays included, the interpreter's baseline excluded), and /health latency
+while eight large previews run at once. Prints a table and writes
+bench/results/viewer.json.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.processing.pipeline import DisplayParams  # noqa: E402
+from app.viewer import image_views  # noqa: E402
 from tests.support.servers import run_service  # noqa: E402
 from tests.support.synthetic import make_jwst_image  # noqa: E402
 
@@ -36,40 +39,17 @@ RESULTS = ROOT / "bench" / "results"
 MB = 1024 * 1024
 
 
-class PeakSampler:
-    """Samples the RSS of the server's child processes until stopped."""
+def traced_peak_mb(fn, *args) -> float:
+    """Peak bytes allocated while ``fn(*args)`` runs (numpy reports to tracemalloc)."""
+    import tracemalloc
 
-    def __init__(self, server_pid: int):
-        self.server = psutil.Process(server_pid)
-        self.peak: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def workers(self) -> list[psutil.Process]:
-        return [c for c in self.server.children(recursive=True)
-                if "resource_tracker" not in " ".join(c.cmdline())]
-
-    def _run(self):
-        while not self._stop.is_set():
-            for proc in self.workers():
-                try:
-                    rss = proc.memory_info().rss
-                except psutil.Error:
-                    continue
-                self.peak[proc.pid] = max(self.peak.get(proc.pid, 0), rss)
-            time.sleep(0.005)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
-def idle_rss(sampler: PeakSampler) -> dict[int, int]:
-    return {p.pid: p.memory_info().rss for p in sampler.workers()}
+    fn(*args)  # imports and caches first
+    tracemalloc.start()
+    try:
+        fn(*args)
+        return tracemalloc.get_traced_memory()[1] / MB
+    finally:
+        tracemalloc.stop()
 
 
 def timed(client: httpx.Client, method: str, url: str, repeat: int, **kwargs) -> list[float]:
@@ -124,34 +104,36 @@ def main() -> int:
     results = {"sizes": {}}
     env = {"STORAGE_BASE_PATH": str(storage), "ENGINE_WORKERS": "2"}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    with run_service("main", env, RESULTS / "engine.log") as (base, proc):
+    with run_service("main", env, RESULTS / "engine.log") as (base, _proc):
         with httpx.Client(base_url=base, timeout=300) as client:
             for size in args.sizes:
                 key = f"bench/jwst_{size}_i2d.fits"
                 float32_mb = size * size * 4 / MB
+                path = str(storage / key)
+                limit = 10**10
                 cases = {
-                    "preview_1000": ("GET", "/preview/b", {"params": {
+                    "preview_1000": (("GET", "/preview/b", {"params": {
                         "file_path": key, "width": 1000, "height": 1000}}),
-                    "histogram": ("GET", "/histogram/b", {"params": {"file_path": key}}),
-                    "pixeldata_1200": ("GET", "/pixeldata/b", {"params": {
+                        (image_views.render_preview, path, image_views.PreviewParams(), limit)),
+                    "histogram": (("GET", "/histogram/b", {"params": {"file_path": key}}),
+                                  (image_views.compute_histogram, path, 256, -1,
+                                   DisplayParams(), limit)),
+                    "pixeldata_1200": (("GET", "/pixeldata/b", {"params": {
                         "file_path": key, "max_size": 1200}}),
-                    "thumbnail": ("POST", "/thumbnail", {"json": {"file_path": key}}),
+                        (image_views.pixeldata_json, "b", path, 1200, -1, limit)),
+                    "thumbnail": (("POST", "/thumbnail", {"json": {"file_path": key}}),
+                                  (image_views.render_thumbnail, path, limit)),
                 }
                 row = {"float32_mb": float32_mb}
-                for name, (method, url, kwargs) in cases.items():
+                for name, ((method, url, kwargs), job) in cases.items():
                     client.request(method, url, **kwargs).raise_for_status()  # page cache warm
-                    sampler = PeakSampler(proc.pid)
-                    base_rss = idle_rss(sampler)
-                    with sampler:
-                        times = timed(client, method, url, args.repeat, **kwargs)
-                    growth = max((sampler.peak.get(pid, 0) - rss for pid, rss in base_rss.items()),
-                                 default=0)
+                    times = timed(client, method, url, args.repeat, **kwargs)
+                    peak = traced_peak_mb(*job)
                     row[name] = {"median_s": statistics.median(times), "min_s": min(times),
-                                 "peak_worker_growth_mb": growth / MB,
-                                 "peak_growth_vs_image": growth / MB / float32_mb}
+                                 "peak_mb": peak, "peak_vs_image": peak / float32_mb}
                     print(f"{size:>5} {name:<15} median {row[name]['median_s']:.3f} s   "
-                          f"worker peak +{growth / MB:7.1f} MB "
-                          f"({row[name]['peak_growth_vs_image']:.2f}x image)", flush=True)
+                          f"peak {peak:7.1f} MB ({row[name]['peak_vs_image']:.2f}x the "
+                          f"float32 image)", flush=True)
                 results["sizes"][str(size)] = row
             key = f"bench/jwst_{args.sizes[0]}_i2d.fits"
             results["health_under_load"] = health_under_load(base, key)

@@ -28,28 +28,43 @@ _THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_geta
 _pool: ThreadPoolExecutor | None = None
 
 
-def map_chunks(values: np.ndarray, fn: Callable[[np.ndarray], object]) -> list:
+def map_chunks(values: np.ndarray, fn: Callable[[np.ndarray], object],
+               reduce: Callable[[object, object], object] | None = None, initial=None):
     """``fn`` over cache-sized chunks of a 1-D array, on a few threads when large.
 
-    numpy releases the GIL inside ufuncs and ``bincount``, so the chunks of a
-    big image run on all cores; results come back in chunk order.
+    numpy releases the GIL inside ufuncs, so the chunks of a big image run on
+    all cores. Without ``reduce`` the results come back as a list in chunk
+    order; with it they are folded as they arrive (``acc = reduce(acc, result)``
+    starting from ``initial``), so per-chunk results never pile up in memory.
     """
     global _pool
-    chunks = [values[start:start + _CHUNK] for start in range(0, values.size, _CHUNK)]
+    chunks = (values[start:start + _CHUNK] for start in range(0, values.size, _CHUNK))
     if values.size < _PARALLEL_MIN or _THREADS == 1:
-        return [fn(chunk) for chunk in chunks]
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="stats")
-    return list(_pool.map(fn, chunks))
+        results = map(fn, chunks)
+    else:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="stats")
+        results = _pool.map(fn, chunks)
+    if reduce is None:
+        return list(results)
+    acc = initial
+    for result in results:
+        acc = reduce(acc, result)
+    return acc
+
+
+def _add_into(acc: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    acc += counts
+    return acc
 
 
 def finite_values(data: np.ndarray) -> np.ndarray:
     """The finite pixels of ``data`` as a 1-D array (no copy when all are finite)."""
     flat = np.asarray(data).ravel()
-    finite = np.isfinite(flat)
-    if finite.all():
+    # A float64 sum is finite only if every element is: no mask needed then.
+    if flat.size == 0 or math.isfinite(float(flat.sum(dtype=np.float64))):
         return flat
-    return flat[finite]
+    return flat[np.isfinite(flat)]
 
 
 def order_statistics(values: np.ndarray, ranks, buckets: "Buckets | None" = None) -> dict[int, float]:
@@ -86,8 +101,9 @@ class Buckets:
         if self.high > self.low:
             self.scale = np.float32(_SELECT_BINS / (self.high - self.low))
             low32, scale = np.float32(self.low), self.scale
-            self.counts = np.sum(map_chunks(values, lambda c: np.bincount(
-                _bucket_index(c, low32, scale), minlength=_SELECT_BINS)), axis=0)
+            self.counts = map_chunks(values, lambda c: np.bincount(
+                _bucket_index(c, low32, scale), minlength=_SELECT_BINS), reduce=_add_into,
+                initial=np.zeros(_SELECT_BINS, dtype=np.int64))
         else:
             self.counts[0] = self.size
 
@@ -234,7 +250,7 @@ def histogram(values: np.ndarray, bins: int, value_range: tuple[float, float] = 
                 chunk = transform(chunk)
             return _bin_chunk(chunk, low32, high32, scale, bins)
 
-        counts = np.sum(map_chunks(values, count), axis=0)
+        counts = map_chunks(values, count, reduce=_add_into, initial=counts)
     elif values.size:
         counts[0] = values.size  # a flat image: everything in the first bin
     return _histogram_dict(counts, bins, label_range or (low, high))
@@ -257,10 +273,12 @@ def display_histogram(values: np.ndarray, bins: int,
             chunk = chunk[np.isfinite(chunk)]
         return _bin_chunk(chunk, low32, high32, scale, bins, in_range=True), acc.partial(chunk)
 
-    parts = map_chunks(values, work)
-    counts = np.sum([c for c, _ in parts], axis=0) if parts else np.zeros(bins, dtype=np.int64)
-    for _, partial in parts:
-        acc.merge(partial)
+    def fold(counts, part):
+        counts += part[0]
+        acc.merge(part[1])
+        return counts
+
+    counts = map_chunks(values, work, reduce=fold, initial=np.zeros(bins, dtype=np.int64))
     return _histogram_dict(counts, bins, (0.0, 1.0)), acc.result()
 
 

@@ -233,10 +233,10 @@ async def pixeldata(
     path = await resolve_file(storage, file_path)
     info, compressed = await _inspect(path, slice_index, settings)
     estimate = image_views.estimate_pixeldata_bytes(info, max_size, compressed)
-    result = await pool.run(image_views.compute_pixeldata, str(path), max_size, slice_index,
-                            settings.MAX_FITS_ARRAY_ELEMENTS, estimate_bytes=estimate)
-    # A multi-megabyte base64 string: send it as built, without a validation copy.
-    return JSONResponse({"data_id": data_id, **result})
+    body = await pool.run(image_views.pixeldata_json, data_id, str(path), max_size, slice_index,
+                          settings.MAX_FITS_ARRAY_ELEMENTS, estimate_bytes=estimate)
+    # A multi-megabyte base64 string: the worker built the JSON bytes already.
+    return Response(content=body, media_type="application/json")
 
 
 @router.get("/cubeinfo/{data_id}", response_model=CubeInfoResponse, responses=ERRORS,
