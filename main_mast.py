@@ -13,6 +13,9 @@ from fastapi import FastAPI
 
 from app.app_factory import build_app
 from app.config import Settings, load_settings
+from app.mast.download_jobs import DownloadManager
+from app.mast.mast_service import MastService
+from app.mast.routes import router as mast_router
 
 DESCRIPTION = """The light half of the JWST data backend: it searches the MAST archive
 (by target, position, observation, program, recent releases), lists products and
@@ -25,10 +28,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         settings.MAST_DOWNLOAD_DIR.mkdir(parents=True, exist_ok=True)
-        yield
+        app.state.mast = MastService(settings.MAST_BASE_URL, settings.NAME_RESOLVER_URL,
+                                     settings.MAST_SEARCH_TIMEOUT)
+        app.state.downloads = DownloadManager(settings, app.state.storage, app.state.mast)
+        await app.state.downloads.startup()
+        try:
+            yield
+        finally:
+            await app.state.downloads.shutdown()
 
-    return build_app(title="JWST MAST Proxy Service", service="jwst-mast-proxy",
-                     description=DESCRIPTION, settings=settings, lifespan=lifespan)
+    app = build_app(title="JWST MAST Proxy Service", service="jwst-mast-proxy",
+                    description=DESCRIPTION, settings=settings, lifespan=lifespan)
+    app.include_router(mast_router)
+    return app
 
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

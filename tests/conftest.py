@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from tests.support.servers import run_seaweedfs, run_service
+from tests.support.servers import run_mast_standin, run_seaweedfs, run_service
 from tests.support.synthetic import make_cube, make_jwst_image
 
 
@@ -120,3 +120,29 @@ def seaweedfs(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("seaweedfs")
     with run_seaweedfs(workdir, ["jwst-data", "stpubdata"]) as (endpoint, client):
         yield endpoint, client
+
+
+@pytest.fixture(scope="session")
+def standin(tmp_path_factory):
+    """The MAST stand-in (real MAST protocol) with generated JWST products."""
+    work = tmp_path_factory.mktemp("standin")
+    with run_mast_standin(work / "files", work / "standin.log") as (base, _proc):
+        yield base
+
+
+def mast_env(standin_url: str, root: Path, **extra) -> dict[str, str]:
+    env = {"STORAGE_PROVIDER": "local", "STORAGE_BASE_PATH": str(root),
+           "MAST_BASE_URL": standin_url,
+           "NAME_RESOLVER_URL": standin_url + "/cgi-bin/nph-sesame/",
+           "MAST_SEARCH_TIMEOUT": "20"}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+@pytest.fixture(scope="session")
+def proxy(standin, tmp_path_factory):
+    """The MAST proxy (two uvicorn workers, as deployed) pointed at the stand-in."""
+    root = tmp_path_factory.mktemp("proxy_data")
+    with run_service("main_mast", mast_env(standin, root), root / "proxy.log",
+                     workers=2) as (base, proc):
+        yield base, root, proc

@@ -53,23 +53,43 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 
 
 @contextmanager
-def run_service(module: str, env: dict[str, str], log_path: Path, workers: int = 1):
-    """Run ``uvicorn <module>:app`` with ``env`` on a free port; yield the base URL."""
-    port = free_port()
+def run_process(args: list[str], env: dict[str, str], log_path: Path, port: int,
+                health_path: str = "/health"):
+    """Run a Python module command (``python <args>``) and wait for its health URL."""
     full_env = dict(os.environ)
     full_env.update(env)
     full_env["PYTHONPATH"] = str(ROOT)
-    cmd = [sys.executable, "-m", "uvicorn", f"{module}:app", "--host", "127.0.0.1",
-           "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen([sys.executable] + args, cwd=ROOT, env=full_env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_http(base + "/health", proc=proc)
+        wait_http(base + health_path, proc=proc)
         yield base, proc
     finally:
         stop(proc)
+
+
+@contextmanager
+def run_service(module: str, env: dict[str, str], log_path: Path, workers: int = 1,
+                port: int | None = None):
+    """Run ``uvicorn <module>:app`` with ``env`` on a free port; yield the base URL."""
+    port = port or free_port()
+    args = ["-m", "uvicorn", f"{module}:app", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers), "--log-level", "warning"]
+    with run_process(args, env, log_path, port) as running:
+        yield running
+
+
+@contextmanager
+def run_mast_standin(files_dir: Path, log_path: Path, large: list[str] | None = None):
+    """The MAST stand-in (tests/support/mast_standin.py) on a free port."""
+    port = free_port()
+    args = ["-m", "tests.support.mast_standin", "--port", str(port), "--files", str(files_dir)]
+    if large:
+        args += ["--large", *large]
+    with run_process(args, {}, log_path, port) as running:
+        yield running
 
 
 def weed_binary() -> str | None:

@@ -1,0 +1,1 @@
+"""The MAST proxy: archive searches, product lists and downloads."""

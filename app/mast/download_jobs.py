@@ -1,0 +1,533 @@
+"""Download jobs: start, run, pause, resume, cancel, dismiss; durable and shared.
+
+Every job lives in the SQLite job store, so any worker process answers for any
+job. The process that runs a job *owns* it (``owner`` + a heartbeat every
+second); requests that reach another process act through the store: a pause or
+cancel is written as a control flag that the owner polls twice a second, and a
+resume takes ownership with one conditional UPDATE (a second concurrent resume
+finds the job owned and gets 409). A job whose owner stopped beating (the
+process died or restarted) is marked failed and resumable at the next start-up,
+and any process may resume it: partial files continue from their byte offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.config import Settings
+from app.errors import BadRequest, Conflict, NotFound, UpstreamError, UpstreamTimeout
+from app.mast.chunked_downloader import (
+    DownloadFailed,
+    DownloadStopped,
+    FileTarget,
+    download_file,
+    fetch_size,
+)
+from app.mast.download_state_manager import ACTIVE, RESUMABLE, FileRow, JobStore
+from app.mast.download_tracker import ProgressMeter, progress_body, resumable_summary
+from app.mast.mast_service import MastService, ProductFile, utc_now_iso
+from app.storage.helpers import is_within, safe_join
+from app.storage.local_storage import LocalStorage
+from app.storage.provider import StorageProvider
+
+logger = logging.getLogger(__name__)
+
+NO_PRODUCTS = "NO_PRODUCTS: No downloadable FITS products found for this observation"
+STALE_AFTER = 10.0
+HEARTBEAT_EVERY = 1.0
+CONTROL_POLL = 0.5
+FLUSH_EVERY = 0.25
+KEEP_FINISHED = 7 * 24 * 3600
+PARALLEL_FILES = 3
+
+
+class Recorder:
+    """In-memory progress of one running job, flushed to the store a few times a second."""
+
+    def __init__(self, store: JobStore, job_id: str, files: list[FileRow]) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.lock = threading.Lock()
+        self.bytes = {f.filename: f.downloaded_bytes for f in files}
+        self.sizes = {f.filename: f.total_bytes for f in files}
+        self.changes: dict[str, dict] = {}
+        self.meter = ProgressMeter()
+        self.current: str | None = None
+
+    def total_downloaded(self) -> int:
+        return sum(self.bytes.values())
+
+    def add(self, filename: str, n: int) -> None:
+        with self.lock:
+            self.bytes[filename] = max(0, self.bytes.get(filename, 0) + n)
+            self.current = filename
+            change = self.changes.setdefault(filename, {})
+            change["downloaded_bytes"] = self.bytes[filename]
+            change.setdefault("status", "downloading")
+
+    def set(self, filename: str, **values) -> None:
+        with self.lock:
+            if "downloaded_bytes" in values:
+                self.bytes[filename] = values["downloaded_bytes"]
+            if "total_bytes" in values:
+                self.sizes[filename] = values["total_bytes"]
+            self.changes.setdefault(filename, {}).update(values)
+
+    def flush(self) -> None:
+        with self.lock:
+            changes, self.changes = self.changes, {}
+            total = self.total_downloaded()
+            current = self.current
+        self.meter.add(total)
+        self.store.update_files(self.job_id, changes)
+        self.store.update_job(self.job_id, speed=self.meter.speed(), current_file=current)
+
+    async def flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_EVERY)
+            await asyncio.to_thread(self.flush)
+
+
+@dataclass
+class Outcome:
+    complete: list[str]
+    failed: dict[str, str]
+    stopped: bool
+
+
+class DownloadManager:
+    def __init__(self, settings: Settings, storage: StorageProvider, mast: MastService) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.mast = mast
+        self.root = Path(os.path.realpath(settings.MAST_DOWNLOAD_DIR))
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.store = JobStore(self.root)
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.tasks: dict[str, asyncio.Task] = {}
+        self.stops: dict[str, str] = {}
+        self._background: list[asyncio.Task] = []
+
+    # -- life cycle -------------------------------------------------------------------------
+    async def startup(self) -> None:
+        await asyncio.to_thread(self.cleanup)
+        self._background = [asyncio.create_task(self._heartbeat_loop()),
+                            asyncio.create_task(self._control_loop())]
+
+    async def shutdown(self) -> None:
+        for job_id in list(self.tasks):
+            self.stops[job_id] = "interrupt"
+        if self.tasks:
+            await asyncio.wait(list(self.tasks.values()), timeout=10)
+        for task in self._background:
+            task.cancel()
+
+    def cleanup(self) -> None:
+        """Start-up hygiene: orphaned jobs become resumable failures, old finished jobs
+        and ``.part`` files that no resumable job owns are removed."""
+        orphans = self.store.fail_orphans(
+            STALE_AFTER, "Interrupted: the download service stopped; resume to continue")
+        if orphans:
+            logger.info("Marked %d interrupted download job(s) resumable", len(orphans))
+        self.store.purge_finished(KEEP_FINISHED)
+        keep: set[Path] = set()
+        for job in self.store.all_jobs():
+            if job.status in RESUMABLE:
+                for f in job.files:
+                    keep.add(self.root / job.obs_id / (f.filename + ".part"))
+        for part in self.root.glob("*/*.part"):
+            if part not in keep:
+                try:
+                    part.unlink()
+                    logger.info("Removed orphaned partial file %s", part.name)
+                except OSError:
+                    pass
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.store.heartbeat, self.owner)
+            except Exception:  # keep beating even if one write fails
+                logger.exception("heartbeat failed")
+            await asyncio.sleep(HEARTBEAT_EVERY)
+
+    async def _control_loop(self) -> None:
+        """Pick up pause/cancel requests that other worker processes wrote."""
+        while True:
+            await asyncio.sleep(CONTROL_POLL)
+            if not self.tasks:
+                continue
+            try:
+                jobs = await asyncio.to_thread(
+                    lambda: [self.store.get(j) for j in list(self.tasks)])
+            except Exception:
+                logger.exception("control poll failed")
+                continue
+            for job in jobs:
+                if job is not None and job.control in ("pause", "cancel"):
+                    self.stops.setdefault(job.job_id, job.control)
+
+    # -- paths ----------------------------------------------------------------------------------
+    def obs_dir(self, obs_id: str) -> Path:
+        path = safe_join(self.root, obs_id)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- starting ---------------------------------------------------------------------------------
+    async def start(self, obs_id: str, product_type: str, calib_level: list[int] | None,
+                    source: str) -> str:
+        job_id = uuid.uuid4().hex[:12]
+        await asyncio.to_thread(self.store.create_job, job_id, obs_id, source, product_type,
+                                calib_level, str(self.root / obs_id), utc_now_iso(), self.owner)
+        self._launch(job_id, resume=False)
+        return job_id
+
+    def _launch(self, job_id: str, resume: bool) -> None:
+        self.stops.pop(job_id, None)
+        task = asyncio.create_task(self._run(job_id, resume))
+        self.tasks[job_id] = task
+        task.add_done_callback(lambda _t: self.tasks.pop(job_id, None))
+
+    async def resume(self, job_id: str) -> None:
+        job = await asyncio.to_thread(self.store.get, job_id)
+        if job is None:
+            raise NotFound(f"No resumable state found for job {job_id}")
+        if job.status not in RESUMABLE:
+            raise BadRequest(f"Job {job_id} is not resumable (status: {job.status})")
+        if job_id in self.tasks or not await asyncio.to_thread(
+                self.store.claim, job_id, self.owner, STALE_AFTER):
+            raise Conflict(f"Job {job_id} is already being resumed")
+        updates = {}
+        for f in job.files:
+            if f.status == "complete":
+                continue
+            part = self.root / job.obs_id / (f.filename + ".part")
+            size = part.stat().st_size if part.exists() else 0
+            updates[f.filename] = {"downloaded_bytes": size, "status": "pending", "error": None}
+        await asyncio.to_thread(self.store.update_files, job_id, updates)
+        await asyncio.to_thread(self.store.update_job, job_id, status="queued", error=None,
+                                message="Resuming download", completed_at=None)
+        self._launch(job_id, resume=True)
+
+    # -- running -------------------------------------------------------------------------------------
+    async def _run(self, job_id: str, resume: bool) -> None:
+        store = self.store
+        try:
+            job = await asyncio.to_thread(store.get, job_id)
+            obs_dir = self.obs_dir(job.obs_id)
+            if not resume or not job.files:
+                await asyncio.to_thread(store.update_job, job_id, status="fetching_products",
+                                        message="Fetching the product list from MAST")
+                products = await asyncio.wait_for(asyncio.to_thread(
+                    self.mast.files_to_download, job.obs_id, job.product_type, job.calib_level),
+                    self.settings.MAST_SEARCH_TIMEOUT)
+                if not products:
+                    await asyncio.to_thread(store.update_job, job_id, status="failed",
+                                            error=NO_PRODUCTS, message=NO_PRODUCTS,
+                                            completed_at=utc_now_iso())
+                    return
+                keys = {}
+                if job.source == "s3":
+                    keys = await asyncio.to_thread(self.mast.archive_keys, products, job.obs_id)
+                rows = [FileRow(filename=p.filename, uri=p.uri, archive_key=keys.get(p.filename),
+                                total_bytes=p.size) for p in products]
+                for row in rows:
+                    part = obs_dir / (row.filename + ".part")
+                    if job.source == "http" and part.exists():
+                        row.downloaded_bytes = part.stat().st_size
+                await asyncio.to_thread(store.set_files, job_id, rows)
+                job = await asyncio.to_thread(store.get, job_id)
+            total = sum(f.total_bytes for f in job.files)
+            pending = [f for f in job.files if f.status != "complete"]
+            await asyncio.to_thread(
+                store.update_job, job_id, status="downloading",
+                message=f"Downloading {len(job.files)} files ({total / 1e6:.1f} MB)...")
+            recorder = Recorder(store, job_id, job.files)
+            flusher = asyncio.create_task(recorder.flush_forever())
+            try:
+                if job.source == "s3":
+                    outcome = await self._download_s3(job_id, job.obs_id, obs_dir, pending,
+                                                      recorder)
+                else:
+                    outcome = await self._download_http(job_id, obs_dir, pending, recorder)
+            finally:
+                flusher.cancel()
+                await asyncio.to_thread(recorder.flush)
+            await self._finish(job_id, job.obs_id, obs_dir, outcome)
+        except asyncio.TimeoutError:
+            await self._fail(job_id, "Timed out while asking MAST for the product list")
+        except UpstreamError as exc:
+            await self._fail(job_id, exc.detail)
+        except Exception as exc:  # never leave a job 'downloading' behind an error
+            logger.exception("download job %s crashed", job_id)
+            await self._fail(job_id, f"Download failed: {exc}")
+        finally:
+            try:
+                await asyncio.to_thread(store.release, job_id, self.owner)
+            except Exception:
+                logger.exception("could not release job %s", job_id)
+
+    async def _fail(self, job_id: str, message: str) -> None:
+        await asyncio.to_thread(self.store.update_job, job_id, status="failed", error=message,
+                                message=message, speed=0, completed_at=utc_now_iso())
+
+    async def _finish(self, job_id: str, obs_id: str, obs_dir: Path, outcome: Outcome) -> None:
+        stop = self.stops.pop(job_id, None)
+        store = self.store
+        if stop == "cancel":
+            for part in obs_dir.glob("*.part"):
+                part.unlink(missing_ok=True)
+            await asyncio.to_thread(store.update_job, job_id, status="cancelled",
+                                    message="Download cancelled", speed=0, control=None,
+                                    completed_at=utc_now_iso())
+            return
+        if stop in ("pause", "interrupt") and outcome.stopped:
+            if stop == "pause":
+                await asyncio.to_thread(store.update_job, job_id, status="paused",
+                                        message="Job paused - can be resumed", speed=0,
+                                        control=None)
+            else:
+                await self._fail(job_id, "Interrupted: the download service stopped; "
+                                         "resume to continue")
+            return
+        if outcome.failed:
+            first = next(iter(outcome.failed.values()))
+            message = f"{len(outcome.failed)} file(s) failed to download: {first}"
+            await self._fail(job_id, message)
+            return
+        job = await asyncio.to_thread(store.get, job_id)
+        try:
+            await asyncio.to_thread(self._persist, obs_id, job.files)
+        except Exception as exc:
+            await self._fail(job_id, f"Downloaded, but could not store the files: {exc}")
+            return
+        await asyncio.to_thread(store.update_job, job_id, status="complete", speed=0,
+                                message=f"Downloaded {len(job.files)} files", error=None,
+                                current_file=None, completed_at=utc_now_iso(), control=None)
+
+    def _persist(self, obs_id: str, files: list[FileRow]) -> None:
+        """Completed files into storage: in place locally, uploaded for S3."""
+        for f in files:
+            if not f.local_path:
+                continue
+            if isinstance(self.storage, LocalStorage) and is_within(f.local_path,
+                                                                    self.storage.root):
+                continue
+            self.storage.put_file(f"mast/{obs_id}/{f.filename}", Path(f.local_path))
+
+    def _stopping(self, job_id: str) -> bool:
+        return job_id in self.stops
+
+    async def _download_http(self, job_id: str, obs_dir: Path, files: list[FileRow],
+                             recorder: Recorder) -> Outcome:
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
+        connector = aiohttp.TCPConnector(limit=PARALLEL_FILES)
+        gate = asyncio.Semaphore(PARALLEL_FILES)
+        outcome = Outcome(complete=[], failed={}, stopped=False)
+
+        async def one(session, f: FileRow) -> None:
+            async with gate:
+                if self._stopping(job_id):
+                    outcome.stopped = True
+                    recorder.set(f.filename, status="paused")
+                    return
+                final = obs_dir / f.filename
+                target = FileTarget(url=self.mast.download_url(f.uri), final_path=final,
+                                    expected_size=f.total_bytes)
+                try:
+                    if not target.expected_size:
+                        target.expected_size = await fetch_size(session, target.url, timeout)
+                        recorder.set(f.filename, total_bytes=target.expected_size)
+                    recorder.set(f.filename, status="downloading")
+                    size = await download_file(
+                        session, target, on_bytes=lambda n: recorder.add(f.filename, n),
+                        should_stop=lambda: self._stopping(job_id), timeout=timeout)
+                except DownloadStopped:
+                    outcome.stopped = True
+                    recorder.set(f.filename, status="paused")
+                    return
+                except (DownloadFailed, aiohttp.ClientError, asyncio.TimeoutError,
+                        ConnectionError) as exc:
+                    outcome.failed[f.filename] = str(exc) or type(exc).__name__
+                    recorder.set(f.filename, status="failed", error=outcome.failed[f.filename])
+                    return
+                recorder.set(f.filename, status="complete", total_bytes=size,
+                             downloaded_bytes=size, local_path=str(final), error=None)
+                outcome.complete.append(str(final))
+
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            await asyncio.gather(*(one(session, f) for f in files))
+        return outcome
+
+    async def _download_s3(self, job_id: str, obs_id: str, obs_dir: Path, files: list[FileRow],
+                           recorder: Recorder) -> Outcome:
+        from app.mast.mast_service import default_archive_key
+        from app.mast.s3_downloader import download_object, make_archive_client, object_size
+
+        client = make_archive_client(self.settings.MAST_S3_ENDPOINT, self.settings.MAST_S3_REGION)
+        bucket = self.settings.MAST_S3_BUCKET
+        gate = asyncio.Semaphore(2)
+        outcome = Outcome(complete=[], failed={}, stopped=False)
+
+        async def one(f: FileRow) -> None:
+            async with gate:
+                final = obs_dir / f.filename
+                key = f.archive_key or default_archive_key(obs_id, f.filename)
+                try:
+                    size = await asyncio.to_thread(object_size, client, bucket, key)
+                    recorder.set(f.filename, total_bytes=size, downloaded_bytes=0,
+                                 status="downloading")
+                    await asyncio.to_thread(
+                        download_object, client, bucket, key, final, size,
+                        on_bytes=lambda n: recorder.add(f.filename, n),
+                        should_stop=lambda: self._stopping(job_id))
+                except DownloadStopped:
+                    outcome.stopped = True
+                    (final.with_name(final.name + ".part")).unlink(missing_ok=True)
+                    recorder.set(f.filename, status="paused", downloaded_bytes=0)
+                    return
+                except DownloadFailed as exc:
+                    (final.with_name(final.name + ".part")).unlink(missing_ok=True)
+                    outcome.failed[f.filename] = str(exc)
+                    recorder.set(f.filename, status="failed", error=str(exc))
+                    return
+                recorder.set(f.filename, status="complete", downloaded_bytes=size,
+                             local_path=str(final), error=None)
+                outcome.complete.append(str(final))
+
+        await asyncio.gather(*(one(f) for f in files))
+        return outcome
+
+    # -- control -----------------------------------------------------------------------------------
+    async def _stop(self, job_id: str, action: str, wait: float = 10.0) -> None:
+        """Ask the owner (this process or another) to stop, and wait until it has."""
+        if job_id in self.tasks:
+            self.stops[job_id] = action
+            await asyncio.wait([self.tasks[job_id]], timeout=wait)
+            return
+        await asyncio.to_thread(self.store.request_control, job_id, action)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            job = await asyncio.to_thread(self.store.get, job_id)
+            if job is None or job.status not in ACTIVE:
+                return
+            if job.heartbeat is None or time.time() - job.heartbeat > STALE_AFTER:
+                # Nobody is running it any more: record the stop ourselves.
+                status = "paused" if action == "pause" else "cancelled"
+                await asyncio.to_thread(self.store.update_job, job_id, status=status,
+                                        control=None, speed=0,
+                                        message="Job paused - can be resumed"
+                                        if action == "pause" else "Download cancelled")
+                return
+            await asyncio.sleep(0.1)
+
+    async def pause(self, job_id: str) -> dict:
+        job = await asyncio.to_thread(self.store.get, job_id)
+        if job is None or job.status not in ACTIVE:
+            raise NotFound(f"No active download for job {job_id}")
+        await self._stop(job_id, "pause")
+        message = "S3 download paused" if job.source == "s3" else "Download paused"
+        return {"job_id": job_id, "status": "paused", "message": message}
+
+    async def cancel(self, job_id: str) -> dict:
+        job = await asyncio.to_thread(self.store.get, job_id)
+        if job is None:
+            raise NotFound(f"No download found for job {job_id}")
+        if job.status in ACTIVE:
+            await self._stop(job_id, "cancel")
+        else:
+            await asyncio.to_thread(self.store.update_job, job_id, status="cancelled",
+                                    message="Download cancelled")
+        return {"job_id": job_id, "status": "cancelled", "message": "Download cancelled"}
+
+    async def dismiss(self, job_id: str, delete_files: bool) -> dict:
+        job = await asyncio.to_thread(self.store.get, job_id)
+        if job is None:
+            raise NotFound(f"Job {job_id} not found")
+        if job.status in ACTIVE and job.owner:
+            await self._stop(job_id, "cancel")
+        deleted = 0
+        if delete_files:
+            obs_dir = self.root / job.obs_id
+            for f in job.files:
+                for candidate in (f.local_path, str(obs_dir / (f.filename + ".part"))):
+                    if not candidate:
+                        continue
+                    real = os.path.realpath(candidate)
+                    if is_within(real, self.root) and os.path.isfile(real):
+                        os.unlink(real)
+                        deleted += 1 if not real.endswith(".part") else 0
+        await asyncio.to_thread(self.store.delete_job, job_id)
+        return {"job_id": job_id, "dismissed": True, "deleted_files": deleted}
+
+    # -- reading --------------------------------------------------------------------------------------
+    async def progress(self, job_id: str) -> dict:
+        job = await asyncio.to_thread(self.store.get, job_id)
+        if job is None:
+            raise NotFound(f"Job {job_id} not found")
+        return progress_body(job)
+
+    async def resumable(self) -> list[dict]:
+        jobs = await asyncio.to_thread(self.store.all_jobs)
+        best: dict[str, dict] = {}
+        for job in jobs:
+            if job.source != "http" or job.status not in ("paused", "failed", "downloading"):
+                continue
+            if not any(f.status != "complete" for f in job.files):
+                continue
+            for f in job.files:
+                if f.status != "complete":
+                    part = self.root / job.obs_id / (f.filename + ".part")
+                    f.downloaded_bytes = part.stat().st_size if part.exists() else 0
+            summary = resumable_summary(job)
+            current = best.get(job.obs_id)
+            if current is None or summary["downloaded_bytes"] > current["downloaded_bytes"]:
+                best[job.obs_id] = summary
+        return sorted(best.values(), key=lambda s: s["started_at"] or "")
+
+    # -- synchronous download (M8) -------------------------------------------------------------------
+    async def download_now(self, obs_id: str, product_type: str, product_id: str | None) -> dict:
+        obs_dir = self.obs_dir(obs_id)
+        products: list[ProductFile] = await asyncio.to_thread(
+            self.mast.files_to_download, obs_id, product_type, None, False, product_id)
+        if not products:
+            return {"status": "failed", "obs_id": obs_id, "files": [], "file_count": 0,
+                    "download_dir": str(obs_dir), "error": NO_PRODUCTS,
+                    "timestamp": utc_now_iso()}
+        rows = [FileRow(filename=p.filename, uri=p.uri, total_bytes=p.size) for p in products]
+
+        class _Quiet(Recorder):
+            def flush(self) -> None:  # no job row to write to
+                return None
+
+        recorder = _Quiet(self.store, "", rows)
+        outcome = await self._download_http("sync-" + obs_id, obs_dir, rows, recorder)
+        if outcome.failed:
+            first = next(iter(outcome.failed.values()))
+            return {"status": "failed", "obs_id": obs_id, "files": sorted(outcome.complete),
+                    "file_count": len(outcome.complete), "download_dir": str(obs_dir),
+                    "error": f"{len(outcome.failed)} file(s) failed to download: {first}",
+                    "timestamp": utc_now_iso()}
+        await asyncio.to_thread(self._persist, obs_id,
+                                [FileRow(filename=Path(p).name, uri="", local_path=p)
+                                 for p in outcome.complete])
+        files = sorted(outcome.complete)
+        return {"status": "completed", "obs_id": obs_id, "files": files,
+                "file_count": len(files), "download_dir": str(obs_dir), "error": None,
+                "timestamp": utc_now_iso()}
+
+
+async def with_timeout(coro, seconds: float, message: str):
+    try:
+        return await asyncio.wait_for(coro, seconds)
+    except asyncio.TimeoutError:
+        raise UpstreamTimeout(message) from None
