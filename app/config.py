@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     # None means <STORAGE_BASE_PATH>/mast.
     MAST_DOWNLOAD_DIR: Path | None = None
     MAST_SEARCH_TIMEOUT: float = Field(default=120.0, gt=0)
+    # Free space a download must leave on the disk (its files are checked before starting).
+    MAST_MIN_FREE_BYTES: int = Field(default=64 * MIB, ge=0)
     MAST_DOWNLOAD_TIMEOUT: float = Field(default=600.0, gt=0)
 
     # --- processing engine limits ------------------------------------------------

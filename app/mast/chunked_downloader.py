@@ -42,6 +42,8 @@ class FileTarget:
 
 
 def describe_os_error(exc: OSError, path: Path) -> str:
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        return f"Cannot create {path.name}: something that is not a folder is in the way"
     if exc.errno == errno.ENOSPC:
         return f"Disk full while writing {path.name}"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):

@@ -27,10 +27,18 @@ from app.mast.chunked_downloader import (
     DownloadFailed,
     DownloadStopped,
     FileTarget,
+    describe_os_error,
     download_file,
     fetch_size,
 )
-from app.mast.download_state_manager import ACTIVE, RESUMABLE, FileRow, JobStore
+from app.mast.download_state_manager import (
+    ACTIVE,
+    RESUMABLE,
+    FileRow,
+    JobStore,
+    owner_alive,
+    owner_token,
+)
 from app.mast.download_tracker import ProgressMeter, progress_body, resumable_summary
 from app.mast.mast_service import MastService, ProductFile, utc_now_iso
 from app.storage.helpers import is_within, safe_join
@@ -110,7 +118,7 @@ class DownloadManager:
         self.root = Path(os.path.realpath(settings.MAST_DOWNLOAD_DIR))
         self.root.mkdir(parents=True, exist_ok=True)
         self.store = JobStore(self.root)
-        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.owner = owner_token()
         self.tasks: dict[str, asyncio.Task] = {}
         self.stops: dict[str, str] = {}
         self._background: list[asyncio.Task] = []
@@ -177,7 +185,10 @@ class DownloadManager:
     # -- paths ----------------------------------------------------------------------------------
     def obs_dir(self, obs_id: str) -> Path:
         path = safe_join(self.root, obs_id)
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DownloadFailed(describe_os_error(exc, path)) from None
         return path
 
     # -- starting ---------------------------------------------------------------------------------
@@ -246,6 +257,7 @@ class DownloadManager:
                 job = await asyncio.to_thread(store.get, job_id)
             total = sum(f.total_bytes for f in job.files)
             pending = [f for f in job.files if f.status != "complete"]
+            self._check_space(obs_dir, pending)
             await asyncio.to_thread(
                 store.update_job, job_id, status="downloading",
                 message=f"Downloading {len(job.files)} files ({total / 1e6:.1f} MB)...")
@@ -265,6 +277,8 @@ class DownloadManager:
             await self._fail(job_id, "Timed out while asking MAST for the product list")
         except UpstreamError as exc:
             await self._fail(job_id, exc.detail)
+        except DownloadFailed as exc:
+            await self._fail(job_id, str(exc))
         except Exception as exc:  # never leave a job 'downloading' behind an error
             logger.exception("download job %s crashed", job_id)
             await self._fail(job_id, f"Download failed: {exc}")
@@ -273,6 +287,18 @@ class DownloadManager:
                 await asyncio.to_thread(store.release, job_id, self.owner)
             except Exception:
                 logger.exception("could not release job %s", job_id)
+
+    def _check_space(self, obs_dir: Path, files: list[FileRow]) -> None:
+        """Refuse to start when the files cannot fit (instead of filling the disk)."""
+        import shutil
+
+        needed = sum(max(0, f.total_bytes - f.downloaded_bytes) for f in files)
+        free = shutil.disk_usage(obs_dir).free
+        if needed + self.settings.MAST_MIN_FREE_BYTES > free:
+            raise DownloadFailed(
+                f"Disk full: the files need {needed / 1e6:.1f} MB (plus "
+                f"{self.settings.MAST_MIN_FREE_BYTES / 1e6:.0f} MB kept free) and only "
+                f"{free / 1e6:.1f} MB are free")
 
     async def _fail(self, job_id: str, message: str) -> None:
         await asyncio.to_thread(self.store.update_job, job_id, status="failed", error=message,
@@ -474,6 +500,14 @@ class DownloadManager:
         job = await asyncio.to_thread(self.store.get, job_id)
         if job is None:
             raise NotFound(f"Job {job_id} not found")
+        if job.status in ACTIVE and job_id not in self.tasks and (
+                (job.heartbeat is not None and time.time() - job.heartbeat > STALE_AFTER)
+                or (job.owner and not owner_alive(job.owner))):
+            # Its owner stopped beating (crashed, or cannot write): say so rather than
+            # letting clients poll a frozen job forever.
+            job.status = "failed"
+            job.error = job.message = ("Interrupted: the download stopped unexpectedly; "
+                                       "resume to continue")
         return progress_body(job)
 
     async def resumable(self) -> list[dict]:

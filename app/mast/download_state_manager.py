@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from app.errors import ServiceError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
@@ -114,13 +116,18 @@ class JobStore:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _storage_error(exc) from None
         try:
             db.execute("PRAGMA busy_timeout=30000")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
             db.row_factory = sqlite3.Row
             yield db
+        except sqlite3.OperationalError as exc:
+            raise _storage_error(exc) from None
         finally:
             db.close()
 
@@ -174,15 +181,20 @@ class JobStore:
 
     def claim(self, job_id: str, owner: str, stale_after: float,
               allowed: tuple[str, ...] = RESUMABLE) -> bool:
-        """Take ownership of a job that nobody live owns; False if someone does."""
+        """Take ownership of a job that nobody live owns; False if someone does.
+
+        An owner is gone when its heartbeat is stale or its process no longer exists.
+        """
+        job = self.get(job_id)
+        dead = job.owner if job and job.owner and not owner_alive(job.owner) else None
         now = time.time()
         marks = ",".join("?" for _ in allowed)
         with self._connect() as db:
             cur = db.execute(
                 f"UPDATE jobs SET owner = ?, heartbeat = ?, control = NULL, updated_at = ? "
                 f"WHERE job_id = ? AND status IN ({marks}) AND "
-                f"(owner IS NULL OR heartbeat IS NULL OR heartbeat < ?)",
-                (owner, now, now, job_id, *allowed, now - stale_after))
+                f"(owner IS NULL OR heartbeat IS NULL OR heartbeat < ? OR owner = ?)",
+                (owner, now, now, job_id, *allowed, now - stale_after, dead))
             return cur.rowcount == 1
 
     def release(self, job_id: str, owner: str) -> None:
@@ -203,16 +215,15 @@ class JobStore:
         now = time.time()
         marks = ",".join("?" for _ in ACTIVE)
         with self._connect() as db:
-            rows = db.execute(
-                f"SELECT job_id FROM jobs WHERE status IN ({marks}) AND "
-                f"(owner IS NULL OR heartbeat IS NULL OR heartbeat < ?)",
-                (*ACTIVE, now - stale_after)).fetchall()
-            ids = [r["job_id"] for r in rows]
+            rows = db.execute(f"SELECT job_id, owner, heartbeat FROM jobs WHERE status IN "
+                              f"({marks})", ACTIVE).fetchall()
+            ids = [r["job_id"] for r in rows
+                   if not r["owner"] or r["heartbeat"] is None
+                   or r["heartbeat"] < now - stale_after or not owner_alive(r["owner"])]
             for job_id in ids:
                 db.execute("UPDATE jobs SET status = 'failed', error = ?, message = ?, owner = NULL,"
-                           " heartbeat = NULL, speed = 0, updated_at = ? WHERE job_id = ? AND "
-                           "(owner IS NULL OR heartbeat IS NULL OR heartbeat < ?)",
-                           (message, message, now, job_id, now - stale_after))
+                           " heartbeat = NULL, speed = 0, updated_at = ? WHERE job_id = ?",
+                           (message, message, now, job_id))
                 db.execute("UPDATE files SET status = 'paused' WHERE job_id = ? AND status = "
                            "'downloading'", (job_id,))
         return ids
@@ -247,6 +258,51 @@ class JobStore:
         with self._connect() as db:
             rows = db.execute("SELECT local_path FROM files WHERE local_path IS NOT NULL").fetchall()
         return {r["local_path"] for r in rows}
+
+
+def owner_token() -> str:
+    """``<pid>@<host>#<random>``: who runs a job, for liveness checks."""
+    import socket
+    import uuid
+
+    return f"{os.getpid()}@{socket.gethostname()}#{uuid.uuid4().hex[:8]}"
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether the process named in an owner token still runs.
+
+    Only a process on this host can be checked; one on another host (containers
+    sharing the volume) is judged by its heartbeat alone.
+    """
+    import socket
+
+    try:
+        pid_text, rest = owner.split("@", 1)
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if rest.split("#", 1)[0] != socket.gethostname():
+        return True
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _storage_error(exc: sqlite3.Error) -> ServiceError:
+    text = str(exc).lower()
+    if "full" in text:
+        return ServiceError("The download directory is full: cannot record download jobs",
+                            status_code=507)
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        return ServiceError("The download directory is not writable: cannot record download "
+                            "jobs", status_code=507)
+    return ServiceError(f"Download job store error: {exc}", status_code=503)
 
 
 def _job(row: sqlite3.Row, files) -> JobRow:

@@ -14,7 +14,8 @@ directly:
 
 Faults for tests are set with ``POST /__control`` (JSON): ``drop_after`` (bytes
 a download sends before the connection is cut), ``fail_next`` (number of
-requests answered 500), ``invoke_delay`` and ``chunk_delay`` (seconds).
+requests answered 500), ``invoke_delay`` and ``chunk_delay`` (seconds), and
+``chunk_size`` (bytes a download sends between delays).
 
 Run: ``python -m tests.support.mast_standin --port P --files DIR``.
 """
@@ -159,7 +160,7 @@ class StandIn:
         self.files_dir = Path(files_dir)
         self.observations, self.products = build_catalogue()
         self.faults = {"drop_after": None, "fail_next": 0, "invoke_delay": 0.0,
-                       "chunk_delay": 0.0}
+                       "chunk_delay": 0.0, "chunk_size": 1 << 20}
         self.requests: list[str] = []
         self.extra_files: dict[str, Path] = {}
         self._materialise()
@@ -323,6 +324,7 @@ def create_app(state: StandIn) -> Starlette:
                             media_type="application/octet-stream")
         drop_after = state.faults["drop_after"]
         chunk_delay = state.faults["chunk_delay"]
+        chunk_size = int(state.faults["chunk_size"])
         if drop_after is not None:
             state.faults["drop_after"] = None  # one dropped connection per setting
 
@@ -332,7 +334,7 @@ def create_app(state: StandIn) -> Starlette:
                 handle.seek(start)
                 remaining = end - start + 1
                 while remaining > 0:
-                    block = handle.read(min(1 << 20, remaining))
+                    block = handle.read(min(chunk_size, remaining))
                     if not block:
                         break
                     if drop_after is not None and sent + len(block) > drop_after:
