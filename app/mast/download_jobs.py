@@ -18,7 +18,9 @@ import os
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from app.config import Settings
@@ -122,6 +124,9 @@ class DownloadManager:
         self.tasks: dict[str, asyncio.Task] = {}
         self.stops: dict[str, str] = {}
         self._background: list[asyncio.Task] = []
+        # S3 transfers block in boto3: they get threads of their own, so that store
+        # reads and writes (default executor) never queue behind them.
+        self.transfers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="transfer")
 
     # -- life cycle -------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -136,6 +141,7 @@ class DownloadManager:
             await asyncio.wait(list(self.tasks.values()), timeout=10)
         for task in self._background:
             task.cancel()
+        self.transfers.shutdown(wait=False, cancel_futures=True)
 
     def cleanup(self) -> None:
         """Start-up hygiene: orphaned jobs become resumable failures, old finished jobs
@@ -353,6 +359,7 @@ class DownloadManager:
 
     async def _download_http(self, job_id: str, obs_dir: Path, files: list[FileRow],
                              recorder: Recorder) -> Outcome:
+        """Up to three files at once over one aiohttp session."""
         import aiohttp
 
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
@@ -399,6 +406,7 @@ class DownloadManager:
         from app.mast.mast_service import default_archive_key
         from app.mast.s3_downloader import download_object, make_archive_client, object_size
 
+        loop = asyncio.get_running_loop()
         client = make_archive_client(self.settings.MAST_S3_ENDPOINT, self.settings.MAST_S3_REGION)
         bucket = self.settings.MAST_S3_BUCKET
         gate = asyncio.Semaphore(2)
@@ -409,13 +417,14 @@ class DownloadManager:
                 final = obs_dir / f.filename
                 key = f.archive_key or default_archive_key(obs_id, f.filename)
                 try:
-                    size = await asyncio.to_thread(object_size, client, bucket, key)
+                    size = await loop.run_in_executor(self.transfers, object_size, client,
+                                                      bucket, key)
                     recorder.set(f.filename, total_bytes=size, downloaded_bytes=0,
                                  status="downloading")
-                    await asyncio.to_thread(
+                    await loop.run_in_executor(self.transfers, partial(
                         download_object, client, bucket, key, final, size,
                         on_bytes=lambda n: recorder.add(f.filename, n),
-                        should_stop=lambda: self._stopping(job_id))
+                        should_stop=lambda: self._stopping(job_id)))
                 except DownloadStopped:
                     outcome.stopped = True
                     (final.with_name(final.name + ".part")).unlink(missing_ok=True)

@@ -118,18 +118,7 @@ def build_catalogue() -> tuple[list[dict], dict[str, list[dict]]]:
                      59772.0, "2733"),
     ]
     products: dict[str, list[dict]] = {}
-
-    def product(o, filename, ptype="SCIENCE", sub="I2D", calib=3, size=0):
-        return {
-            "obsID": o["obsid"], "obs_collection": "JWST", "dataproduct_type": "image",
-            "obs_id": filename.rsplit("_", 1)[0], "description": "exposure/target (L3) : "
-            + sub.lower(), "type": "S", "dataURI": f"mast:JWST/product/{filename}",
-            "productType": ptype, "productGroupDescription": "Minimum Recommended Products",
-            "productSubGroupDescription": sub, "productDocumentationURL": "", "project": "CALJWST",
-            "prvversion": "1.11.4", "proposal_id": o["proposal_id"], "productFilename": filename,
-            "size": size, "parent_obsid": o["obsid"], "dataRights": "PUBLIC",
-            "calib_level": calib,
-        }
+    product = make_product
 
     for o in obs:
         oid = o["obs_id"]
@@ -151,6 +140,20 @@ def build_catalogue() -> tuple[list[dict], dict[str, list[dict]]]:
                      product(o, f"{oid}_uncal.fits", sub="UNCAL", calib=1)]
         products[o["obsid"]] = items
     return obs, products
+
+
+def make_product(o: dict, filename: str, ptype: str = "SCIENCE", sub: str = "I2D",
+                 calib: int = 3, size: int = 0) -> dict:
+    """A MAST product row of observation ``o``."""
+    return {
+        "obsID": o["obsid"], "obs_collection": "JWST", "dataproduct_type": "image",
+        "obs_id": filename.rsplit("_", 1)[0], "description": "exposure/target (L3) : "
+        + sub.lower(), "type": "S", "dataURI": f"mast:JWST/product/{filename}",
+        "productType": ptype, "productGroupDescription": "Minimum Recommended Products",
+        "productSubGroupDescription": sub, "productDocumentationURL": "", "project": "CALJWST",
+        "prvversion": "1.11.4", "proposal_id": o["proposal_id"], "productFilename": filename,
+        "size": size, "parent_obsid": o["obsid"], "dataRights": "PUBLIC", "calib_level": calib,
+    }
 
 
 class StandIn:
@@ -183,10 +186,8 @@ class StandIn:
 
     def add_large_product(self, obsid: str, filename: str, path: Path) -> None:
         o = next(x for x in self.observations if x["obsid"] == obsid)
-        items = self.products.setdefault(obsid, [])
-        items.append({**items[0], "productFilename": filename,
-                      "dataURI": f"mast:JWST/product/{filename}", "size": path.stat().st_size,
-                      "obs_id": o["obs_id"]} if items else {})
+        self.products.setdefault(obsid, []).append(
+            make_product(o, filename, size=path.stat().st_size))
         self.extra_files[filename] = path
 
     def file_for(self, uri: str) -> Path | None:
