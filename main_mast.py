@@ -7,6 +7,7 @@ never scipy, photutils or reproject.
 from __future__ import annotations
 
 import logging
+import sys
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -27,6 +28,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # Transfers run in threads: hand the GIL over more often than the default 5 ms
+        # so that requests (progress polls, /health) are answered promptly meanwhile.
+        sys.setswitchinterval(0.001)
         settings.MAST_DOWNLOAD_DIR.mkdir(parents=True, exist_ok=True)
         app.state.mast = MastService(settings.MAST_BASE_URL, settings.NAME_RESOLVER_URL,
                                      settings.MAST_SEARCH_TIMEOUT)

@@ -127,6 +127,12 @@ class DownloadManager:
         # S3 transfers block in boto3: they get threads of their own, so that store
         # reads and writes (default executor) never queue behind them.
         self.transfers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="transfer")
+        # HTTP transfers run on an event loop of their own, in its own thread, so a
+        # fast download never delays the server's loop (progress polls, /health).
+        self.io_loop = asyncio.new_event_loop()
+        self._io_thread = threading.Thread(target=self.io_loop.run_forever,
+                                           name="download-io", daemon=True)
+        self._io_thread.start()
 
     # -- life cycle -------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -142,6 +148,7 @@ class DownloadManager:
         for task in self._background:
             task.cancel()
         self.transfers.shutdown(wait=False, cancel_futures=True)
+        self.io_loop.call_soon_threadsafe(self.io_loop.stop)
 
     def cleanup(self) -> None:
         """Start-up hygiene: orphaned jobs become resumable failures, old finished jobs
@@ -274,7 +281,8 @@ class DownloadManager:
                     outcome = await self._download_s3(job_id, job.obs_id, obs_dir, pending,
                                                       recorder)
                 else:
-                    outcome = await self._download_http(job_id, obs_dir, pending, recorder)
+                    outcome = await self._on_io_loop(
+                        self._download_http(job_id, obs_dir, pending, recorder))
             finally:
                 flusher.cancel()
                 await asyncio.to_thread(recorder.flush)
@@ -353,6 +361,9 @@ class DownloadManager:
                                                                     self.storage.root):
                 continue
             self.storage.put_file(f"mast/{obs_id}/{f.filename}", Path(f.local_path))
+
+    async def _on_io_loop(self, coro):
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.io_loop))
 
     def _stopping(self, job_id: str) -> bool:
         return job_id in self.stops
@@ -506,7 +517,9 @@ class DownloadManager:
 
     # -- reading --------------------------------------------------------------------------------------
     async def progress(self, job_id: str) -> dict:
-        job = await asyncio.to_thread(self.store.get, job_id)
+        # A primary-key read of a few rows (well under a millisecond): done inline, as
+        # handing it to a thread costs more than it saves while transfers hold the GIL.
+        job = self.store.get(job_id)
         if job is None:
             raise NotFound(f"Job {job_id} not found")
         if job.status in ACTIVE and job_id not in self.tasks and (
@@ -553,7 +566,8 @@ class DownloadManager:
                 return None
 
         recorder = _Quiet(self.store, "", rows)
-        outcome = await self._download_http("sync-" + obs_id, obs_dir, rows, recorder)
+        outcome = await self._on_io_loop(
+            self._download_http("sync-" + obs_id, obs_dir, rows, recorder))
         if outcome.failed:
             first = next(iter(outcome.failed.values()))
             return {"status": "failed", "obs_id": obs_id, "files": sorted(outcome.complete),
