@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 
 from app.config import Settings
-from app.errors import BadRequest, Conflict, NotFound, UpstreamError, UpstreamTimeout
+from app.errors import BadRequest, Conflict, NotFound, UpstreamError
 from app.mast.chunked_downloader import (
     DownloadFailed,
     DownloadStopped,
@@ -582,9 +582,3 @@ class DownloadManager:
                 "file_count": len(files), "download_dir": str(obs_dir), "error": None,
                 "timestamp": utc_now_iso()}
 
-
-async def with_timeout(coro, seconds: float, message: str):
-    try:
-        return await asyncio.wait_for(coro, seconds)
-    except asyncio.TimeoutError:
-        raise UpstreamTimeout(message) from None

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from app.config import Settings
 from app.deps import get_settings
+from app.errors import UpstreamTimeout
 from app.http_errors import ErrorBody
 from app.mast import models
-from app.mast.download_jobs import DownloadManager, with_timeout
+from app.mast.download_jobs import DownloadManager
 from app.mast.mast_service import MastService, utc_now_iso
 
 router = APIRouter(prefix="/mast", tags=["MAST"])
@@ -43,8 +44,28 @@ def _response(search_type: str, params: dict, rows: list[dict]) -> dict:
             "result_count": len(rows), "timestamp": utc_now_iso()}
 
 
-async def _search(settings: Settings, fn, *args, message: str):
+async def with_timeout(coro, seconds: float, message: str):
+    """Await ``coro``; 504 with ``message`` when it takes longer than ``seconds``."""
+    try:
+        return await asyncio.wait_for(coro, seconds)
+    except asyncio.TimeoutError:
+        raise UpstreamTimeout(message) from None
+
+
+async def _search(settings: Settings, fn, *args, hint: str = "",
+                  what: str = "MAST search"):
+    """Run a blocking MAST call in a thread under ``MAST_SEARCH_TIMEOUT`` (504 after it)."""
+    message = f"{what} timed out after {settings.MAST_SEARCH_TIMEOUT:g} seconds.{hint}"
     return await with_timeout(asyncio.to_thread(fn, *args), settings.MAST_SEARCH_TIMEOUT, message)
+
+
+async def _cached(cache: TTLCache, key: str, fetch):
+    """A short-lived cached result, or ``await fetch()`` stored under ``key``."""
+    rows = cache.get(key)
+    if rows is None:
+        rows = await fetch()
+        cache[key] = rows
+    return rows
 
 
 @router.post("/search/target", response_model=models.SearchResponse, responses=SEARCH_ERRORS,
@@ -58,13 +79,9 @@ async def search_target(body: models.TargetSearchRequest,
     name = " ".join(body.target_name.split())
     levels = sorted(body.calib_level) if body.calib_level else None
     key = f"{name.lower()}:{body.radius}:{levels if levels else 'default'}"
-    rows = _target_cache.get(key)
-    if rows is None:
-        rows = await _search(settings, mast.search_target, name, body.radius, body.calib_level,
-                             message=f"MAST search timed out after "
-                                     f"{settings.MAST_SEARCH_TIMEOUT:g} seconds. Try a smaller "
-                                     "search radius or more specific target name.")
-        _target_cache[key] = rows
+    rows = await _cached(_target_cache, key, lambda: _search(
+        settings, mast.search_target, name, body.radius, body.calib_level,
+        hint=" Try a smaller search radius or more specific target name."))
     return _response("target", {"target_name": body.target_name, "radius": body.radius,
                                 "calib_level": body.calib_level}, rows)
 
@@ -78,9 +95,7 @@ async def search_coordinates(body: models.CoordinateSearchRequest,
     (`ra`, `dec`); `ra` may be given in [-360, 360] and is normalised to [0, 360)."""
     ra = body.ra % 360.0
     rows = await _search(settings, mast.search_position, ra, body.dec, body.radius,
-                         body.calib_level,
-                         message=f"MAST search timed out after {settings.MAST_SEARCH_TIMEOUT:g} "
-                                 "seconds. Try a smaller search radius.")
+                         body.calib_level, hint=" Try a smaller search radius.")
     return _response("coordinates", {"ra": ra, "dec": body.dec, "radius": body.radius,
                                      "calib_level": body.calib_level}, rows)
 
@@ -91,9 +106,7 @@ async def search_observation(body: models.ObservationSearchRequest,
                              settings: Settings = Depends(get_settings),
                              mast: MastService = Depends(get_mast)):
     rows = await _search(settings, mast.search_observation, body.obs_id.strip(),
-                         body.calib_level,
-                         message=f"MAST search timed out after "
-                                 f"{settings.MAST_SEARCH_TIMEOUT:g} seconds.")
+                         body.calib_level)
     return _response("observation_id", {"obs_id": body.obs_id, "calib_level": body.calib_level},
                      rows)
 
@@ -104,9 +117,7 @@ async def search_program(body: models.ProgramSearchRequest,
                          settings: Settings = Depends(get_settings),
                          mast: MastService = Depends(get_mast)):
     rows = await _search(settings, mast.search_program, body.program_id.strip(),
-                         body.calib_level,
-                         message=f"MAST search timed out after "
-                                 f"{settings.MAST_SEARCH_TIMEOUT:g} seconds.")
+                         body.calib_level)
     return _response("program_id", {"program_id": body.program_id,
                                     "calib_level": body.calib_level}, rows)
 
@@ -119,13 +130,8 @@ async def search_recent(body: models.RecentReleasesRequest,
     """Observations released in the last `days_back` days, newest first, paged with
     `limit` and `offset`; optionally one instrument."""
     key = f"{body.days_back}:{body.instrument or 'all'}:{body.limit}:{body.offset}"
-    rows = _recent_cache.get(key)
-    if rows is None:
-        rows = await _search(settings, mast.search_recent, body.days_back, body.instrument,
-                             body.limit, body.offset,
-                             message=f"MAST search timed out after "
-                                     f"{settings.MAST_SEARCH_TIMEOUT:g} seconds.")
-        _recent_cache[key] = rows
+    rows = await _cached(_recent_cache, key, lambda: _search(
+        settings, mast.search_recent, body.days_back, body.instrument, body.limit, body.offset))
     return _response("recent_releases", body.model_dump(), rows)
 
 
@@ -133,9 +139,7 @@ async def search_recent(body: models.RecentReleasesRequest,
              summary="Science FITS products of an observation")
 async def products(body: models.ProductsRequest, settings: Settings = Depends(get_settings),
                    mast: MastService = Depends(get_mast)):
-    rows = await _search(settings, mast.product_rows, body.obs_id.strip(),
-                         message=f"Request timed out after {settings.MAST_SEARCH_TIMEOUT:g} "
-                                 "seconds.")
+    rows = await _search(settings, mast.product_rows, body.obs_id.strip(), what="Request")
     return {"obs_id": body.obs_id, "products": rows, "product_count": len(rows)}
 
 
