@@ -314,3 +314,19 @@ def test_s3_missing_object_fails_the_job(standin, seaweedfs, tmp_path):
                        json={"obs_id": "jw02733-o001_t001_nircam_clear-f187n"}, timeout=TIMEOUT)
         body = wait_done(base, r.json()["job_id"])
     assert body["stage"] == "failed" and "Not in the public bucket" in body["error"]
+
+
+def test_claims_are_exclusive(tmp_path):
+    """Of many concurrent resumes of one paused job, exactly one takes it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.mast.download_state_manager import JobStore
+
+    store = JobStore(tmp_path)
+    store.create_job("j1", "obs", "http", "SCIENCE", None, str(tmp_path), "now", "me@h#1")
+    store.update_job("j1", status="paused")
+    assert store.get("j1").owner is None  # stopping gives ownership up
+    with ThreadPoolExecutor(8) as pool:
+        wins = list(pool.map(lambda i: store.claim("j1", f"{os.getpid()}@x#{i}", 60), range(8)))
+    assert sum(wins) == 1
+    assert store.get("j1").status == "queued"

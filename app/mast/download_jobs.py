@@ -217,7 +217,12 @@ class DownloadManager:
         self.stops.pop(job_id, None)
         task = asyncio.create_task(self._run(job_id, resume))
         self.tasks[job_id] = task
-        task.add_done_callback(lambda _t: self.tasks.pop(job_id, None))
+
+        def forget(done: asyncio.Task) -> None:
+            if self.tasks.get(job_id) is done:  # a resumed job may already have a new task
+                del self.tasks[job_id]
+
+        task.add_done_callback(forget)
 
     async def resume(self, job_id: str) -> None:
         job = await asyncio.to_thread(self.store.get, job_id)
@@ -225,8 +230,7 @@ class DownloadManager:
             raise NotFound(f"No resumable state found for job {job_id}")
         if job.status not in RESUMABLE:
             raise BadRequest(f"Job {job_id} is not resumable (status: {job.status})")
-        if job_id in self.tasks or not await asyncio.to_thread(
-                self.store.claim, job_id, self.owner, STALE_AFTER):
+        if not await asyncio.to_thread(self.store.claim, job_id, self.owner, STALE_AFTER):
             raise Conflict(f"Job {job_id} is already being resumed")
         updates = {}
         for f in job.files:
@@ -297,10 +301,14 @@ class DownloadManager:
             logger.exception("download job %s crashed", job_id)
             await self._fail(job_id, f"Download failed: {exc}")
         finally:
-            try:
-                await asyncio.to_thread(store.release, job_id, self.owner)
-            except Exception:
-                logger.exception("could not release job %s", job_id)
+            # Normally the final status update already gave the job up; this catches a
+            # task that ended without one (e.g. the store refused the write).
+            if self.tasks.get(job_id) is asyncio.current_task():
+                try:
+                    await asyncio.to_thread(store.fail_if_active, job_id, self.owner,
+                                            "Download stopped unexpectedly; resume to continue")
+                except Exception:
+                    logger.exception("could not close job %s", job_id)
 
     def _check_space(self, obs_dir: Path, files: list[FileRow]) -> None:
         """Refuse to start when the files cannot fit (instead of filling the disk)."""

@@ -145,8 +145,13 @@ class JobStore:
                  download_dir, started_at, time.time(), owner, time.time()))
 
     def update_job(self, job_id: str, **fields) -> None:
+        """Update columns of a job. Leaving the active states also gives up ownership,
+        in the same statement, so a resume never sees a stopped job still owned."""
         if not fields:
             return
+        if "status" in fields and fields["status"] not in ACTIVE:
+            fields["owner"] = None
+            fields["heartbeat"] = None
         fields["updated_at"] = time.time()
         columns = ", ".join(f"{k} = ?" for k in fields)
         with self._connect() as db:
@@ -181,30 +186,42 @@ class JobStore:
 
     def claim(self, job_id: str, owner: str, stale_after: float,
               allowed: tuple[str, ...] = RESUMABLE) -> bool:
-        """Take ownership of a job that nobody live owns; False if someone does.
+        """Take ownership of a job that nobody live runs; False if someone does.
 
-        An owner is gone when its heartbeat is stale or its process no longer exists.
+        A job in a stopped state (paused, failed) runs nowhere; an active one is free
+        when its owner's heartbeat is stale or its process no longer exists. The claim
+        sets the job back to ``queued`` in the same statement, so of two concurrent
+        claims exactly one wins.
         """
         job = self.get(job_id)
         dead = job.owner if job and job.owner and not owner_alive(job.owner) else None
         now = time.time()
         marks = ",".join("?" for _ in allowed)
+        active = ",".join("?" for _ in ACTIVE)
         with self._connect() as db:
             cur = db.execute(
-                f"UPDATE jobs SET owner = ?, heartbeat = ?, control = NULL, updated_at = ? "
+                f"UPDATE jobs SET status = 'queued', owner = ?, heartbeat = ?, control = NULL, "
+                f"updated_at = ? "
                 f"WHERE job_id = ? AND status IN ({marks}) AND "
-                f"(owner IS NULL OR heartbeat IS NULL OR heartbeat < ? OR owner = ?)",
-                (owner, now, now, job_id, *allowed, now - stale_after, dead))
+                f"(status NOT IN ({active}) OR owner IS NULL OR heartbeat IS NULL "
+                f"OR heartbeat < ? OR owner = ?)",
+                (owner, now, now, job_id, *allowed, *ACTIVE, now - stale_after, dead))
             return cur.rowcount == 1
 
-    def release(self, job_id: str, owner: str) -> None:
+    def fail_if_active(self, job_id: str, owner: str, message: str) -> None:
+        """Mark failed a job this owner left in an active state (its task ended early)."""
+        marks = ",".join("?" for _ in ACTIVE)
         with self._connect() as db:
-            db.execute("UPDATE jobs SET owner = NULL, heartbeat = NULL WHERE job_id = ? AND "
-                       "owner = ?", (job_id, owner))
+            db.execute(f"UPDATE jobs SET status = 'failed', error = ?, message = ?, owner = NULL,"
+                       f" heartbeat = NULL, speed = 0, updated_at = ? WHERE job_id = ? AND "
+                       f"owner = ? AND status IN ({marks})",
+                       (message, message, time.time(), job_id, owner, *ACTIVE))
 
     def heartbeat(self, owner: str) -> None:
+        marks = ",".join("?" for _ in ACTIVE)
         with self._connect() as db:
-            db.execute("UPDATE jobs SET heartbeat = ? WHERE owner = ?", (time.time(), owner))
+            db.execute(f"UPDATE jobs SET heartbeat = ? WHERE owner = ? AND status IN ({marks})",
+                       (time.time(), owner, *ACTIVE))
 
     def delete_job(self, job_id: str) -> None:
         with self._connect() as db:
