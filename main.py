@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.app_factory import build_app
+from app.composite.routes import router as composite_router
 from app.config import Settings, load_settings
 from app.viewer.routes import router as viewer_router
 from app.workers import WorkerPool
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = build_app(title="JWST Data Processing Engine", service="jwst-processing-engine",
                     description=DESCRIPTION, settings=settings, lifespan=lifespan)
     app.include_router(viewer_router)
+    app.include_router(composite_router)
     return app
 
 

@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     ENGINE_WORKERS: int | None = Field(default=None, ge=1, le=64)
     # Requests allowed to wait for a worker before new ones get 429.
     ENGINE_MAX_QUEUED: int = Field(default=32, ge=1)
+    # --- composites ------------------------------------------------------------------
+    # Reprojected channels are cached on disk, shared by the worker processes. An entry
+    # is one channel on one grid (a 3-filter composite uses 3 entries).
+    COMPOSITE_CACHE_DIR: Path | None = None  # None means <STORAGE_TEMP_CACHE_DIR>/composite
+    COMPOSITE_CACHE_TTL_SECONDS: float = Field(default=600.0, gt=0)
+    COMPOSITE_CACHE_MAX_ENTRIES: int = Field(default=12, ge=0)
+    COMPOSITE_CACHE_MAX_BYTES: int = Field(default=512 * MIB, ge=0)
     # None means <STORAGE_BASE_PATH>/semantic.
     SEMANTIC_DATA_DIR: Path | None = None
     DASK_SCHEDULER_ADDRESS: str | None = None
@@ -99,6 +106,8 @@ class Settings(BaseSettings):
     def _fill_derived(self) -> "Settings":
         if self.MAST_DOWNLOAD_DIR is None:
             self.MAST_DOWNLOAD_DIR = self.STORAGE_BASE_PATH / "mast"
+        if self.COMPOSITE_CACHE_DIR is None:
+            self.COMPOSITE_CACHE_DIR = self.STORAGE_TEMP_CACHE_DIR / "composite"
         if self.SEMANTIC_DATA_DIR is None:
             self.SEMANTIC_DATA_DIR = self.STORAGE_BASE_PATH / "semantic"
         if self.ENGINE_MEMORY_BUDGET_BYTES is None:

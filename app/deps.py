@@ -26,3 +26,8 @@ def get_pool(request: Request):
 async def resolve_file(storage: StorageProvider, key: str) -> Path:
     """The local file for a storage key, resolved off the event loop (S3 may download)."""
     return await run_in_threadpool(storage.local_path, key)
+
+
+async def resolve_files(storage: StorageProvider, keys: list[str]) -> list[Path]:
+    """Local files for several keys, in order, resolved off the event loop."""
+    return await run_in_threadpool(lambda: [storage.local_path(k) for k in keys])

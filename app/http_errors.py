@@ -28,6 +28,32 @@ class ValidationErrorBody(ErrorBody):
                                description="One entry per problem: location, message, type.")
 
 
+_STANDARD_ERRORS = {
+    400: "Bad parameter, or input files that cannot be used (see detail)",
+    403: "A storage key leaves the storage root",
+    404: "No such file",
+    413: "Too large: more pixels or memory than this engine allows",
+    422: "The request does not match the schema (detail summarises, errors lists)",
+    429: "Busy: retry after the Retry-After seconds",
+    502: "The upstream service failed",
+    503: "A worker process died or the service is shutting down; retry",
+    504: "The upstream service did not answer in time",
+}
+
+
+def error_responses(*codes: int, **descriptions: str) -> dict:
+    """OpenAPI ``responses`` for the given error statuses, all with :class:`ErrorBody`.
+
+    ``descriptions`` override the standard text: ``error_responses(400, e400="...")``.
+    """
+    out = {}
+    for code in codes:
+        model = ValidationErrorBody if code == 422 else ErrorBody
+        out[code] = {"model": model,
+                     "description": descriptions.get(f"e{code}", _STANDARD_ERRORS[code])}
+    return out
+
+
 def _location(loc) -> str:
     parts = [str(p) for p in loc if p not in ("body",)]
     return ".".join(parts) if parts else "body"

@@ -33,6 +33,10 @@ MB = 1024 * 1024
 
 def _warm_up() -> int:
     """Import the heavy modules once so that the first real job is fast."""
+    import astropy.stats  # noqa: F401
+    import astropy.wcs  # noqa: F401
+
+    import app.composite.composite_engine  # noqa: F401
     import app.processing.enhancement  # noqa: F401
     import app.processing.fits_io  # noqa: F401
     import app.processing.render  # noqa: F401

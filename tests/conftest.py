@@ -96,12 +96,17 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
+def composite_cache_dir(data_root: Path) -> Path:
+    """Where the test engine keeps reprojected composite channels (outside the root)."""
+    return data_root.parent / (data_root.name + "_composite_cache")
+
+
 @pytest.fixture(scope="session")
 def engine_url(data_root, tmp_path_factory):
     """The processing engine, a real uvicorn process on local storage."""
     logs = tmp_path_factory.mktemp("logs")
     env = {"STORAGE_PROVIDER": "local", "STORAGE_BASE_PATH": str(data_root),
-           "ENGINE_WORKERS": "2"}
+           "ENGINE_WORKERS": "2", "COMPOSITE_CACHE_DIR": str(composite_cache_dir(data_root))}
     with run_service("main", env, logs / "engine.log") as (base, _proc):
         yield base
 

@@ -39,10 +39,13 @@ def _flock(path: Path) -> Iterator[None]:
 class TempCache:
     """An on-disk LRU bounded to ``max_bytes``."""
 
-    def __init__(self, directory: str | os.PathLike, max_bytes: int, grace_seconds: float = 30.0):
+    def __init__(self, directory: str | os.PathLike, max_bytes: int, grace_seconds: float = 30.0,
+                 max_entries: int | None = None, ttl_seconds: float | None = None):
         self.directory = Path(directory)
         self.max_bytes = int(max_bytes)
         self.grace_seconds = grace_seconds
+        self.max_entries = max_entries
+        self.ttl_seconds = ttl_seconds
         self.directory.mkdir(parents=True, exist_ok=True)
         self._locks = self.directory / ".locks"
         self._locks.mkdir(exist_ok=True)
@@ -76,13 +79,14 @@ class TempCache:
         self.make_room(0, keep=target)
         return target
 
-    @staticmethod
-    def _is_complete(path: Path, expected_size: int | None) -> bool:
+    def _is_complete(self, path: Path, expected_size: int | None) -> bool:
         try:
-            size = path.stat().st_size
+            st = path.stat()
         except OSError:
             return False
-        return expected_size is None or size == expected_size
+        if self.ttl_seconds is not None and time.time() - st.st_mtime > self.ttl_seconds:
+            return False  # expired: unused for longer than the time to live
+        return expected_size is None or st.st_size == expected_size
 
     @staticmethod
     def _touch(path: Path) -> None:
@@ -107,18 +111,24 @@ class TempCache:
         return sum(size for _, size, _ in self.entries())
 
     def make_room(self, incoming: int, keep: Path | None = None) -> None:
-        """Evict least recently used entries until ``incoming`` more bytes fit."""
+        """Evict least recently used entries until ``incoming`` more bytes fit
+        (and, with ``max_entries``, until the number of entries does)."""
         with _flock(self._locks / "evict.lock"):
             entries = sorted(self.entries(), key=lambda e: e[2])
             total = sum(size for _, size, _ in entries)
             limit = self.max_bytes - incoming
-            if total <= limit:
+            max_count = self.max_entries if self.max_entries is not None else len(entries)
+
+            def fits() -> bool:
+                return total <= limit and len(entries) <= max_count
+
+            if fits():
                 return
             now = time.time()
             # First pass spares recently used entries; the second takes what it must.
             for spare_recent in (True, False):
                 for path, size, mtime in list(entries):
-                    if total <= limit:
+                    if fits():
                         return
                     if keep is not None and path == keep:
                         continue

@@ -1,0 +1,1 @@
+"""N-channel colour composites (CONTRACT.md §3.7)."""

@@ -1,0 +1,119 @@
+"""From stretched channels to one colour picture (CONTRACT.md Appendix A).
+
+Pure numpy. Channels arrive as display values in [0, 1] with NaN where the
+channel has no data; the picture leaves as float32 RGB in [0, 1].
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from app.processing.enhancement import STRETCHES, fit_display
+from app.processing.pipeline import DisplayParams, fit
+
+
+def hue_to_rgb(hue_deg: float) -> tuple[float, float, float]:
+    """RGB weights of HSV(hue, 1, 1)."""
+    return colorsys.hsv_to_rgb((hue_deg % 360.0) / 360.0, 1.0, 1.0)
+
+
+def hex_color(rgb: tuple[float, float, float]) -> str:
+    return "#" + "".join(f"{int(round(max(0.0, min(1.0, c)) * 255)):02x}" for c in rgb)
+
+
+def apply_curve(values: np.ndarray, curve: str) -> np.ndarray:
+    """The tone curves: linear, s_curve 3x^2-2x^3, inverse_s 0.5+asin(2x-1)/pi,
+    shadows x^0.7, highlights x^1.3 (in place where possible)."""
+    x = values
+    if curve == "linear":
+        return x
+    if curve == "s_curve":
+        return x * x * (np.float32(3.0) - np.float32(2.0) * x)
+    if curve == "inverse_s":
+        y = np.clip(np.float32(2.0) * x - np.float32(1.0), -1.0, 1.0)
+        np.arcsin(y, out=y)
+        y *= np.float32(1.0 / math.pi)
+        y += np.float32(0.5)
+        return y
+    if curve == "shadows":
+        return np.power(x, np.float32(0.7), out=x)
+    if curve == "highlights":
+        return np.power(x, np.float32(1.3), out=x)
+    raise ValueError(f"unknown tone curve {curve!r}")
+
+
+def stretch_channel(data: np.ndarray, display: DisplayParams,
+                    curve: str = "linear") -> np.ndarray:
+    """Stretch, levels, gamma, then tone curve: display values in [0, 1], NaN kept.
+
+    Unknown stretch names fall back to zscale, as the contract says."""
+    if display.stretch not in STRETCHES:
+        display = replace(display, stretch="zscale")
+    if not np.isfinite(data).any():
+        return np.full(data.shape, np.nan, dtype=np.float32)
+    return apply_curve(fit(data, display)(data), curve)
+
+
+def add_colour(rgb: np.ndarray, values: np.ndarray, weights: tuple[float, float, float],
+               weight: float = 1.0) -> None:
+    """rgb[..., k] += values * weight * weights[k], treating NaN as no light."""
+    v = np.nan_to_num(values, nan=0.0, copy=True)
+    if weight != 1.0:
+        v *= np.float32(weight)
+    for k in range(3):
+        if weights[k]:
+            rgb[..., k] += v * np.float32(weights[k])
+
+
+def normalise_common(rgb: np.ndarray) -> np.ndarray:
+    """Divide R, G and B by one common maximum (colour balance and white stay)."""
+    peak = float(rgb.max()) if rgb.size else 0.0
+    if peak > 0:
+        rgb *= np.float32(1.0 / peak)
+    np.clip(rgb, 0.0, 1.0, out=rgb)
+    return rgb
+
+
+def replace_lightness(rgb: np.ndarray, lum: np.ndarray, weight: float) -> np.ndarray:
+    """LRGB: set HSL lightness L' = L (1 - w) + lum w, keeping hue and saturation.
+
+    In HSL the chroma is C = (1 - |2L - 1|) S and each component sits at
+    L + (rgb - L); keeping hue and saturation while L becomes L' scales the
+    offsets by C'/C, so rgb' = L' + (rgb - L) k with
+    k = (1 - |2L' - 1|) / (1 - |2L - 1|) (grey when L is 0 or 1).
+    """
+    lum = np.nan_to_num(lum, nan=0.0)
+    high = rgb.max(axis=-1)
+    low = rgb.min(axis=-1)
+    light = (high + low) * np.float32(0.5)
+    new_light = light * np.float32(1.0 - weight) + lum * np.float32(weight)
+    denom = np.float32(1.0) - np.abs(np.float32(2.0) * light - np.float32(1.0))
+    numer = np.float32(1.0) - np.abs(np.float32(2.0) * new_light - np.float32(1.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        k = np.where(denom > 1e-6, numer / denom, np.float32(0.0))
+    out = (rgb - light[..., None]) * k[..., None] + new_light[..., None]
+    np.clip(out, 0.0, 1.0, out=out)
+    return out.astype(np.float32, copy=False)
+
+
+def overall_adjust(rgb: np.ndarray, stretch: str, *, black_point: float, white_point: float,
+                   gamma: float, asinh_a: float) -> np.ndarray:
+    """One display transform fitted on R, G and B together and applied to each."""
+    transform = fit_display(rgb, stretch, gamma=gamma, asinh_a=asinh_a,
+                            black_point=black_point, white_point=white_point)
+    out = transform(rgb)
+    return np.nan_to_num(out, nan=0.0, copy=False)
+
+
+def to_rgb8(rgb: np.ndarray) -> np.ndarray:
+    """[0, 1] floats to 8-bit, rounded, with FITS row 0 at the bottom."""
+    out = np.empty(rgb.shape, dtype=np.uint8)
+    scaled = rgb[::-1] * np.float32(255.0)
+    scaled += np.float32(0.5)
+    np.clip(scaled, 0, 255, out=scaled)
+    out[...] = scaled.astype(np.uint8)
+    return out

@@ -1,0 +1,297 @@
+"""N-channel colour composites: plan, reproject (cached), stretch, colour, encode.
+
+Two steps with a memory admission between them:
+
+1. :func:`plan_composite` reads headers only: each file's geometry and the
+   common grid, a north-up gnomonic grid of exactly ``width`` x ``height``
+   square pixels that holds the union of every channel's footprint. It
+   raises the request's 4xx errors that need no pixels (no WCS, unreadable
+   header, channels that cannot overlap), and :func:`estimate_composite_bytes`
+   says what the render will need.
+2. :func:`render_composite` (in a worker process) builds each channel on the
+   grid, streaming its files one at a time: each file is reduced at read time
+   by an integer NaN-aware block mean so its pixels are no finer than the grid,
+   resampled bilinearly onto the part of the grid it covers, and added into a
+   coverage-weighted mean. Memory is the grid times a few bytes per pixel plus
+   one reduced file, whatever the number of files. Reprojected channels go to
+   an on-disk cache shared by the worker processes, keyed by the inputs'
+   identity (path, size, mtime, HDU, plane) and the grid, so a re-render with
+   other stretches or colours skips all of this. Then per channel: optional
+   background neutralisation, stretch, levels, gamma, tone curve, weight,
+   colour; the sum is divided by one common maximum; luminance and overall
+   adjustments; 8-bit, row 0 at the bottom, PNG or JPEG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.composite import color_mapping
+from app.errors import BadRequest
+from app.processing.background import subtract_sky
+from app.processing.fits_io import open_plane
+from app.processing.pipeline import DisplayParams
+from app.processing.render import encode_png
+from app.processing.reprojection import (
+    Grid,
+    InputGeometry,
+    PixelMapper,
+    fit_grid,
+    footprint_box,
+    read_geometry,
+    sample_bilinear,
+)
+
+#: Grid pixels resampled per block (bounds the coordinate temporaries).
+BLOCK_PIXELS = 1 << 20
+CACHE_VERSION = "composite-channel-v1"
+MB = 1024 * 1024
+
+
+@dataclass
+class ChannelSpec:
+    """One channel as the worker needs it (plain, picklable)."""
+
+    label: str
+    paths: list[str]
+    display: DisplayParams = field(default_factory=lambda: DisplayParams(stretch="asinh",
+                                                                         asinh_a=0.05))
+    curve: str = "linear"
+    weight: float = 1.0
+    rgb: tuple[float, float, float] | None = None
+    luminance: bool = False
+
+
+@dataclass
+class CacheSpec:
+    directory: str
+    max_bytes: int
+    max_entries: int
+    ttl_seconds: float
+
+
+@dataclass
+class CompositePlan:
+    channels: list[ChannelSpec]
+    geometries: list[list[InputGeometry]]
+    grid: Grid
+    background_neutralization: bool = True
+    overall: dict | None = None
+    fmt: str = "png"
+    quality: int = 95
+    cache: CacheSpec | None = None
+    identities: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------
+# Planning (headers only)
+# --------------------------------------------------------------------------------------
+
+def _file_identity(path: str) -> list:
+    st = os.stat(path)
+    return [os.path.realpath(path), st.st_size, st.st_mtime_ns]
+
+
+def reduction_for(geometry: InputGeometry, grid: Grid) -> int:
+    """Integer block factor that keeps the input's pixels no coarser than the grid's."""
+    return max(1, int(math.floor(grid.scale_deg / geometry.scale_deg * (1 + 1e-6))))
+
+
+def plan_composite(channels: list[ChannelSpec], width: int, height: int, *,
+                   background_neutralization: bool = True, overall: dict | None = None,
+                   fmt: str = "png", quality: int = 95,
+                   cache: CacheSpec | None = None) -> CompositePlan:
+    """Read every file's header, build the common grid, check the channels can overlap."""
+    geometries = []
+    for channel in channels:
+        geoms = []
+        for path in channel.paths:
+            try:
+                geoms.append(read_geometry(path, label=f"Channel {channel.label}: "
+                                                       f"{os.path.basename(path)}"))
+            except BadRequest:
+                raise
+            except Exception as exc:  # astropy raises many types for broken files
+                raise BadRequest(f"Channel {channel.label}: {os.path.basename(path)} is not a "
+                                 f"readable FITS image ({type(exc).__name__})") from None
+        geometries.append(geoms)
+    grid = fit_grid([g for geoms in geometries for g in geoms], width, height)
+    boxes = []
+    for channel, geoms in zip(channels, geometries):
+        found = [b for b in (footprint_box(g, grid) for g in geoms) if b is not None]
+        if not found:
+            raise BadRequest(f"No usable image data for channel {channel.label}")
+        boxes.append((min(b[0] for b in found), max(b[1] for b in found),
+                      min(b[2] for b in found), max(b[3] for b in found)))
+    r0, r1 = max(b[0] for b in boxes), min(b[1] for b in boxes)
+    c0, c1 = max(b[2] for b in boxes), min(b[3] for b in boxes)
+    if len(boxes) > 1 and (r0 >= r1 or c0 >= c1):
+        raise BadRequest("The channels do not overlap on the sky: their footprints are "
+                         "disjoint, so no pixel would show every channel")
+    grid_key = grid.wcs.to_header_string() + f"|{grid.shape}"
+    identities = []
+    for geoms in geometries:
+        parts = [[*_file_identity(g.path), g.hdu_index, list(g.choice.leading)] for g in geoms]
+        text = json.dumps([CACHE_VERSION, parts, grid_key])
+        identities.append(hashlib.sha256(text.encode()).hexdigest())
+    return CompositePlan(channels=channels, geometries=geometries, grid=grid,
+                         background_neutralization=background_neutralization, overall=overall,
+                         fmt=fmt, quality=quality, cache=cache, identities=identities)
+
+
+def estimate_composite_bytes(plan: CompositePlan) -> int:
+    """Bytes the render needs at its peak (checked against the engine's budget).
+
+    Reprojection: a float32 sum and coverage over the grid, the channel itself,
+    one reduced input and one block of coordinates. Rendering: float32 R, G, B,
+    one channel being stretched with its temporaries, the 8-bit picture and its
+    encoding.
+    """
+    grid_px = plan.grid.height * plan.grid.width
+    largest = 0
+    for geoms in plan.geometries:
+        for g in geoms:
+            f = reduction_for(g, plan.grid)
+            largest = max(largest, -(-g.height // f) * -(-g.width // f))
+    reproject = grid_px * 12 + largest * 4 + BLOCK_PIXELS * 48 + 16 * MB
+    render = grid_px * 36
+    return int(max(reproject, render) + 48 * MB)
+
+
+# --------------------------------------------------------------------------------------
+# Reprojection (streaming, coverage-weighted)
+# --------------------------------------------------------------------------------------
+
+def _read_reduced(geometry: InputGeometry, factor: int, label: str) -> np.ndarray:
+    try:
+        with open_plane(geometry.path, geometry.choice.slice_index,
+                        hdu_index=geometry.hdu_index) as (reader, _):
+            data = reader.read_reduced(factor)
+    except BadRequest as exc:
+        raise BadRequest(f"Channel {label}: {os.path.basename(geometry.path)}: "
+                         f"{exc.detail}") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise BadRequest(f"Channel {label}: {os.path.basename(geometry.path)} could not be "
+                         f"read ({type(exc).__name__})") from None
+    # Exact zeros are the detector-edge fill of resampled products: no coverage.
+    data[data == 0] = np.nan
+    return data
+
+
+def reproject_files(geometries: list[InputGeometry], grid: Grid, label: str = "") -> np.ndarray:
+    """The coverage-weighted mean of the files on ``grid`` (float32, NaN uncovered).
+
+    Files are read one at a time, each reduced to the grid's resolution and
+    resampled only over the part of the grid it covers.
+    """
+    total = np.zeros(grid.shape, dtype=np.float32)
+    coverage = np.zeros(grid.shape, dtype=np.float32)
+    for geometry in geometries:
+        box = footprint_box(geometry, grid)
+        if box is None:
+            continue
+        factor = reduction_for(geometry, grid)
+        data = _read_reduced(geometry, factor, label)
+        mapper = PixelMapper(grid, geometry.wcs, factor)
+        r0, r1, c0, c1 = box
+        rows = max(1, BLOCK_PIXELS // (c1 - c0))
+        for start in range(r0, r1, rows):
+            stop = min(r1, start + rows)
+            x, y = mapper.block(start, stop, c0, c1)
+            values = sample_bilinear(data, x, y)
+            ok = np.isfinite(values)
+            values[~ok] = 0.0
+            total[start:stop, c0:c1] += values
+            coverage[start:stop, c0:c1] += ok
+        del data
+    with np.errstate(invalid="ignore", divide="ignore"):
+        total /= coverage
+    total[coverage == 0] = np.nan
+    return total
+
+
+def _cache(spec: CacheSpec):
+    from app.storage.temp_cache import TempCache
+
+    return TempCache(spec.directory, spec.max_bytes, grace_seconds=0.0,
+                     max_entries=spec.max_entries, ttl_seconds=spec.ttl_seconds)
+
+
+def channel_on_grid(plan: CompositePlan, index: int) -> np.ndarray:
+    """Channel ``index`` on the plan's grid, from the cache when it is there."""
+    geoms, label = plan.geometries[index], plan.channels[index].label
+    if plan.cache is None:
+        return reproject_files(geoms, plan.grid, label)
+
+    def fill(tmp) -> None:
+        with open(tmp, "wb") as handle:
+            np.save(handle, reproject_files(geoms, plan.grid, label))
+
+    path = _cache(plan.cache).get_or_fetch(plan.identities[index], fill, suffix=".npy")
+    return np.load(path, mmap_mode="r")
+
+
+def is_cached(plan: CompositePlan, index: int) -> bool:
+    if plan.cache is None:
+        return False
+    return _cache(plan.cache).path_for(plan.identities[index], ".npy").exists()
+
+
+# --------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------
+
+def composite_rgb(plan: CompositePlan) -> np.ndarray:
+    """The colour picture as float32 (height, width, 3) in [0, 1], row 0 first."""
+    grid = plan.grid
+    rgb = np.zeros((grid.height, grid.width, 3), dtype=np.float32)
+    in_all = np.ones(grid.shape, dtype=bool)
+    luminance = None
+    for index, channel in enumerate(plan.channels):
+        data = channel_on_grid(plan, index)
+        covered = np.isfinite(data)
+        if not covered.any():
+            raise BadRequest(f"No usable image data for channel {channel.label}")
+        in_all &= covered
+        data = subtract_sky(data) if plan.background_neutralization else np.array(data)
+        values = color_mapping.stretch_channel(data, channel.display, channel.curve)
+        del data, covered
+        if channel.luminance:
+            luminance = (values, channel.weight)
+        else:
+            color_mapping.add_colour(rgb, values, channel.rgb, channel.weight)
+        del values
+    if len(plan.channels) > 1 and not in_all.any():
+        raise BadRequest("The channels do not overlap on the sky: no pixel has data in "
+                         "every channel")
+    del in_all
+    color_mapping.normalise_common(rgb)
+    if luminance is not None:
+        rgb = color_mapping.replace_lightness(rgb, luminance[0], min(luminance[1], 1.0))
+    if plan.overall:
+        rgb = color_mapping.overall_adjust(rgb, **plan.overall)
+    return rgb
+
+
+def encode_rgb(rgb: np.ndarray, fmt: str, quality: int) -> bytes:
+    pixels = color_mapping.to_rgb8(rgb)
+    if fmt == "png":
+        return encode_png(pixels)
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels, mode="RGB").save(buf, format="JPEG", quality=int(quality))
+    return buf.getvalue()
+
+
+def render_composite(plan: CompositePlan) -> bytes:
+    """The encoded picture (worker entry point)."""
+    rgb = composite_rgb(plan)
+    return encode_rgb(rgb, plan.fmt, plan.quality)

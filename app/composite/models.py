@@ -1,0 +1,96 @@
+"""Request model of the N-channel composite (CONTRACT.md §3.7)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+STRETCH_PATTERN = "^(zscale|asinh|log|sqrt|power|histeq|linear)$"
+CURVES = ("linear", "s_curve", "inverse_s", "shadows", "highlights")
+
+
+class ChannelColor(BaseModel):
+    """How a channel is coloured: exactly one of ``hue``, ``rgb`` or ``luminance``."""
+
+    hue: float | None = Field(default=None, ge=0, le=360,
+                              description="Hue in degrees (0 red, 120 green, 240 blue); the "
+                                          "channel adds HSV(hue, 1, 1) to the picture")
+    rgb: tuple[float, float, float] | None = Field(
+        default=None, description="Red, green and blue weights, each 0-1")
+    luminance: bool = Field(default=False,
+                            description="Use this channel as the lightness of the colour "
+                                        "picture (LRGB); at most one per composite")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "ChannelColor":
+        given = (self.hue is not None) + (self.rgb is not None) + bool(self.luminance)
+        if given != 1:
+            raise ValueError("color needs exactly one of hue, rgb or luminance")
+        if self.rgb is not None and not all(0.0 <= v <= 1.0 for v in self.rgb):
+            raise ValueError("rgb weights must each be between 0 and 1")
+        return self
+
+
+class NChannelConfig(BaseModel):
+    """One channel: the files of one filter, how to stretch them and their colour."""
+
+    file_paths: list[str] = Field(min_length=1, description="Storage keys of the channel's "
+                                  "FITS files; several files are combined on the sky "
+                                  "(coverage-weighted mean)")
+    stretch: str = Field(default="asinh", description="zscale, asinh, log, sqrt, power, "
+                         "histeq or linear (anything else is treated as zscale)")
+    black_point: float = Field(default=0.0, ge=0, le=1, description="Black point, a "
+                               "percentile fraction 0-1 of the stretched values")
+    white_point: float = Field(default=1.0, ge=0, le=1, description="White point, 0-1")
+    gamma: float = Field(default=1.0, gt=0, le=5, description="Gamma; output = x^(1/gamma)")
+    asinh_a: float = Field(default=0.05, ge=0.001, le=1, description="Asinh softening")
+    curve: Literal["linear", "s_curve", "inverse_s", "shadows", "highlights"] = Field(
+        default="linear", description="Tone curve after the stretch: s_curve 3x^2-2x^3, "
+        "inverse_s 0.5+asin(2x-1)/pi, shadows x^0.7, highlights x^1.3")
+    weight: float = Field(default=1.0, ge=0, le=2, description="Channel weight, 0-2")
+    color: ChannelColor
+    label: str | None = Field(default=None, description="Name used in messages (labels may "
+                              "repeat; channels are identified by position)")
+    wavelength_um: float | None = Field(default=None, gt=0, description="Pivot wavelength "
+                                        "in micrometres (informational)")
+
+
+class OverallAdjustments(BaseModel):
+    """A stretch applied to the combined colour picture (same limits for R, G and B)."""
+
+    stretch: str = Field(default="linear", pattern=STRETCH_PATTERN)
+    black_point: float = Field(default=0.0, ge=0, le=1)
+    white_point: float = Field(default=1.0, ge=0, le=1)
+    gamma: float = Field(default=1.0, gt=0, le=5)
+    asinh_a: float = Field(default=0.1, ge=0.001, le=1)
+
+
+class NChannelCompositeRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "channels": [
+            {"file_paths": ["mast/jw02733-o001_t001_nircam_clear-f187n/"
+                            "jw02733-o001_t001_nircam_clear-f187n_i2d.fits"],
+             "stretch": "asinh", "asinh_a": 0.05, "color": {"hue": 240}, "label": "F187N",
+             "wavelength_um": 1.874},
+            {"file_paths": ["mast/jw02733-o001_t001_nircam_clear-f444w/"
+                            "jw02733-o001_t001_nircam_clear-f444w_i2d.fits"],
+             "stretch": "asinh", "color": {"hue": 120}, "label": "F444W", "wavelength_um": 4.421},
+            {"file_paths": ["mast/jw02733-o002_t001_miri_f1130w/"
+                            "jw02733-o002_t001_miri_f1130w_i2d.fits"],
+             "stretch": "zscale", "curve": "s_curve", "color": {"rgb": [1.0, 0.2, 0.0]},
+             "label": "F1130W", "wavelength_um": 11.3},
+        ],
+        "background_neutralization": True, "output_format": "png", "width": 1000,
+        "height": 1000}]})
+
+    channels: list[NChannelConfig] = Field(min_length=1)
+    overall: OverallAdjustments | None = None
+    background_neutralization: bool = Field(default=True, description="Subtract each "
+                                            "channel's sigma-clipped sky level first")
+    output_format: Literal["png", "jpeg"] = "png"
+    quality: int = Field(default=95, ge=1, le=100, description="JPEG quality")
+    width: int = Field(default=1000, gt=0, le=4096, description="Output width in pixels "
+                       "(exact)")
+    height: int = Field(default=1000, gt=0, le=4096, description="Output height in pixels "
+                        "(exact)")
