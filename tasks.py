@@ -82,9 +82,24 @@ def test(args: list[str]) -> int:
     return code
 
 
+BENCHES = {"viewer": "run_bench.py", "composite": "run_composite_bench.py",
+           "mosaic": "run_mosaic_bench.py", "analysis": "run_analysis_bench.py",
+           "mast": "run_mast_bench.py"}
+
+
 def bench(args: list[str]) -> int:
+    """``bench [suite] [options]``: one suite of bench/, or every suite in turn."""
     ensure_venv("engine,dev")
-    return subprocess.call([str(PY), str(ROOT / "bench" / "run_bench.py")] + args, cwd=ROOT)
+    if args and args[0] in BENCHES:
+        names, args = [args[0]], args[1:]
+    else:
+        names = list(BENCHES)
+    code = 0
+    for name in names:
+        script = ROOT / "bench" / BENCHES[name]
+        print(f"== bench {name} ==", flush=True)
+        code |= subprocess.call([str(PY), str(script)] + args, cwd=ROOT)
+    return code
 
 
 def main() -> int:

@@ -34,32 +34,7 @@ from app.viewer import image_views  # noqa: E402
 from tests.support.servers import run_service  # noqa: E402
 from tests.support.synthetic import make_jwst_image  # noqa: E402
 
-CACHE = ROOT / "bench" / ".cache"
-RESULTS = ROOT / "bench" / "results"
-MB = 1024 * 1024
-
-
-def traced_peak_mb(fn, *args) -> float:
-    """Peak bytes allocated while ``fn(*args)`` runs (numpy reports to tracemalloc)."""
-    import tracemalloc
-
-    fn(*args)  # imports and caches first
-    tracemalloc.start()
-    try:
-        fn(*args)
-        return tracemalloc.get_traced_memory()[1] / MB
-    finally:
-        tracemalloc.stop()
-
-
-def timed(client: httpx.Client, method: str, url: str, repeat: int, **kwargs) -> list[float]:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        r = client.request(method, url, **kwargs)
-        times.append(time.perf_counter() - t0)
-        r.raise_for_status()
-    return times
+from bench.common import CACHE, MB, RESULTS, timed, traced_peak_mb  # noqa: E402
 
 
 def health_under_load(base: str, key: str) -> dict:

@@ -13,9 +13,9 @@ import warnings
 import numpy as np
 
 #: Sigma-clipping statistics are taken on at most this many pixels (a regular
-#: subsample); the clipped median of a million sky pixels is stable to far
+#: subsample); the clipped median of 200,000 sky pixels is stable to far
 #: below the noise.
-MAX_SAMPLE = 1_000_000
+MAX_SAMPLE = 200_000
 
 
 def regular_sample(values: np.ndarray, max_size: int = MAX_SAMPLE) -> np.ndarray:

@@ -1,0 +1,389 @@
+"""WCS mosaics in bounded memory, callable from plain Python.
+
+    plan = plan_mosaic(paths, "mean", max_output_pixels=64_000_000)
+    write_mosaic_fits(plan, "out.fits")               # streamed, tile by tile
+    picture = mosaic_array(plan)                      # in memory (pictures)
+
+The output grid is north up, east left, gnomonic, at the finest input pixel
+scale (or fitted into a picture size). It is built in row blocks ("tiles"):
+for each tile, each input whose footprint touches it is read only for the
+rows the tile needs, resampled bilinearly (as ``reproject_interp``) and
+combined. Peak memory is a few tile-sized arrays plus one input window,
+whatever the output size and the number of inputs; a FITS output is written
+to disk tile by tile and never held whole. With a Dask scheduler address,
+tiles are computed on that cluster and written here, in the same order, so
+the result is identical.
+
+Exact zeros in the inputs count as no coverage (the fill value of detector
+edges); pixels no input covers are NaN.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import deque
+import math
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+from astropy.io import fits
+
+from app.errors import BadRequest, PayloadTooLarge
+from app.processing.fits_io import open_plane
+from app.processing.reprojection import (
+    Grid,
+    InputGeometry,
+    PixelMapper,
+    fit_grid,
+    footprint_box,
+    input_window,
+    native_grid,
+    read_geometry,
+    sample_bilinear,
+)
+
+COMBINE_METHODS = ("mean", "sum", "first", "last", "min", "max")
+#: Output pixels per tile (a row block of the output).
+TILE_PIXELS = 1 << 21
+MB = 1024 * 1024
+
+COPIED_KEYS = ("TELESCOP", "INSTRUME", "DETECTOR", "FILTER", "PUPIL", "CHANNEL", "BAND",
+               "EXP_TYPE", "TARGNAME", "OBS_ID", "PROPOSID", "PI_NAME", "RADESYS", "EQUINOX",
+               "DATE-OBS", "TIME-OBS", "MJD-OBS", "MJD-END", "EXPSTART", "EXPEND", "EXPTIME",
+               "XPOSURE", "EFFEXPTM", "BUNIT")
+SUMMARY_KEYS = (("SRCINST", "INSTRUME"), ("SRCDETS", "DETECTOR"), ("SRCFILT", "FILTER"),
+                ("SRCTARG", "TARGNAME"), ("SRCOBS", "OBS_ID"), ("SRCPROP", "PROPOSID"))
+
+
+@dataclass
+class MosaicPlan:
+    inputs: list[InputGeometry]
+    grid: Grid
+    combine_method: str = "mean"
+    boxes: list[tuple[int, int, int, int] | None] | None = None
+
+    @property
+    def tile_rows(self) -> int:
+        return max(1, TILE_PIXELS // max(1, self.grid.width))
+
+    def tiles(self) -> list[tuple[int, int]]:
+        step = self.tile_rows
+        return [(r, min(self.grid.height, r + step)) for r in range(0, self.grid.height, step)]
+
+
+# --------------------------------------------------------------------------------------
+# Planning
+# --------------------------------------------------------------------------------------
+
+def read_inputs(paths: list[str], max_file_bytes: int | None = None) -> list[InputGeometry]:
+    """Geometries of the inputs, with the per-file size limit (413)."""
+    inputs = []
+    for path in paths:
+        name = os.path.basename(path)
+        if max_file_bytes is not None:
+            size = os.path.getsize(path)
+            if size > max_file_bytes:
+                raise PayloadTooLarge(f"File too large: {name} is {size / MB:.0f} MB, which "
+                                      f"exceeds the maximum of {max_file_bytes / MB:.0f} MB")
+        try:
+            inputs.append(read_geometry(path))
+        except BadRequest:
+            raise
+        except Exception as exc:  # astropy raises many types for broken files
+            raise BadRequest(f"{name} is not a readable FITS image "
+                             f"({type(exc).__name__})") from None
+    return inputs
+
+
+def picture_grid(inputs: list[InputGeometry], width: int | None, height: int | None,
+                 max_pixels: int) -> Grid:
+    """The grid of a picture: both sizes exact, one size with the sky's aspect, or native."""
+    if width is None and height is None:
+        return native_grid(inputs, max_pixels)
+    if width is None or height is None:
+        native = native_grid(inputs, 1 << 62)
+        aspect = native.height / native.width
+        if width is None:
+            width = max(1, round(height / aspect))
+        else:
+            height = max(1, round(width * aspect))
+    return fit_grid(inputs, int(width), int(height))
+
+
+def plan_mosaic(paths: list[str], combine_method: str = "mean", *,
+                max_output_pixels: int = 64_000_000, width: int | None = None,
+                height: int | None = None, max_file_bytes: int | None = None) -> MosaicPlan:
+    """Headers only: the inputs' geometry and the output grid (413 when too large)."""
+    if combine_method not in COMBINE_METHODS:
+        raise BadRequest(f"Unknown combine method {combine_method!r}; use one of "
+                         f"{', '.join(COMBINE_METHODS)}")
+    if len(paths) < 2:
+        raise BadRequest("A mosaic needs at least two files")
+    inputs = read_inputs(paths, max_file_bytes)
+    grid = picture_grid(inputs, width, height, max_output_pixels)
+    if grid.width * grid.height > max_output_pixels:
+        raise PayloadTooLarge(f"Mosaic output too large: exceeds MAX_MOSAIC_OUTPUT_PIXELS "
+                              f"({max_output_pixels:,})")
+    boxes = [footprint_box(g, grid) for g in inputs]
+    for g, box in zip(inputs, boxes):
+        if box is None:
+            raise BadRequest(f"{os.path.basename(g.path)} does not overlap the mosaic's area")
+    return MosaicPlan(inputs=inputs, grid=grid, combine_method=combine_method, boxes=boxes)
+
+
+def estimate_mosaic_bytes(plan: MosaicPlan, in_memory: bool) -> int:
+    """Peak bytes of building the mosaic: tiles, one input window, and the picture."""
+    tile = plan.tile_rows * plan.grid.width
+    widest = max(g.width for g in plan.inputs)
+    window = min(max(g.height for g in plan.inputs), plan.tile_rows * 4 + 64) * widest * 8
+    building = tile * 48 + window + 32 * MB
+    if not in_memory:
+        return int(building)
+    # The whole picture (float32), then the display pipeline over it.
+    return int(plan.grid.width * plan.grid.height * 20 + building)
+
+
+# --------------------------------------------------------------------------------------
+# Tiles
+# --------------------------------------------------------------------------------------
+
+def _read_window(geometry: InputGeometry, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+    with open_plane(geometry.path, geometry.choice.slice_index,
+                    hdu_index=geometry.hdu_index) as (reader, _):
+        rows = reader.rows(r0, r1)
+    window = np.ascontiguousarray(rows[:, c0:c1])
+    window[window == 0] = np.nan  # detector-edge fill: no coverage
+    return window
+
+
+def compute_tile(plan: MosaicPlan, r0: int, r1: int) -> np.ndarray:
+    """Output rows ``r0:r1`` of the mosaic (float32, NaN where nothing covers)."""
+    grid, method = plan.grid, plan.combine_method
+    shape = (r1 - r0, grid.width)
+    if method in ("mean", "sum"):
+        total = np.zeros(shape, dtype=np.float32)
+        count = np.zeros(shape, dtype=np.float32)
+    else:
+        out = np.full(shape, np.nan, dtype=np.float32)
+    boxes = plan.boxes or [footprint_box(g, grid) for g in plan.inputs]
+    for geometry, box in zip(plan.inputs, boxes):
+        if box is None or box[1] <= r0 or box[0] >= r1:
+            continue
+        tr0, tr1, c0, c1 = max(r0, box[0]), min(r1, box[1]), box[2], box[3]
+        x, y = PixelMapper(grid, geometry.wcs).block(tr0, tr1, c0, c1)
+        window = input_window(x, y, geometry.height, geometry.width)
+        if window is None:
+            continue
+        wr0, wr1, wc0, wc1 = window
+        data = _read_window(geometry, wr0, wr1, wc0, wc1)
+        values = sample_bilinear(data, x, y, origin=(wr0, wc0))
+        del data, x, y
+        ok = np.isfinite(values)
+        rows = slice(tr0 - r0, tr1 - r0)
+        cols = slice(c0, c1)
+        if method in ("mean", "sum"):
+            values[~ok] = 0.0
+            total[rows, cols] += values
+            count[rows, cols] += ok
+            continue
+        target = out[rows, cols]
+        if method == "first":
+            take = ok & np.isnan(target)
+        elif method == "last":
+            take = ok
+        elif method == "min":
+            take = ok & ~(target <= values)
+        else:  # max
+            take = ok & ~(target >= values)
+        target[take] = values[take]
+    if method in ("mean", "sum"):
+        if method == "mean":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                total /= count
+        total[count == 0] = np.nan
+        return total
+    return out
+
+
+def iter_tiles(plan: MosaicPlan, dask_address: str | None = None):
+    """Yield ``(r0, r1, tile)`` in row order, locally or on a Dask cluster."""
+    if not dask_address:
+        for r0, r1 in plan.tiles():
+            yield r0, r1, compute_tile(plan, r0, r1)
+        return
+    from dask.distributed import Client
+
+    with Client(dask_address, timeout=30) as client:
+        shared = client.scatter(plan, broadcast=True)
+        bounds = plan.tiles()
+        # A few tiles in flight per worker, so finished tiles do not pile up here.
+        in_flight = max(2, 2 * len(client.scheduler_info()["workers"]))
+        pending: deque = deque()
+        submitted = 0
+        while submitted < len(bounds) or pending:
+            while submitted < len(bounds) and len(pending) < in_flight:
+                pending.append((submitted, client.submit(compute_tile, shared,
+                                                         *bounds[submitted], pure=False)))
+                submitted += 1
+            index, future = pending.popleft()
+            yield (*bounds[index], future.result())
+
+
+def mosaic_array(plan: MosaicPlan, dask_address: str | None = None) -> np.ndarray:
+    """The whole mosaic in memory (for pictures; FITS goes through write_mosaic_fits)."""
+    out = np.empty(plan.grid.shape, dtype=np.float32)
+    for r0, r1, tile in iter_tiles(plan, dask_address):
+        out[r0:r1] = tile
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# FITS output
+# --------------------------------------------------------------------------------------
+
+def _short(values: list[str]) -> str:
+    text = "|".join(values)
+    return text if len(text) <= 68 else text[:65] + "..."
+
+
+def mosaic_header(plan: MosaicPlan) -> fits.Header:
+    """Primary header: WCS, provenance, keys shared by every input, summaries, HISTORY."""
+    header = fits.Header()
+    header["EXTNAME"] = ("MOSAIC", "Mosaic of several exposures")
+    header.update(plan.grid.to_header())
+    header["ORIGIN"] = ("JWST-DA", "Organisation that made the file")
+    header["CREATOR"] = ("jwst-processing-engine", "Software that made the file")
+    header["DATE"] = (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+                      "UTC date the file was written")
+    header["MOSAIC"] = (True, "This image is a mosaic")
+    header["NINPUTS"] = (len(plan.inputs), "Number of input files")
+    header["COMBMETH"] = (plan.combine_method, "How overlapping pixels were combined")
+    for index, g in enumerate(plan.inputs, start=1):
+        header[f"SRC{index:04d}"] = (os.path.basename(g.path)[:68], f"Input file {index}")
+    for key in COPIED_KEYS:
+        values = [g.header.get(key) for g in plan.inputs]
+        if values[0] is not None and all(v == values[0] for v in values) \
+                and key not in header:
+            header[key] = values[0]
+    for key, source in SUMMARY_KEYS:
+        seen = []
+        for g in plan.inputs:
+            value = g.header.get(source)
+            if value is not None and str(value) not in seen:
+                seen.append(str(value))
+        if seen:
+            header[key] = (_short(seen), f"Distinct {source} values of the inputs")
+    header.add_history(f"Mosaic of {len(plan.inputs)} inputs by jwst-processing-engine, "
+                       f"combine method '{plan.combine_method}'")
+    header.add_history("Inputs resampled bilinearly onto a common north-up TAN grid; "
+                       "exact zeros treated as no coverage; NaN where nothing covers")
+    return header
+
+
+def source_table(plan: MosaicPlan) -> fits.BinTableHDU:
+    """The SRCMETA table: every card of every input header."""
+    index, names, keys, values, comments = [], [], [], [], []
+    for i, g in enumerate(plan.inputs, start=1):
+        name = os.path.basename(g.path)
+        for card in g.header.cards:
+            if not card.keyword:
+                continue
+            index.append(i)
+            names.append(name)
+            keys.append(card.keyword)
+            values.append(str(card.value))
+            comments.append(str(card.comment))
+
+    def text_column(name: str, items: list[str]) -> fits.Column:
+        width = max([1] + [len(v.encode("utf-8", "replace")) for v in items])
+        return fits.Column(name=name, format=f"{width}A",
+                           array=np.array([v.encode("ascii", "replace") for v in items],
+                                          dtype=f"S{width}"))
+
+    columns = [fits.Column(name="SRCINDEX", format="J", array=np.array(index, dtype=np.int32)),
+               text_column("FILENAME", names), text_column("KEYWORD", keys),
+               text_column("VALUE", values), text_column("COMMENT", comments)]
+    table = fits.BinTableHDU.from_columns(columns, name="SRCMETA")
+    table.header["NINPUTS"] = (len(plan.inputs), "Number of input files")
+    table.header["METAVERS"] = ("1.0", "Version of this table's layout")
+    return table
+
+
+def _hdu_bytes(hdu) -> bytes:
+    """An extension HDU serialised on its own (header and padded data)."""
+    buf = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(buf)
+    return buf.getvalue()[2880:]  # an empty primary header is exactly one block
+
+
+def write_mosaic_fits(plan: MosaicPlan, path: str, dask_address: str | None = None) -> int:
+    """Write the mosaic FITS file tile by tile; returns its size in bytes.
+
+    The primary HDU's header is written first, then each tile's rows as
+    big-endian float32 straight to their offset, then the padding and the
+    SRCMETA extension. Nothing larger than a tile is in memory.
+    """
+    header = mosaic_header(plan)
+    height, width = plan.grid.shape
+    # A 1x1 float32 HDU puts BITPIX, NAXIS and NAXISn in their required places;
+    # only the sizes change.
+    primary = fits.PrimaryHDU(data=np.zeros((1, 1), dtype=np.float32), header=header)
+    primary.header["NAXIS1"] = width
+    primary.header["NAXIS2"] = height
+    head = primary.header.tostring().encode("ascii")
+    data_bytes = width * height * 4
+    pad = (-data_bytes) % 2880
+    with open(path, "wb") as handle:
+        handle.write(head)
+        fd = handle.fileno()
+        for r0, _r1, tile in iter_tiles(plan, dask_address):
+            os.pwrite(fd, tile.astype(">f4").tobytes(), len(head) + r0 * width * 4)
+        handle.seek(len(head) + data_bytes)
+        handle.write(b"\x00" * pad)
+        handle.write(_hdu_bytes(source_table(plan)))
+        handle.flush()
+        os.fsync(fd)
+        return handle.tell()
+
+
+# --------------------------------------------------------------------------------------
+# Footprints (headers only)
+# --------------------------------------------------------------------------------------
+
+def ra_bounds(ra: np.ndarray) -> tuple[float, float]:
+    """The smallest RA arc holding every value: (start in [0, 360), start + width)."""
+    values = np.sort(np.mod(np.asarray(ra, dtype=float), 360.0))
+    if values.size == 1:
+        return float(values[0]), float(values[0])
+    gaps = np.diff(np.concatenate([values, values[:1] + 360.0]))
+    widest = int(np.argmax(gaps))  # the arc starts just after the widest gap
+    start = values[(widest + 1) % values.size]
+    span = 360.0 - float(gaps[widest])
+    return float(start), float(start + span)
+
+
+def footprint(geometry: InputGeometry) -> dict:
+    w, h = geometry.width, geometry.height
+    xs = np.array([0.0, w - 1.0, w - 1.0, 0.0, w / 2.0])
+    ys = np.array([0.0, 0.0, h - 1.0, h - 1.0, h / 2.0])
+    ra, dec = geometry.wcs.pixel_to_world_values(xs, ys)
+    ra = np.mod(np.asarray(ra, dtype=float), 360.0)
+    dec = np.asarray(dec, dtype=float)
+    instrument = geometry.header.get("INSTRUME")
+    return {"corners_ra": [float(v) for v in ra[:4]], "corners_dec": [float(v) for v in dec[:4]],
+            "center_ra": float(ra[4]), "center_dec": float(dec[4]),
+            "instrument": str(instrument) if instrument is not None else None}
+
+
+def footprints(paths: list[str]) -> dict:
+    """Corners, centres and the bounding box of the files (no pixel is read)."""
+    items = [footprint(g) for g in read_inputs(paths)]
+    all_ra = np.concatenate([f["corners_ra"] for f in items])
+    all_dec = np.concatenate([f["corners_dec"] for f in items])
+    min_ra, max_ra = ra_bounds(all_ra)
+    return {"footprints": items,
+            "bounding_box": {"min_ra": min_ra, "max_ra": max_ra,
+                             "min_dec": float(all_dec.min()), "max_dec": float(all_dec.max())},
+            "n_files": len(items)}

@@ -1,0 +1,126 @@
+"""Helpers shared by the benchmark scripts: timing, /health probing, memory sampling."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "bench" / ".cache"
+RESULTS = ROOT / "bench" / "results"
+MB = 1024 * 1024
+
+
+def traced_peak_mb(fn, *args) -> float:
+    """Peak bytes allocated while ``fn(*args)`` runs (numpy reports to tracemalloc)."""
+    import tracemalloc
+
+    fn(*args)  # imports and caches first
+    tracemalloc.start()
+    try:
+        fn(*args)
+        return tracemalloc.get_traced_memory()[1] / MB
+    finally:
+        tracemalloc.stop()
+
+
+def timed(client: httpx.Client, method: str, url: str, repeat: int, before=None,
+          **kwargs) -> list[float]:
+    """Wall times of ``repeat`` requests; ``before()`` runs untimed before each."""
+    times = []
+    for _ in range(repeat):
+        if before is not None:
+            before()
+        t0 = time.perf_counter()
+        r = client.request(method, url, **kwargs)
+        times.append(time.perf_counter() - t0)
+        r.raise_for_status()
+    return times
+
+
+def summary(times: list[float]) -> dict:
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "runs": len(times)}
+
+
+class HealthProbe:
+    """Polls ``/health`` every 10 ms in a thread while the block runs."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.base, timeout=10) as c:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                c.get("/health")
+                self.latencies.append(time.perf_counter() - t0)
+                time.sleep(0.01)
+
+    def __enter__(self) -> "HealthProbe":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def result(self) -> dict:
+        lat = sorted(self.latencies)
+        if not lat:
+            return {"samples": 0}
+        return {"samples": len(lat), "p50_ms": 1000 * lat[len(lat) // 2],
+                "p99_ms": 1000 * lat[max(0, int(len(lat) * 0.99) - 1)],
+                "max_ms": 1000 * lat[-1]}
+
+
+class RssSampler:
+    """Samples the resident memory of a process and its children every 20 ms.
+
+    ``peak_worker_mb`` is the largest RSS any single child (a worker process)
+    reached; ``peak_total_mb`` the largest sum over the whole tree.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.peak_worker = 0
+        self.peak_total = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                procs = [self.root] + self.root.children(recursive=True)
+                rss = []
+                for p in procs:
+                    try:
+                        rss.append((p, p.memory_info().rss))
+                    except psutil.Error:
+                        pass
+                self.peak_total = max(self.peak_total, sum(r for _, r in rss))
+                children = [r for p, r in rss if p.pid != self.root.pid]
+                if children:
+                    self.peak_worker = max(self.peak_worker, max(children))
+            except psutil.Error:
+                pass
+            time.sleep(0.02)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def result(self) -> dict:
+        return {"peak_worker_mb": self.peak_worker / MB, "peak_total_mb": self.peak_total / MB}
