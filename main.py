@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from app.app_factory import build_app
 from app.composite.routes import router as composite_router
 from app.config import Settings, load_settings
+from app.mosaic.routes import router as mosaic_router
 from app.viewer.routes import router as viewer_router
 from app.workers import WorkerPool
 
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     description=DESCRIPTION, settings=settings, lifespan=lifespan)
     app.include_router(viewer_router)
     app.include_router(composite_router)
+    app.include_router(mosaic_router)
     return app
 
 

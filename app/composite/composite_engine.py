@@ -25,7 +25,6 @@ Two steps with a memory admission between them:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
@@ -38,7 +37,7 @@ from app.errors import BadRequest
 from app.processing.background import subtract_sky
 from app.processing.fits_io import open_plane
 from app.processing.pipeline import DisplayParams
-from app.processing.render import encode_png
+from app.processing.render import encode_array
 from app.processing.reprojection import (
     Grid,
     InputGeometry,
@@ -281,14 +280,8 @@ def composite_rgb(plan: CompositePlan) -> np.ndarray:
 
 
 def encode_rgb(rgb: np.ndarray, fmt: str, quality: int) -> bytes:
-    pixels = color_mapping.to_rgb8(rgb)
-    if fmt == "png":
-        return encode_png(pixels)
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(pixels, mode="RGB").save(buf, format="JPEG", quality=int(quality))
-    return buf.getvalue()
+    """Float RGB in [0, 1] (row 0 first) to PNG/JPEG with row 0 at the bottom."""
+    return encode_array(color_mapping.to_rgb8(rgb), fmt, quality)
 
 
 def render_composite(plan: CompositePlan) -> bytes:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 from collections import deque
-import math
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -138,7 +137,7 @@ def estimate_mosaic_bytes(plan: MosaicPlan, in_memory: bool) -> int:
     tile = plan.tile_rows * plan.grid.width
     widest = max(g.width for g in plan.inputs)
     window = min(max(g.height for g in plan.inputs), plan.tile_rows * 4 + 64) * widest * 8
-    building = tile * 48 + window + 32 * MB
+    building = tile * 64 + window + 32 * MB
     if not in_memory:
         return int(building)
     # The whole picture (float32), then the display pipeline over it.

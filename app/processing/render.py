@@ -121,3 +121,10 @@ def encode(image: Image.Image, fmt: str = "png", quality: int = 90,
         data = buf.getvalue()
         return embed_xmp_jpeg(data, xmp) if xmp else data
     raise ValueError(f"unknown image format {fmt!r}")
+
+
+def encode_array(pixels: np.ndarray, fmt: str = "png", quality: int = 90) -> bytes:
+    """PNG or JPEG of an 8-bit grey (h, w) or RGB (h, w, 3) array, first row at the top."""
+    if fmt == "png":
+        return encode_png(pixels)
+    return encode(Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)), fmt, quality)

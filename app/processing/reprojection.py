@@ -177,8 +177,9 @@ def _tan_wcs(ra0: float, dec0: float, scale_deg: float, crpix: tuple[float, floa
     wcs.wcs.crpix = list(crpix)
     wcs.wcs.radesys = "ICRS"
     wcs.wcs.equinox = 2000.0
-    wcs.wcs.set()
-    return wcs
+    # Rebuilt from its own FITS header: the grid is then exactly what a FITS file
+    # (or a pickle sent to another process) says, so results match bit for bit.
+    return WCS(wcs.to_header())
 
 
 def _union_points(inputs: list[InputGeometry]) -> tuple[np.ndarray, np.ndarray]:
@@ -232,8 +233,9 @@ def native_grid(inputs: list[InputGeometry], max_pixels: int,
     """
     ra0, dec0, x0, x1, y0, y1 = _extent(inputs)
     scale = scale_deg or min(g.scale_deg for g in inputs)
-    width = int(math.ceil((x1 - x0) / scale))
-    height = int(math.ceil((y1 - y0) / scale))
+    # (The tolerance keeps an extent of exactly n pixels at n, not n + 1.)
+    width = int(math.ceil((x1 - x0) / scale - 1e-6))
+    height = int(math.ceil((y1 - y0) / scale - 1e-6))
     width, height = max(width, 1), max(height, 1)
     if width * height > max_pixels:
         raise PayloadTooLarge(
