@@ -8,14 +8,21 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.app_factory import build_app
+from app.analysis.routes import router as analysis_router
 from app.composite.routes import router as composite_router
 from app.config import Settings, load_settings
+from app.discovery.routes import router as discovery_router
 from app.mosaic.routes import router as mosaic_router
+from app.semantic.routes import router as semantic_router
+from app.semantic.search_service import SemanticService
 from app.viewer.routes import router as viewer_router
 from app.workers import WorkerPool
 
 DESCRIPTION = """The heavy half of the JWST data backend: it reads FITS files from
-storage and renders previews, thumbnails, histograms, pixel data and cube slices.
+storage and renders previews, thumbnails, histograms, pixel data and cube slices;
+builds N-filter colour composites, WCS mosaics and footprints; measures regions,
+detects sources, reads tables and spectra; suggests composite recipes; and answers
+semantic searches over file metadata.
 Heavy work runs in a bounded pool of worker processes, so `/health` stays instant.
 Every error is JSON with a string `detail`."""
 
@@ -27,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.pool = WorkerPool(settings.ENGINE_WORKERS, settings.ENGINE_MEMORY_BUDGET_BYTES,
                                     settings.ENGINE_MAX_QUEUED)
+        app.state.semantic = SemanticService(settings.SEMANTIC_DATA_DIR)
         await app.state.pool.start()
         try:
             yield
@@ -38,6 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(viewer_router)
     app.include_router(composite_router)
     app.include_router(mosaic_router)
+    app.include_router(analysis_router)
+    app.include_router(discovery_router)
+    app.include_router(semantic_router)
     return app
 
 

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     ENGINE_WORKERS: int | None = Field(default=None, ge=1, le=64)
     # Requests allowed to wait for a worker before new ones get 429.
     ENGINE_MAX_QUEUED: int = Field(default=32, ge=1)
+    # --- analysis -----------------------------------------------------------------
+    DETECTION_MAX_PIXELS: int = Field(default=50_000_000, ge=1)
+    DETECTION_TIME_LIMIT_SECONDS: float = Field(default=120.0, gt=0)
+
     # --- composites ------------------------------------------------------------------
     # Reprojected channels are cached on disk, shared by the worker processes. An entry
     # is one channel on one grid (a 3-filter composite uses 3 entries).

@@ -86,3 +86,9 @@ class ServiceUnavailable(ServiceError):
 
 class UpstreamTimeout(ServiceError):
     status_code = 504
+
+
+class TimeLimitExceeded(ServiceError):
+    """A computation ran past its time limit and was stopped (504)."""
+
+    status_code = 504

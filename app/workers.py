@@ -20,12 +20,14 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import Any, Callable
 
-from app.errors import Busy, PayloadTooLarge, ServiceUnavailable
+from app.errors import Busy, PayloadTooLarge, ServiceUnavailable, TimeLimitExceeded
 
 logger = logging.getLogger(__name__)
 MB = 1024 * 1024
@@ -136,3 +138,23 @@ class WorkerPool:
         finally:
             self._reserved -= estimate
             self._active -= 1
+
+
+@contextmanager
+def time_limit(seconds: float, what: str = "This computation"):
+    """Inside a worker job: raise :class:`TimeLimitExceeded` after ``seconds``.
+
+    Uses SIGALRM (jobs run on the worker process's main thread), so Python code
+    is interrupted between operations; the worker stays alive for the next job.
+    """
+    def on_alarm(signum, frame):
+        raise TimeLimitExceeded(f"{what} took longer than its limit of {seconds:g} s and was "
+                                "stopped; try a higher threshold or a smaller image")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

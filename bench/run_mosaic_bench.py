@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Speed and memory of WCS mosaics (a script, not a test).
+
+    python3 tasks.py bench mosaic [--repeat 3]
+
+Inputs (JWST-like, generated once under bench/.cache): 2048x2048 tiles at
+0.031"/px with 20 % overlap, a 2 x 2 grid and a 4 x 4 grid. Over HTTP to a
+live engine (2 workers): 4 tiles to native FITS and to a 2048-wide PNG, 16
+tiles to FITS; the peak RSS of the worker processes (sampled every 20 ms);
+/health latency throughout. Then the same 4-tile FITS on a Dask LocalCluster
+of two workers (an engine with DASK_SCHEDULER_ADDRESS). Writes
+bench/results/mosaic.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, summary, timed  # noqa: E402
+from tests.support.servers import run_service  # noqa: E402
+from tests.support.synthetic import make_jwst_image  # noqa: E402
+
+RA0, DEC0 = 83.8221, -5.3911
+STORAGE = CACHE / "storage"
+
+
+def make_grid(n: int) -> list[str]:
+    step = 2048 * 0.031 * 0.8 / 3600
+    keys = []
+    for i in range(n):
+        for j in range(n):
+            key = f"mosaic/grid{n}/tile_{i}_{j}_cal.fits"
+            path = STORAGE / key
+            if not path.exists():
+                print(f"generating {key} ...", flush=True)
+                make_jwst_image(path, shape=(2048, 2048), seed=500 + 10 * i + j,
+                                ra=RA0 + (j - (n - 1) / 2) * step / math.cos(math.radians(DEC0)),
+                                dec=DEC0 + (i - (n - 1) / 2) * step, rotation_deg=1.0,
+                                n_stars=80, n_galaxies=2, with_err_dq=False, nan_border=False)
+            keys.append(key)
+    return keys
+
+
+def body(keys: list[str], fmt: str, width: int | None = None) -> dict:
+    return {"files": [{"file_path": k, "stretch": "asinh"} for k in keys],
+            "output_format": fmt, "width": width, "height": None, "combine_method": "mean"}
+
+
+def run_cases(base: str, pid: int, cases, results: dict, prefix: str = "") -> None:
+    with httpx.Client(base_url=base, timeout=1200) as client:
+        for name, payload, repeat in cases:
+            client.post("/mosaic/generate", json=payload).raise_for_status()  # warm
+            with RssSampler(pid) as rss:
+                times = timed(client, "POST", "/mosaic/generate", repeat, json=payload)
+            row = {**summary(times), **rss.result()}
+            results[prefix + name] = row
+            print(f"{prefix + name:<24} median {row['median_s']:6.2f} s  min {row['min_s']:6.2f} s"
+                  f"  peak worker RSS {row['peak_worker_mb']:6.0f} MB", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    four, sixteen = make_grid(2), make_grid(4)
+    env = {"STORAGE_BASE_PATH": str(STORAGE), "ENGINE_WORKERS": "2"}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results: dict = {}
+    cases = [("4_tiles_fits", body(four, "fits"), args.repeat),
+             ("4_tiles_png_2048", body(four, "png", 2048), args.repeat),
+             ("16_tiles_fits", body(sixteen, "fits"), max(1, args.repeat - 1))]
+    with run_service("main", env, RESULTS / "engine-mosaic.log") as (base, proc), \
+            HealthProbe(base) as health:
+        run_cases(base, proc.pid, cases, results)
+    results["health_throughout"] = health.result()
+    h = results["health_throughout"]
+    print(f"/health throughout: p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms, "
+          f"max {h['max_ms']:.1f} ms ({h['samples']} probes)", flush=True)
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None, host="127.0.0.1") as cluster:
+        env_dask = {**env, "ENGINE_WORKERS": "1",
+                    "DASK_SCHEDULER_ADDRESS": cluster.scheduler_address}
+        with run_service("main", env_dask, RESULTS / "engine-mosaic-dask.log") as (base, proc):
+            run_cases(base, proc.pid, cases[:1] + cases[2:], results, prefix="dask_")
+    (RESULTS / "mosaic.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
