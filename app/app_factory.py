@@ -7,6 +7,7 @@ from pydantic import BaseModel
 
 from app.config import Settings
 from app.http_errors import install_error_handlers
+from app.offline_docs import install_offline_docs
 from app.storage import create_storage
 
 
@@ -18,7 +19,9 @@ class Health(BaseModel):
 def build_app(*, title: str, service: str, description: str, settings: Settings,
               lifespan) -> FastAPI:
     """A FastAPI app with the common parts; the caller adds its routers."""
-    app = FastAPI(title=title, version="1.0.0", description=description, lifespan=lifespan)
+    app = FastAPI(title=title, version="1.0.0", description=description, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    install_offline_docs(app)
     app.state.settings = settings
     app.state.storage = create_storage(settings)
     install_error_handlers(app)

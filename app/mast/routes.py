@@ -105,6 +105,8 @@ async def search_coordinates(body: models.CoordinateSearchRequest,
 async def search_observation(body: models.ObservationSearchRequest,
                              settings: Settings = Depends(get_settings),
                              mast: MastService = Depends(get_mast)):
+    """The public observation(s) whose MAST `obs_id` is given, e.g.
+    `jw02733-o001_t001_nircam_clear-f090w`, at the requested calibration levels."""
     rows = await _search(settings, mast.search_observation, body.obs_id.strip(),
                          body.calib_level)
     return _response("observation_id", {"obs_id": body.obs_id, "calib_level": body.calib_level},
@@ -116,6 +118,8 @@ async def search_observation(body: models.ObservationSearchRequest,
 async def search_program(body: models.ProgramSearchRequest,
                          settings: Settings = Depends(get_settings),
                          mast: MastService = Depends(get_mast)):
+    """Every public JWST observation of a proposal (program) id such as `2733`, at the
+    requested calibration levels."""
     rows = await _search(settings, mast.search_program, body.program_id.strip(),
                          body.calib_level)
     return _response("program_id", {"program_id": body.program_id,
@@ -139,6 +143,8 @@ async def search_recent(body: models.RecentReleasesRequest,
              summary="Science FITS products of an observation")
 async def products(body: models.ProductsRequest, settings: Settings = Depends(get_settings),
                    mast: MastService = Depends(get_mast)):
+    """The FITS science products (uncal, rate, cal, i2d, x1d, s3d...) MAST lists for an
+    observation, with sizes, calibration levels and download URLs."""
     rows = await _search(settings, mast.product_rows, body.obs_id.strip(), what="Request")
     return {"obs_id": body.obs_id, "products": rows, "product_count": len(rows)}
 
@@ -193,6 +199,8 @@ async def start_s3(body: models.S3DownloadRequest,
             responses={404: {"model": ErrorBody, "description": "Unknown job"}},
             summary="Byte-level progress of a download job")
 async def progress(job_id: JobId, downloads: DownloadManager = Depends(get_downloads)):
+    """Bytes done and total, speed, ETA and per-file progress of a download job, read
+    from the durable job store (any worker process answers for any job)."""
     return await downloads.progress(job_id)
 
 
@@ -200,6 +208,8 @@ async def progress(job_id: JobId, downloads: DownloadManager = Depends(get_downl
              responses={404: {"model": ErrorBody, "description": "No active download"}},
              summary="Pause a running download (partial files are kept)")
 async def pause(job_id: JobId, downloads: DownloadManager = Depends(get_downloads)):
+    """Stop a running download; its `.part` files stay, so a resume continues each file
+    from the byte it reached."""
     return await downloads.pause(job_id)
 
 
@@ -209,6 +219,8 @@ async def pause(job_id: JobId, downloads: DownloadManager = Depends(get_download
                         409: {"model": ErrorBody, "description": "Already being resumed"}},
              summary="Resume a paused or failed download from its byte offsets")
 async def resume(job_id: JobId, downloads: DownloadManager = Depends(get_downloads)):
+    """Continue a paused, failed or interrupted download from each file's byte offset
+    (HTTP Range); 409 when another request is already resuming it."""
     await downloads.resume(job_id)
     return {"job_id": job_id, "status": "resuming", "message": "Download resumed"}
 
@@ -217,6 +229,7 @@ async def resume(job_id: JobId, downloads: DownloadManager = Depends(get_downloa
              responses={404: {"model": ErrorBody, "description": "Unknown job"}},
              summary="Cancel a download (partial files are removed)")
 async def cancel(job_id: JobId, downloads: DownloadManager = Depends(get_downloads)):
+    """Stop a download for good and remove its partial files; finished files stay."""
     return await downloads.cancel(job_id)
 
 
@@ -237,4 +250,6 @@ async def dismiss(job_id: JobId,
                                                       "files (only inside the download "
                                                       "directory)")] = False,
                   downloads: DownloadManager = Depends(get_downloads)):
+    """Remove a job from the resumable list; with `delete_files=true` its files are
+    deleted too (never anything outside the download directory)."""
     return await downloads.dismiss(job_id, delete_files)

@@ -32,7 +32,12 @@ class FileMetadata(BaseModel):
     file_name: str | None = None
 
 
+EXAMPLE_RECORD = FileMetadata.model_config["json_schema_extra"]["examples"][0]
+
+
 class EmbedBatchRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [EXAMPLE_RECORD]}]})
+
     items: list[FileMetadata] = Field(description="Any number of records (embedded in "
                                       "chunks); re-embedding an id replaces its vector")
 
@@ -44,6 +49,8 @@ class EmbedBatchResponse(BaseModel):
 
 
 class EmbedRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"metadata": EXAMPLE_RECORD}]})
+
     metadata: FileMetadata
 
 
