@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from app.config import Settings
-from app.http_errors import install_error_handlers
+from app.http_errors import install_error_handlers, use_string_detail_in_openapi
 from app.offline_docs import install_offline_docs
 from app.storage import create_storage
 
@@ -25,6 +25,7 @@ def build_app(*, title: str, service: str, description: str, settings: Settings,
     app.state.settings = settings
     app.state.storage = create_storage(settings)
     install_error_handlers(app)
+    use_string_detail_in_openapi(app)
 
     @app.get("/", include_in_schema=False)
     async def root():

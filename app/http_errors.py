@@ -105,3 +105,44 @@ def install_error_handlers(app: FastAPI) -> None:
         logger.exception("Unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "Internal error while processing the request"},
                             status_code=500)
+
+
+def use_string_detail_in_openapi(app: FastAPI) -> None:
+    """Make the OpenAPI spec tell the truth about 422 answers.
+
+    FastAPI documents every validation error with its own ``HTTPValidationError``
+    (an array ``detail``); this service answers with :class:`ValidationErrorBody`
+    (a string ``detail`` plus ``errors``), so the spec is rewritten to say so.
+    """
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version,
+                             description=app.description, routes=app.routes)
+        ref = "#/components/schemas/ValidationErrorBody"
+        for methods in schema.get("paths", {}).values():
+            for operation in methods.values():
+                responses = operation.get("responses", {})
+                response = responses.get("422")
+                if response:
+                    response["description"] = _STANDARD_ERRORS[422]
+                    response["content"] = {"application/json": {"schema": {"$ref": ref}}}
+                if "requestBody" in operation and "400" not in responses:
+                    # A body that is not JSON at all (bad bytes) is answered with 400.
+                    responses["400"] = {
+                        "description": "The body could not be parsed as JSON",
+                        "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        components["ValidationErrorBody"] = ValidationErrorBody.model_json_schema(
+            ref_template="#/components/schemas/{model}")
+        components.setdefault("ErrorBody", ErrorBody.model_json_schema(
+            ref_template="#/components/schemas/{model}"))
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
