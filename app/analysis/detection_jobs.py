@@ -34,6 +34,6 @@ def detect_in_file(path: str, hdu_index: int, method: str, threshold_sigma: floa
     with time_limit(seconds, "Source detection"):
         with open_plane(path, -1, hdu_index=None if hdu_index < 0 else hdu_index) as (r, info):
             check_detection_size(info.choice.height * info.choice.width, max_pixels)
-            data = r.read()
-        return detect_sources(data, method, threshold_sigma, fwhm, npixels, deblend)
+            # No name kept for the image: detect_sources frees it once subtracted.
+            return detect_sources(r.read(), method, threshold_sigma, fwhm, npixels, deblend)
 

@@ -71,16 +71,17 @@ def _point_sources(residual, invalid, method, threshold, fwhm) -> list[dict]:
 
 
 def _segments(residual, invalid, rms, threshold_sigma, fwhm, npixels, deblend) -> list[dict]:
-    from astropy.convolution import convolve
     from photutils.segmentation import (SourceCatalog, deblend_sources, detect_sources,
                                         make_2dgaussian_kernel)
+    from scipy.ndimage import convolve
 
     size = int(2 * math.ceil(1.5 * fwhm) + 1)
-    kernel = make_2dgaussian_kernel(fwhm, size=size)
-    filled = np.where(invalid, np.float32(0), residual)
-    convolved = convolve(filled, kernel, normalize_kernel=True, boundary="extend")
-    convolved = np.asarray(convolved, dtype=np.float32)
-    threshold = np.float32(threshold_sigma) * rms
+    kernel = np.asarray(make_2dgaussian_kernel(fwhm, size=size).array, dtype=np.float32)
+    kernel /= kernel.sum()
+    # ``residual`` is already 0 where the input was not finite; float32 throughout.
+    convolved = convolve(residual, kernel, mode="nearest")
+    threshold = rms
+    threshold *= np.float32(threshold_sigma)  # in place: the RMS map is not needed after
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         segm = detect_sources(convolved, threshold, n_pixels=npixels, mask=invalid)
@@ -88,7 +89,7 @@ def _segments(residual, invalid, rms, threshold_sigma, fwhm, npixels, deblend) -
             return []
         if deblend and segm.nlabels > 0:
             segm = deblend_sources(convolved, segm, n_pixels=npixels, progress_bar=False)
-        catalog = SourceCatalog(filled, segm, convolved_data=convolved)
+        catalog = SourceCatalog(residual, segm, convolved_data=convolved)
         x = np.asarray(getattr(catalog, "x_centroid", None) if hasattr(catalog, "x_centroid")
                        else catalog.xcentroid)
         y = np.asarray(getattr(catalog, "y_centroid", None) if hasattr(catalog, "y_centroid")
@@ -114,9 +115,9 @@ def detect_sources(data: np.ndarray, method: str = "auto", threshold_sigma: floa
     if invalid.all():
         raise BadRequest("Image contains no finite pixel values (all NaN or Inf)")
     level, rms = background_model(data)
-    residual = data - level
+    residual = np.subtract(data, level, out=level)  # the background map's memory, reused
     residual[invalid] = 0.0
-    del level
+    del data, level  # the caller passes the only reference: the raw image is freed
     valid_rms = rms[~invalid]
     median_rms = float(np.median(valid_rms)) if valid_rms.size else 0.0
     if not median_rms > 0:
@@ -131,7 +132,7 @@ def detect_sources(data: np.ndarray, method: str = "auto", threshold_sigma: floa
         sources = _segments(residual, invalid, rms, threshold_sigma, fwhm, npixels, deblend)
     else:
         sources = _point_sources(residual, invalid, used, threshold_value, fwhm)
-    height, width = data.shape
+    height, width = invalid.shape
     kept = []
     for s in sources:
         col, row = int(round(s["xcentroid"])), int(round(s["ycentroid"]))
