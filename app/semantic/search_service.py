@@ -44,10 +44,16 @@ class SemanticService:
             texts.append(text)
         if not texts:
             return 0, errors
-        parts = []
-        for start in range(0, len(texts), CHUNK):
-            parts.append(await pool.run(embed_texts, texts[start:start + CHUNK],
-                                        estimate_bytes=EMBED_JOB_BYTES))
+        # Chunks run on every worker at once (one core each), never more at a time
+        # than there are workers, so a huge batch does not flood the pool's queue.
+        gate = asyncio.Semaphore(max(1, pool.workers))
+
+        async def embed_chunk(chunk: list[str]) -> np.ndarray:
+            async with gate:
+                return await pool.run(embed_texts, chunk, estimate_bytes=EMBED_JOB_BYTES)
+
+        parts = await asyncio.gather(*(embed_chunk(texts[i:i + CHUNK])
+                                       for i in range(0, len(texts), CHUNK)))
         vectors = np.concatenate(parts)
         async with self._write_lock:
             await run_in_threadpool(self.index.upsert, ids, vectors, texts)
