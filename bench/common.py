@@ -48,30 +48,48 @@ def summary(times: list[float]) -> dict:
             "runs": len(times)}
 
 
-class HealthProbe:
-    """Polls ``/health`` every 10 ms in a thread while the block runs."""
+class _Sampler:
+    """Calls ``self.sample()`` every ``interval`` seconds in a thread while the block runs."""
 
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.latencies: list[float] = []
+    interval = 0.01
+
+    def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.base, timeout=10) as c:
-            while not self._stop.is_set():
-                t0 = time.perf_counter()
-                c.get("/health")
-                self.latencies.append(time.perf_counter() - t0)
-                time.sleep(0.01)
+    def sample(self) -> None:
+        raise NotImplementedError
 
-    def __enter__(self) -> "HealthProbe":
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            time.sleep(self.interval)
+
+    def __enter__(self):
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class HealthProbe(_Sampler):
+    """Polls ``/health`` every 10 ms while the block runs."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__()
+        self.client = httpx.Client(base_url=base, timeout=10)
+        self.latencies: list[float] = []
+
+    def sample(self) -> None:
+        t0 = time.perf_counter()
+        self.client.get("/health")
+        self.latencies.append(time.perf_counter() - t0)
+
+    def __exit__(self, *exc) -> None:
+        super().__exit__(*exc)
+        self.client.close()
 
     def result(self) -> dict:
         lat = sorted(self.latencies)
@@ -82,45 +100,36 @@ class HealthProbe:
                 "max_ms": 1000 * lat[-1]}
 
 
-class RssSampler:
+class RssSampler(_Sampler):
     """Samples the resident memory of a process and its children every 20 ms.
 
     ``peak_worker_mb`` is the largest RSS any single child (a worker process)
     reached; ``peak_total_mb`` the largest sum over the whole tree.
     """
 
+    interval = 0.02
+
     def __init__(self, pid: int) -> None:
+        super().__init__()
         self.root = psutil.Process(pid)
         self.peak_worker = 0
         self.peak_total = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def sample(self) -> None:
+        try:
+            procs = [self.root] + self.root.children(recursive=True)
+        except psutil.Error:
+            return
+        rss = []
+        for p in procs:
             try:
-                procs = [self.root] + self.root.children(recursive=True)
-                rss = []
-                for p in procs:
-                    try:
-                        rss.append((p, p.memory_info().rss))
-                    except psutil.Error:
-                        pass
-                self.peak_total = max(self.peak_total, sum(r for _, r in rss))
-                children = [r for p, r in rss if p.pid != self.root.pid]
-                if children:
-                    self.peak_worker = max(self.peak_worker, max(children))
+                rss.append((p.pid, p.memory_info().rss))
             except psutil.Error:
                 pass
-            time.sleep(0.02)
-
-    def __enter__(self) -> "RssSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+        self.peak_total = max(self.peak_total, sum(r for _, r in rss))
+        children = [r for pid, r in rss if pid != self.root.pid]
+        if children:
+            self.peak_worker = max(self.peak_worker, max(children))
 
     def result(self) -> dict:
         return {"peak_worker_mb": self.peak_worker / MB, "peak_total_mb": self.peak_total / MB}
