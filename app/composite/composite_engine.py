@@ -112,14 +112,8 @@ def plan_composite(channels: list[ChannelSpec], width: int, height: int, *,
     for channel in channels:
         geoms = []
         for path in channel.paths:
-            try:
-                geoms.append(read_geometry(path, label=f"Channel {channel.label}: "
-                                                       f"{os.path.basename(path)}"))
-            except BadRequest:
-                raise
-            except Exception as exc:  # astropy raises many types for broken files
-                raise BadRequest(f"Channel {channel.label}: {os.path.basename(path)} is not a "
-                                 f"readable FITS image ({type(exc).__name__})") from None
+            geoms.append(read_geometry(path, label=f"Channel {channel.label}: "
+                                                   f"{os.path.basename(path)}"))
         geometries.append(geoms)
     grid = fit_grid([g for geoms in geometries for g in geoms], width, height)
     boxes = []
@@ -235,12 +229,6 @@ def channel_on_grid(plan: CompositePlan, index: int) -> np.ndarray:
 
     path = _cache(plan.cache).get_or_fetch(plan.identities[index], fill, suffix=".npy")
     return np.load(path, mmap_mode="r")
-
-
-def is_cached(plan: CompositePlan, index: int) -> bool:
-    if plan.cache is None:
-        return False
-    return _cache(plan.cache).path_for(plan.identities[index], ".npy").exists()
 
 
 # --------------------------------------------------------------------------------------

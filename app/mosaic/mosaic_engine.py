@@ -86,13 +86,7 @@ def read_inputs(paths: list[str], max_file_bytes: int | None = None) -> list[Inp
             if size > max_file_bytes:
                 raise PayloadTooLarge(f"File too large: {name} is {size / MB:.0f} MB, which "
                                       f"exceeds the maximum of {max_file_bytes / MB:.0f} MB")
-        try:
-            inputs.append(read_geometry(path))
-        except BadRequest:
-            raise
-        except Exception as exc:  # astropy raises many types for broken files
-            raise BadRequest(f"{name} is not a readable FITS image "
-                             f"({type(exc).__name__})") from None
+        inputs.append(read_geometry(path))
     return inputs
 
 

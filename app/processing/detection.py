@@ -90,10 +90,10 @@ def _segments(residual, invalid, rms, threshold_sigma, fwhm, npixels, deblend) -
         if deblend and segm.nlabels > 0:
             segm = deblend_sources(convolved, segm, n_pixels=npixels, progress_bar=False)
         catalog = SourceCatalog(residual, segm, convolved_data=convolved)
-        x = np.asarray(getattr(catalog, "x_centroid", None) if hasattr(catalog, "x_centroid")
-                       else catalog.xcentroid)
-        y = np.asarray(getattr(catalog, "y_centroid", None) if hasattr(catalog, "y_centroid")
-                       else catalog.ycentroid)
+        # photutils 3 renamed xcentroid to x_centroid.
+        new_names = hasattr(catalog, "x_centroid")
+        x = np.asarray(catalog.x_centroid if new_names else catalog.xcentroid)
+        y = np.asarray(catalog.y_centroid if new_names else catalog.ycentroid)
         radius = np.asarray(getattr(catalog.equivalent_radius, "value",
                                     catalog.equivalent_radius), dtype=float)
         flux = np.asarray(catalog.segment_flux, dtype=float)

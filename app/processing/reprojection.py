@@ -42,9 +42,6 @@ from app.processing.fits_io import (
     open_fits,
 )
 
-DEG_PER_ARCSEC = 1.0 / 3600.0
-
-
 # --------------------------------------------------------------------------------------
 # Input geometry, from headers only
 # --------------------------------------------------------------------------------------
@@ -131,6 +128,8 @@ def read_geometry(path: str | os.PathLike, slice_index: int = -1,
             header = merged_header(hdul, index)
     except BadRequest as exc:
         raise BadRequest(f"{name}: {exc.detail}") from None
+    except Exception as exc:  # astropy raises many types for broken files
+        raise BadRequest(f"{name} is not a readable FITS image ({type(exc).__name__})") from None
     wcs = celestial_wcs(header)
     if wcs is None:
         raise BadRequest(f"{name}: the image has no usable celestial WCS "
