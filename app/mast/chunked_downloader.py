@@ -6,28 +6,35 @@ dropped connection, a pause or a restart costs nothing already received. Only a
 ``.part`` of exactly the announced size is flushed to disk and renamed to the
 final name; a server that ignores ranges (200 instead of 206) restarts the file
 from zero rather than corrupting it.
+
+This is blocking code: each file runs in a thread of its own (see
+:mod:`app.mast.http_client` for why), reading into one reusable buffer.
 """
 
 from __future__ import annotations
 
-import asyncio
-import errno
-import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-YIELD_EVERY = 1 << 21
+from app.mast import http_client
+from app.mast.part_file import (
+    DownloadFailed,
+    DownloadStopped,
+    PartFile,
+    describe_os_error,
+    part_path,
+)
+
+__all__ = ["DownloadFailed", "DownloadStopped", "FileTarget", "describe_os_error",
+           "download_file", "fetch_size"]
+
+BUFFER_BYTES = 1024 * 1024
+CONNECT_TIMEOUT = 30.0
+READ_TIMEOUT = 120.0
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-
-
-class DownloadStopped(Exception):
-    """Raised when a pause or cancel was requested; the .part file is kept."""
-
-
-class DownloadFailed(Exception):
-    """A permanent failure with a message for the user."""
 
 
 @dataclass
@@ -38,43 +45,48 @@ class FileTarget:
 
     @property
     def part_path(self) -> Path:
-        return self.final_path.with_name(self.final_path.name + ".part")
+        return part_path(self.final_path)
 
 
-def describe_os_error(exc: OSError, path: Path) -> str:
-    if isinstance(exc, (FileExistsError, NotADirectoryError)):
-        return f"Cannot create {path.name}: something that is not a folder is in the way"
-    if exc.errno == errno.ENOSPC:
-        return f"Disk full while writing {path.name}"
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"Cannot write {path.name}: the download directory is not writable"
-    return f"Cannot write {path.name}: {exc.strerror or exc}"
+def _refusal(status: int, name: str) -> DownloadFailed | None:
+    """The permanent failure an HTTP status means, if it means one."""
+    if status == 404:
+        return DownloadFailed(f"Not found on MAST: {name}")
+    if status in (401, 403):
+        return DownloadFailed(f"MAST refused {name} (HTTP {status}); is it proprietary?")
+    return None
 
 
-async def fetch_size(session, url: str, timeout) -> int:
+def fetch_size(url: str, *, should_stop: Callable[[], bool] = lambda: False) -> int:
     """The file's size from a HEAD request (0 if the server does not say)."""
-    async with session.head(url, timeout=timeout, allow_redirects=True) as response:
-        if response.status == 404:
-            raise DownloadFailed(f"Not found on MAST: {url.rsplit('=', 1)[-1]}")
-        if response.status >= 400:
-            raise ConnectionError(f"HEAD answered {response.status}")
-        return int(response.headers.get("Content-Length", 0) or 0)
+    try:
+        with http_client.request(url, method="HEAD", connect_timeout=CONNECT_TIMEOUT,
+                                 read_timeout=READ_TIMEOUT, should_stop=should_stop) as response:
+            refusal = _refusal(response.status, url.rsplit("=", 1)[-1])
+            if refusal:
+                raise refusal
+            if response.status >= 400:
+                raise DownloadFailed(f"MAST answered HTTP {response.status} to HEAD {url}")
+            return int(response.headers.get("content-length", 0) or 0)
+    except http_client.Stopped:
+        raise DownloadStopped() from None
+    except (http_client.HttpError, ValueError) as exc:
+        raise DownloadFailed(f"Cannot reach MAST: {exc}") from None
 
 
-async def download_file(session, target: FileTarget, *,
-                        on_bytes: Callable[[int], None],
-                        should_stop: Callable[[], bool],
-                        retries: int = 3, backoff: float = 0.5, timeout=None) -> int:
+def download_file(target: FileTarget, *, on_bytes: Callable[[int], None],
+                  should_stop: Callable[[], bool], retries: int = 3,
+                  backoff: float = 0.5) -> int:
     """Download ``target``; returns its size. Calls ``on_bytes(n)`` as bytes arrive.
 
     Transient failures (connection drops, 5xx) are retried with exponential
     backoff, the retry budget renewing whenever bytes were gained. Raises
     :class:`DownloadStopped`, or :class:`DownloadFailed` with a readable reason.
     """
-    import aiohttp
-
     part = target.part_path
+    name = target.final_path.name
     size = target.expected_size
+    buffer = memoryview(bytearray(BUFFER_BYTES))
     attempts = 0
     while True:
         offset = part.stat().st_size if part.exists() else 0
@@ -89,16 +101,16 @@ async def download_file(session, target: FileTarget, *,
         gained = 0
         try:
             headers = {"Range": f"bytes={offset}-"} if offset else {}
-            async with session.get(target.url, headers=headers, timeout=timeout) as response:
+            with http_client.request(target.url, headers=headers,
+                                     connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
+                                     should_stop=should_stop) as response:
                 if response.status == 416 and size and offset >= size:
                     break
-                if response.status == 404:
-                    raise DownloadFailed(f"Not found on MAST: {target.final_path.name}")
-                if response.status in (401, 403):
-                    raise DownloadFailed(f"MAST refused {target.final_path.name} "
-                                         f"(HTTP {response.status}); is it proprietary?")
+                refusal = _refusal(response.status, name)
+                if refusal:
+                    raise refusal
                 if response.status >= 400:
-                    raise ConnectionError(f"MAST answered HTTP {response.status}")
+                    raise http_client.HttpError(f"MAST answered HTTP {response.status}")
                 if offset and response.status == 200:  # range ignored: restart cleanly
                     part.unlink(missing_ok=True)
                     on_bytes(-offset)
@@ -106,83 +118,47 @@ async def download_file(session, target: FileTarget, *,
                 announced = _total_size(response, offset)
                 if announced:  # the server is the truth (catalogue sizes can be stale)
                     size = announced
-                flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if offset else os.O_TRUNC)
-                try:
-                    fd = os.open(part, flags, 0o644)
-                except OSError as exc:
-                    raise DownloadFailed(describe_os_error(exc, target.final_path)) from None
-                try:
-                    # Chunks as the socket delivers them, written straight to the file
-                    # descriptor: no re-buffering in Python (this loop is the hot path).
-                    since_yield = 0
-                    async for chunk in response.content.iter_any():
-                        view = memoryview(chunk)
-                        while view:
-                            written = os.write(fd, view)
-                            view = view[written:]
-                        gained += len(chunk)
-                        on_bytes(len(chunk))
+                with PartFile(target.final_path, offset=offset) as out:
+                    while True:
+                        n = response.readinto(buffer)
+                        if not n:
+                            break
+                        out.write(buffer[:n])
+                        gained += n
+                        on_bytes(n)
                         if should_stop():
                             raise DownloadStopped()
-                        since_yield += len(chunk)
-                        if since_yield >= YIELD_EVERY:
-                            # On a fast link the reader rarely waits; let other requests
-                            # (progress polls, /health) run.
-                            since_yield = 0
-                            await asyncio.sleep(0)
-                except OSError as exc:
-                    raise DownloadFailed(describe_os_error(exc, target.final_path)) from None
-                finally:
-                    os.close(fd)
             if not size:
                 size = offset + gained
-        except (DownloadStopped, DownloadFailed):
-            raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+        except http_client.Stopped:
+            raise DownloadStopped() from None
+        except http_client.HttpError as exc:
             attempts = 0 if gained else attempts + 1
             if attempts > retries:
-                raise DownloadFailed(f"{target.final_path.name}: {exc or type(exc).__name__} "
-                                     f"(after {retries} retries)") from None
-            await asyncio.sleep(backoff * (2 ** max(0, attempts - 1)))
+                raise DownloadFailed(f"{name}: {exc} (after {retries} retries)") from None
+            time.sleep(backoff * (2 ** max(0, attempts - 1)))
             continue
         current = part.stat().st_size if part.exists() else 0
-        if size and current == size:
+        if current == size:
             break
         if size and current > size:
             part.unlink()
             on_bytes(-current)
-            raise DownloadFailed(f"{target.final_path.name}: received more bytes than announced")
+            raise DownloadFailed(f"{name}: received more bytes than announced")
         # Short body without an error: try again from where it stopped.
         attempts = 0 if gained else attempts + 1
         if attempts > retries:
-            raise DownloadFailed(f"{target.final_path.name}: incomplete after {retries} retries")
-    await asyncio.to_thread(_finalise, part, target.final_path)
+            raise DownloadFailed(f"{name}: incomplete after {retries} retries")
+    with PartFile(target.final_path, offset=size) as out:
+        out.finalise()
     return size
 
 
-def _total_size(response, offset: int) -> int:
+def _total_size(response: http_client.Response, offset: int) -> int:
     if response.status == 206:
-        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+        match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
         if match and match.group(3) != "*":
             return int(match.group(3))
-    length = response.headers.get("Content-Length")
-    if length:
-        return int(length) + (offset if response.status == 206 else 0)
+    if response.remaining is not None:
+        return response.remaining + (offset if response.status == 206 else 0)
     return 0
-
-
-def _finalise(part: Path, final: Path) -> None:
-    """fsync the .part file and rename it into place atomically."""
-    try:
-        with open(part, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(part, final)
-        dir_fd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as exc:
-        raise DownloadFailed(describe_os_error(exc, final)) from None
-
-

@@ -124,15 +124,10 @@ class DownloadManager:
         self.tasks: dict[str, asyncio.Task] = {}
         self.stops: dict[str, str] = {}
         self._background: list[asyncio.Task] = []
-        # S3 transfers block in boto3: they get threads of their own, so that store
-        # reads and writes (default executor) never queue behind them.
+        # Every file transfer (HTTP or S3) is blocking code in a thread of its own, so
+        # a fast download never delays the server's loop (progress polls, /health),
+        # and store reads and writes (default executor) never queue behind transfers.
         self.transfers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="transfer")
-        # HTTP transfers run on an event loop of their own, in its own thread, so a
-        # fast download never delays the server's loop (progress polls, /health).
-        self.io_loop = asyncio.new_event_loop()
-        self._io_thread = threading.Thread(target=self.io_loop.run_forever,
-                                           name="download-io", daemon=True)
-        self._io_thread.start()
 
     # -- life cycle -------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -148,7 +143,6 @@ class DownloadManager:
         for task in self._background:
             task.cancel()
         self.transfers.shutdown(wait=False, cancel_futures=True)
-        self.io_loop.call_soon_threadsafe(self.io_loop.stop)
 
     def cleanup(self) -> None:
         """Start-up hygiene: orphaned jobs become resumable failures, old finished jobs
@@ -285,8 +279,7 @@ class DownloadManager:
                     outcome = await self._download_s3(job_id, job.obs_id, obs_dir, pending,
                                                       recorder)
                 else:
-                    outcome = await self._on_io_loop(
-                        self._download_http(job_id, obs_dir, pending, recorder))
+                    outcome = await self._download_http(job_id, obs_dir, pending, recorder)
             finally:
                 flusher.cancel()
                 await asyncio.to_thread(recorder.flush)
@@ -370,23 +363,26 @@ class DownloadManager:
                 continue
             self.storage.put_file(f"mast/{obs_id}/{f.filename}", Path(f.local_path))
 
-    async def _on_io_loop(self, coro):
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.io_loop))
-
     def _stopping(self, job_id: str) -> bool:
         return job_id in self.stops
 
     async def _download_http(self, job_id: str, obs_dir: Path, files: list[FileRow],
                              recorder: Recorder) -> Outcome:
-        """Up to three files at once over one aiohttp session."""
-        import aiohttp
-
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
-        connector = aiohttp.TCPConnector(limit=PARALLEL_FILES)
+        """Up to three files at once, each in a transfer thread."""
+        loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(PARALLEL_FILES)
         outcome = Outcome(complete=[], failed={}, stopped=False)
 
-        async def one(session, f: FileRow) -> None:
+        def transfer(f: FileRow, target: FileTarget) -> int:
+            stopping = partial(self._stopping, job_id)
+            if not target.expected_size:
+                target.expected_size = fetch_size(target.url, should_stop=stopping)
+                recorder.set(f.filename, total_bytes=target.expected_size)
+            recorder.set(f.filename, status="downloading")
+            return download_file(target, on_bytes=lambda n: recorder.add(f.filename, n),
+                                 should_stop=stopping)
+
+        async def one(f: FileRow) -> None:
             async with gate:
                 if self._stopping(job_id):
                     outcome.stopped = True
@@ -396,28 +392,20 @@ class DownloadManager:
                 target = FileTarget(url=self.mast.download_url(f.uri), final_path=final,
                                     expected_size=f.total_bytes)
                 try:
-                    if not target.expected_size:
-                        target.expected_size = await fetch_size(session, target.url, timeout)
-                        recorder.set(f.filename, total_bytes=target.expected_size)
-                    recorder.set(f.filename, status="downloading")
-                    size = await download_file(
-                        session, target, on_bytes=lambda n: recorder.add(f.filename, n),
-                        should_stop=lambda: self._stopping(job_id), timeout=timeout)
+                    size = await loop.run_in_executor(self.transfers, transfer, f, target)
                 except DownloadStopped:
                     outcome.stopped = True
                     recorder.set(f.filename, status="paused")
                     return
-                except (DownloadFailed, aiohttp.ClientError, asyncio.TimeoutError,
-                        ConnectionError) as exc:
-                    outcome.failed[f.filename] = str(exc) or type(exc).__name__
-                    recorder.set(f.filename, status="failed", error=outcome.failed[f.filename])
+                except DownloadFailed as exc:
+                    outcome.failed[f.filename] = str(exc)
+                    recorder.set(f.filename, status="failed", error=str(exc))
                     return
                 recorder.set(f.filename, status="complete", total_bytes=size,
                              downloaded_bytes=size, local_path=str(final), error=None)
                 outcome.complete.append(str(final))
 
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            await asyncio.gather(*(one(session, f) for f in files))
+        await asyncio.gather(*(one(f) for f in files))
         return outcome
 
     async def _download_s3(self, job_id: str, obs_id: str, obs_dir: Path, files: list[FileRow],
@@ -574,8 +562,7 @@ class DownloadManager:
                 return None
 
         recorder = _Quiet(self.store, "", rows)
-        outcome = await self._on_io_loop(
-            self._download_http("sync-" + obs_id, obs_dir, rows, recorder))
+        outcome = await self._download_http("sync-" + obs_id, obs_dir, rows, recorder)
         if outcome.failed:
             first = next(iter(outcome.failed.values()))
             return {"status": "failed", "obs_id": obs_id, "files": sorted(outcome.complete),

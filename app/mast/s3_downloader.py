@@ -8,18 +8,12 @@ is blocking); progress goes through a thread-safe callback.
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Callable
 
-from app.mast.chunked_downloader import (
-    DownloadFailed,
-    DownloadStopped,
-    _finalise,
-    describe_os_error,
-)
+from app.mast.part_file import DownloadFailed, DownloadStopped, PartFile
 
 PART_SIZE = 8 * 1024 * 1024
 PARALLEL_PARTS = 4
@@ -51,18 +45,9 @@ def download_object(client, bucket: str, key: str, final_path: Path, size: int, 
     """Fetch ``s3://bucket/key`` into ``final_path`` (``size`` bytes) in parallel parts."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    part = final_path.with_name(final_path.name + ".part")
-    try:
-        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    except OSError as exc:
-        raise DownloadFailed(describe_os_error(exc, final_path)) from None
+    out = PartFile(final_path, size=size)
     lock = threading.Lock()
     try:
-        try:
-            os.ftruncate(fd, size)
-        except OSError as exc:
-            raise DownloadFailed(describe_os_error(exc, final_path)) from None
-
         def fetch(start: int) -> int:
             end = min(size, start + part_size) - 1
             if should_stop():
@@ -78,10 +63,7 @@ def download_object(client, bucket: str, key: str, final_path: Path, size: int, 
                                              f"{exc}") from None
             if len(body) != end - start + 1:
                 raise DownloadFailed(f"S3 returned a short part of {final_path.name}")
-            try:
-                os.pwrite(fd, body, start)
-            except OSError as exc:
-                raise DownloadFailed(describe_os_error(exc, final_path)) from None
+            out.pwrite(body, start)
             with lock:
                 on_bytes(len(body))
             return len(body)
@@ -95,9 +77,9 @@ def download_object(client, bucket: str, key: str, final_path: Path, size: int, 
                 for f in futures:
                     f.cancel()
                 raise
+        if out.size() != size:
+            raise DownloadFailed(f"{final_path.name}: size mismatch after download")
+        out.finalise()
     finally:
-        os.close(fd)
-    if part.stat().st_size != size:
-        raise DownloadFailed(f"{final_path.name}: size mismatch after download")
-    _finalise(part, final_path)
+        out.close()
     return size
