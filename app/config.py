@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     # Free space a download must leave on the disk (its files are checked before starting).
     MAST_MIN_FREE_BYTES: int = Field(default=64 * MIB, ge=0)
     MAST_DOWNLOAD_TIMEOUT: float = Field(default=600.0, gt=0)
+    # Nice value of the download threads (Linux: per thread): transfers are bulk work,
+    # so requests such as progress polls are scheduled first on a busy machine. 0: off.
+    MAST_TRANSFER_NICE: int = Field(default=10, ge=0, le=19)
 
     # --- processing engine limits ------------------------------------------------
     MAX_FITS_ARRAY_ELEMENTS: int = Field(default=200_000_000, ge=1)

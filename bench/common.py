@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import threading
 import time
@@ -41,6 +42,14 @@ def timed(client: httpx.Client, method: str, url: str, repeat: int, before=None,
         times.append(time.perf_counter() - t0)
         r.raise_for_status()
     return times
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[rank - 1]
 
 
 def summary(times: list[float]) -> dict:
@@ -95,9 +104,8 @@ class HealthProbe(_Sampler):
         lat = sorted(self.latencies)
         if not lat:
             return {"samples": 0}
-        return {"samples": len(lat), "p50_ms": 1000 * lat[len(lat) // 2],
-                "p99_ms": 1000 * lat[max(0, int(len(lat) * 0.99) - 1)],
-                "max_ms": 1000 * lat[-1]}
+        return {"samples": len(lat), "p50_ms": 1000 * percentile(lat, 0.5),
+                "p99_ms": 1000 * percentile(lat, 0.99), "max_ms": 1000 * lat[-1]}
 
 
 class RssSampler(_Sampler):
@@ -108,20 +116,25 @@ class RssSampler(_Sampler):
     """
 
     interval = 0.02
+    refresh_every = 25  # samples between re-listing the tree (walking /proc is not cheap)
 
     def __init__(self, pid: int) -> None:
         super().__init__()
         self.root = psutil.Process(pid)
         self.peak_worker = 0
         self.peak_total = 0
+        self._procs: list[psutil.Process] = []
+        self._samples = 0
 
     def sample(self) -> None:
-        try:
-            procs = [self.root] + self.root.children(recursive=True)
-        except psutil.Error:
-            return
+        if self._samples % self.refresh_every == 0:
+            try:
+                self._procs = [self.root] + self.root.children(recursive=True)
+            except psutil.Error:
+                return
+        self._samples += 1
         rss = []
-        for p in procs:
+        for p in self._procs:
             try:
                 rss.append((p.pid, p.memory_info().rss))
             except psutil.Error:

@@ -6,7 +6,7 @@
 Serves three 256 MB products from the MAST stand-in on loopback and compares:
 curl fetching the same three URLs at once, against a chunked download job of
 the proxy (start -> complete). While the proxy downloads, it polls progress
-every 50 ms (latency percentiles) and samples the proxy's RSS every 20 ms.
+every 20 ms (latency percentiles) and samples the proxy's RSS every 20 ms.
 Writes bench/results/mast.json.
 """
 
@@ -17,7 +17,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import RssSampler, percentile  # noqa: E402
 from tests.support.servers import run_mast_standin, run_service  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache" / "mast"
@@ -85,24 +85,11 @@ def main() -> int:
         env = {"STORAGE_BASE_PATH": str(work / "data"), "MAST_BASE_URL": mast,
                "NAME_RESOLVER_URL": mast + "/cgi-bin/nph-sesame/"}
         with run_service("main_mast", env, work / "proxy.log") as (base, proc):
-            server = psutil.Process(proc.pid)
-            idle_rss = server.memory_info().rss
-            peak_rss = idle_rss
+            idle_rss = psutil.Process(proc.pid).memory_info().rss
             latencies: list[float] = []
-            done = threading.Event()
-
-            def sample():
-                nonlocal peak_rss
-                while not done.is_set():
-                    rss = server.memory_info().rss + sum(
-                        c.memory_info().rss for c in server.children(recursive=True))
-                    peak_rss = max(peak_rss, rss)
-                    time.sleep(0.02)
-
-            sampler = threading.Thread(target=sample)
-            sampler.start()
+            stages: list[str] = []
             runs = []
-            with httpx.Client(base_url=base, timeout=60) as client:
+            with RssSampler(proc.pid) as rss, httpx.Client(base_url=base, timeout=60) as client:
                 for attempt in range(args.repeat):
                     t0 = time.perf_counter()
                     job = client.post("/mast/download/start-chunked",
@@ -112,6 +99,7 @@ def main() -> int:
                         q0 = time.perf_counter()
                         body = client.get(f"/mast/download/progress-chunked/{job}").json()
                         latencies.append(time.perf_counter() - q0)
+                        stages.append(body["stage"])
                         if first_bytes is None and body["downloaded_bytes"] > 0:
                             first_bytes = (q0, body["downloaded_bytes"])
                         if body["is_complete"]:
@@ -124,8 +112,7 @@ def main() -> int:
                                   params={"delete_files": "true"})
             proxy_s = sorted(r[0] for r in runs)[len(runs) // 2]
             transfer_rate = sorted(r[1] for r in runs)[len(runs) // 2]
-            done.set()
-            sampler.join()
+            during = sorted(t for t, st in zip(latencies, stages) if st == "downloading")
             latencies.sort()
             result.update({
                 "proxy_seconds": proxy_s,
@@ -135,10 +122,15 @@ def main() -> int:
                 "transfer_mb_per_s": transfer_rate / 1e6,
                 "transfer_vs_curl": transfer_rate / (total / curl_s),
                 "proxy_idle_rss_mb": idle_rss / 2**20,
-                "proxy_peak_rss_mb": peak_rss / 2**20,
+                "proxy_peak_rss_mb": max(idle_rss / 2**20, rss.result()["peak_total_mb"]),
                 "progress_polls": len(latencies),
-                "progress_p50_ms": 1000 * latencies[len(latencies) // 2],
-                "progress_p99_ms": 1000 * latencies[max(0, int(len(latencies) * 0.99) - 1)],
+                "progress_p50_ms": 1000 * percentile(latencies, 0.5),
+                "progress_p99_ms": 1000 * percentile(latencies, 0.99),
+                "progress_max_ms": 1000 * latencies[-1],
+                # Only the polls answered while bytes were flowing.
+                "progress_polls_downloading": len(during),
+                "progress_p50_ms_downloading": 1000 * percentile(during, 0.5),
+                "progress_p99_ms_downloading": 1000 * percentile(during, 0.99),
             })
     print(json.dumps(result, indent=2))
     (RESULTS / "mast.json").write_text(json.dumps(result, indent=2))

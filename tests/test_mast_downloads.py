@@ -161,7 +161,7 @@ def test_concurrent_resume_is_409_and_progress_from_any_worker(proxy, standin):
         first = httpx.post(f"{base}/mast/download/resume/{job_id}", json={}, timeout=TIMEOUT)
         second = httpx.post(f"{base}/mast/download/resume/{job_id}", json={}, timeout=TIMEOUT)
         assert first.status_code == 200
-        assert second.status_code == 409
+        assert second.status_code == 409, second.text
         assert second.json()["detail"] == f"Job {job_id} is already being resumed"
         again = httpx.post(base + "/mast/download/start-chunked",
                            json={"obs_id": MIRI, "resume_job_id": job_id}, timeout=TIMEOUT)
@@ -192,6 +192,54 @@ def test_cancel_and_dismiss_with_files(proxy, standin):
         assert r.json()["status"] == "cancelled"
         body = wait_done(base, job_id)
         assert body["stage"] == "cancelled"
+    finally:
+        control(standin, chunk_delay=0.0, chunk_size=1 << 20)
+
+
+def test_one_download_writes_into_an_observation_at_a_time(proxy, standin, standin_files):
+    """Two jobs (or a job and a synchronous download) of one observation would append
+    to the same .part files; the second is refused with a clear reason, and can be
+    resumed once the first is done."""
+    base, _, _ = proxy
+    obs = "jw02733-o001_t001_nircam_clear-f187n"
+    control(standin, chunk_delay=0.05, chunk_size=8192)
+    try:
+        first = start(base, obs)
+        wait_done(base, first, until=lambda b: b["downloaded_bytes"] > 0)
+        second = wait_done(base, start(base, obs))
+        assert second["stage"] == "failed" and second["is_resumable"] is True
+        assert second["error"].startswith(f"Another download of {obs} is running")
+        sync = httpx.post(base + "/mast/download", json={"obs_id": obs}, timeout=TIMEOUT)
+        assert sync.status_code == 200
+        assert sync.json()["status"] == "failed" and "Another download" in sync.json()["error"]
+    finally:
+        control(standin, chunk_delay=0.0, chunk_size=1 << 20)
+    done = wait_done(base, first)
+    assert done["stage"] == "complete"
+    for path in done["files"]:
+        assert Path(path).read_bytes() == standin_file(standin_files, Path(path).name)
+    r = httpx.post(f"{base}/mast/download/resume/{second['job_id']}", json={}, timeout=TIMEOUT)
+    assert r.status_code == 200
+    assert wait_done(base, second["job_id"])["stage"] == "complete"
+
+
+def test_synchronous_download_time_limit_stops_its_transfers(standin, tmp_path):
+    env = mast_env(standin, tmp_path, MAST_DOWNLOAD_TIMEOUT=1)
+    control(standin, chunk_delay=0.05, chunk_size=8192)
+    try:
+        with run_service("main_mast", env, tmp_path / "p.log") as (base, _):
+            r = httpx.post(base + "/mast/download", json={"obs_id": F090W}, timeout=TIMEOUT)
+            assert r.status_code == 504
+            assert r.json()["detail"].startswith("Download timed out after 1 seconds.")
+            folder = tmp_path / "mast" / F090W
+            time.sleep(1.5)  # the transfer threads notice within a poll period
+            sizes = {p: p.stat().st_size for p in folder.glob("*.part")}
+            assert sizes, "the partial files stay for the next attempt"
+            time.sleep(0.5)
+            assert sizes == {p: p.stat().st_size for p in folder.glob("*.part")}
+            job_id = start(base, F090W)  # the observation's folder is free again
+            body = wait_done(base, job_id, until=lambda b: b["downloaded_bytes"] > 0)
+            assert body["stage"] == "downloading"
     finally:
         control(standin, chunk_delay=0.0, chunk_size=1 << 20)
 

@@ -25,24 +25,25 @@ from pathlib import Path
 
 from app.config import Settings
 from app.errors import BadRequest, Conflict, NotFound, UpstreamError
-from app.mast.chunked_downloader import (
-    DownloadFailed,
-    DownloadStopped,
-    FileTarget,
-    describe_os_error,
-    download_file,
-    fetch_size,
-)
+from app.mast.chunked_downloader import FileTarget, download_file, fetch_size
 from app.mast.download_state_manager import (
     ACTIVE,
     RESUMABLE,
     FileRow,
+    JobRow,
     JobStore,
     owner_alive,
     owner_token,
 )
 from app.mast.download_tracker import ProgressMeter, progress_body, resumable_summary
 from app.mast.mast_service import MastService, ProductFile, utc_now_iso
+from app.mast.part_file import (
+    DownloadFailed,
+    DownloadStopped,
+    describe_os_error,
+    exclusive_folder,
+    part_path,
+)
 from app.storage.helpers import is_within, safe_join
 from app.storage.local_storage import LocalStorage
 from app.storage.provider import StorageProvider
@@ -56,6 +57,19 @@ CONTROL_POLL = 0.5
 FLUSH_EVERY = 0.25
 KEEP_FINISHED = 7 * 24 * 3600
 PARALLEL_FILES = 3
+
+
+def _background_priority(nice: int) -> None:
+    """Transfers are bulk work: on a busy machine, let requests be scheduled first.
+
+    On Linux a thread has its own nice value; raising it needs no privilege.
+    """
+    if not nice:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError):
+        pass
 
 
 class Recorder:
@@ -127,7 +141,9 @@ class DownloadManager:
         # Every file transfer (HTTP or S3) is blocking code in a thread of its own, so
         # a fast download never delays the server's loop (progress polls, /health),
         # and store reads and writes (default executor) never queue behind transfers.
-        self.transfers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="transfer")
+        self.transfers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="transfer",
+                                            initializer=_background_priority,
+                                            initargs=(settings.MAST_TRANSFER_NICE,))
 
     # -- life cycle -------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -156,7 +172,7 @@ class DownloadManager:
         for job in self.store.all_jobs():
             if job.status in RESUMABLE:
                 for f in job.files:
-                    keep.add(self.root / job.obs_id / (f.filename + ".part"))
+                    keep.add(part_path(self.root / job.obs_id / f.filename))
         for part in self.root.glob("*/*.part"):
             if part not in keep:
                 try:
@@ -230,7 +246,7 @@ class DownloadManager:
         for f in job.files:
             if f.status == "complete":
                 continue
-            part = self.root / job.obs_id / (f.filename + ".part")
+            part = part_path(self.root / job.obs_id / f.filename)
             size = part.stat().st_size if part.exists() else 0
             updates[f.filename] = {"downloaded_bytes": size, "status": "pending", "error": None}
         await asyncio.to_thread(self.store.update_files, job_id, updates)
@@ -244,46 +260,8 @@ class DownloadManager:
         try:
             job = await asyncio.to_thread(store.get, job_id)
             obs_dir = self.obs_dir(job.obs_id)
-            if not resume or not job.files:
-                await asyncio.to_thread(store.update_job, job_id, status="fetching_products",
-                                        message="Fetching the product list from MAST")
-                products = await asyncio.wait_for(asyncio.to_thread(
-                    self.mast.files_to_download, job.obs_id, job.product_type, job.calib_level),
-                    self.settings.MAST_SEARCH_TIMEOUT)
-                if not products:
-                    await asyncio.to_thread(store.update_job, job_id, status="failed",
-                                            error=NO_PRODUCTS, message=NO_PRODUCTS,
-                                            completed_at=utc_now_iso())
-                    return
-                keys = {}
-                if job.source == "s3":
-                    keys = await asyncio.to_thread(self.mast.archive_keys, products, job.obs_id)
-                rows = [FileRow(filename=p.filename, uri=p.uri, archive_key=keys.get(p.filename),
-                                total_bytes=p.size) for p in products]
-                for row in rows:
-                    part = obs_dir / (row.filename + ".part")
-                    if job.source == "http" and part.exists():
-                        row.downloaded_bytes = part.stat().st_size
-                await asyncio.to_thread(store.set_files, job_id, rows)
-                job = await asyncio.to_thread(store.get, job_id)
-            total = sum(f.total_bytes for f in job.files)
-            pending = [f for f in job.files if f.status != "complete"]
-            self._check_space(obs_dir, pending)
-            await asyncio.to_thread(
-                store.update_job, job_id, status="downloading",
-                message=f"Downloading {len(job.files)} files ({total / 1e6:.1f} MB)...")
-            recorder = Recorder(store, job_id, job.files)
-            flusher = asyncio.create_task(recorder.flush_forever())
-            try:
-                if job.source == "s3":
-                    outcome = await self._download_s3(job_id, job.obs_id, obs_dir, pending,
-                                                      recorder)
-                else:
-                    outcome = await self._download_http(job_id, obs_dir, pending, recorder)
-            finally:
-                flusher.cancel()
-                await asyncio.to_thread(recorder.flush)
-            await self._finish(job_id, job.obs_id, obs_dir, outcome)
+            with exclusive_folder(obs_dir, job.obs_id):
+                await self._run_locked(job_id, job, obs_dir, resume)
         except asyncio.TimeoutError:
             await self._fail(job_id, "Timed out while asking MAST for the product list")
         except UpstreamError as exc:
@@ -302,6 +280,50 @@ class DownloadManager:
                                             "Download stopped unexpectedly; resume to continue")
                 except Exception:
                     logger.exception("could not close job %s", job_id)
+
+    async def _run_locked(self, job_id: str, job: JobRow, obs_dir: Path, resume: bool) -> None:
+        """The job's work, while it alone writes into ``obs_dir``."""
+        store = self.store
+        if not resume or not job.files:
+            await asyncio.to_thread(store.update_job, job_id, status="fetching_products",
+                                    message="Fetching the product list from MAST")
+            products = await asyncio.wait_for(asyncio.to_thread(
+                self.mast.files_to_download, job.obs_id, job.product_type, job.calib_level),
+                self.settings.MAST_SEARCH_TIMEOUT)
+            if not products:
+                await asyncio.to_thread(store.update_job, job_id, status="failed",
+                                        error=NO_PRODUCTS, message=NO_PRODUCTS,
+                                        completed_at=utc_now_iso())
+                return
+            keys = {}
+            if job.source == "s3":
+                keys = await asyncio.to_thread(self.mast.archive_keys, products, job.obs_id)
+            rows = [FileRow(filename=p.filename, uri=p.uri, archive_key=keys.get(p.filename),
+                            total_bytes=p.size) for p in products]
+            for row in rows:
+                part = part_path(obs_dir / row.filename)
+                if job.source == "http" and part.exists():
+                    row.downloaded_bytes = part.stat().st_size
+            await asyncio.to_thread(store.set_files, job_id, rows)
+            job = await asyncio.to_thread(store.get, job_id)
+        total = sum(f.total_bytes for f in job.files)
+        pending = [f for f in job.files if f.status != "complete"]
+        self._check_space(obs_dir, pending)
+        await asyncio.to_thread(
+            store.update_job, job_id, status="downloading",
+            message=f"Downloading {len(job.files)} files ({total / 1e6:.1f} MB)...")
+        recorder = Recorder(store, job_id, job.files)
+        flusher = asyncio.create_task(recorder.flush_forever())
+        try:
+            if job.source == "s3":
+                outcome = await self._download_s3(job_id, job.obs_id, obs_dir, pending,
+                                                  recorder)
+            else:
+                outcome = await self._download_http(job_id, obs_dir, pending, recorder)
+        finally:
+            flusher.cancel()
+            await asyncio.to_thread(recorder.flush)
+        await self._finish(job_id, job.obs_id, obs_dir, outcome)
 
     def _check_space(self, obs_dir: Path, files: list[FileRow]) -> None:
         """Refuse to start when the files cannot fit (instead of filling the disk)."""
@@ -405,7 +427,11 @@ class DownloadManager:
                              downloaded_bytes=size, local_path=str(final), error=None)
                 outcome.complete.append(str(final))
 
-        await asyncio.gather(*(one(f) for f in files))
+        try:
+            await asyncio.gather(*(one(f) for f in files))
+        except asyncio.CancelledError:  # e.g. the synchronous download's time limit
+            self.stops[job_id] = "cancel"  # the transfer threads stop at their next read
+            raise
         return outcome
 
     async def _download_s3(self, job_id: str, obs_id: str, obs_dir: Path, files: list[FileRow],
@@ -434,11 +460,11 @@ class DownloadManager:
                         should_stop=lambda: self._stopping(job_id)))
                 except DownloadStopped:
                     outcome.stopped = True
-                    (final.with_name(final.name + ".part")).unlink(missing_ok=True)
+                    part_path(final).unlink(missing_ok=True)
                     recorder.set(f.filename, status="paused", downloaded_bytes=0)
                     return
                 except DownloadFailed as exc:
-                    (final.with_name(final.name + ".part")).unlink(missing_ok=True)
+                    part_path(final).unlink(missing_ok=True)
                     outcome.failed[f.filename] = str(exc)
                     recorder.set(f.filename, status="failed", error=str(exc))
                     return
@@ -501,7 +527,7 @@ class DownloadManager:
         if delete_files:
             obs_dir = self.root / job.obs_id
             for f in job.files:
-                for candidate in (f.local_path, str(obs_dir / (f.filename + ".part"))):
+                for candidate in (f.local_path, str(part_path(obs_dir / f.filename))):
                     if not candidate:
                         continue
                     real = os.path.realpath(candidate)
@@ -538,7 +564,7 @@ class DownloadManager:
                 continue
             for f in job.files:
                 if f.status != "complete":
-                    part = self.root / job.obs_id / (f.filename + ".part")
+                    part = part_path(self.root / job.obs_id / f.filename)
                     f.downloaded_bytes = part.stat().st_size if part.exists() else 0
             summary = resumable_summary(job)
             current = best.get(job.obs_id)
@@ -549,12 +575,16 @@ class DownloadManager:
     # -- synchronous download (M8) -------------------------------------------------------------------
     async def download_now(self, obs_id: str, product_type: str, product_id: str | None) -> dict:
         obs_dir = self.obs_dir(obs_id)
+
+        def answer(files: list[str], error: str | None) -> dict:
+            return {"status": "failed" if error else "completed", "obs_id": obs_id,
+                    "files": sorted(files), "file_count": len(files),
+                    "download_dir": str(obs_dir), "error": error, "timestamp": utc_now_iso()}
+
         products: list[ProductFile] = await asyncio.to_thread(
             self.mast.files_to_download, obs_id, product_type, None, False, product_id)
         if not products:
-            return {"status": "failed", "obs_id": obs_id, "files": [], "file_count": 0,
-                    "download_dir": str(obs_dir), "error": NO_PRODUCTS,
-                    "timestamp": utc_now_iso()}
+            return answer([], NO_PRODUCTS)
         rows = [FileRow(filename=p.filename, uri=p.uri, total_bytes=p.size) for p in products]
 
         class _Quiet(Recorder):
@@ -562,18 +592,18 @@ class DownloadManager:
                 return None
 
         recorder = _Quiet(self.store, "", rows)
-        outcome = await self._download_http("sync-" + obs_id, obs_dir, rows, recorder)
+        job_id = "sync-" + obs_id
+        self.stops.pop(job_id, None)
+        try:
+            with exclusive_folder(obs_dir, obs_id):
+                outcome = await self._download_http(job_id, obs_dir, rows, recorder)
+        except DownloadFailed as exc:
+            return answer([], str(exc))
         if outcome.failed:
             first = next(iter(outcome.failed.values()))
-            return {"status": "failed", "obs_id": obs_id, "files": sorted(outcome.complete),
-                    "file_count": len(outcome.complete), "download_dir": str(obs_dir),
-                    "error": f"{len(outcome.failed)} file(s) failed to download: {first}",
-                    "timestamp": utc_now_iso()}
+            return answer(outcome.complete,
+                          f"{len(outcome.failed)} file(s) failed to download: {first}")
         await asyncio.to_thread(self._persist, obs_id,
                                 [FileRow(filename=Path(p).name, uri="", local_path=p)
                                  for p in outcome.complete])
-        files = sorted(outcome.complete)
-        return {"status": "completed", "obs_id": obs_id, "files": files,
-                "file_count": len(files), "download_dir": str(obs_dir), "error": None,
-                "timestamp": utc_now_iso()}
-
+        return answer(outcome.complete, None)

@@ -99,7 +99,7 @@ class Response:
         self._buffer = bytearray(rest)
         return line
 
-    # -- body ---------------------------------------------------------------------------------------
+    # -- body ------------------------------------------------------------------------------------
     def readinto(self, view: memoryview) -> int:
         """Fill the start of ``view`` with body bytes; 0 means the body is complete.
 

@@ -16,7 +16,9 @@ import ctypes.util
 import errno
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 WRITEBACK_EVERY = 8 << 20
 _SYNC_FILE_RANGE_WRITE = 2
@@ -136,3 +138,26 @@ class PartFile:
             self._guard(os.fsync, dir_fd)
         finally:
             os.close(dir_fd)
+
+
+@contextmanager
+def exclusive_folder(folder: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (one download writing into it at a time).
+
+    Two transfers appending to the same ``.part`` file would interleave their bytes;
+    this lock, taken by every download job and synchronous download for its
+    observation folder, makes that impossible across threads and worker processes.
+    The kernel releases it when the process dies, so a crash never leaves it held.
+    """
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DownloadFailed(f"Another download of {what} is running; wait for it to "
+                                 f"finish (or pause it) and try again") from None
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,271 @@
+"""The blocking HTTP transfer layer (``http_client``, ``chunked_downloader``, ``part_file``)
+against a scripted server on 127.0.0.1 that misbehaves in the ways real servers do:
+chunked bodies, redirects, dropped connections, stalls, silence, ignored ranges."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from app.mast import chunked_downloader, http_client
+from app.mast.chunked_downloader import FileTarget, download_file, fetch_size
+from app.mast.part_file import (
+    WRITEBACK_EVERY,
+    DownloadFailed,
+    DownloadStopped,
+    PartFile,
+    exclusive_folder,
+)
+
+DATA = os.urandom(3 * 1024 * 1024 + 12345)
+
+
+class ScriptedServer:
+    """Answers each request by its path; records the requests it saw."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.base = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.requests: list[tuple[str, str, str | None]] = []  # method, path, Range
+        self.calls: dict[str, int] = {}
+        self.release = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                piece = conn.recv(4096)
+                if not piece:
+                    return
+                head += piece
+            lines = head.decode("latin-1").split("\r\n")
+            method, path, _ = lines[0].split(" ", 2)
+            headers = {k.lower(): v.strip() for k, _, v in
+                       (line.partition(":") for line in lines[1:] if ":" in line)}
+            self.requests.append((method, path, headers.get("range")))
+            self.calls[path] = self.calls.get(path, 0) + 1
+            try:
+                getattr(self, "_" + path.strip("/").split("?")[0].replace("-", "_"))(
+                    conn, method, headers, self.calls[path])
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    # -- behaviours -----------------------------------------------------------------------------
+    @staticmethod
+    def _send_range(conn, method, headers, always_full=False) -> None:
+        start = 0
+        match = re.match(r"bytes=(\d+)-$", headers.get("range", ""))
+        if match and not always_full:
+            start = int(match.group(1))
+            conn.sendall(f"HTTP/1.1 206 Partial Content\r\nContent-Length: {len(DATA) - start}"
+                         f"\r\nContent-Range: bytes {start}-{len(DATA) - 1}/{len(DATA)}"
+                         "\r\n\r\n".encode())
+        else:
+            conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\n\r\n".encode())
+        if method != "HEAD":
+            conn.sendall(DATA[start:])
+
+    def _data(self, conn, method, headers, n) -> None:
+        self._send_range(conn, method, headers)
+
+    def _redirect(self, conn, method, headers, n) -> None:
+        conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /data\r\nContent-Length: 0\r\n\r\n")
+
+    def _chunked(self, conn, method, headers, n) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        position, sizes = 0, [1, 7, 65536, 300000, 3]
+        while position < len(DATA):
+            size = min(sizes[position % len(sizes)], len(DATA) - position)
+            conn.sendall(f"{size:x};ext=1\r\n".encode() + DATA[position:position + size]
+                         + b"\r\n")
+            position += size
+        conn.sendall(b"0\r\nX-Trailer: yes\r\n\r\n")
+
+    def _until_close(self, conn, method, headers, n) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n" + DATA)
+
+    def _drop_once(self, conn, method, headers, n) -> None:
+        if n == 1:  # announces everything, sends a third, hangs up
+            conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\n\r\n".encode()
+                         + DATA[: len(DATA) // 3])
+            return
+        self._send_range(conn, method, headers)
+
+    def _ignores_range(self, conn, method, headers, n) -> None:
+        if n == 1:
+            conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\n\r\n".encode()
+                         + DATA[:1000])
+            return
+        self._send_range(conn, method, headers, always_full=True)
+
+    def _stall(self, conn, method, headers, n) -> None:
+        conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\n\r\n".encode()
+                     + DATA[:1000])
+        self.release.wait(30)
+
+    def _silent(self, conn, method, headers, n) -> None:
+        self.release.wait(30)
+
+    def _garbage(self, conn, method, headers, n) -> None:
+        conn.sendall(b"SSH-2.0-OpenSSH\r\n\r\n")
+
+    def _missing(self, conn, method, headers, n) -> None:
+        conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nNot Found")
+
+    def _flaky(self, conn, method, headers, n) -> None:
+        if n <= 2:
+            conn.sendall(b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy")
+            return
+        self._send_range(conn, method, headers)
+
+
+
+@pytest.fixture()
+def server():
+    running = ScriptedServer()
+    yield running
+    running.close()
+
+
+def fetch(server, path, tmp_path, **kwargs) -> tuple[Path, list[int]]:
+    target = FileTarget(url=server.base + path, final_path=tmp_path / "out.fits",
+                        expected_size=kwargs.pop("expected_size", 0))
+    progress: list[int] = []
+    size = download_file(target, on_bytes=progress.append,
+                         should_stop=kwargs.pop("should_stop", lambda: False),
+                         backoff=0.01, **kwargs)
+    assert size == len(DATA)
+    return target.final_path, progress
+
+
+@pytest.mark.parametrize("path", ["/data", "/redirect", "/chunked", "/until-close"])
+def test_bodies_arrive_whole(server, tmp_path, path):
+    final, progress = fetch(server, path, tmp_path)
+    assert final.read_bytes() == DATA
+    assert sum(progress) == len(DATA)
+    assert not (tmp_path / "out.fits.part").exists()
+
+
+def test_dropped_connection_resumes_from_its_offset(server, tmp_path):
+    final, progress = fetch(server, "/drop-once", tmp_path, expected_size=len(DATA))
+    assert final.read_bytes() == DATA
+    ranges = [r for m, p, r in server.requests if p == "/drop-once"]
+    assert ranges == [None, f"bytes={len(DATA) // 3}-"]
+    assert sum(progress) == len(DATA)
+
+
+def test_a_server_ignoring_ranges_restarts_the_file(server, tmp_path):
+    final, progress = fetch(server, "/ignores-range", tmp_path, expected_size=len(DATA))
+    assert final.read_bytes() == DATA
+    assert -1000 in progress and sum(progress) == len(DATA)  # the restart is reported
+
+
+def test_5xx_is_retried(server, tmp_path):
+    final, _ = fetch(server, "/flaky", tmp_path, retries=3)
+    assert final.read_bytes() == DATA and server.calls["/flaky"] == 3
+
+
+def test_pause_during_a_stall_is_prompt_and_keeps_the_partial_file(server, tmp_path):
+    asked = time.monotonic() + 0.3
+    target = FileTarget(url=server.base + "/stall", final_path=tmp_path / "out.fits")
+    t0 = time.monotonic()
+    with pytest.raises(DownloadStopped):
+        download_file(target, on_bytes=lambda n: None,
+                      should_stop=lambda: time.monotonic() > asked)
+    assert time.monotonic() - t0 < 0.3 + 2 * http_client.POLL_SECONDS + 0.5
+    assert (tmp_path / "out.fits.part").read_bytes() == DATA[:1000]
+    assert not target.final_path.exists()
+
+
+def test_silence_times_out_then_fails(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(chunked_downloader, "READ_TIMEOUT", 0.6)
+    t0 = time.monotonic()
+    with pytest.raises(DownloadFailed, match=r"no answer for 1 s.*after 1 retries"):
+        fetch(server, "/silent", tmp_path, retries=1)
+    assert time.monotonic() - t0 < 5
+    assert server.calls["/silent"] == 2
+
+
+def test_permanent_failures_are_not_retried(server, tmp_path):
+    with pytest.raises(DownloadFailed, match="Not found on MAST: out.fits"):
+        fetch(server, "/missing", tmp_path)
+    assert server.calls["/missing"] == 1
+    with pytest.raises(DownloadFailed, match="not an HTTP/1.x response"):
+        fetch(server, "/garbage", tmp_path, retries=1)
+    with pytest.raises(DownloadFailed, match="Cannot reach MAST"):
+        fetch_size("http://127.0.0.1:1/nothing-listens-here")
+
+
+def test_the_server_size_wins_over_a_stale_catalogue_size(server, tmp_path):
+    final, _ = fetch(server, "/data", tmp_path, expected_size=len(DATA) - 10)
+    assert final.read_bytes() == DATA
+
+
+def test_a_stale_longer_part_file_is_discarded(server, tmp_path):
+    (tmp_path / "out.fits.part").write_bytes(os.urandom(len(DATA) + 5))
+    final, progress = fetch(server, "/data", tmp_path, expected_size=len(DATA))
+    assert final.read_bytes() == DATA
+    assert progress[0] == -(len(DATA) + 5)
+
+
+def test_head_gives_the_size(server):
+    assert fetch_size(server.base + "/data") == len(DATA)
+    assert server.requests[-1][0] == "HEAD"
+    with pytest.raises(DownloadFailed, match="Not found"):
+        fetch_size(server.base + "/missing")
+
+
+def test_requests_cannot_be_smuggled():
+    with pytest.raises(http_client.HttpError, match="control characters"):
+        http_client.request("http://127.0.0.1:1/a b\r\nX: y")
+    with pytest.raises(http_client.HttpError, match="unsupported URL"):
+        http_client.request("file:///etc/passwd")
+
+
+def test_part_file_writes_resumes_and_finalises(tmp_path):
+    final = tmp_path / "f.fits"
+    blob = os.urandom(2 * WRITEBACK_EVERY + 17)
+    with PartFile(final) as out:
+        out.write(blob[:WRITEBACK_EVERY + 5])
+    with PartFile(final, offset=WRITEBACK_EVERY + 5) as out:  # a resumed download appends
+        out.write(blob[WRITEBACK_EVERY + 5:])
+        assert out.size() == len(blob)
+        out.finalise()
+    assert final.read_bytes() == blob and not (tmp_path / "f.fits.part").exists()
+    with PartFile(tmp_path / "g.fits", size=10) as out:  # preallocated for parallel parts
+        out.pwrite(b"world", 5)
+        out.pwrite(b"hello", 0)
+        out.finalise()
+    assert (tmp_path / "g.fits").read_bytes() == b"helloworld"
+    with pytest.raises(DownloadFailed, match="Cannot create|not a folder"):
+        PartFile(final / "inside-a-file.fits")
+
+
+def test_one_download_per_folder(tmp_path):
+    with exclusive_folder(tmp_path, "obs-1"):
+        with pytest.raises(DownloadFailed, match="Another download of obs-1 is running"):
+            with exclusive_folder(tmp_path, "obs-1"):
+                pass
+    with exclusive_folder(tmp_path, "obs-1"):  # released on exit
+        pass
