@@ -5,8 +5,9 @@
 
 Serves three 256 MB products from the MAST stand-in on loopback and compares:
 curl fetching the same three URLs at once, against a chunked download job of
-the proxy (start -> complete). While the proxy downloads, it polls progress
-every 20 ms (latency percentiles) and samples the proxy's RSS every 20 ms.
+the proxy (start -> complete), taking turns (8 runs each, medians). While the
+proxy downloads, it polls progress every 20 ms (latency percentiles) and samples
+the proxy's RSS every 20 ms.
 Writes bench/results/mast.json.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -47,11 +49,42 @@ def make_files(count: int, size_mb: int) -> list[Path]:
     return paths
 
 
+def curl_once(urls: list[str], folder: Path) -> float:
+    """curl fetching every URL at once into files on the same disk; wall seconds."""
+    folder.mkdir()
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(["curl", "-sf", "-o", str(folder / f"f{i}"), u])
+             for i, u in enumerate(urls)]
+    assert all(p.wait() == 0 for p in procs)
+    seconds = time.perf_counter() - t0
+    subprocess.run(["rm", "-rf", str(folder)], check=True)
+    return seconds
+
+
+def proxy_once(client: httpx.Client, polls: list) -> float:
+    """One chunked job from start to complete (product query, transfer, fsync, rename),
+    polling progress every 20 ms; wall seconds. Appends (latency, stage) of every poll
+    to ``polls``."""
+    t0 = time.perf_counter()
+    job = client.post("/mast/download/start-chunked", json={"obs_id": OBS_ID}).json()["job_id"]
+    while True:
+        q0 = time.perf_counter()
+        body = client.get(f"/mast/download/progress-chunked/{job}").json()
+        polls.append((time.perf_counter() - q0, body["stage"]))
+        if body["is_complete"]:
+            break
+        time.sleep(0.02)
+    seconds = time.perf_counter() - t0
+    assert body["stage"] == "complete", body
+    client.delete(f"/mast/download/resumable/{job}", params={"delete_files": "true"})
+    return seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mb", type=int, default=256)
     parser.add_argument("--files", type=int, default=3)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=8)
     args = parser.parse_args()
     files = make_files(args.files, args.size_mb)
     total = sum(p.stat().st_size for p in files)
@@ -61,66 +94,34 @@ def main() -> int:
     if work.exists():
         subprocess.run(["rm", "-rf", str(work)], check=True)
     work.mkdir(parents=True)
-    result: dict = {"files": len(files), "bytes": total}
+    result: dict = {"files": len(files), "bytes": total, "runs": args.repeat}
     with run_mast_standin(work / "standin_files", work / "standin.log", large) as (mast, _):
-        # Warm the page cache, then curl: three transfers at once into files on the same
-        # disk, like the proxy (which also fsyncs each file before renaming it).
-        for p in files:
+        for p in files:  # warm the page cache
             p.read_bytes()
         urls = [f"{mast}/api/v0.1/Download/file?uri=mast:JWST/product/{p.name}" for p in files]
-        curl_runs = []
-        for _ in range(args.repeat):
-            curl_dir = work / "curl"
-            curl_dir.mkdir()
-            t0 = time.perf_counter()
-            procs = [subprocess.Popen(["curl", "-sf", "-o", str(curl_dir / f"f{i}"), u])
-                     for i, u in enumerate(urls)]
-            assert all(p.wait() == 0 for p in procs)
-            curl_runs.append(time.perf_counter() - t0)
-            subprocess.run(["rm", "-rf", str(curl_dir)], check=True)
-        curl_s = sorted(curl_runs)[len(curl_runs) // 2]
-        result["curl_seconds"] = curl_s
-        result["curl_mb_per_s"] = total / curl_s / 1e6
-
         env = {"STORAGE_BASE_PATH": str(work / "data"), "MAST_BASE_URL": mast,
                "NAME_RESOLVER_URL": mast + "/cgi-bin/nph-sesame/"}
         with run_service("main_mast", env, work / "proxy.log") as (base, proc):
             idle_rss = psutil.Process(proc.pid).memory_info().rss
-            latencies: list[float] = []
-            stages: list[str] = []
-            runs = []
+            polls: list[tuple[float, str]] = []  # (latency, stage)
+            curl_runs, proxy_runs = [], []
             with RssSampler(proc.pid) as rss, httpx.Client(base_url=base, timeout=60) as client:
-                for attempt in range(args.repeat):
-                    t0 = time.perf_counter()
-                    job = client.post("/mast/download/start-chunked",
-                                      json={"obs_id": OBS_ID}).json()["job_id"]
-                    first_bytes = None
-                    while True:
-                        q0 = time.perf_counter()
-                        body = client.get(f"/mast/download/progress-chunked/{job}").json()
-                        latencies.append(time.perf_counter() - q0)
-                        stages.append(body["stage"])
-                        if first_bytes is None and body["downloaded_bytes"] > 0:
-                            first_bytes = (q0, body["downloaded_bytes"])
-                        if body["is_complete"]:
-                            break
-                        time.sleep(0.02)
-                    end = time.perf_counter()
-                    assert body["stage"] == "complete", body
-                    runs.append((end - t0, (total - first_bytes[1]) / (end - first_bytes[0])))
-                    client.delete(f"/mast/download/resumable/{job}",
-                                  params={"delete_files": "true"})
-            proxy_s = sorted(r[0] for r in runs)[len(runs) // 2]
-            transfer_rate = sorted(r[1] for r in runs)[len(runs) // 2]
-            during = sorted(t for t, st in zip(latencies, stages) if st == "downloading")
-            latencies.sort()
+                # curl and the proxy take turns, so drifting machine load hits both alike.
+                for _ in range(args.repeat):
+                    curl_runs.append(curl_once(urls, work / "curl"))
+                    proxy_runs.append(proxy_once(client, polls))
+            curl_s, proxy_s = statistics.median(curl_runs), statistics.median(proxy_runs)
+            during = sorted(t for t, stage in polls if stage == "downloading")
+            latencies = sorted(t for t, _ in polls)
             result.update({
+                "curl_seconds": curl_s,
+                "curl_mb_per_s": total / curl_s / 1e6,
                 "proxy_seconds": proxy_s,
                 "proxy_mb_per_s": total / proxy_s / 1e6,
+                # Whole job (start, product query, transfer, fsync, rename) against curl. The
+                # first run asks MAST for the product list; later runs find it cached.
                 "proxy_vs_curl": curl_s / proxy_s,
-                # Transfer phase only (after MAST answered the product query).
-                "transfer_mb_per_s": transfer_rate / 1e6,
-                "transfer_vs_curl": transfer_rate / (total / curl_s),
+                "proxy_vs_curl_per_run": [round(c / p, 3) for c, p in zip(curl_runs, proxy_runs)],
                 "proxy_idle_rss_mb": idle_rss / 2**20,
                 "proxy_peak_rss_mb": max(idle_rss / 2**20, rss.result()["peak_total_mb"]),
                 "progress_polls": len(latencies),

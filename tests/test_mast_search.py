@@ -124,6 +124,27 @@ def test_products_are_science_fits(proxy):
                               "product_count": 0}
 
 
+def test_product_lists_are_cached_briefly(standin):
+    """Listing products and then downloading them asks MAST once."""
+    from app.mast.mast_service import MastService
+
+    def requests_seen() -> int:
+        return httpx.get(standin + "/__control", timeout=10).json()["requests"]
+
+    service = MastService(standin, standin + "/cgi-bin/nph-sesame/", timeout=20)
+    obs_id = "jw02733-o001_t001_nircam_clear-f090w"
+    before = requests_seen()
+    first = service.product_rows(obs_id)
+    asked = requests_seen()
+    assert asked > before and len(first) == 4
+    first[0]["productFilename"] = "changed by a caller"
+    again = service.product_rows(obs_id)
+    assert requests_seen() == asked
+    assert again[0]["productFilename"] != "changed by a caller"
+    service.product_rows(obs_id, "PREVIEW")  # another key asks again
+    assert requests_seen() > asked
+
+
 def test_mast_failures_are_502_and_timeouts_504(standin, tmp_path):
     from tests.conftest import mast_env
     from tests.support.servers import run_service

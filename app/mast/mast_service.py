@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from urllib.parse import quote, urlparse
 
 import numpy as np
+from cachetools import TTLCache
 
 from app.errors import BadRequest, NotFound, UpstreamError
 
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 MJD_UNIX_EPOCH = 40587.0
 SPECTRAL_SUFFIXES = ("_x1d.fits", "_x1dints.fits", "_c1d.fits")
+PRODUCT_CACHE_SECONDS = 60.0
 _URI_RE = re.compile(r"^mast:[A-Za-z0-9_./+-]+$")
 
 
@@ -108,6 +110,10 @@ class MastService:
         self.name_resolver_url = name_resolver_url
         self.timeout = timeout
         self._local = threading.local()
+        # Product lists of recently seen observations: listing products and then
+        # downloading them (the usual sequence) asks MAST once.
+        self._products: TTLCache = TTLCache(maxsize=256, ttl=PRODUCT_CACHE_SECONDS)
+        self._products_lock = threading.Lock()
 
     # -- astroquery -------------------------------------------------------------------
     def observations(self):
@@ -208,6 +214,16 @@ class MastService:
     # -- products -------------------------------------------------------------------------
     def product_rows(self, obs_id: str, product_type: str = "SCIENCE") -> list[dict]:
         """Science FITS products of an observation (empty when it is not found)."""
+        key = (obs_id, product_type)
+        with self._products_lock:
+            rows = self._products.get(key)
+        if rows is None:
+            rows = self._fetch_product_rows(obs_id, product_type)
+            with self._products_lock:
+                self._products[key] = rows
+        return [dict(row) for row in rows]
+
+    def _fetch_product_rows(self, obs_id: str, product_type: str) -> list[dict]:
         import warnings
 
         obs = self.observations()
