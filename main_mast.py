@@ -6,6 +6,8 @@ never scipy, photutils or reproject.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 import sys
 from contextlib import asynccontextmanager
@@ -36,6 +38,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                      settings.MAST_SEARCH_TIMEOUT)
         app.state.downloads = DownloadManager(settings, app.state.storage, app.state.mast)
         await app.state.downloads.startup()
+        # Everything loaded so far lives as long as the process: keep it out of the
+        # garbage collector's full passes, which would otherwise walk it every time
+        # (tens of milliseconds with astroquery loaded, stalling every request).
+        await asyncio.to_thread(app.state.mast.observations)
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

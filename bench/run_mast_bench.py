@@ -49,16 +49,25 @@ def make_files(count: int, size_mb: int) -> list[Path]:
     return paths
 
 
-def curl_once(urls: list[str], folder: Path) -> float:
-    """curl fetching every URL at once into files on the same disk; wall seconds."""
+def curl_once(urls: list[str], folder: Path) -> tuple[float, float]:
+    """curl fetching every URL at once into files on the same disk.
+
+    Returns the wall seconds of curl alone, and of curl plus an fsync of its files
+    (what the proxy does before it calls a file complete: like for like).
+    """
     folder.mkdir()
     t0 = time.perf_counter()
     procs = [subprocess.Popen(["curl", "-sf", "-o", str(folder / f"f{i}"), u])
              for i, u in enumerate(urls)]
     assert all(p.wait() == 0 for p in procs)
     seconds = time.perf_counter() - t0
+    for i in range(len(urls)):
+        fd = os.open(folder / f"f{i}", os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    durable = time.perf_counter() - t0
     subprocess.run(["rm", "-rf", str(folder)], check=True)
-    return seconds
+    return seconds, durable
 
 
 def proxy_once(client: httpx.Client, polls: list) -> float:
@@ -104,13 +113,16 @@ def main() -> int:
         with run_service("main_mast", env, work / "proxy.log") as (base, proc):
             idle_rss = psutil.Process(proc.pid).memory_info().rss
             polls: list[tuple[float, str]] = []  # (latency, stage)
-            curl_runs, proxy_runs = [], []
+            curl_runs, durable_curl_runs, proxy_runs = [], [], []
             with RssSampler(proc.pid) as rss, httpx.Client(base_url=base, timeout=60) as client:
                 # curl and the proxy take turns, so drifting machine load hits both alike.
                 for _ in range(args.repeat):
-                    curl_runs.append(curl_once(urls, work / "curl"))
+                    seconds, durable = curl_once(urls, work / "curl")
+                    curl_runs.append(seconds)
+                    durable_curl_runs.append(durable)
                     proxy_runs.append(proxy_once(client, polls))
             curl_s, proxy_s = statistics.median(curl_runs), statistics.median(proxy_runs)
+            durable_s = statistics.median(durable_curl_runs)
             during = sorted(t for t, stage in polls if stage == "downloading")
             latencies = sorted(t for t, _ in polls)
             result.update({
@@ -122,6 +134,9 @@ def main() -> int:
                 # first run asks MAST for the product list; later runs find it cached.
                 "proxy_vs_curl": curl_s / proxy_s,
                 "proxy_vs_curl_per_run": [round(c / p, 3) for c, p in zip(curl_runs, proxy_runs)],
+                # curl + fsync of its files: the same durability as the proxy's.
+                "curl_fsync_seconds": durable_s,
+                "proxy_vs_curl_fsync": durable_s / proxy_s,
                 "proxy_idle_rss_mb": idle_rss / 2**20,
                 "proxy_peak_rss_mb": max(idle_rss / 2**20, rss.result()["peak_total_mb"]),
                 "progress_polls": len(latencies),

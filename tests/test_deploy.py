@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,12 +58,17 @@ def test_settings_defaults_and_environment(monkeypatch, tmp_path):
     assert settings.MAST_BASE_URL == "https://mast.stsci.edu"
 
 
-def test_mast_proxy_imports_nothing_heavy():
-    code = ("import json, sys; import main_mast; "
+def test_mast_proxy_imports_nothing_heavy(tmp_path):
+    # Through start-up too (it loads astroquery eagerly, then freezes the GC heap).
+    code = ("import asyncio, json, sys; import main_mast\n"
+            "async def run():\n"
+            "    async with main_mast.app.router.lifespan_context(main_mast.app):\n"
+            "        pass\n"
+            "asyncio.run(run())\n"
             "print(json.dumps([m for m in ('scipy', 'photutils', 'reproject', 'PIL', "
             "'matplotlib') if m in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         check=True)
+                         check=True, env={**os.environ, "STORAGE_BASE_PATH": str(tmp_path)})
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
