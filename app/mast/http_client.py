@@ -183,6 +183,17 @@ class Response:
         self.close()
 
 
+_tls: ssl.SSLContext | None = None
+
+
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context (system CA certificates), built on first use."""
+    global _tls
+    if _tls is None:
+        _tls = ssl.create_default_context()
+    return _tls
+
+
 def _connect(scheme: str, host: str, port: int, timeout: float) -> socket.socket:
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
@@ -190,7 +201,7 @@ def _connect(scheme: str, host: str, port: int, timeout: float) -> socket.socket
         raise HttpError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
     try:
         if scheme == "https":
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            sock = _tls_context().wrap_socket(sock, server_hostname=host)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (OSError, ssl.SSLError) as exc:
         sock.close()
