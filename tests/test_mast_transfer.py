@@ -269,3 +269,39 @@ def test_one_download_per_folder(tmp_path):
                 pass
     with exclusive_folder(tmp_path, "obs-1"):  # released on exit
         pass
+
+
+def test_an_unexpected_error_fails_its_file_while_the_others_finish(tmp_path, monkeypatch):
+    """No transfer thread may outlive its job: one file's surprise must not end the job
+    (and release its folder) while the other files are still being written."""
+    import asyncio
+
+    from app.config import load_settings
+    from app.mast import download_jobs
+    from app.mast.download_state_manager import FileRow
+    from app.mast.mast_service import MastService
+    from app.storage.local_storage import LocalStorage
+
+    finished = []
+
+    def fake_download(target, *, on_bytes, should_stop):
+        if target.final_path.name == "bad.fits":
+            raise RuntimeError("surprise")
+        time.sleep(0.3)
+        target.final_path.write_bytes(b"x" * 10)
+        finished.append(target.final_path.name)
+        return 10
+
+    monkeypatch.setattr(download_jobs, "download_file", fake_download)
+    settings = load_settings(STORAGE_BASE_PATH=tmp_path, MAST_BASE_URL="http://127.0.0.1:9")
+    manager = download_jobs.DownloadManager(settings, LocalStorage(tmp_path),
+                                            MastService(settings.MAST_BASE_URL))
+    rows = [FileRow(filename=name, uri=f"mast:JWST/product/{name}", total_bytes=10)
+            for name in ("bad.fits", "good.fits")]
+    recorder = download_jobs.Recorder(manager.store, "j", rows)
+    try:
+        outcome = asyncio.run(manager._download_http("j", tmp_path, rows, recorder))
+    finally:
+        manager.transfers.shutdown(wait=True)
+    assert finished == ["good.fits"] and outcome.complete == [str(tmp_path / "good.fits")]
+    assert outcome.failed == {"bad.fits": "bad.fits: RuntimeError: surprise"}

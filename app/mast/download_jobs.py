@@ -125,6 +125,16 @@ class Outcome:
     failed: dict[str, str]
     stopped: bool
 
+    def fail(self, recorder: Recorder, filename: str, exc: Exception) -> None:
+        """Record a file's failure; an unexpected error is logged with its traceback."""
+        if isinstance(exc, DownloadFailed):
+            message = str(exc)
+        else:
+            logger.error("download of %s failed", filename, exc_info=exc)
+            message = f"{filename}: {type(exc).__name__}: {exc}"
+        self.failed[filename] = message
+        recorder.set(filename, status="failed", error=message)
+
 
 class DownloadManager:
     def __init__(self, settings: Settings, storage: StorageProvider, mast: MastService) -> None:
@@ -419,9 +429,8 @@ class DownloadManager:
                     outcome.stopped = True
                     recorder.set(f.filename, status="paused")
                     return
-                except DownloadFailed as exc:
-                    outcome.failed[f.filename] = str(exc)
-                    recorder.set(f.filename, status="failed", error=str(exc))
+                except Exception as exc:  # fails this file; the others go on
+                    outcome.fail(recorder, f.filename, exc)
                     return
                 recorder.set(f.filename, status="complete", total_bytes=size,
                              downloaded_bytes=size, local_path=str(final), error=None)
@@ -463,10 +472,9 @@ class DownloadManager:
                     part_path(final).unlink(missing_ok=True)
                     recorder.set(f.filename, status="paused", downloaded_bytes=0)
                     return
-                except DownloadFailed as exc:
+                except Exception as exc:  # fails this file; the others go on
                     part_path(final).unlink(missing_ok=True)
-                    outcome.failed[f.filename] = str(exc)
-                    recorder.set(f.filename, status="failed", error=str(exc))
+                    outcome.fail(recorder, f.filename, exc)
                     return
                 recorder.set(f.filename, status="complete", downloaded_bytes=size,
                              local_path=str(final), error=None)
