@@ -99,6 +99,15 @@ class Response:
         self._buffer = bytearray(rest)
         return line
 
+    def _take(self, view: memoryview) -> int:
+        """Bytes already read past the head first, then straight from the socket."""
+        if not self._buffer:
+            return self._recv_into(view)
+        n = min(len(view), len(self._buffer))
+        view[:n] = self._buffer[:n]
+        del self._buffer[:n]
+        return n
+
     # -- body ------------------------------------------------------------------------------------
     def readinto(self, view: memoryview) -> int:
         """Fill the start of ``view`` with body bytes; 0 means the body is complete.
@@ -112,17 +121,12 @@ class Response:
             return self._readinto_chunked(view)
         if self.remaining is not None:
             view = view[: self.remaining]
-        if self._buffer:
-            n = min(len(view), len(self._buffer))
-            view[:n] = self._buffer[:n]
-            del self._buffer[:n]
-        else:
-            n = self._recv_into(view)
-            if n == 0:
-                if self.remaining is not None:
-                    raise HttpError(f"connection closed with {self.remaining} bytes missing")
-                self._done = True
-                return 0
+        n = self._take(view)
+        if n == 0:
+            if self.remaining is not None:
+                raise HttpError(f"connection closed with {self.remaining} bytes missing")
+            self._done = True
+            return 0
         if self.remaining is not None:
             self.remaining -= n
             self._done = self.remaining == 0
@@ -140,15 +144,9 @@ class Response:
                     pass
                 self._done = True
                 return 0
-        view = view[: self._chunk_left]
-        if self._buffer:
-            n = min(len(view), len(self._buffer))
-            view[:n] = self._buffer[:n]
-            del self._buffer[:n]
-        else:
-            n = self._recv_into(view)
-            if n == 0:
-                raise HttpError("connection closed inside a chunk")
+        n = self._take(view[: self._chunk_left])
+        if n == 0:
+            raise HttpError("connection closed inside a chunk")
         self._chunk_left -= n
         if self._chunk_left == 0:
             while len(self._buffer) < 2:
