@@ -108,6 +108,12 @@ class HealthProbe(_Sampler):
                 "p99_ms": 1000 * percentile(lat, 0.99), "max_ms": 1000 * lat[-1]}
 
 
+def health_line(when: str, h: dict) -> str:
+    """One printed line for a :meth:`HealthProbe.result`."""
+    return (f"/health {when}: p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms, "
+            f"max {h['max_ms']:.1f} ms ({h['samples']} probes)")
+
+
 class RssSampler(_Sampler):
     """Samples the resident memory of a process and its children every 20 ms.
 

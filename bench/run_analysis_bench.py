@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, summary, timed  # noqa: E402
+from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, health_line, summary, timed  # noqa: E402
 from tests.support.servers import run_service  # noqa: E402
 from tests.support.synthetic import make_jwst_image  # noqa: E402
 
@@ -136,8 +136,7 @@ def main() -> int:
         print(f"search over 10,000         median {1000 * results['search_10000']['median_s']:.1f}"
               f" ms over HTTP ({results['search_10000']['server_median_ms']:.1f} ms embed+search)")
     results["health_throughout_detection"] = health.result()
-    h = results["health_throughout_detection"]
-    print(f"/health during detection: p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms")
+    print(health_line("during detection", results["health_throughout_detection"]))
     (RESULTS / "analysis.json").write_text(json.dumps(results, indent=2))
     return 0
 

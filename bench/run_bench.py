@@ -19,8 +19,6 @@ import argparse
 import json
 import statistics
 import sys
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,37 +29,27 @@ sys.path.insert(0, str(ROOT))
 
 from app.processing.pipeline import DisplayParams  # noqa: E402
 from app.viewer import image_views  # noqa: E402
+from bench.common import (  # noqa: E402
+    CACHE,
+    MB,
+    RESULTS,
+    HealthProbe,
+    health_line,
+    timed,
+    traced_peak_mb,
+)
 from tests.support.servers import run_service  # noqa: E402
 from tests.support.synthetic import make_jwst_image  # noqa: E402
 
-from bench.common import CACHE, MB, RESULTS, timed, traced_peak_mb  # noqa: E402
-
 
 def health_under_load(base: str, key: str) -> dict:
-    latencies: list[float] = []
-    stop = threading.Event()
-
-    def probe():
-        with httpx.Client(base_url=base, timeout=10) as c:
-            while not stop.is_set():
-                t0 = time.perf_counter()
-                c.get("/health")
-                latencies.append(time.perf_counter() - t0)
-                time.sleep(0.01)
-
-    thread = threading.Thread(target=probe)
-    thread.start()
-    with httpx.Client(base_url=base, timeout=300) as c, ThreadPoolExecutor(4) as pool:
+    """/health latency while 8 histeq previews of 2000 px run 4 at a time."""
+    with HealthProbe(base) as health, httpx.Client(base_url=base, timeout=300) as c, \
+            ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda i: c.get(f"/preview/load{i}", params={
             "file_path": key, "width": 2000, "height": 2000, "stretch": "histeq"}),
             range(8)))
-    stop.set()
-    thread.join()
-    latencies.sort()
-    return {"samples": len(latencies),
-            "p50_ms": 1000 * latencies[len(latencies) // 2],
-            "p99_ms": 1000 * latencies[int(len(latencies) * 0.99) - 1],
-            "max_ms": 1000 * latencies[-1]}
+    return health.result()
 
 
 def main() -> int:
@@ -112,9 +100,8 @@ def main() -> int:
                 results["sizes"][str(size)] = row
             key = f"bench/jwst_{args.sizes[0]}_i2d.fits"
             results["health_under_load"] = health_under_load(base, key)
-            h = results["health_under_load"]
-            print(f"/health during 8 concurrent 2000px histeq previews: p50 {h['p50_ms']:.1f} ms, "
-                  f"p99 {h['p99_ms']:.1f} ms, max {h['max_ms']:.1f} ms ({h['samples']} probes)")
+            print(health_line("during 8 concurrent 2000px histeq previews",
+                              results["health_under_load"]))
     (RESULTS / "viewer.json").write_text(json.dumps(results, indent=2))
     return 0
 

@@ -26,7 +26,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, summary, timed  # noqa: E402
+from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, health_line, summary, timed  # noqa: E402
 from tests.support.servers import run_service  # noqa: E402
 from tests.support.synthetic import make_jwst_image  # noqa: E402
 
@@ -106,9 +106,7 @@ def main() -> int:
             print(f"{name:<22} median {row['median_s']:6.2f} s  min {row['min_s']:6.2f} s  "
                   f"peak worker RSS {row['peak_worker_mb']:7.0f} MB", flush=True)
     results["health_throughout"] = health.result()
-    h = results["health_throughout"]
-    print(f"/health throughout: p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms, "
-          f"max {h['max_ms']:.1f} ms ({h['samples']} probes)")
+    print(health_line("throughout", results["health_throughout"]))
     (RESULTS / "composite.json").write_text(json.dumps(results, indent=2))
     return 0
 

@@ -25,7 +25,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, summary, timed  # noqa: E402
+from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, health_line, summary, timed  # noqa: E402
 from tests.support.servers import run_service  # noqa: E402
 from tests.support.synthetic import make_jwst_image  # noqa: E402
 
@@ -82,9 +82,7 @@ def main() -> int:
             HealthProbe(base) as health:
         run_cases(base, proc.pid, cases, results)
     results["health_throughout"] = health.result()
-    h = results["health_throughout"]
-    print(f"/health throughout: p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms, "
-          f"max {h['max_ms']:.1f} ms ({h['samples']} probes)", flush=True)
+    print(health_line("throughout", results["health_throughout"]), flush=True)
     from dask.distributed import LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
