@@ -86,7 +86,7 @@ class Settings(BaseSettings):
 
     # --- processing engine limits ------------------------------------------------
     MAX_FITS_ARRAY_ELEMENTS: int = Field(default=200_000_000, ge=1)
-    MAX_FITS_FILE_SIZE_MB: int = Field(default=4096, ge=1)
+    MAX_FITS_FILE_SIZE_MB: int = Field(default=10240, ge=1)
     MAX_MOSAIC_OUTPUT_PIXELS: int = Field(default=64_000_000, ge=1)
     # None means 80 % of the cgroup memory limit, or 4 GiB without one.
     ENGINE_MEMORY_BUDGET_BYTES: int | None = Field(default=None, ge=1)
@@ -105,6 +105,16 @@ class Settings(BaseSettings):
     COMPOSITE_CACHE_TTL_SECONDS: float = Field(default=600.0, gt=0)
     COMPOSITE_CACHE_MAX_ENTRIES: int = Field(default=12, ge=0)
     COMPOSITE_CACHE_MAX_BYTES: int = Field(default=512 * MIB, ge=0)
+    # The budget verdict (CONTRACT-HEAD §10.1): the memory one composite may use (None:
+    # ENGINE_MEMORY_BUDGET_BYTES; never more than it), and the smallest side factor a
+    # render shrinks to without allow_force_downscale.
+    MAX_COMPOSITE_MEMORY_BYTES: int | None = Field(default=None, ge=1)
+    COMPOSITE_DOWNSCALE_FAIL_THRESHOLD: float = Field(default=0.85, ge=0, le=1)
+    # POST /composite/estimate refuses more files than this (413).
+    MAX_COMPOSITE_ESTIMATE_FILES: int = Field(default=500, ge=1)
+    # Queued work (the composite stream, observation mosaics) waits for the engine; the
+    # whole job, waiting included, ends with 504 after this many seconds.
+    QUEUED_JOB_TIME_LIMIT_SECONDS: float = Field(default=1800.0, gt=0)
     # None means <STORAGE_BASE_PATH>/semantic.
     SEMANTIC_DATA_DIR: Path | None = None
     DASK_SCHEDULER_ADDRESS: str | None = None

@@ -29,15 +29,18 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
 from app.composite import color_mapping
 from app.errors import BadRequest
 from app.processing.background import subtract_sky
+from app.processing.enhancement import STRETCHES
 from app.processing.fits_io import open_plane
 from app.processing.pipeline import DisplayParams
 from app.processing.render import encode_array
+from app.progress import JobHandle
 from app.processing.reprojection import (
     Grid,
     InputGeometry,
@@ -87,6 +90,29 @@ class CompositePlan:
     quality: int = 95
     cache: CacheSpec | None = None
     identities: list[str] = field(default_factory=list)
+    #: The picture's size; the grid may be smaller (a budget downscale).
+    out_width: int = 0
+    out_height: int = 0
+
+    def __post_init__(self) -> None:
+        self.out_width = self.out_width or self.grid.width
+        self.out_height = self.out_height or self.grid.height
+
+    def on_grid(self, grid: Grid) -> "CompositePlan":
+        """The same composite on another grid (same picture size)."""
+        return plan_on_grid(self.channels, self.geometries, grid, self.out_width,
+                            self.out_height, background_neutralization=self.background_neutralization,
+                            overall=self.overall, fmt=self.fmt, quality=self.quality,
+                            cache=self.cache)
+
+
+@dataclass
+class CompositeResult:
+    """What a render gives back: the encoded picture and its response headers."""
+
+    content: bytes
+    media_type: str
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------
@@ -116,6 +142,16 @@ def plan_composite(channels: list[ChannelSpec], width: int, height: int, *,
                                                    f"{os.path.basename(path)}"))
         geometries.append(geoms)
     grid = fit_grid([g for geoms in geometries for g in geoms], width, height)
+    return plan_on_grid(channels, geometries, grid, width, height,
+                        background_neutralization=background_neutralization, overall=overall,
+                        fmt=fmt, quality=quality, cache=cache)
+
+
+def plan_on_grid(channels: list[ChannelSpec], geometries: list[list[InputGeometry]], grid: Grid,
+                 width: int, height: int, *, background_neutralization: bool = True,
+                 overall: dict | None = None, fmt: str = "png", quality: int = 95,
+                 cache: CacheSpec | None = None) -> CompositePlan:
+    """The plan for channels already read, on ``grid``; 400 when they cannot overlap."""
     boxes = []
     for channel, geoms in zip(channels, geometries):
         found = [b for b in (footprint_box(g, grid) for g in geoms) if b is not None]
@@ -136,26 +172,43 @@ def plan_composite(channels: list[ChannelSpec], width: int, height: int, *,
         identities.append(hashlib.sha256(text.encode()).hexdigest())
     return CompositePlan(channels=channels, geometries=geometries, grid=grid,
                          background_neutralization=background_neutralization, overall=overall,
-                         fmt=fmt, quality=quality, cache=cache, identities=identities)
+                         fmt=fmt, quality=quality, cache=cache, identities=identities,
+                         out_width=int(width), out_height=int(height))
 
 
-def estimate_composite_bytes(plan: CompositePlan) -> int:
-    """Bytes the render needs at its peak (checked against the engine's budget).
+@dataclass(frozen=True)
+class CostModel:
+    """Peak bytes of a render as ``per_pixel`` x grid pixels + ``fixed``."""
 
-    Reprojection: a float32 sum and coverage over the grid, the channel itself,
-    one reduced input and one block of coordinates. Rendering: float32 R, G, B,
-    one channel being stretched with its temporaries, the 8-bit picture and its
-    encoding.
+    per_pixel: int
+    fixed: int
+
+    def bytes_for(self, grid_pixels: int) -> int:
+        return int(self.per_pixel * grid_pixels + self.fixed)
+
+
+def composite_cost(plan: CompositePlan) -> CostModel:
+    """The render's memory model (what admission and the budget verdict use).
+
+    Per grid pixel: every channel on the grid (float32, neutralised copies),
+    float32 R, G, B, one channel being stretched with its temporaries, and the
+    reprojection's float32 sum and coverage. Fixed: one reduced input, one
+    block of coordinates, the picture at its output size (8-bit and the
+    encoder's copy) and the interpreter's own working set.
     """
-    grid_px = plan.grid.height * plan.grid.width
     largest = 0
     for geoms in plan.geometries:
         for g in geoms:
             f = reduction_for(g, plan.grid)
             largest = max(largest, -(-g.height // f) * -(-g.width // f))
-    reproject = grid_px * 12 + largest * 4 + BLOCK_PIXELS * 48 + 16 * MB
-    render = grid_px * 36
-    return int(max(reproject, render) + 48 * MB)
+    per_pixel = 4 * len(plan.channels) + 40
+    fixed = largest * 4 + BLOCK_PIXELS * 48 + plan.out_width * plan.out_height * 16 + 64 * MB
+    return CostModel(per_pixel=per_pixel, fixed=fixed)
+
+
+def estimate_composite_bytes(plan: CompositePlan) -> int:
+    """Bytes the render needs at its peak (checked against the engine's budget)."""
+    return composite_cost(plan).bytes_for(plan.grid.height * plan.grid.width)
 
 
 # --------------------------------------------------------------------------------------
@@ -217,13 +270,21 @@ def _cache(spec: CacheSpec):
                      max_entries=spec.max_entries, ttl_seconds=spec.ttl_seconds)
 
 
-def channel_on_grid(plan: CompositePlan, index: int) -> np.ndarray:
-    """Channel ``index`` on the plan's grid, from the cache when it is there."""
+def channel_on_grid(plan: CompositePlan, index: int,
+                    on_miss: Callable[[], None] | None = None) -> np.ndarray:
+    """Channel ``index`` on the plan's grid, from the cache when it is there.
+
+    ``on_miss`` is called just before the channel is reprojected (not on a hit).
+    """
     geoms, label = plan.geometries[index], plan.channels[index].label
     if plan.cache is None:
+        if on_miss is not None:
+            on_miss()
         return reproject_files(geoms, plan.grid, label)
 
     def fill(tmp) -> None:
+        if on_miss is not None:
+            on_miss()
         with open(tmp, "wb") as handle:
             np.save(handle, reproject_files(geoms, plan.grid, label))
 
@@ -235,30 +296,60 @@ def channel_on_grid(plan: CompositePlan, index: int) -> np.ndarray:
 # Rendering
 # --------------------------------------------------------------------------------------
 
-def composite_rgb(plan: CompositePlan) -> np.ndarray:
-    """The colour picture as float32 (height, width, 3) in [0, 1], row 0 first."""
-    grid = plan.grid
+def _progress(job: JobHandle | None, stage: str, message: str, **extra: object) -> None:
+    """Report a stage (§10.2 grammar) and stop here if the job was cancelled."""
+    if job is None:
+        return
+    job.check()
+    job.emit({"event": "progress", "stage": stage, "message": message, **extra})
+
+
+def composite_rgb(plan: CompositePlan, job: JobHandle | None = None,
+                  fallbacks: list[str] | None = None) -> np.ndarray:
+    """The colour picture on the plan's grid: float32 (height, width, 3) in [0, 1], row 0 first.
+
+    Stages, each reported to ``job`` as it starts (CONTRACT-HEAD §10.2): the
+    reprojection of each channel not in the cache, background neutralisation,
+    the stretch of each channel, the colour combine. Unknown stretch names fall
+    back to zscale and are listed in ``fallbacks`` as ``name:requested->zscale``.
+    """
+    grid, total = plan.grid, len(plan.channels)
+    planes = []
+    for index, channel in enumerate(plan.channels):
+        def reprojecting(index: int = index, name: str = channel.label) -> None:
+            _progress(job, "reproject", f"Reprojecting {name} ({index + 1} of {total})",
+                      filter=name, index=index + 1, total=total)
+        data = channel_on_grid(plan, index, on_miss=reprojecting)
+        if not np.isfinite(data).any():
+            raise BadRequest(f"No usable image data for channel {channel.label}")
+        planes.append(data)
+    if total > 1:
+        in_all = np.ones(grid.shape, dtype=bool)
+        for data in planes:
+            in_all &= np.isfinite(data)
+        if not in_all.any():
+            raise BadRequest("The channels do not overlap on the sky: no pixel has data in "
+                             "every channel")
+        del in_all
+    if plan.background_neutralization:
+        _progress(job, "background_neutralize", "Applying background neutralization")
+        planes = [subtract_sky(data) for data in planes]
     rgb = np.zeros((grid.height, grid.width, 3), dtype=np.float32)
-    in_all = np.ones(grid.shape, dtype=bool)
     luminance = None
     for index, channel in enumerate(plan.channels):
-        data = channel_on_grid(plan, index)
-        covered = np.isfinite(data)
-        if not covered.any():
-            raise BadRequest(f"No usable image data for channel {channel.label}")
-        in_all &= covered
-        data = subtract_sky(data) if plan.background_neutralization else np.array(data)
-        values = color_mapping.stretch_channel(data, channel.display, channel.curve)
-        del data, covered
+        _progress(job, "stretch", f"Stretching {channel.label} ({index + 1} of {total})",
+                  filter=channel.label, index=index + 1, total=total)
+        if fallbacks is not None and channel.display.stretch not in STRETCHES:
+            fallbacks.append(f"{channel.label}:{channel.display.stretch}->zscale")
+        values = color_mapping.stretch_channel(np.asarray(planes[index]), channel.display,
+                                               channel.curve)
+        planes[index] = None  # type: ignore[call-overload]
         if channel.luminance:
             luminance = (values, channel.weight)
         else:
             color_mapping.add_colour(rgb, values, channel.rgb, channel.weight)
         del values
-    if len(plan.channels) > 1 and not in_all.any():
-        raise BadRequest("The channels do not overlap on the sky: no pixel has data in "
-                         "every channel")
-    del in_all
+    _progress(job, "combine", "Combining color channels")
     color_mapping.normalise_common(rgb)
     if luminance is not None:
         rgb = color_mapping.replace_lightness(rgb, luminance[0], min(luminance[1], 1.0))
@@ -267,12 +358,29 @@ def composite_rgb(plan: CompositePlan) -> np.ndarray:
     return rgb
 
 
-def encode_rgb(rgb: np.ndarray, fmt: str, quality: int) -> bytes:
-    """Float RGB in [0, 1] (row 0 first) to PNG/JPEG with row 0 at the bottom."""
-    return encode_array(color_mapping.to_rgb8(rgb), fmt, quality)
+def encode_rgb(rgb: np.ndarray, fmt: str, quality: int,
+               size: tuple[int, int] | None = None) -> bytes:
+    """Float RGB in [0, 1] (row 0 first) to PNG/JPEG with row 0 at the bottom.
+
+    ``size`` = (width, height) of the picture when it differs from the array's
+    (a downscaled grid): the picture is resampled to it (Lanczos).
+    """
+    pixels = color_mapping.to_rgb8(rgb)
+    if size is not None and (size[0], size[1]) != (pixels.shape[1], pixels.shape[0]):
+        from PIL import Image
+
+        pixels = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS))
+    return encode_array(pixels, fmt, quality)
 
 
-def render_composite(plan: CompositePlan) -> bytes:
-    """The encoded picture (worker entry point)."""
-    rgb = composite_rgb(plan)
-    return encode_rgb(rgb, plan.fmt, plan.quality)
+def render_composite(plan: CompositePlan, job: JobHandle | None = None) -> CompositeResult:
+    """The encoded picture and its headers (worker entry point)."""
+    fallbacks: list[str] = []
+    rgb = composite_rgb(plan, job, fallbacks)
+    _progress(job, "encode", "Encoding image")
+    content = encode_rgb(rgb, plan.fmt, plan.quality, (plan.out_width, plan.out_height))
+    headers = {}
+    if fallbacks:
+        headers["X-Composite-Stretch-Fallbacks"] = ",".join(fallbacks)
+    media = "image/png" if plan.fmt == "png" else "image/jpeg"
+    return CompositeResult(content=content, media_type=media, headers=headers)

@@ -94,3 +94,23 @@ class NChannelCompositeRequest(BaseModel):
                        "(exact)")
     height: int = Field(default=1000, gt=0, le=4096, description="Output height in pixels "
                         "(exact)")
+    allow_force_downscale: bool = Field(
+        default=False, description="When the composite alone would not fit the memory "
+        "limit even shrunk to COMPOSITE_DOWNSCALE_FAIL_THRESHOLD of its side, shrink it "
+        "anyway (budget status 'forced') instead of answering 413")
+
+
+class CompositeEstimate(BaseModel):
+    """The budget verdict of a composite, without rendering it (CONTRACT-HEAD §10.3)."""
+
+    status: Literal["ok", "warn", "fail"] = Field(
+        description="ok: fits; warn: will shrink by a side factor >= the threshold; fail: "
+                    "a render would answer 413")
+    original_shape: tuple[int, int] = Field(description="[H, W] of the grid the request "
+                                            "asks for")
+    output_shape: tuple[int, int] = Field(description="[H, W] after shrinking (equal to "
+                                          "original_shape when ok)")
+    side_factor: float = Field(description="Linear shrink, 1.0 when ok")
+    detail: str = Field(description='"" when ok, else the 413 text of a render')
+    memory_limit_mb: int = Field(description="The memory limit in MB (10^6 bytes), floored")
+    fail_threshold: float = Field(description="COMPOSITE_DOWNSCALE_FAIL_THRESHOLD")

@@ -1,64 +1,33 @@
-"""Composite route (CONTRACT.md §3.7): validate, plan off the loop, render in a worker."""
+"""Composite routes (CONTRACT.md §3.7, CONTRACT-HEAD §10.1-10.3): thin wiring.
+
+Planning and the budget verdict are in ``planning``, the render in
+``composite_engine`` (run in a worker), the NDJSON stream in ``stream``.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response, StreamingResponse
 
 from app.composite import composite_engine
-from app.composite.color_mapping import hue_to_rgb
-from app.composite.models import NChannelCompositeRequest
+from app.composite.models import CompositeEstimate, NChannelCompositeRequest
+from app.composite.planning import check_colour_rules, prepare
+from app.composite.stream import MEDIA_TYPE, composite_stream
 from app.config import Settings
-from app.deps import get_pool, get_settings, get_storage, resolve_files
-from app.errors import Unprocessable
+from app.deps import get_pool, get_settings, get_storage
+from app.errors import PayloadTooLarge
 from app.http_errors import error_responses
-from app.processing.pipeline import DisplayParams
 from app.storage.provider import StorageProvider
 from app.workers import WorkerPool
 
 router = APIRouter(prefix="/composite", tags=["Composite"])
 
 
-def channel_specs(body: NChannelCompositeRequest, paths: list[list[str]]):
-    """Worker-side channel descriptions; 422 for the colour rules of §3.7."""
-    n_lum = sum(1 for c in body.channels if c.color.luminance)
-    if n_lum > 1:
-        raise Unprocessable("At most one luminance channel is allowed per composite")
-    if n_lum == len(body.channels):
-        raise Unprocessable("At least one color channel (hue or rgb) is required")
-    specs = []
-    for index, (channel, files) in enumerate(zip(body.channels, paths)):
-        color = channel.color
-        rgb = None
-        if color.hue is not None:
-            rgb = hue_to_rgb(color.hue)
-        elif color.rgb is not None:
-            rgb = tuple(float(v) for v in color.rgb)
-        label = channel.label or f"{index + 1}"
-        specs.append(composite_engine.ChannelSpec(
-            label=label, paths=files,
-            display=DisplayParams(stretch=channel.stretch, black_point=channel.black_point,
-                                  white_point=channel.white_point, gamma=channel.gamma,
-                                  asinh_a=channel.asinh_a),
-            curve=channel.curve, weight=channel.weight, rgb=rgb,
-            luminance=bool(color.luminance)))
-    return specs
-
-
-def cache_spec(settings: Settings):
-    if settings.COMPOSITE_CACHE_MAX_ENTRIES == 0 or settings.COMPOSITE_CACHE_MAX_BYTES == 0:
-        return None
-    return composite_engine.CacheSpec(
-        directory=str(settings.COMPOSITE_CACHE_DIR), max_bytes=settings.COMPOSITE_CACHE_MAX_BYTES,
-        max_entries=settings.COMPOSITE_CACHE_MAX_ENTRIES,
-        ttl_seconds=settings.COMPOSITE_CACHE_TTL_SECONDS)
-
-
 @router.post("/generate-nchannel", response_class=Response,
              summary="Colour composite of several filters",
              responses={200: {"content": {"image/png": {}, "image/jpeg": {}},
-                              "description": "The picture, exactly width x height"},
+                              "description": "The picture, exactly width x height, with the "
+                                             "X-Composite-* budget headers"},
                         **error_responses(400, 403, 404, 413, 422, 429, 503)})
 async def generate_nchannel(body: NChannelCompositeRequest,
                             settings: Settings = Depends(get_settings),
@@ -71,15 +40,64 @@ async def generate_nchannel(body: NChannelCompositeRequest,
     optional luminance channel sets the lightness (LRGB). The picture is exactly
     ``width`` x ``height`` with square sky pixels: the union of the footprints is centred
     and areas without data are black. Reprojected channels are cached, so changing only
-    stretches or colours is fast."""
-    paths = [[str(p) for p in await resolve_files(storage, c.file_paths)] for c in body.channels]
-    specs = channel_specs(body, paths)
-    overall = body.overall.model_dump() if body.overall else None
-    plan = await run_in_threadpool(
-        composite_engine.plan_composite, specs, body.width, body.height,
-        background_neutralization=body.background_neutralization, overall=overall,
-        fmt=body.output_format, quality=body.quality, cache=cache_spec(settings))
-    content = await pool.run(composite_engine.render_composite, plan,
-                             estimate_bytes=composite_engine.estimate_composite_bytes(plan))
-    media = "image/png" if body.output_format == "png" else "image/jpeg"
-    return Response(content=content, media_type=media)
+    stretches or colours is fast. When the composite alone would not fit the memory
+    limit its grid shrinks (``X-Composite-Budget-Status: warn``), or, below the fail
+    threshold, 413 unless ``allow_force_downscale`` (``forced``)."""
+    prepared = await prepare(body, settings, storage, pool.memory_budget)
+    result = await pool.run(composite_engine.render_composite, prepared.plan,
+                            estimate_bytes=prepared.estimate_bytes)
+    return Response(content=result.content, media_type=result.media_type,
+                    headers={**prepared.verdict.headers(), **result.headers})
+
+
+@router.post("/generate-nchannel-stream",
+             summary="The same composite as a live NDJSON progress stream (queued work)",
+             response_class=StreamingResponse,
+             responses={200: {"content": {MEDIA_TYPE: {}},
+                              "description": "One JSON object per line: progress events "
+                                             "(stage queued, reproject, "
+                                             "background_neutralize, stretch, combine, "
+                                             "encode), then exactly one complete or error"},
+                        **error_responses(422)})
+async def generate_nchannel_stream(body: NChannelCompositeRequest, request: Request,
+                                   settings: Settings = Depends(get_settings),
+                                   storage: StorageProvider = Depends(get_storage),
+                                   pool: WorkerPool = Depends(get_pool)):
+    """The body of ``/composite/generate-nchannel``, answered at once with 200 and a
+    stream of progress lines that come from the worker as it works. This is queued
+    work: when the engine is full it waits (a ``queued`` line every few seconds) instead
+    of refusing, until ``QUEUED_JOB_TIME_LIMIT_SECONDS``. Every failure after the 200 is an
+    ``error`` line with the status the synchronous route would answer; the ``complete``
+    line holds the picture (base64) and the synchronous route's headers. A client that
+    disconnects cancels its job at the next stage."""
+    check_colour_rules(body)
+    return StreamingResponse(
+        composite_stream(body, settings, storage, pool, request.is_disconnected),
+        media_type=MEDIA_TYPE, headers={"Cache-Control": "no-cache",
+                                        "X-Accel-Buffering": "no"})
+
+
+@router.post("/estimate", response_model=CompositeEstimate,
+             summary="The budget verdict of a composite, without rendering it",
+             responses=error_responses(400, 403, 404, 413, 422))
+async def estimate(body: NChannelCompositeRequest, settings: Settings = Depends(get_settings),
+                   storage: StorageProvider = Depends(get_storage),
+                   pool: WorkerPool = Depends(get_pool)):
+    """Reads only headers: the grid the composite would use and whether it fits the
+    memory limit as it is (``ok``), shrunk by a side factor at or above the fail
+    threshold (``warn``), or only with ``allow_force_downscale`` (``fail``: a render
+    would answer 413 with this ``detail``). The same verdict the render reaches."""
+    total = sum(len(c.file_paths) for c in body.channels)
+    limit = settings.MAX_COMPOSITE_ESTIMATE_FILES
+    if total > limit:
+        raise PayloadTooLarge(
+            f"Estimate input exceeds soft cap: {total} files across {len(body.channels)} "
+            f"channels (limit: {limit}). Submit smaller batches or generate without "
+            "pre-flight.")
+    verdict = (await prepare(body, settings, storage, pool.memory_budget, refuse=False)).verdict
+    return CompositeEstimate(status="fail" if verdict.status == "fail" else verdict.status,
+                             original_shape=verdict.original_shape,
+                             output_shape=verdict.output_shape,
+                             side_factor=round(verdict.side_factor, 6), detail=verdict.detail,
+                             memory_limit_mb=verdict.limit_bytes // 1_000_000,
+                             fail_threshold=verdict.threshold)

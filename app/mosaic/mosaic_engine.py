@@ -31,6 +31,7 @@ from astropy.io import fits
 
 from app.errors import BadRequest, PayloadTooLarge
 from app.processing.fits_io import open_plane
+from app.storage.helpers import check_file_size
 from app.processing.reprojection import (
     Grid,
     InputGeometry,
@@ -80,12 +81,8 @@ def read_inputs(paths: list[str], max_file_bytes: int | None = None) -> list[Inp
     """Geometries of the inputs, with the per-file size limit (413)."""
     inputs = []
     for path in paths:
-        name = os.path.basename(path)
         if max_file_bytes is not None:
-            size = os.path.getsize(path)
-            if size > max_file_bytes:
-                raise PayloadTooLarge(f"File too large: {name} is {size / MB:.0f} MB, which "
-                                      f"exceeds the maximum of {max_file_bytes / MB:.0f} MB")
+            check_file_size(path, max_file_bytes)
         inputs.append(read_geometry(path))
     return inputs
 

@@ -246,6 +246,27 @@ def native_grid(inputs: list[InputGeometry], max_pixels: int,
     return Grid(wcs=_tan_wcs(ra0, dec0, scale, (crpix1, crpix2)), shape=(height, width))
 
 
+def scaled_grid(grid: Grid, factor: float) -> Grid:
+    """``grid`` with pixels ``1/factor`` times larger, same centre and orientation.
+
+    The shape becomes (max(1, floor(H f)), max(1, floor(W f))); the grid's centre
+    stays on the same sky position (used to shrink a grid to fit a budget).
+    """
+    from astropy.wcs import WCS
+
+    height = max(1, int(math.floor(grid.height * factor)))
+    width = max(1, int(math.floor(grid.width * factor)))
+    wcs = grid.wcs.deepcopy()
+    crpix = wcs.wcs.crpix
+    wcs.wcs.crpix = [(width + 1) / 2.0 + (crpix[0] - (grid.width + 1) / 2.0) * factor,
+                     (height + 1) / 2.0 + (crpix[1] - (grid.height + 1) / 2.0) * factor]
+    if wcs.wcs.has_cd():
+        wcs.wcs.cd = wcs.wcs.cd / factor
+    else:
+        wcs.wcs.cdelt = wcs.wcs.cdelt / factor
+    return Grid(wcs=WCS(wcs.to_header()), shape=(height, width))
+
+
 def footprint_box(geometry: InputGeometry, grid: Grid, margin: int = 1):
     """Grid rows and columns (half-open, clipped) that the input can touch, or None."""
     ra, dec = geometry.edge_world()

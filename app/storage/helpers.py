@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import unquote
 
-from app.errors import AccessDenied, BadRequest, NotFound
+from app.errors import AccessDenied, BadRequest, NotFound, PayloadTooLarge
 
 ACCESS_DENIED = "Access denied: invalid path"
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
@@ -125,3 +125,12 @@ def atomic_target(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Pa
         except OSError:
             pass
         raise
+
+
+def check_file_size(path: str | os.PathLike, max_bytes: int) -> None:
+    """413 when the file is larger than ``max_bytes`` (CONTRACT-HEAD §10.0.3 text)."""
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        mb = 1024 * 1024
+        raise PayloadTooLarge(f"File too large: {size / mb:.1f}MB exceeds maximum "
+                              f"{max_bytes / mb:.1f}MB")

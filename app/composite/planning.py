@@ -1,0 +1,139 @@
+"""From a composite request to a plan and its budget verdict (shared by every composite route).
+
+The routes of CONTRACT-HEAD §10.1-10.3 all start the same way: resolve every
+key (403/404/400), check each file's size (413), read the headers and build
+the common grid (400), then judge the grid against the memory limit. This
+module does that once; the routes only wire its result to a response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.concurrency import run_in_threadpool
+
+from app.composite import composite_engine
+from app.composite.budget import BudgetVerdict, budget_verdict
+from app.composite.color_mapping import hue_to_rgb
+from app.composite.models import NChannelCompositeRequest
+from app.config import Settings
+from app.errors import PayloadTooLarge, Unprocessable
+from app.processing.pipeline import DisplayParams
+from app.processing.reprojection import scaled_grid
+from app.storage.helpers import check_file_size
+from app.storage.provider import StorageProvider
+
+
+def channel_name(index: int, label: str | None) -> str:
+    """How a channel is named in messages and events: its label, or ``ch<i>`` (0-based)."""
+    return label or f"ch{index}"
+
+
+def check_colour_rules(body: NChannelCompositeRequest) -> None:
+    """The two 422s of §10.1 step 10, checked before any work."""
+    n_lum = sum(1 for c in body.channels if c.color.luminance)
+    if n_lum > 1:
+        raise Unprocessable("At most one luminance channel is allowed per composite")
+    if n_lum == len(body.channels):
+        raise Unprocessable("At least one color channel (hue or rgb) is required")
+
+
+def channel_specs(body: NChannelCompositeRequest,
+                  paths: list[list[str]]) -> list[composite_engine.ChannelSpec]:
+    """Worker-side channel descriptions (plain, picklable), in request order."""
+    check_colour_rules(body)
+    specs = []
+    for index, (channel, files) in enumerate(zip(body.channels, paths)):
+        color = channel.color
+        rgb = None
+        if color.hue is not None:
+            rgb = hue_to_rgb(color.hue)
+        elif color.rgb is not None:
+            rgb = (float(color.rgb[0]), float(color.rgb[1]), float(color.rgb[2]))
+        specs.append(composite_engine.ChannelSpec(
+            label=channel_name(index, channel.label), paths=files,
+            display=DisplayParams(stretch=channel.stretch, black_point=channel.black_point,
+                                  white_point=channel.white_point, gamma=channel.gamma,
+                                  asinh_a=channel.asinh_a),
+            curve=channel.curve, weight=channel.weight, rgb=rgb,
+            luminance=bool(color.luminance)))
+    return specs
+
+
+def cache_spec(settings: Settings) -> composite_engine.CacheSpec | None:
+    if settings.COMPOSITE_CACHE_MAX_ENTRIES == 0 or settings.COMPOSITE_CACHE_MAX_BYTES == 0:
+        return None
+    return composite_engine.CacheSpec(
+        directory=str(settings.COMPOSITE_CACHE_DIR), max_bytes=settings.COMPOSITE_CACHE_MAX_BYTES,
+        max_entries=settings.COMPOSITE_CACHE_MAX_ENTRIES,
+        ttl_seconds=settings.COMPOSITE_CACHE_TTL_SECONDS)
+
+
+def composite_limit(settings: Settings, engine_budget: int) -> int:
+    """The bytes one composite may use: MAX_COMPOSITE_MEMORY_BYTES, capped by the engine's
+    whole budget (so the verdict never lets through what admission would refuse)."""
+    limit = settings.MAX_COMPOSITE_MEMORY_BYTES or engine_budget
+    return min(int(limit), int(engine_budget))
+
+
+def resolve_channel_files(body: NChannelCompositeRequest, storage: StorageProvider,
+                          max_file_bytes: int) -> list[list[str]]:
+    """Local paths of every channel's files, in order; 403/404/400 and the size 413."""
+    paths = []
+    for channel in body.channels:
+        files = []
+        for key in channel.file_paths:
+            path = storage.local_path(key)
+            check_file_size(path, max_file_bytes)
+            files.append(str(path))
+        paths.append(files)
+    return paths
+
+
+@dataclass
+class PreparedComposite:
+    """A plan on the grid it will be rendered on, and the verdict that chose the grid."""
+
+    plan: composite_engine.CompositePlan
+    verdict: BudgetVerdict
+
+    @property
+    def estimate_bytes(self) -> int:
+        return composite_engine.estimate_composite_bytes(self.plan)
+
+
+def judge(plan: composite_engine.CompositePlan, settings: Settings, engine_budget: int,
+          allow_force_downscale: bool) -> BudgetVerdict:
+    cost = composite_engine.composite_cost(plan)
+    return budget_verdict(plan.grid.shape, cost.per_pixel, cost.fixed,
+                          composite_limit(settings, engine_budget),
+                          settings.COMPOSITE_DOWNSCALE_FAIL_THRESHOLD, allow_force_downscale)
+
+
+def prepare_sync(body: NChannelCompositeRequest, settings: Settings, storage: StorageProvider,
+                 engine_budget: int, *, refuse: bool = True) -> PreparedComposite:
+    """Resolve, read headers, judge; the plan moved to the grid that fits.
+
+    With ``refuse`` a ``fail`` verdict is the §10.1 413 (its detail word for word);
+    without it (the estimate) the verdict is only reported.
+    """
+    paths = resolve_channel_files(body, storage, settings.max_fits_file_bytes)
+    specs = channel_specs(body, paths)
+    plan = composite_engine.plan_composite(
+        specs, body.width, body.height,
+        background_neutralization=body.background_neutralization,
+        overall=body.overall.model_dump() if body.overall else None,
+        fmt=body.output_format, quality=body.quality, cache=cache_spec(settings))
+    verdict = judge(plan, settings, engine_budget, body.allow_force_downscale and refuse)
+    if verdict.status == "fail" and refuse:
+        raise PayloadTooLarge(verdict.detail)
+    if verdict.downscaled and verdict.status != "fail":
+        plan = plan.on_grid(scaled_grid(plan.grid, verdict.side_factor))
+    return PreparedComposite(plan=plan, verdict=verdict)
+
+
+async def prepare(body: NChannelCompositeRequest, settings: Settings, storage: StorageProvider,
+                  engine_budget: int, *, refuse: bool = True) -> PreparedComposite:
+    """:func:`prepare_sync` off the event loop (it reads files and may download from S3)."""
+    return await run_in_threadpool(prepare_sync, body, settings, storage, engine_budget,
+                                   refuse=refuse)
