@@ -48,6 +48,7 @@ from app.processing.reprojection import (
     fit_grid,
     footprint_box,
     read_geometry,
+    reduction_for,
     sample_bilinear,
 )
 
@@ -122,11 +123,6 @@ class CompositeResult:
 def _file_identity(path: str) -> list:
     st = os.stat(path)
     return [os.path.realpath(path), st.st_size, st.st_mtime_ns]
-
-
-def reduction_for(geometry: InputGeometry, grid: Grid) -> int:
-    """Integer block factor that keeps the input's pixels no coarser than the grid's."""
-    return max(1, int(math.floor(grid.scale_deg / geometry.scale_deg * (1 + 1e-6))))
 
 
 def plan_composite(channels: list[ChannelSpec], width: int, height: int, *,

@@ -106,10 +106,10 @@ class CompositeEstimate(BaseModel):
     status: Literal["ok", "warn", "fail"] = Field(
         description="ok: fits; warn: will shrink by a side factor >= the threshold; fail: "
                     "a render would answer 413")
-    original_shape: tuple[int, int] = Field(description="[H, W] of the grid the request "
-                                            "asks for")
-    output_shape: tuple[int, int] = Field(description="[H, W] after shrinking (equal to "
-                                          "original_shape when ok)")
+    original_shape: list[int] = Field(min_length=2, max_length=2,
+                                      description="[H, W] of the grid the request asks for")
+    output_shape: list[int] = Field(min_length=2, max_length=2, description="[H, W] after "
+                                    "shrinking (equal to original_shape when ok)")
     side_factor: float = Field(description="Linear shrink, 1.0 when ok")
     detail: str = Field(description='"" when ok, else the 413 text of a render')
     memory_limit_mb: int = Field(description="The memory limit in MB (10^6 bytes), floored")

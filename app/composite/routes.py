@@ -96,8 +96,8 @@ async def estimate(body: NChannelCompositeRequest, settings: Settings = Depends(
             "pre-flight.")
     verdict = (await prepare(body, settings, storage, pool.memory_budget, refuse=False)).verdict
     return CompositeEstimate(status="fail" if verdict.status == "fail" else verdict.status,
-                             original_shape=verdict.original_shape,
-                             output_shape=verdict.output_shape,
+                             original_shape=list(verdict.original_shape),
+                             output_shape=list(verdict.output_shape),
                              side_factor=round(verdict.side_factor, 6), detail=verdict.detail,
                              memory_limit_mb=verdict.limit_bytes // 1_000_000,
                              fail_threshold=verdict.threshold)

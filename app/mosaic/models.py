@@ -45,6 +45,25 @@ class MosaicRequest(BaseModel):
     cmap: str = Field(default="grayscale", description="Colormap of the picture")
 
 
+class ObservationMosaicRequest(BaseModel):
+    """Every per-detector file of one filter of one observation (CONTRACT-HEAD §10.5)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"file_paths": EXAMPLE_KEYS, "combine_method": "mean",
+         "max_output_pixels": 64_000_000, "batch_size": 10}]})
+
+    file_paths: list[str] = Field(min_length=2, max_length=500,
+                                  description="Storage keys of the files, in order")
+    combine_method: Literal["mean", "sum", "first", "last", "min", "max"] = Field(
+        default="mean", description="How overlapping pixels combine")
+    max_output_pixels: int = Field(
+        default=64_000_000, ge=1, le=256_000_000,
+        description="A larger native grid is made coarser to this many pixels (never refused)")
+    batch_size: int = Field(default=10, ge=4, le=20, description="Accepted for "
+                            "compatibility; the tiled engine combines all files at once "
+                            "(one global mean), so it needs no batches")
+
+
 class FootprintRequest(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"file_paths": EXAMPLE_KEYS}]})
 
@@ -75,3 +94,7 @@ class FootprintResponse(BaseModel):
     footprints: list[Footprint]
     bounding_box: BoundingBox
     n_files: int
+    overlap_warning: str | None = Field(
+        default=None, description="When the files form several groups that do not overlap "
+        "on the sky (fields of view from their instruments): the groups, one per line; "
+        "else null")

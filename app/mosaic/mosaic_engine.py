@@ -21,16 +21,18 @@ edges); pixels no input covers are NaN.
 from __future__ import annotations
 
 import io
-from collections import deque
+import math
 import os
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Callable
 
 import numpy as np
 from astropy.io import fits
 
 from app.errors import BadRequest, PayloadTooLarge
-from app.processing.fits_io import open_plane
+from app.processing.fits_io import block_mean, open_plane
 from app.storage.helpers import check_file_size
 from app.processing.reprojection import (
     Grid,
@@ -41,12 +43,16 @@ from app.processing.reprojection import (
     input_window,
     native_grid,
     read_geometry,
+    reduction_for,
     sample_bilinear,
+    scaled_grid,
 )
 
 COMBINE_METHODS = ("mean", "sum", "first", "last", "min", "max")
 #: Output pixels per tile (a row block of the output).
 TILE_PIXELS = 1 << 21
+#: Tiles computed on a Dask cluster at once, at most (they wait here to be written).
+DASK_TILES_IN_FLIGHT = 8
 MB = 1024 * 1024
 
 COPIED_KEYS = ("TELESCOP", "INSTRUME", "DETECTOR", "FILTER", "PUPIL", "CHANNEL", "BAND",
@@ -63,6 +69,9 @@ class MosaicPlan:
     grid: Grid
     combine_method: str = "mean"
     boxes: list[tuple[int, int, int, int] | None] | None = None
+    #: Block-average inputs finer than the grid before resampling (no aliasing when the
+    #: grid was shrunk to fit a pixel limit).
+    reduce: bool = False
 
     @property
     def tile_rows(self) -> int:
@@ -104,15 +113,27 @@ def picture_grid(inputs: list[InputGeometry], width: int | None, height: int | N
 
 def plan_mosaic(paths: list[str], combine_method: str = "mean", *,
                 max_output_pixels: int = 64_000_000, width: int | None = None,
-                height: int | None = None, max_file_bytes: int | None = None) -> MosaicPlan:
-    """Headers only: the inputs' geometry and the output grid (413 when too large)."""
+                height: int | None = None, max_file_bytes: int | None = None,
+                shrink_to_fit: bool = False) -> MosaicPlan:
+    """Headers only: the inputs' geometry and the output grid.
+
+    A native grid larger than ``max_output_pixels`` is 413, or with
+    ``shrink_to_fit`` is made coarser by the side factor sqrt(max / pixels) (its
+    centre kept) so that it fits, and finer inputs are block-averaged to it.
+    """
     if combine_method not in COMBINE_METHODS:
         raise BadRequest(f"Unknown combine method {combine_method!r}; use one of "
                          f"{', '.join(COMBINE_METHODS)}")
     if len(paths) < 2:
         raise BadRequest("A mosaic needs at least two files")
     inputs = read_inputs(paths, max_file_bytes)
-    grid = picture_grid(inputs, width, height, max_output_pixels)
+    if shrink_to_fit and width is None and height is None:
+        grid = native_grid(inputs, 1 << 62)
+        pixels = grid.width * grid.height
+        if pixels > max_output_pixels:
+            grid = scaled_grid(grid, math.sqrt(max_output_pixels / pixels))
+    else:
+        grid = picture_grid(inputs, width, height, max_output_pixels)
     if grid.width * grid.height > max_output_pixels:
         raise PayloadTooLarge(f"Mosaic output too large: exceeds MAX_MOSAIC_OUTPUT_PIXELS "
                               f"({max_output_pixels:,})")
@@ -120,7 +141,8 @@ def plan_mosaic(paths: list[str], combine_method: str = "mean", *,
     for g, box in zip(inputs, boxes):
         if box is None:
             raise BadRequest(f"{os.path.basename(g.path)} does not overlap the mosaic's area")
-    return MosaicPlan(inputs=inputs, grid=grid, combine_method=combine_method, boxes=boxes)
+    return MosaicPlan(inputs=inputs, grid=grid, combine_method=combine_method, boxes=boxes,
+                      reduce=shrink_to_fit)
 
 
 def estimate_mosaic_bytes(plan: MosaicPlan, in_memory: bool) -> int:
@@ -148,6 +170,28 @@ def _read_window(geometry: InputGeometry, r0: int, r1: int, c0: int, c1: int) ->
     return window
 
 
+def _input_samples(plan: MosaicPlan, geometry: InputGeometry, tr0: int, tr1: int, c0: int,
+                   c1: int) -> np.ndarray | None:
+    """The input resampled onto grid rows ``tr0:tr1``, columns ``c0:c1`` (NaN uncovered).
+
+    With ``plan.reduce`` an input finer than the grid is first averaged over
+    f x f blocks (f the integer ratio of the pixel scales), read only for the
+    window the block needs.
+    """
+    factor = reduction_for(geometry, plan.grid) if plan.reduce else 1
+    height, width = -(-geometry.height // factor), -(-geometry.width // factor)
+    x, y = PixelMapper(plan.grid, geometry.wcs, factor).block(tr0, tr1, c0, c1)
+    window = input_window(x, y, height, width)
+    if window is None:
+        return None
+    wr0, wr1, wc0, wc1 = window
+    data = _read_window(geometry, wr0 * factor, min(geometry.height, wr1 * factor),
+                        wc0 * factor, min(geometry.width, wc1 * factor))
+    if factor > 1:
+        data = block_mean(data, factor)
+    return sample_bilinear(data, x, y, origin=(wr0, wc0))
+
+
 def compute_tile(plan: MosaicPlan, r0: int, r1: int) -> np.ndarray:
     """Output rows ``r0:r1`` of the mosaic (float32, NaN where nothing covers)."""
     grid, method = plan.grid, plan.combine_method
@@ -162,14 +206,9 @@ def compute_tile(plan: MosaicPlan, r0: int, r1: int) -> np.ndarray:
         if box is None or box[1] <= r0 or box[0] >= r1:
             continue
         tr0, tr1, c0, c1 = max(r0, box[0]), min(r1, box[1]), box[2], box[3]
-        x, y = PixelMapper(grid, geometry.wcs).block(tr0, tr1, c0, c1)
-        window = input_window(x, y, geometry.height, geometry.width)
-        if window is None:
+        values = _input_samples(plan, geometry, tr0, tr1, c0, c1)
+        if values is None:
             continue
-        wr0, wr1, wc0, wc1 = window
-        data = _read_window(geometry, wr0, wr1, wc0, wc1)
-        values = sample_bilinear(data, x, y, origin=(wr0, wc0))
-        del data, x, y
         ok = np.isfinite(values)
         rows = slice(tr0 - r0, tr1 - r0)
         cols = slice(c0, c1)
@@ -209,7 +248,8 @@ def iter_tiles(plan: MosaicPlan, dask_address: str | None = None):
         shared = client.scatter(plan, broadcast=True)
         bounds = plan.tiles()
         # A few tiles in flight per worker, so finished tiles do not pile up here.
-        in_flight = max(2, 2 * len(client.scheduler_info()["workers"]))
+        in_flight = min(DASK_TILES_IN_FLIGHT,
+                        max(2, 2 * len(client.scheduler_info()["workers"])))
         pending: deque = deque()
         submitted = 0
         while submitted < len(bounds) or pending:
@@ -238,8 +278,29 @@ def _short(values: list[str]) -> str:
     return text if len(text) <= 68 else text[:65] + "..."
 
 
+def _add_source_keywords(header: fits.Header, plan: MosaicPlan) -> None:
+    """Keys shared by every input (copied), distinct-value summaries, HISTORY (P9)."""
+    for key in COPIED_KEYS:
+        values = [g.header.get(key) for g in plan.inputs]
+        if values[0] is not None and all(v == values[0] for v in values) \
+                and key not in header:
+            header[key] = values[0]
+    for key, source in SUMMARY_KEYS:
+        seen: list[str] = []
+        for g in plan.inputs:
+            value = g.header.get(source)
+            if value is not None and str(value) not in seen:
+                seen.append(str(value))
+        if seen:
+            header[key] = (_short(seen), f"Distinct {source} values of the inputs")
+    header.add_history(f"Mosaic of {len(plan.inputs)} inputs by jwst-processing-engine, "
+                       f"combine method '{plan.combine_method}'")
+    header.add_history("Inputs resampled bilinearly onto a common north-up TAN grid; "
+                       "exact zeros treated as no coverage")
+
+
 def mosaic_header(plan: MosaicPlan) -> fits.Header:
-    """Primary header: WCS, provenance, keys shared by every input, summaries, HISTORY."""
+    """Primary header of P9 (CONTRACT.md §3.9): WCS, provenance, source keywords."""
     header = fits.Header()
     header["EXTNAME"] = ("MOSAIC", "Mosaic of several exposures")
     header.update(plan.grid.to_header())
@@ -252,23 +313,24 @@ def mosaic_header(plan: MosaicPlan) -> fits.Header:
     header["COMBMETH"] = (plan.combine_method, "How overlapping pixels were combined")
     for index, g in enumerate(plan.inputs, start=1):
         header[f"SRC{index:04d}"] = (os.path.basename(g.path)[:68], f"Input file {index}")
-    for key in COPIED_KEYS:
-        values = [g.header.get(key) for g in plan.inputs]
-        if values[0] is not None and all(v == values[0] for v in values) \
-                and key not in header:
-            header[key] = values[0]
-    for key, source in SUMMARY_KEYS:
-        seen = []
-        for g in plan.inputs:
-            value = g.header.get(source)
-            if value is not None and str(value) not in seen:
-                seen.append(str(value))
-        if seen:
-            header[key] = (_short(seen), f"Distinct {source} values of the inputs")
-    header.add_history(f"Mosaic of {len(plan.inputs)} inputs by jwst-processing-engine, "
-                       f"combine method '{plan.combine_method}'")
-    header.add_history("Inputs resampled bilinearly onto a common north-up TAN grid; "
-                       "exact zeros treated as no coverage; NaN where nothing covers")
+    _add_source_keywords(header, plan)
+    header.add_history("NaN where nothing covers")
+    return header
+
+
+def observation_header(plan: MosaicPlan) -> fits.Header:
+    """Primary header of an observation mosaic (CONTRACT-HEAD §10.5, Decision 19)."""
+    header = fits.Header()
+    header.update(plan.grid.to_header())
+    header["ORIGIN"] = ("JWST-DataAnalysis", "Organisation that made the file")
+    header["CREATOR"] = ("observation-mosaic-generator", "Software that made the file")
+    header["DATE"] = (datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                      "UTC time the file was written")
+    header["NCOMBINE"] = (len(plan.inputs), "Number of input files")
+    header["COMBMETH"] = (plan.combine_method, "How overlapping pixels were combined")
+    header["HIERARCH OBS_MOSAIC"] = True
+    _add_source_keywords(header, plan)
+    header.add_history("0 where nothing covers")
     return header
 
 
@@ -308,14 +370,21 @@ def _hdu_bytes(hdu) -> bytes:
     return buf.getvalue()[2880:]  # an empty primary header is exactly one block
 
 
-def write_mosaic_fits(plan: MosaicPlan, path: str, dask_address: str | None = None) -> int:
+def write_mosaic_fits(plan: MosaicPlan, path: str, dask_address: str | None = None, *,
+                      header: fits.Header | None = None, fill: float | None = None,
+                      on_start: Callable[[int], None] | None = None,
+                      on_rows: Callable[[int], None] | None = None) -> int:
     """Write the mosaic FITS file tile by tile; returns its size in bytes.
 
     The primary HDU's header is written first, then each tile's rows as
     big-endian float32 straight to their offset, then the padding and the
-    SRCMETA extension. Nothing larger than a tile is in memory.
+    SRCMETA extension. Nothing larger than a tile is in memory. ``header``
+    defaults to :func:`mosaic_header`; ``fill`` replaces NaN (no coverage).
+    ``on_start(size)`` is called once the file's final size is known and its
+    header written; ``on_rows(n)`` each time the first ``n`` bytes are final
+    (tiles arrive in row order), so a reader can stream the file as it grows.
     """
-    header = mosaic_header(plan)
+    header = mosaic_header(plan) if header is None else header
     height, width = plan.grid.shape
     # A 1x1 float32 HDU puts BITPIX, NAXIS and NAXISn in their required places;
     # only the sizes change.
@@ -325,17 +394,29 @@ def write_mosaic_fits(plan: MosaicPlan, path: str, dask_address: str | None = No
     head = primary.header.tostring().encode("ascii")
     data_bytes = width * height * 4
     pad = (-data_bytes) % 2880
+    table = _hdu_bytes(source_table(plan))
+    total = len(head) + data_bytes + pad + len(table)
     with open(path, "wb") as handle:
         handle.write(head)
+        handle.flush()
+        if on_start is not None:
+            on_start(total)
         fd = handle.fileno()
-        for r0, _r1, tile in iter_tiles(plan, dask_address):
+        for r0, r1, tile in iter_tiles(plan, dask_address):
+            if fill is not None:
+                np.nan_to_num(tile, copy=False, nan=fill)
             os.pwrite(fd, tile.astype(">f4").tobytes(), len(head) + r0 * width * 4)
+            if on_rows is not None:
+                on_rows(len(head) + r1 * width * 4)
         handle.seek(len(head) + data_bytes)
         handle.write(b"\x00" * pad)
-        handle.write(_hdu_bytes(source_table(plan)))
+        handle.write(table)
         handle.flush()
         os.fsync(fd)
-        return handle.tell()
+        size = handle.tell()
+    if on_rows is not None:
+        on_rows(size)
+    return size
 
 
 # --------------------------------------------------------------------------------------

@@ -1,12 +1,15 @@
-"""Mosaic and footprint routes (CONTRACT.md §3.8-3.10): thin; the work is in mosaic_engine."""
+"""Mosaic and footprint routes (CONTRACT.md §3.8-3.10, CONTRACT-HEAD §10.5-10.6): thin; the
+work is in mosaic_engine, observation and overlap."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from typing import Any, AsyncIterator
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import FileResponse, Response
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
@@ -15,10 +18,18 @@ from app.deps import get_pool, get_settings, get_storage, resolve_files
 from app.errors import BadRequest
 from app.http_errors import error_responses
 from app.mosaic import mosaic_engine
-from app.mosaic.models import FootprintRequest, FootprintResponse, MosaicRequest
+from app.mosaic.models import (
+    FootprintRequest,
+    FootprintResponse,
+    MosaicRequest,
+    ObservationMosaicRequest,
+)
+from app.mosaic.observation import build_observation_mosaic, estimate_observation_bytes
+from app.mosaic.overlap import overlap_warning
 from app.mosaic.rendering import render_mosaic_picture
 from app.processing.pipeline import DisplayParams
 from app.processing.render import COLORMAPS
+from app.storage.helpers import check_file_size
 from app.storage.provider import StorageProvider
 from app.workers import WorkerPool
 
@@ -83,15 +94,109 @@ async def generate_mosaic(body: MosaicRequest, settings: Settings = Depends(get_
     return Response(content=content, media_type=MEDIA[fmt])
 
 
+#: Bytes sent per piece while an observation mosaic streams.
+STREAM_PIECE = 1 << 20
+
+
+async def _follow_file(steps: AsyncIterator[tuple[str, Any]], path: str,
+                       size: int) -> AsyncIterator[bytes]:
+    """The file's bytes as the worker declares them final; the file is removed after.
+
+    If the job fails mid-way the exception ends the response early (shorter than its
+    Content-Length), so the client knows it did not get the whole file.
+    """
+    sent = 0
+    try:
+        with open(path, "rb") as handle:
+            async for kind, value in steps:
+                if kind == "result":
+                    upto = size
+                elif value.get("event") == "rows":
+                    upto = int(value["upto"])
+                else:
+                    continue
+                while sent < upto:
+                    piece = os.pread(handle.fileno(), min(STREAM_PIECE, upto - sent), sent)
+                    if not piece:
+                        raise OSError(f"{path} is shorter than announced")
+                    sent += len(piece)
+                    yield piece
+    finally:
+        await steps.aclose()
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+@router.post("/generate-observation", response_class=StreamingResponse,
+             summary="One FITS mosaic of an observation's detector files (queued work)",
+             responses={200: {"content": {"application/fits": {}},
+                              "description": "The mosaic: a primary float32 image with its "
+                                             "WCS, provenance keywords and 0 where nothing "
+                                             "covers, then the SRCMETA table of the source "
+                                             "headers; streamed as it is written"},
+                        **error_responses(400, 403, 404, 413, 422, 503, 504)})
+async def generate_observation(body: ObservationMosaicRequest, request: Request,
+                               settings: Settings = Depends(get_settings),
+                               storage: StorageProvider = Depends(get_storage),
+                               pool: WorkerPool = Depends(get_pool)):
+    """Resample 2-500 files onto one north-up TAN grid at the finest input pixel scale
+    (bilinear, WCS and SIP honoured) and combine overlaps with ``combine_method``. A grid
+    larger than ``max_output_pixels`` is made coarser to fit (inputs block-averaged to it)
+    instead of being refused. Built tile by tile in a worker (memory follows the tile
+    size, not the number of files; on ``DASK_SCHEDULER_ADDRESS``'s cluster when set) and
+    streamed while it is written. This is queued work: when the engine is busy it waits,
+    up to ``QUEUED_JOB_TIME_LIMIT_SECONDS``, instead of answering 429."""
+
+    def resolve() -> tuple[list[str], list[int]]:
+        paths, sizes = [], []
+        for key in body.file_paths:
+            path = storage.local_path(key)
+            check_file_size(path, settings.max_fits_file_bytes)
+            paths.append(str(path))
+            sizes.append(os.path.getsize(path))
+        return paths, sizes
+
+    paths, sizes = await run_in_threadpool(resolve)
+    dask = settings.DASK_SCHEDULER_ADDRESS
+    directory = str(settings.STORAGE_TEMP_CACHE_DIR / "mosaic-output")
+    steps = pool.stream(build_observation_mosaic, paths, body.combine_method,
+                        body.max_output_pixels, directory, dask,
+                        estimate_bytes=estimate_observation_bytes(sizes, on_dask=bool(dask)),
+                        queued=True, time_limit=settings.QUEUED_JOB_TIME_LIMIT_SECONDS,
+                        disconnected=request.is_disconnected)
+    started: dict[str, Any] | None = None
+    try:
+        async for kind, value in steps:
+            if kind == "event" and value.get("event") == "file":
+                started = value
+                break
+    except BaseException:
+        await steps.aclose()
+        raise
+    if started is None:  # the client went away while the job waited or planned
+        await steps.aclose()
+        return Response(status_code=499)
+    return StreamingResponse(
+        _follow_file(steps, started["path"], int(started["size"])),
+        media_type=MEDIA["fits"],
+        headers={"Content-Disposition": "attachment; filename=observation-mosaic.fits",
+                 "Content-Length": str(int(started["size"]))})
+
+
 @router.post("/footprint", response_model=FootprintResponse,
              summary="Sky footprints of FITS files, from their headers",
              responses=error_responses(400, 403, 404, 422))
 async def footprint(body: FootprintRequest, storage: StorageProvider = Depends(get_storage)):
     """Corners (pixel centres of the four corner pixels) and centre of each file on the sky,
     from its WCS alone (astropy: PC, CD and SIP honoured; no pixel is read), and the
-    bounding box of all of them, which handles RA wrap-around at 0/360."""
+    bounding box of all of them, which handles RA wrap-around at 0/360. ``overlap_warning``
+    lists the groups when the files form several that do not overlap on the sky."""
     paths = [str(p) for p in await resolve_files(storage, body.file_paths)]
     result = await run_in_threadpool(mosaic_engine.footprints, paths)
-    for item, key in zip(result["footprints"], body.file_paths):
+    items = result["footprints"]
+    for item, key in zip(items, body.file_paths):
         item["file_path"] = key
+    result["overlap_warning"] = await run_in_threadpool(
+        overlap_warning, body.file_paths, [f["center_ra"] for f in items],
+        [f["center_dec"] for f in items], [f["instrument"] for f in items])
     return result

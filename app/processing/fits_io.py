@@ -178,6 +178,20 @@ def check_element_limit(shape: tuple[int, ...], max_elements: int) -> None:
 # Raw reading
 # --------------------------------------------------------------------------------------
 
+def check_data_present(path: str, hdu, shape: tuple[int, ...]) -> int:
+    """400 when an uncompressed image HDU's file holds fewer data bytes than its header
+    declares (a half-written or cut file); returns where its data starts."""
+    bitpix = abs(int(hdu.header["BITPIX"]))
+    data_offset = int(hdu.fileinfo()["datLoc"])
+    total = math.prod(shape) * bitpix // 8
+    available = os.path.getsize(path) - data_offset
+    if available < total:
+        raise BadRequest(
+            "FITS file is truncated: the header declares "
+            f"{total:,} data bytes but only {max(available, 0):,} are present")
+    return data_offset
+
+
 @dataclass
 class PlaneReader:
     """Reads rows of one 2-D plane of an image HDU as native float32.
@@ -204,14 +218,7 @@ class PlaneReader:
             self.bscale = float(header.get("BSCALE", 1.0))
             self.bzero = float(header.get("BZERO", 0.0))
             self.blank = header.get("BLANK") if bitpix > 0 else None
-            info = self.hdu.fileinfo()
-            self.data_offset = int(info["datLoc"])
-            total = math.prod(self.choice.shape) * self.dtype.itemsize
-            available = os.path.getsize(self.path) - self.data_offset
-            if available < total:
-                raise BadRequest(
-                    "FITS file is truncated: the header declares "
-                    f"{total:,} data bytes but only {max(available, 0):,} are present")
+            self.data_offset = check_data_present(self.path, self.hdu, self.choice.shape)
             plane_elems = self.choice.height * self.choice.width
             flat = 0
             stride = 1

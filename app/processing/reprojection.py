@@ -36,9 +36,11 @@ from app.errors import BadRequest, PayloadTooLarge
 from app.processing.fits_io import (
     PlaneChoice,
     celestial_wcs,
+    check_data_present,
     choose_plane,
     find_image_hdu,
     hdu_shape,
+    is_whole_file_compressed,
     open_fits,
 )
 
@@ -125,6 +127,8 @@ def read_geometry(path: str | os.PathLike, slice_index: int = -1,
             index = find_image_hdu(hdul, hdu_index=hdu_index)
             hdu = hdul[index]
             choice = choose_plane(hdu_shape(hdu), slice_index)
+            if not (is_whole_file_compressed(path) or isinstance(hdu, fits.CompImageHDU)):
+                check_data_present(path, hdu, choice.shape)
             header = merged_header(hdul, index)
     except BadRequest as exc:
         raise BadRequest(f"{name}: {exc.detail}") from None
@@ -244,6 +248,11 @@ def native_grid(inputs: list[InputGeometry], max_pixels: int,
     crpix1 = (width - 1) / 2.0 + 1.0 - cx / scale
     crpix2 = (height - 1) / 2.0 + 1.0 - cy / scale
     return Grid(wcs=_tan_wcs(ra0, dec0, scale, (crpix1, crpix2)), shape=(height, width))
+
+
+def reduction_for(geometry: InputGeometry, grid: Grid) -> int:
+    """Integer block factor that keeps the input's pixels no coarser than the grid's."""
+    return max(1, int(math.floor(grid.scale_deg / geometry.scale_deg * (1 + 1e-6))))
 
 
 def scaled_grid(grid: Grid, factor: float) -> Grid:
