@@ -35,7 +35,8 @@ STORAGE = CACHE / "storage"
 COMPOSITE_CACHE = CACHE / "composite-cache"
 
 
-def make_inputs() -> dict:
+def make_three() -> list[str]:
+    """The three-filter field: two 4096^2 channels at 0.031"/px, one 2048^2 at 0.063"/px."""
     base = STORAGE / "composite"
     three = []
     for name, size, scale, rot, filt in (("f090w", 4096, 0.031, 2.0, "F090W"),
@@ -48,6 +49,12 @@ def make_inputs() -> dict:
                             pixel_scale_arcsec=scale, rotation_deg=rot, n_stars=400,
                             filter_name=filt, with_err_dq=False)
         three.append(f"composite/{path.name}")
+    return three
+
+
+def make_inputs() -> dict:
+    base = STORAGE / "composite"
+    three = make_three()
     grid = {}
     step = 2048 * 0.031 * 0.95 / 3600  # 5 % overlap between neighbours
     for c, filt in enumerate(("F090W", "F150W", "F200W")):

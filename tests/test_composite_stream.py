@@ -422,3 +422,33 @@ def test_budget_verdict_worked_example_of_the_contract():
     assert forced.status == "forced" and forced.headers()["X-Composite-Side-Factor"] == \
         f"{forced.side_factor:.3f}"
     assert "(3952x3952 from 4700x4700)" in fail.detail and "= 3000 MB;" in fail.detail
+
+
+def test_observation_mosaic_waits_for_the_busy_worker_instead_of_429(small_engine, stream_files,
+                                                                     data_root):
+    """The one worker is held by a composite; an observation mosaic sent meanwhile waits
+    (no 429) and is answered once the worker is free."""
+    base, cache = small_engine
+    body = {"channels": [channel([stream_files["f770w"]], {"hue": 0}),
+                         channel([stream_files["tiles"][6]], {"hue": 120})],
+            "width": 222, "height": 111}
+    answer: dict = {}
+
+    def mosaic() -> None:
+        answer["response"] = httpx.post(
+            base + "/mosaic/generate-observation",
+            json={"file_paths": stream_files["tiles"][:4]}, timeout=TIMEOUT)
+
+    with holding(lock_path(body, data_root, cache, 1)):
+        holder = StreamThread(base, body)
+        holder.start()
+        wait_for(lambda: holder.result.stages[-1:] == ["reproject"], "the held composite")
+        worker = threading.Thread(target=mosaic, daemon=True)
+        worker.start()
+        worker.join(1.0)
+        assert "response" not in answer  # still waiting: the worker is held
+    worker.join(TIMEOUT)
+    holder.join(TIMEOUT)
+    assert answer["response"].status_code == 200
+    assert answer["response"].content.startswith(b"SIMPLE  =")
+    assert holder.result.terminal["event"] == "complete"
