@@ -9,7 +9,7 @@
    first line on an idle engine.
 2. Observation mosaics to FITS (CONTRACT-HEAD §10.5): 36 tiles of 2048^2 at 0.031"/px
    (6 x 6, 20 % overlap; a ~105 Mpx native grid shrunk to 64 Mpx), and 144 tiles of
-   1024^2 at 0.062"/px over the same sky; the whole response timed, the peak resident
+   1024^2 at 0.031"/px over the same sky; the whole response timed, the peak resident
    memory of the engine's process tree above its idle level. Then the same on a Dask
    LocalCluster of two workers (engine with DASK_SCHEDULER_ADDRESS).
 
@@ -50,7 +50,8 @@ def make_sky(n: int, size: int, scale: float) -> list[str]:
     keys = []
     for i in range(n):
         for j in range(n):
-            key = f"observation/grid{n}x{size}/tile_{i:02d}_{j:02d}_cal.fits"
+            key = (f"observation/grid{n}x{size}_{round(scale * 1000)}mas/"
+                   f"tile_{i:02d}_{j:02d}_cal.fits")
             path = STORAGE / key
             if not path.exists():
                 print(f"generating {key} ...", flush=True)
@@ -148,7 +149,7 @@ def main() -> int:
     parser.add_argument("--skip-dask", action="store_true")
     args = parser.parse_args()
     cases = [("observation_36x2048_to_64mpx", make_sky(6, 2048, 0.031)),
-             ("observation_144x1024", make_sky(12, 1024, 0.062))]
+             ("observation_144x1024", make_sky(12, 1024, 0.031))]
     env = {"STORAGE_BASE_PATH": str(STORAGE), "ENGINE_WORKERS": "2",
            "COMPOSITE_CACHE_DIR": str(COMPOSITE_CACHE)}
     RESULTS.mkdir(parents=True, exist_ok=True)
