@@ -145,6 +145,11 @@ def test_three_channel_stream_reports_each_stage_then_the_sync_picture(engine_ur
         == "ok"
     assert headers["content-type"] == "image/png"
     assert headers["content-length"] == str(len(sync.content))
+    # The look and quality headers of §10.1 travel inside the complete event too.
+    for name in ("x-composite-auto-feather", "x-composite-feather-strength", "x-quality-score",
+                 "x-quality-snr", "x-quality-balance", "x-quality-spread",
+                 "x-quality-coverage"):
+        assert headers[name] == sync.headers[name]
 
 
 def test_cached_rerender_has_no_reproject_lines(engine_url, stream_files):

@@ -12,8 +12,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from app.processing.enhancement import STRETCHES, fit_display
-from app.processing.pipeline import DisplayParams, fit
+from app.processing.enhancement import COMPOSITE_PERCENTILES, STRETCHES, fit_display
+from app.processing.pipeline import DisplayParams
 
 
 def hue_to_rgb(hue_deg: float) -> tuple[float, float, float]:
@@ -50,12 +50,18 @@ def stretch_channel(data: np.ndarray, display: DisplayParams,
                     curve: str = "linear") -> np.ndarray:
     """Stretch, levels, gamma, then tone curve: display values in [0, 1], NaN kept.
 
-    Unknown stretch names fall back to zscale, as the contract says."""
+    Non-linear stretches normalise between the 0.1 and 99.9 percentiles of the
+    channel (CONTRACT-HEAD §10.1 step 10); ``linear`` min-max, ``zscale`` its own
+    limits. Unknown stretch names fall back to zscale, as the contract says."""
     if display.stretch not in STRETCHES:
         display = replace(display, stretch="zscale")
     if not np.isfinite(data).any():
         return np.full(data.shape, np.nan, dtype=np.float32)
-    return apply_curve(fit(data, display)(data), curve)
+    transform = fit_display(data, display.stretch, gamma=display.gamma,
+                            asinh_a=display.asinh_a, black_point=display.black_point,
+                            white_point=display.white_point,
+                            nonlinear_range=COMPOSITE_PERCENTILES)
+    return apply_curve(transform(data), curve)
 
 
 def add_colour(rgb: np.ndarray, values: np.ndarray, weights: tuple[float, float, float],
@@ -107,6 +113,78 @@ def overall_adjust(rgb: np.ndarray, stretch: str, *, black_point: float, white_p
                             black_point=black_point, white_point=white_point)
     out = transform(rgb)
     return np.nan_to_num(out, nan=0.0, copy=False)
+
+
+def srgb_transfer(linear: np.ndarray) -> np.ndarray:
+    """The sRGB transfer function (IEC 61966-2-1) of values in [0, 1] (new float32 array)."""
+    x = np.clip(np.asarray(linear, dtype=np.float32), 0.0, 1.0)
+    low = x <= np.float32(0.0031308)
+    out = np.power(x, np.float32(1.0 / 2.4))
+    out *= np.float32(1.055)
+    out -= np.float32(0.055)
+    out[low] = x[low] * np.float32(12.92)
+    return out
+
+
+def srgb_inverse(encoded: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`srgb_transfer` (sRGB to linear), new float32 array."""
+    y = np.clip(np.asarray(encoded, dtype=np.float32), 0.0, 1.0)
+    low = y <= np.float32(0.04045)
+    out = (y + np.float32(0.055)) * np.float32(1.0 / 1.055)
+    np.power(out, np.float32(2.4), out=out)
+    out[low] = y[low] * np.float32(1.0 / 12.92)
+    return out
+
+
+def rgb_to_hls(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hue (0-1), lightness and saturation of RGB in [0, 1] (``colorsys`` formulas)."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    high = np.maximum(np.maximum(r, g), b)
+    low = np.minimum(np.minimum(r, g), b)
+    light = (high + low) * np.float32(0.5)
+    span = high - low
+    grey = span <= 0
+    safe = np.where(grey, np.float32(1.0), span)
+    denom = np.where(light <= 0.5, high + low, np.float32(2.0) - high - low)
+    sat = np.where(grey, np.float32(0.0), span / np.where(grey, np.float32(1.0), denom))
+    rc, gc, bc = (high - r) / safe, (high - g) / safe, (high - b) / safe
+    hue = np.where(r == high, bc - gc, np.where(g == high, np.float32(2.0) + rc - bc,
+                                                  np.float32(4.0) + gc - rc))
+    hue = np.where(grey, np.float32(0.0), (hue / np.float32(6.0)) % np.float32(1.0))
+    return hue.astype(np.float32), light.astype(np.float32), sat.astype(np.float32)
+
+
+def hls_to_rgb(hue: np.ndarray, light: np.ndarray, sat: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`rgb_to_hls`: float32 (..., 3)."""
+    m2 = np.where(light <= 0.5, light * (np.float32(1.0) + sat), light + sat - light * sat)
+    m1 = np.float32(2.0) * light - m2
+
+    def channel(h: np.ndarray) -> np.ndarray:
+        h = h % np.float32(1.0)
+        return np.where(h < 1 / 6, m1 + (m2 - m1) * h * np.float32(6.0),
+                        np.where(h < 0.5, m2,
+                                 np.where(h < 2 / 3, m1 + (m2 - m1) * (np.float32(2 / 3) - h)
+                                          * np.float32(6.0), m1)))
+
+    out = np.stack([channel(hue + np.float32(1 / 3)), channel(hue),
+                    channel(hue - np.float32(1 / 3))], axis=-1)
+    grey = sat <= 0
+    if grey.any():
+        out[grey] = light[grey][:, None]
+    return out.astype(np.float32, copy=False)
+
+
+def adjust_saturation(rgb: np.ndarray, saturation: float = 1.0, vibrancy: float = 0.0,
+                      hue_rotation: float = 0.0) -> np.ndarray:
+    """One round trip through HSL (§10.1 step 14): hue += rotation/360 (mod 1),
+    S = clip(S x saturation), then S = clip(S + vibrancy (1 - S))."""
+    hue, light, sat = rgb_to_hls(rgb)
+    if hue_rotation:
+        hue = (hue + np.float32(hue_rotation / 360.0)) % np.float32(1.0)
+    sat = np.clip(sat * np.float32(saturation), 0.0, 1.0)
+    if vibrancy:
+        sat = np.clip(sat + np.float32(vibrancy) * (np.float32(1.0) - sat), 0.0, 1.0)
+    return np.clip(hls_to_rgb(hue, light, sat), 0.0, 1.0)
 
 
 def to_rgb8(rgb: np.ndarray) -> np.ndarray:

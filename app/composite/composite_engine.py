@@ -29,14 +29,20 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
-from app.composite import color_mapping
+from app.composite import color_mapping, framing
+from app.composite.auto_stretch import auto_stretch
+from app.composite.feathering import feather as feather_channels
+from app.composite.feathering import feather_strength
+from app.composite.quality import quality_headers, quality_metrics
+from app.composite.resolution import blur_keeping_coverage, match_sigma, sharpen
 from app.errors import BadRequest
 from app.processing.background import subtract_sky
 from app.processing.enhancement import STRETCHES
+from app.processing.instruments import normalise_instrument
 from app.processing.fits_io import open_plane
 from app.processing.pipeline import DisplayParams
 from app.processing.render import encode_array
@@ -55,6 +61,8 @@ from app.processing.reprojection import (
 #: Grid pixels resampled per block (bounds the coordinate temporaries).
 BLOCK_PIXELS = 1 << 20
 CACHE_VERSION = "composite-channel-v1"
+#: Side of the grid auto-stretch and channel analysis work on (CONTRACT-HEAD §10.4).
+ANALYSIS_SIZE = 512
 MB = 1024 * 1024
 
 
@@ -70,6 +78,29 @@ class ChannelSpec:
     weight: float = 1.0
     rgb: tuple[float, float, float] | None = None
     luminance: bool = False
+    auto_stretch: bool = False
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How the channels become the picture (CONTRACT-HEAD §10.1), picklable."""
+
+    width: int = 1000
+    height: int = 1000
+    background_neutralization: bool = True
+    overall: dict | None = None
+    fmt: str = "png"
+    quality: int = 95
+    #: (radius, amount, threshold), or None
+    sharpening: tuple[float, float, float] | None = None
+    #: (saturation, vibrancy, hue_rotation), or None
+    saturation: tuple[float, float, float] | None = None
+    #: None: automatic
+    feather_strength: float | None = None
+    rotation_degrees: float = 0.0
+    crop_center_x: float = 0.5
+    crop_center_y: float = 0.5
+    crop_zoom: float = 1.0
 
 
 @dataclass
@@ -85,26 +116,28 @@ class CompositePlan:
     channels: list[ChannelSpec]
     geometries: list[list[InputGeometry]]
     grid: Grid
-    background_neutralization: bool = True
-    overall: dict | None = None
-    fmt: str = "png"
-    quality: int = 95
+    options: RenderOptions
     cache: CacheSpec | None = None
     identities: list[str] = field(default_factory=list)
-    #: The picture's size; the grid may be smaller (a budget downscale).
-    out_width: int = 0
-    out_height: int = 0
+    #: Where auto-stretch looks (the analysis grid), when a channel asks for it.
+    analysis: "CompositePlan | None" = None
 
-    def __post_init__(self) -> None:
-        self.out_width = self.out_width or self.grid.width
-        self.out_height = self.out_height or self.grid.height
+    @property
+    def instruments(self) -> list[str | None]:
+        """Each channel's instrument (its first file's INSTRUME, normalised)."""
+        return [normalise_instrument(geoms[0].header.get("INSTRUME")) for geoms in
+                self.geometries]
+
+    @property
+    def scales_arcsec(self) -> list[float]:
+        """Each channel's native pixel scale (its finest file's, from the WCS)."""
+        return [min(g.scale_deg for g in geoms) * 3600.0 for geoms in self.geometries]
 
     def on_grid(self, grid: Grid) -> "CompositePlan":
-        """The same composite on another grid (same picture size)."""
-        return plan_on_grid(self.channels, self.geometries, grid, self.out_width,
-                            self.out_height, background_neutralization=self.background_neutralization,
-                            overall=self.overall, fmt=self.fmt, quality=self.quality,
-                            cache=self.cache)
+        """The same composite on another grid (same picture)."""
+        plan = plan_on_grid(self.channels, self.geometries, grid, self.options, self.cache)
+        plan.analysis = self.analysis
+        return plan
 
 
 @dataclass
@@ -125,28 +158,51 @@ def _file_identity(path: str) -> list:
     return [os.path.realpath(path), st.st_size, st.st_mtime_ns]
 
 
-def plan_composite(channels: list[ChannelSpec], width: int, height: int, *,
-                   background_neutralization: bool = True, overall: dict | None = None,
-                   fmt: str = "png", quality: int = 95,
+def render_grid(inputs: list[InputGeometry], options: RenderOptions) -> Grid:
+    """The grid a picture needs: the union of the footprints fitted into width x height,
+    or, zoomed in, as many times finer as the zoom (never finer than the inputs' own
+    finest pixels, which hold no more detail)."""
+    grid = fit_grid(inputs, options.width, options.height)
+    if options.crop_zoom <= 1.0:
+        return grid
+    finest = min(g.scale_deg for g in inputs)
+    zoom = min(options.crop_zoom, max(1.0, grid.scale_deg / finest))
+    if zoom <= 1.0 + 1e-9:
+        return grid
+    return fit_grid(inputs, math.ceil(options.width * zoom), math.ceil(options.height * zoom))
+
+
+def read_channel_geometries(channels: list[ChannelSpec]) -> list[list[InputGeometry]]:
+    """Every channel's files, described from their headers (400 for an unusable one)."""
+    return [[read_geometry(path, label=f"Channel {channel.label}: {os.path.basename(path)}")
+             for path in channel.paths] for channel in channels]
+
+
+def plan_composite(channels: list[ChannelSpec], options: RenderOptions,
                    cache: CacheSpec | None = None) -> CompositePlan:
     """Read every file's header, build the common grid, check the channels can overlap."""
-    geometries = []
-    for channel in channels:
-        geoms = []
-        for path in channel.paths:
-            geoms.append(read_geometry(path, label=f"Channel {channel.label}: "
-                                                   f"{os.path.basename(path)}"))
-        geometries.append(geoms)
-    grid = fit_grid([g for geoms in geometries for g in geoms], width, height)
-    return plan_on_grid(channels, geometries, grid, width, height,
-                        background_neutralization=background_neutralization, overall=overall,
-                        fmt=fmt, quality=quality, cache=cache)
+    geometries = read_channel_geometries(channels)
+    grid = render_grid([g for geoms in geometries for g in geoms], options)
+    plan = plan_on_grid(channels, geometries, grid, options, cache)
+    if any(c.auto_stretch for c in channels):
+        plan.analysis = analysis_plan(channels, geometries, options.background_neutralization,
+                                      cache)
+    return plan
+
+
+def analysis_plan(channels: list[ChannelSpec], geometries: list[list[InputGeometry]],
+                  background_neutralization: bool,
+                  cache: CacheSpec | None = None) -> "CompositePlan":
+    """The channels on the small analysis grid (ANALYSIS_SIZE^2) that auto-stretch and
+    ``analyze-channels`` read: the same numbers whatever the picture's size."""
+    options = RenderOptions(width=ANALYSIS_SIZE, height=ANALYSIS_SIZE,
+                            background_neutralization=background_neutralization)
+    grid = fit_grid([g for geoms in geometries for g in geoms], ANALYSIS_SIZE, ANALYSIS_SIZE)
+    return plan_on_grid(channels, geometries, grid, options, cache)
 
 
 def plan_on_grid(channels: list[ChannelSpec], geometries: list[list[InputGeometry]], grid: Grid,
-                 width: int, height: int, *, background_neutralization: bool = True,
-                 overall: dict | None = None, fmt: str = "png", quality: int = 95,
-                 cache: CacheSpec | None = None) -> CompositePlan:
+                 options: RenderOptions, cache: CacheSpec | None = None) -> CompositePlan:
     """The plan for channels already read, on ``grid``; 400 when they cannot overlap."""
     boxes = []
     for channel, geoms in zip(channels, geometries):
@@ -166,10 +222,8 @@ def plan_on_grid(channels: list[ChannelSpec], geometries: list[list[InputGeometr
         parts = [[*_file_identity(g.path), g.hdu_index, list(g.choice.leading)] for g in geoms]
         text = json.dumps([CACHE_VERSION, parts, grid_key])
         identities.append(hashlib.sha256(text.encode()).hexdigest())
-    return CompositePlan(channels=channels, geometries=geometries, grid=grid,
-                         background_neutralization=background_neutralization, overall=overall,
-                         fmt=fmt, quality=quality, cache=cache, identities=identities,
-                         out_width=int(width), out_height=int(height))
+    return CompositePlan(channels=channels, geometries=geometries, grid=grid, options=options,
+                         cache=cache, identities=identities)
 
 
 @dataclass(frozen=True)
@@ -186,19 +240,21 @@ class CostModel:
 def composite_cost(plan: CompositePlan) -> CostModel:
     """The render's memory model (what admission and the budget verdict use).
 
-    Per grid pixel: every channel on the grid (float32, neutralised copies),
-    float32 R, G, B, one channel being stretched with its temporaries, and the
-    reprojection's float32 sum and coverage. Fixed: one reduced input, one
-    block of coordinates, the picture at its output size (8-bit and the
-    encoder's copy) and the interpreter's own working set.
+    Per grid pixel: every channel on the grid (float32 neutralised copies,
+    coverage masks, coloured values) and, at the peak of the picture pipeline,
+    float32 R, G, B with the temporaries of feathering (two combines),
+    sharpening, HSL and rotation (a canvas up to twice the area). Fixed: one
+    reduced input, one block of coordinates, the picture at its output size
+    (8-bit and the encoder's copy) and the interpreter's own working set.
     """
     largest = 0
     for geoms in plan.geometries:
         for g in geoms:
             f = reduction_for(g, plan.grid)
             largest = max(largest, -(-g.height // f) * -(-g.width // f))
-    per_pixel = 4 * len(plan.channels) + 40
-    fixed = largest * 4 + BLOCK_PIXELS * 48 + plan.out_width * plan.out_height * 16 + 64 * MB
+    per_pixel = 9 * len(plan.channels) + 160
+    out_pixels = plan.options.width * plan.options.height
+    fixed = largest * 4 + BLOCK_PIXELS * 48 + out_pixels * 16 + 64 * MB
     return CostModel(per_pixel=per_pixel, fixed=fixed)
 
 
@@ -289,7 +345,7 @@ def channel_on_grid(plan: CompositePlan, index: int,
 
 
 # --------------------------------------------------------------------------------------
-# Rendering
+# Rendering (CONTRACT-HEAD §10.1 steps 5-15)
 # --------------------------------------------------------------------------------------
 
 def _progress(job: JobHandle | None, stage: str, message: str, **extra: object) -> None:
@@ -300,16 +356,9 @@ def _progress(job: JobHandle | None, stage: str, message: str, **extra: object) 
     job.emit({"event": "progress", "stage": stage, "message": message, **extra})
 
 
-def composite_rgb(plan: CompositePlan, job: JobHandle | None = None,
-                  fallbacks: list[str] | None = None) -> np.ndarray:
-    """The colour picture on the plan's grid: float32 (height, width, 3) in [0, 1], row 0 first.
-
-    Stages, each reported to ``job`` as it starts (CONTRACT-HEAD §10.2): the
-    reprojection of each channel not in the cache, background neutralisation,
-    the stretch of each channel, the colour combine. Unknown stretch names fall
-    back to zscale and are listed in ``fallbacks`` as ``name:requested->zscale``.
-    """
-    grid, total = plan.grid, len(plan.channels)
+def channels_on_grid(plan: CompositePlan, job: JobHandle | None = None) -> list[np.ndarray]:
+    """Every channel on the grid (NaN uncovered), reporting each reprojection (cache misses)."""
+    total = len(plan.channels)
     planes = []
     for index, channel in enumerate(plan.channels):
         def reprojecting(index: int = index, name: str = channel.label) -> None:
@@ -320,63 +369,188 @@ def composite_rgb(plan: CompositePlan, job: JobHandle | None = None,
             raise BadRequest(f"No usable image data for channel {channel.label}")
         planes.append(data)
     if total > 1:
-        in_all = np.ones(grid.shape, dtype=bool)
+        in_all = np.ones(plan.grid.shape, dtype=bool)
         for data in planes:
             in_all &= np.isfinite(data)
         if not in_all.any():
             raise BadRequest("The channels do not overlap on the sky: no pixel has data in "
                              "every channel")
-        del in_all
-    if plan.background_neutralization:
-        _progress(job, "background_neutralize", "Applying background neutralization")
-        planes = [subtract_sky(data) for data in planes]
-    rgb = np.zeros((grid.height, grid.width, 3), dtype=np.float32)
+    return planes
+
+
+def match_resolutions(plan: CompositePlan, planes: list[np.ndarray]) -> list[np.ndarray]:
+    """Blur the channels much coarser than the finest one (only with several instruments)."""
+    instruments = plan.instruments
+    if len({i for i in instruments if i}) < 2:
+        return planes
+    scales = plan.scales_arcsec
+    finest = min(scales)
+    grid_arcsec = plan.grid.scale_deg * 3600.0
+    out = []
+    for plane, scale in zip(planes, scales):
+        sigma = match_sigma(scale, finest, grid_arcsec)
+        out.append(blur_keeping_coverage(plane, sigma) if sigma else plane)
+    return out
+
+
+def neutralised(plan: CompositePlan, planes: list[np.ndarray],
+                job: JobHandle | None = None) -> list[np.ndarray]:
+    if not plan.options.background_neutralization:
+        return planes
+    _progress(job, "background_neutralize", "Applying background neutralization")
+    return [subtract_sky(data) for data in planes]
+
+
+def analysis_planes(plan: CompositePlan) -> list[np.ndarray]:
+    """The channels as auto-stretch sees them: on the plan's grid, resolutions matched,
+    neutralised when the plan asks (steps 5 and 8)."""
+    return neutralised(plan, match_resolutions(plan, channels_on_grid(plan)))
+
+
+def auto_displays(plan: CompositePlan) -> dict[int, tuple[DisplayParams, str]]:
+    """Stretch settings of the channels that ask for auto-stretch, from the analysis grid."""
+    wanted = [i for i, c in enumerate(plan.channels) if c.auto_stretch]
+    if not wanted or plan.analysis is None:
+        return {}
+    planes = analysis_planes(plan.analysis)
+    instruments = plan.instruments
+    out = {}
+    for index in wanted:
+        params = auto_stretch(planes[index], instruments[index]).params
+        out[index] = (DisplayParams(stretch=params.stretch, black_point=params.black_point,
+                                    white_point=params.white_point, gamma=params.gamma,
+                                    asinh_a=params.asinh_a), params.curve)
+    return out
+
+
+def analyze_channels(plan: CompositePlan, bins: int = 100) -> list[dict[str, Any]]:
+    """Per channel (CONTRACT-HEAD §10.4): auto-stretch parameters and their reasons, a
+    histogram of the valid (> 0) pixels and their statistics (worker entry point)."""
+    planes = analysis_planes(plan)
+    out = []
+    for channel, plane, instrument in zip(plan.channels, planes, plan.instruments):
+        values = np.asarray(plane, dtype=np.float32)
+        valid = values[np.isfinite(values) & (values > 0)].astype(np.float64)
+        result = auto_stretch(values, instrument)
+        if valid.size:
+            counts, edges = np.histogram(valid, bins=bins,
+                                         range=(float(valid.min()), float(valid.max())))
+            stats = {"min": float(valid.min()), "max": float(valid.max()),
+                     "mean": float(valid.mean()), "std": float(valid.std())}
+        else:
+            counts, edges = np.zeros(bins, dtype=np.int64), np.zeros(bins + 1)
+            stats = {"min": 0.0, "max": 0.0, "mean": 0.0, "std": 0.0}
+        out.append({"params": result.params.as_dict(), "meta": result.meta, "stats": stats,
+                    "histogram": {"counts": [int(c) for c in counts],
+                                  "bin_edges": [float(e) for e in edges],
+                                  "bin_centers": [float(c) for c in (edges[:-1] + edges[1:]) / 2],
+                                  "n_bins": bins}})
+    return out
+
+
+def _combine(values: list[np.ndarray | None], channels: list[ChannelSpec],
+             indices: list[int], shape: tuple[int, int]) -> np.ndarray:
+    """Linear colour combine of the given channels, divided by one common maximum."""
+    rgb = np.zeros((*shape, 3), dtype=np.float32)
+    for index in indices:
+        color_mapping.add_colour(rgb, values[index], channels[index].rgb)
+    return color_mapping.normalise_common(rgb)
+
+
+def render_rgb(plan: CompositePlan, job: JobHandle | None = None,
+               report: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The sRGB picture on the grid (float32 (H, W, 3) in [0, 1], FITS row 0 first) and
+    the coverage mask (any channel has data).
+
+    Stages, each reported to ``job`` as it starts (CONTRACT-HEAD §10.2): the
+    reprojection of each channel not in the cache, background neutralisation, the
+    stretch of each channel, the colour combine. ``report`` receives the
+    ``X-Composite-*`` headers the render decides (feathering, stretch fallbacks).
+    """
+    options, channels = plan.options, plan.channels
+    report = {} if report is None else report
+    total = len(channels)
+    planes = match_resolutions(plan, channels_on_grid(plan, job))
+    instruments = plan.instruments
+    feather = feather_strength(options.feather_strength, instruments, plan.scales_arcsec)
+    report["X-Composite-Auto-Feather"] = "true" if feather.auto else "false"
+    report["X-Composite-Feather-Strength"] = f"{feather.strength:.3f}"
+    planes = neutralised(plan, planes, job)
+    coverage = [np.isfinite(p) for p in planes]
+    values: list[np.ndarray | None] = []
+    fallbacks = []
     luminance = None
-    for index, channel in enumerate(plan.channels):
+    autos = auto_displays(plan)
+    for index, channel in enumerate(channels):
         _progress(job, "stretch", f"Stretching {channel.label} ({index + 1} of {total})",
                   filter=channel.label, index=index + 1, total=total)
-        if fallbacks is not None and channel.display.stretch not in STRETCHES:
-            fallbacks.append(f"{channel.label}:{channel.display.stretch}->zscale")
-        values = color_mapping.stretch_channel(np.asarray(planes[index]), channel.display,
-                                               channel.curve)
+        data = np.asarray(planes[index])
+        display, curve = autos.get(index, (channel.display, channel.curve))
+        if display.stretch not in STRETCHES:
+            fallbacks.append(f"{channel.label}:{display.stretch}->zscale")
+        stretched = color_mapping.stretch_channel(data, display, curve)
+        np.nan_to_num(stretched, copy=False, nan=0.0)
         planes[index] = None  # type: ignore[call-overload]
         if channel.luminance:
-            luminance = (values, channel.weight)
+            luminance = (stretched, min(channel.weight, 1.0))
+            values.append(None)
         else:
-            color_mapping.add_colour(rgb, values, channel.rgb, channel.weight)
-        del values
+            if channel.weight != 1.0:
+                stretched *= np.float32(channel.weight)
+                np.clip(stretched, 0.0, 1.0, out=stretched)
+            values.append(stretched)
+    if fallbacks:
+        report["X-Composite-Stretch-Fallbacks"] = ",".join(fallbacks)
     _progress(job, "combine", "Combining color channels")
-    color_mapping.normalise_common(rgb)
-    if luminance is not None:
-        rgb = color_mapping.replace_lightness(rgb, luminance[0], min(luminance[1], 1.0))
-    if plan.overall:
-        rgb = color_mapping.overall_adjust(rgb, **plan.overall)
-    return rgb
+    shape = plan.grid.shape
+    colour = [i for i, c in enumerate(channels) if not c.luminance]
+    colour_instruments = {instruments[i] for i in colour if instruments[i]}
+    blend = (len({i for i in instruments if i}) >= 2 and len(colour_instruments) >= 2
+             and feather.strength > 0 and len(colour) >= 2)
+    if blend:
+        rgb = feather_channels(colour, instruments, coverage, feather.strength,
+                               lambda idx: color_mapping.srgb_transfer(
+                                   _combine(values, channels, idx, shape)))
+        if luminance is not None:  # the transfer is applied once: undo it for L
+            rgb = color_mapping.srgb_transfer(color_mapping.replace_lightness(
+                color_mapping.srgb_inverse(rgb), *luminance))
+    else:
+        rgb = _combine(values, channels, colour, shape)
+        if luminance is not None:
+            rgb = color_mapping.replace_lightness(rgb, *luminance)
+        rgb = color_mapping.srgb_transfer(rgb)
+    del values, luminance
+    covered = np.zeros(shape, dtype=bool)
+    for mask in coverage:
+        covered |= mask
+    if options.overall:
+        rgb = color_mapping.overall_adjust(rgb, **options.overall)
+    if options.sharpening is not None:
+        rgb = sharpen(rgb, *options.sharpening, coverage=covered)
+    if options.saturation is not None and tuple(options.saturation) != (1.0, 0.0, 0.0):
+        rgb = color_mapping.adjust_saturation(rgb, *options.saturation)
+    return rgb, covered
 
 
-def encode_rgb(rgb: np.ndarray, fmt: str, quality: int,
-               size: tuple[int, int] | None = None) -> bytes:
-    """Float RGB in [0, 1] (row 0 first) to PNG/JPEG with row 0 at the bottom.
-
-    ``size`` = (width, height) of the picture when it differs from the array's
-    (a downscaled grid): the picture is resampled to it (Lanczos).
-    """
-    pixels = color_mapping.to_rgb8(rgb)
-    if size is not None and (size[0], size[1]) != (pixels.shape[1], pixels.shape[0]):
-        from PIL import Image
-
-        pixels = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS))
-    return encode_array(pixels, fmt, quality)
+def frame(rgb: np.ndarray, options: RenderOptions) -> tuple[np.ndarray, dict[str, float]]:
+    """Row 0 to the top, auto-crop, quality metrics, rotation, 8-bit, letterbox:
+    the exact-size 8-bit picture and the metrics."""
+    shown = framing.auto_crop(rgb[::-1])
+    metrics = quality_metrics(shown)
+    turned = framing.rotate(shown, options.rotation_degrees)
+    pixels = framing.place(framing.to_8bit(turned), options.width, options.height,
+                           options.crop_zoom, options.crop_center_x, options.crop_center_y)
+    return pixels, metrics
 
 
 def render_composite(plan: CompositePlan, job: JobHandle | None = None) -> CompositeResult:
     """The encoded picture and its headers (worker entry point)."""
-    fallbacks: list[str] = []
-    rgb = composite_rgb(plan, job, fallbacks)
+    headers: dict[str, str] = {}
+    rgb, _ = render_rgb(plan, job, headers)
     _progress(job, "encode", "Encoding image")
-    content = encode_rgb(rgb, plan.fmt, plan.quality, (plan.out_width, plan.out_height))
-    headers = {}
-    if fallbacks:
-        headers["X-Composite-Stretch-Fallbacks"] = ",".join(fallbacks)
-    media = "image/png" if plan.fmt == "png" else "image/jpeg"
+    pixels, metrics = frame(rgb, plan.options)
+    del rgb
+    headers.update(quality_headers(metrics))
+    content = encode_array(pixels, plan.options.fmt, plan.options.quality)
+    media = "image/png" if plan.options.fmt == "png" else "image/jpeg"
     return CompositeResult(content=content, media_type=media, headers=headers)

@@ -54,6 +54,10 @@ class NChannelConfig(BaseModel):
                               "repeat; channels are identified by position)")
     wavelength_um: float | None = Field(default=None, gt=0, description="Pivot wavelength "
                                         "in micrometres (informational)")
+    auto_stretch: bool = Field(default=False, description="Choose stretch, levels, gamma, "
+                               "asinh softening and tone curve from the channel's own data "
+                               "(as POST /composite/analyze-channels reports them); they "
+                               "replace the fields above")
 
 
 class OverallAdjustments(BaseModel):
@@ -64,6 +68,27 @@ class OverallAdjustments(BaseModel):
     white_point: float = Field(default=1.0, ge=0, le=1)
     gamma: float = Field(default=1.0, gt=0, le=5)
     asinh_a: float = Field(default=0.1, ge=0.001, le=1)
+
+
+class Sharpening(BaseModel):
+    """Unsharp mask on the picture's luma, only inside the data."""
+
+    radius: float = Field(default=1.5, ge=0.5, le=10, description="Gaussian sigma in "
+                          "output-grid pixels")
+    amount: float = Field(default=0.0, ge=0, le=3, description="Strength; 0 is off")
+    threshold: float = Field(default=0.0, ge=0, le=1, description="Luma differences "
+                             "smaller than this are not sharpened")
+
+
+class Saturation(BaseModel):
+    """Colour intensity, in HSL."""
+
+    saturation: float = Field(default=1.0, ge=0, le=2, description="Saturation factor; 0 "
+                              "is grey")
+    vibrancy: float = Field(default=0.0, ge=0, le=1, description="Raises low saturations "
+                            "more than high ones: S + vibrancy (1 - S)")
+    hue_rotation: float = Field(default=0.0, ge=-30, le=30, description="Degrees added to "
+                                "every hue")
 
 
 class NChannelCompositeRequest(BaseModel):
@@ -94,10 +119,80 @@ class NChannelCompositeRequest(BaseModel):
                        "(exact)")
     height: int = Field(default=1000, gt=0, le=4096, description="Output height in pixels "
                         "(exact)")
+    sharpening: Sharpening | None = Field(default=None, description="Unsharp mask; null: off")
+    saturation: Saturation | None = Field(default=None, description="Saturation, vibrancy "
+                                          "and hue rotation; null: unchanged")
+    feather_strength: float | None = Field(
+        default=None, ge=0, le=1, description="Feathering between instruments: 0 off; null "
+        "automatic (on when the channels come from two or more instruments)")
+    rotation_degrees: float = Field(default=0.0, ge=-180, le=180, description="Clockwise "
+                                    "rotation on screen; the canvas grows, corners black")
+    crop_center_x: float = Field(default=0.5, ge=0, le=1, description="With zoom: which "
+                                 "part is shown, 0 the left edge, 1 the right edge")
+    crop_center_y: float = Field(default=0.5, ge=0, le=1, description="0 the top edge, 1 "
+                                 "the bottom edge")
+    crop_zoom: float = Field(default=1.0, ge=0.1, le=5, description="1 fits the picture "
+                             "in width x height; 2 shows half of it twice as large")
+    debug_masks: bool = Field(default=False, description="Accepted and ignored")
     allow_force_downscale: bool = Field(
         default=False, description="When the composite alone would not fit the memory "
         "limit even shrunk to COMPOSITE_DOWNSCALE_FAIL_THRESHOLD of its side, shrink it "
         "anyway (budget status 'forced') instead of answering 413")
+
+
+class AnalyzeChannelsRequest(BaseModel):
+    """Channels to analyse for auto-stretch (CONTRACT-HEAD §10.4)."""
+
+    channels: list[NChannelConfig] = Field(min_length=1)
+    background_neutralization: bool = Field(default=True, description="Subtract each "
+                                            "channel's sigma-clipped sky level first")
+
+
+class StretchParamsOut(BaseModel):
+    stretch: str
+    asinh_a: float
+    black_point: float
+    white_point: float
+    gamma: float
+    curve: str
+
+
+class ChannelHistogram(BaseModel):
+    counts: list[int]
+    bin_edges: list[float]
+    bin_centers: list[float]
+    n_bins: int
+
+
+class ChannelMeta(BaseModel):
+    dynamic_range: float
+    noise: float
+    snr: float
+    hdr_detected: bool
+    curve_reason: str
+    instrument_adjusted: bool
+    valid_pixels: int
+    zero_coverage_frac: float
+
+
+class ChannelStats(BaseModel):
+    min: float
+    max: float
+    mean: float
+    std: float
+
+
+class ChannelAnalysis(BaseModel):
+    channel_name: str
+    label: str | None
+    params: StretchParamsOut
+    histogram: ChannelHistogram
+    meta: ChannelMeta
+    stats: ChannelStats
+
+
+class AnalyzeChannelsResponse(BaseModel):
+    channels: list[ChannelAnalysis]
 
 
 class CompositeEstimate(BaseModel):

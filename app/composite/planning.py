@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from app.composite import composite_engine
 from app.composite.budget import BudgetVerdict, budget_verdict
 from app.composite.color_mapping import hue_to_rgb
-from app.composite.models import NChannelCompositeRequest
+from app.composite.models import AnalyzeChannelsRequest, NChannelCompositeRequest, NChannelConfig
 from app.config import Settings
 from app.errors import PayloadTooLarge, Unprocessable
 from app.processing.pipeline import DisplayParams
@@ -38,12 +38,11 @@ def check_colour_rules(body: NChannelCompositeRequest) -> None:
         raise Unprocessable("At least one color channel (hue or rgb) is required")
 
 
-def channel_specs(body: NChannelCompositeRequest,
+def channel_specs(channels: list[NChannelConfig],
                   paths: list[list[str]]) -> list[composite_engine.ChannelSpec]:
     """Worker-side channel descriptions (plain, picklable), in request order."""
-    check_colour_rules(body)
     specs = []
-    for index, (channel, files) in enumerate(zip(body.channels, paths)):
+    for index, (channel, files) in enumerate(zip(channels, paths)):
         color = channel.color
         rgb = None
         if color.hue is not None:
@@ -56,8 +55,23 @@ def channel_specs(body: NChannelCompositeRequest,
                                   white_point=channel.white_point, gamma=channel.gamma,
                                   asinh_a=channel.asinh_a),
             curve=channel.curve, weight=channel.weight, rgb=rgb,
-            luminance=bool(color.luminance)))
+            luminance=bool(color.luminance), auto_stretch=channel.auto_stretch))
     return specs
+
+
+def render_options(body: NChannelCompositeRequest) -> composite_engine.RenderOptions:
+    """The request's picture settings, plain and picklable for the worker."""
+    sharp, sat = body.sharpening, body.saturation
+    return composite_engine.RenderOptions(
+        width=body.width, height=body.height,
+        background_neutralization=body.background_neutralization,
+        overall=body.overall.model_dump() if body.overall else None,
+        fmt=body.output_format, quality=body.quality,
+        sharpening=(sharp.radius, sharp.amount, sharp.threshold) if sharp else None,
+        saturation=(sat.saturation, sat.vibrancy, sat.hue_rotation) if sat else None,
+        feather_strength=body.feather_strength, rotation_degrees=body.rotation_degrees,
+        crop_center_x=body.crop_center_x, crop_center_y=body.crop_center_y,
+        crop_zoom=body.crop_zoom)
 
 
 def cache_spec(settings: Settings) -> composite_engine.CacheSpec | None:
@@ -76,11 +90,11 @@ def composite_limit(settings: Settings, engine_budget: int) -> int:
     return min(int(limit), int(engine_budget))
 
 
-def resolve_channel_files(body: NChannelCompositeRequest, storage: StorageProvider,
+def resolve_channel_files(channels: list[NChannelConfig], storage: StorageProvider,
                           max_file_bytes: int) -> list[list[str]]:
     """Local paths of every channel's files, in order; 403/404/400 and the size 413."""
     paths = []
-    for channel in body.channels:
+    for channel in channels:
         files = []
         for key in channel.file_paths:
             path = storage.local_path(key)
@@ -117,13 +131,10 @@ def prepare_sync(body: NChannelCompositeRequest, settings: Settings, storage: St
     With ``refuse`` a ``fail`` verdict is the §10.1 413 (its detail word for word);
     without it (the estimate) the verdict is only reported.
     """
-    paths = resolve_channel_files(body, storage, settings.max_fits_file_bytes)
-    specs = channel_specs(body, paths)
-    plan = composite_engine.plan_composite(
-        specs, body.width, body.height,
-        background_neutralization=body.background_neutralization,
-        overall=body.overall.model_dump() if body.overall else None,
-        fmt=body.output_format, quality=body.quality, cache=cache_spec(settings))
+    check_colour_rules(body)
+    paths = resolve_channel_files(body.channels, storage, settings.max_fits_file_bytes)
+    specs = channel_specs(body.channels, paths)
+    plan = composite_engine.plan_composite(specs, render_options(body), cache_spec(settings))
     verdict = judge(plan, settings, engine_budget, body.allow_force_downscale and refuse)
     if verdict.status == "fail" and refuse:
         raise PayloadTooLarge(verdict.detail)
@@ -137,3 +148,13 @@ async def prepare(body: NChannelCompositeRequest, settings: Settings, storage: S
     """:func:`prepare_sync` off the event loop (it reads files and may download from S3)."""
     return await run_in_threadpool(prepare_sync, body, settings, storage, engine_budget,
                                    refuse=refuse)
+
+
+def prepare_analysis_sync(body: AnalyzeChannelsRequest, settings: Settings,
+                          storage: StorageProvider) -> composite_engine.CompositePlan:
+    """The analysis plan of §10.4 (any mix of colours is fine here)."""
+    paths = resolve_channel_files(body.channels, storage, settings.max_fits_file_bytes)
+    specs = channel_specs(body.channels, paths)
+    geometries = composite_engine.read_channel_geometries(specs)
+    return composite_engine.analysis_plan(specs, geometries, body.background_neutralization,
+                                          cache_spec(settings))

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from app.composite import composite_engine
-from app.composite.models import CompositeEstimate, NChannelCompositeRequest
-from app.composite.planning import check_colour_rules, prepare
+from app.composite.models import (
+    AnalyzeChannelsRequest,
+    AnalyzeChannelsResponse,
+    CompositeEstimate,
+    NChannelCompositeRequest,
+)
+from app.composite.planning import channel_name, check_colour_rules, prepare, prepare_analysis_sync
 from app.composite.stream import MEDIA_TYPE, composite_stream
 from app.config import Settings
 from app.deps import get_pool, get_settings, get_storage
@@ -101,3 +107,23 @@ async def estimate(body: NChannelCompositeRequest, settings: Settings = Depends(
                              side_factor=round(verdict.side_factor, 6), detail=verdict.detail,
                              memory_limit_mb=verdict.limit_bytes // 1_000_000,
                              fail_threshold=verdict.threshold)
+
+
+@router.post("/analyze-channels", response_model=AnalyzeChannelsResponse,
+             summary="Auto-stretch parameters, histogram and statistics of each channel",
+             responses=error_responses(400, 403, 404, 413, 422, 429, 503))
+async def analyze_channels(body: AnalyzeChannelsRequest,
+                           settings: Settings = Depends(get_settings),
+                           storage: StorageProvider = Depends(get_storage),
+                           pool: WorkerPool = Depends(get_pool)):
+    """Each channel is reprojected onto a small common grid (512 x 512, cached),
+    resolution-matched and, with ``background_neutralization``, neutralised; then, per
+    channel in request order: the stretch, levels, gamma, asinh softening and tone curve
+    that ``auto_stretch: true`` would use (with the noise, signal-to-noise and dynamic
+    range that chose them), a 100-bin histogram of the pixels above 0 and their
+    statistics."""
+    plan = await run_in_threadpool(prepare_analysis_sync, body, settings, storage)
+    results = await pool.run(composite_engine.analyze_channels, plan,
+                             estimate_bytes=composite_engine.estimate_composite_bytes(plan))
+    return {"channels": [{"channel_name": channel_name(i, c.label), "label": c.label, **r}
+                         for i, (c, r) in enumerate(zip(body.channels, results))]}

@@ -133,14 +133,38 @@ class DisplayTransform:
         return t
 
 
+#: Stretches that compress the range non-linearly (CONTRACT-HEAD §10.1 step 10).
+NONLINEAR_STRETCHES = ("asinh", "log", "sqrt", "power", "histeq")
+#: The percentiles that bound a non-linear stretch of a composite channel.
+COMPOSITE_PERCENTILES = (0.1, 99.9)
+
+
+def percentile_limits(values: np.ndarray, q_low: float, q_high: float) -> tuple[float, float]:
+    """(low, high) percentiles of finite ``values``; (0, 1) without any, and high is
+    low + 1 when it is not above low."""
+    if values.size == 0:
+        return 0.0, 1.0
+    low, high = percentiles(values, [q_low, q_high])
+    if not high > low:
+        high = low + 1.0
+    return low, high
+
+
 def fit_display(data: np.ndarray, stretch: str = "zscale", *, gamma: float = 1.0,
-                asinh_a: float = 0.1, black_point: float = 0.0,
-                white_point: float = 1.0) -> DisplayTransform:
-    """Fit the display transform of Appendix A on the finite values of ``data``."""
+                asinh_a: float = 0.1, black_point: float = 0.0, white_point: float = 1.0,
+                nonlinear_range: tuple[float, float] | None = None) -> DisplayTransform:
+    """Fit the display transform of Appendix A on the finite values of ``data``.
+
+    ``nonlinear_range`` = (q_low, q_high): the non-linear stretches normalise between
+    those percentiles instead of the minimum and maximum (composites, §10.1).
+    """
     if stretch not in STRETCHES:
         raise ValueError(f"unknown stretch {stretch!r}")
     values = finite_values(data)
-    low, high = minmax_limits(values, assume_finite=True)
+    if nonlinear_range is not None and stretch in NONLINEAR_STRETCHES:
+        low, high = percentile_limits(values, *nonlinear_range)
+    else:
+        low, high = minmax_limits(values, assume_finite=True)
     if stretch == "zscale":
         z_low, z_high = zscale_limits(values, assume_finite=True)
         if z_high > z_low:  # flat data: keep min-max
