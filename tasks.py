@@ -92,7 +92,8 @@ def test(args: list[str]) -> int:
 
 BENCHES = {"viewer": "run_bench.py", "composite": "run_composite_bench.py",
            "mosaic": "run_mosaic_bench.py", "analysis": "run_analysis_bench.py",
-           "mast": "run_mast_bench.py", "queued": "run_queued_bench.py"}
+           "mast": "run_mast_bench.py", "queued": "run_queued_bench.py",
+           "look": "run_look_bench.py"}
 
 
 def bench(args: list[str]) -> int:

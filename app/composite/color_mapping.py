@@ -115,63 +115,86 @@ def overall_adjust(rgb: np.ndarray, stretch: str, *, black_point: float, white_p
     return np.nan_to_num(out, nan=0.0, copy=False)
 
 
+#: Below this the sRGB curve is linear (slope 12.92).
+SRGB_KNEE = np.float32(0.0031308)
+
+
 def srgb_transfer(linear: np.ndarray) -> np.ndarray:
-    """The sRGB transfer function (IEC 61966-2-1) of values in [0, 1] (new float32 array)."""
+    """The sRGB transfer function (IEC 61966-2-1) of values in [0, 1] (new float32 array).
+
+    The power is taken of max(x, knee) only, so zeros and tiny values never reach the
+    slow subnormal paths of ``pow``; the linear part replaces them afterwards.
+    """
     x = np.clip(np.asarray(linear, dtype=np.float32), 0.0, 1.0)
-    low = x <= np.float32(0.0031308)
-    out = np.power(x, np.float32(1.0 / 2.4))
+    out = np.maximum(x, SRGB_KNEE)
+    np.power(out, np.float32(1.0 / 2.4), out=out)
     out *= np.float32(1.055)
     out -= np.float32(0.055)
-    out[low] = x[low] * np.float32(12.92)
+    low = x <= SRGB_KNEE
+    np.multiply(x, np.float32(12.92), out=x)
+    np.copyto(out, x, where=low)
     return out
 
 
 def srgb_inverse(encoded: np.ndarray) -> np.ndarray:
     """The inverse of :func:`srgb_transfer` (sRGB to linear), new float32 array."""
     y = np.clip(np.asarray(encoded, dtype=np.float32), 0.0, 1.0)
-    low = y <= np.float32(0.04045)
-    out = (y + np.float32(0.055)) * np.float32(1.0 / 1.055)
+    out = np.maximum(y, np.float32(0.04045))
+    out += np.float32(0.055)
+    out *= np.float32(1.0 / 1.055)
     np.power(out, np.float32(2.4), out=out)
-    out[low] = y[low] * np.float32(1.0 / 12.92)
+    low = y <= np.float32(0.04045)
+    np.multiply(y, np.float32(1.0 / 12.92), out=y)
+    np.copyto(out, y, where=low)
     return out
 
 
 def rgb_to_hls(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hue (0-1), lightness and saturation of RGB in [0, 1] (``colorsys`` formulas)."""
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    """Hue (0-1), lightness and saturation of RGB in [0, 1] (``colorsys`` formulas).
+
+    Works on contiguous planes (strided access to interleaved RGB is several times
+    slower)."""
+    r, g, b = (np.ascontiguousarray(rgb[..., k], dtype=np.float32) for k in range(3))
     high = np.maximum(np.maximum(r, g), b)
     low = np.minimum(np.minimum(r, g), b)
-    light = (high + low) * np.float32(0.5)
+    light = high + low
     span = high - low
+    denom = np.where(light <= 1.0, light, np.float32(2.0) - light)
+    light *= np.float32(0.5)
     grey = span <= 0
-    safe = np.where(grey, np.float32(1.0), span)
-    denom = np.where(light <= 0.5, high + low, np.float32(2.0) - high - low)
-    sat = np.where(grey, np.float32(0.0), span / np.where(grey, np.float32(1.0), denom))
-    rc, gc, bc = (high - r) / safe, (high - g) / safe, (high - b) / safe
-    hue = np.where(r == high, bc - gc, np.where(g == high, np.float32(2.0) + rc - bc,
-                                                  np.float32(4.0) + gc - rc))
-    hue = np.where(grey, np.float32(0.0), (hue / np.float32(6.0)) % np.float32(1.0))
-    return hue.astype(np.float32), light.astype(np.float32), sat.astype(np.float32)
+    span[grey] = 1.0
+    denom[grey] = 1.0
+    sat = span / denom
+    sat[grey] = 0.0
+    # Hue sextant from the largest component (colorsys' rc, gc, bc differences).
+    hue = np.float32(4.0) + (r - g) / span
+    green = g == high
+    hue[green] = (np.float32(2.0) + (b - r) / span)[green]
+    red = r == high
+    hue[red] = ((g - b) / span)[red]
+    hue *= np.float32(1.0 / 6.0)
+    hue[hue < 0] += np.float32(1.0)
+    hue[grey] = 0.0
+    return hue, light, sat
 
 
 def hls_to_rgb(hue: np.ndarray, light: np.ndarray, sat: np.ndarray) -> np.ndarray:
-    """The inverse of :func:`rgb_to_hls`: float32 (..., 3)."""
-    m2 = np.where(light <= 0.5, light * (np.float32(1.0) + sat), light + sat - light * sat)
-    m1 = np.float32(2.0) * light - m2
+    """The inverse of :func:`rgb_to_hls`: float32 (..., 3).
 
-    def channel(h: np.ndarray) -> np.ndarray:
-        h = h % np.float32(1.0)
-        return np.where(h < 1 / 6, m1 + (m2 - m1) * h * np.float32(6.0),
-                        np.where(h < 0.5, m2,
-                                 np.where(h < 2 / 3, m1 + (m2 - m1) * (np.float32(2 / 3) - h)
-                                          * np.float32(6.0), m1)))
-
-    out = np.stack([channel(hue + np.float32(1 / 3)), channel(hue),
-                    channel(hue - np.float32(1 / 3))], axis=-1)
-    grey = sat <= 0
-    if grey.any():
-        out[grey] = light[grey][:, None]
-    return out.astype(np.float32, copy=False)
+    Per component n (0, 8, 4 for R, G, B), with k = (n + 12 hue) mod 12 and
+    a = S min(L, 1 - L): L - a max(-1, min(k - 3, 9 - k, 1)) (the closed form of the
+    HSL model; the same numbers as ``colorsys``)."""
+    a = sat * np.minimum(light, np.float32(1.0) - light)
+    twelfths = hue * np.float32(12.0)
+    out = np.empty((*hue.shape, 3), dtype=np.float32)
+    for index, n in enumerate((0.0, 8.0, 4.0)):
+        k = twelfths + np.float32(n)
+        k[k >= 12.0] -= np.float32(12.0)
+        m = np.minimum(k - np.float32(3.0), np.float32(9.0) - k)
+        np.clip(m, -1.0, 1.0, out=m)
+        m *= a
+        out[..., index] = light - m
+    return out
 
 
 def adjust_saturation(rgb: np.ndarray, saturation: float = 1.0, vibrancy: float = 0.0,
@@ -180,7 +203,9 @@ def adjust_saturation(rgb: np.ndarray, saturation: float = 1.0, vibrancy: float 
     S = clip(S x saturation), then S = clip(S + vibrancy (1 - S))."""
     hue, light, sat = rgb_to_hls(rgb)
     if hue_rotation:
-        hue = (hue + np.float32(hue_rotation / 360.0)) % np.float32(1.0)
+        hue += np.float32(hue_rotation / 360.0)
+        hue[hue >= 1.0] -= np.float32(1.0)
+        hue[hue < 0.0] += np.float32(1.0)
     sat = np.clip(sat * np.float32(saturation), 0.0, 1.0)
     if vibrancy:
         sat = np.clip(sat + np.float32(vibrancy) * (np.float32(1.0) - sat), 0.0, 1.0)

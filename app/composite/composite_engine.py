@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -159,17 +158,10 @@ def _file_identity(path: str) -> list:
 
 
 def render_grid(inputs: list[InputGeometry], options: RenderOptions) -> Grid:
-    """The grid a picture needs: the union of the footprints fitted into width x height,
-    or, zoomed in, as many times finer as the zoom (never finer than the inputs' own
-    finest pixels, which hold no more detail)."""
-    grid = fit_grid(inputs, options.width, options.height)
-    if options.crop_zoom <= 1.0:
-        return grid
-    finest = min(g.scale_deg for g in inputs)
-    zoom = min(options.crop_zoom, max(1.0, grid.scale_deg / finest))
-    if zoom <= 1.0 + 1e-9:
-        return grid
-    return fit_grid(inputs, math.ceil(options.width * zoom), math.ceil(options.height * zoom))
+    """The grid a picture is rendered on: the union of the footprints fitted into
+    width x height (square pixels, centred). Zoom, crop centre and rotation frame this
+    render; they do not change its grid (so they cost no reprojection)."""
+    return fit_grid(inputs, options.width, options.height)
 
 
 def read_channel_geometries(channels: list[ChannelSpec]) -> list[list[InputGeometry]]:
@@ -509,8 +501,7 @@ def render_rgb(plan: CompositePlan, job: JobHandle | None = None,
              and feather.strength > 0 and len(colour) >= 2)
     if blend:
         rgb = feather_channels(colour, instruments, coverage, feather.strength,
-                               lambda idx: color_mapping.srgb_transfer(
-                                   _combine(values, channels, idx, shape)))
+                               lambda idx: _combine(values, channels, idx, shape))
         if luminance is not None:  # the transfer is applied once: undo it for L
             rgb = color_mapping.srgb_transfer(color_mapping.replace_lightness(
                 color_mapping.srgb_inverse(rgb), *luminance))
@@ -519,7 +510,7 @@ def render_rgb(plan: CompositePlan, job: JobHandle | None = None,
         if luminance is not None:
             rgb = color_mapping.replace_lightness(rgb, *luminance)
         rgb = color_mapping.srgb_transfer(rgb)
-    del values, luminance
+    values.clear()  # the coloured channels are no longer needed
     covered = np.zeros(shape, dtype=bool)
     for mask in coverage:
         covered |= mask
@@ -537,9 +528,9 @@ def frame(rgb: np.ndarray, options: RenderOptions) -> tuple[np.ndarray, dict[str
     the exact-size 8-bit picture and the metrics."""
     shown = framing.auto_crop(rgb[::-1])
     metrics = quality_metrics(shown)
-    turned = framing.rotate(shown, options.rotation_degrees)
-    pixels = framing.place(framing.to_8bit(turned), options.width, options.height,
-                           options.crop_zoom, options.crop_center_x, options.crop_center_y)
+    turned = framing.rotate(framing.to_8bit(shown), options.rotation_degrees)
+    pixels = framing.place(turned, options.width, options.height, options.crop_zoom,
+                           options.crop_center_x, options.crop_center_y)
     return pixels, metrics
 
 

