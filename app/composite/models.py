@@ -143,6 +143,16 @@ class NChannelCompositeRequest(BaseModel):
 class AnalyzeChannelsRequest(BaseModel):
     """Channels to analyse for auto-stretch (CONTRACT-HEAD §10.4)."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "channels": [
+            {"file_paths": ["mast/jw02733-o001_t001_nircam_clear-f187n/"
+                            "jw02733-o001_t001_nircam_clear-f187n_i2d.fits"],
+             "color": {"hue": 240}, "label": "F187N"},
+            {"file_paths": ["mast/jw02733-o002_t001_miri_f1130w/"
+                            "jw02733-o002_t001_miri_f1130w_i2d.fits"],
+             "color": {"hue": 0}, "label": "F1130W"}],
+        "background_neutralization": True}]})
+
     channels: list[NChannelConfig] = Field(min_length=1)
     background_neutralization: bool = Field(default=True, description="Subtract each "
                                             "channel's sigma-clipped sky level first")
