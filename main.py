@@ -33,7 +33,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.pool = WorkerPool(settings.ENGINE_WORKERS, settings.ENGINE_MEMORY_BUDGET_BYTES,
-                                    settings.ENGINE_MAX_QUEUED)
+                                    settings.ENGINE_MAX_QUEUED,
+                                    time_limit=settings.ENGINE_JOB_TIME_LIMIT_SECONDS,
+                                    recycle_bytes=settings.ENGINE_WORKER_RECYCLE_BYTES)
         app.state.semantic = SemanticService(settings.SEMANTIC_DATA_DIR)
         await app.state.pool.start()
         try:

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     ENGINE_WORKERS: int | None = Field(default=None, ge=1, le=64)
     # Requests allowed to wait for a worker before new ones get 429.
     ENGINE_MAX_QUEUED: int = Field(default=32, ge=1)
+    # Every worker job stops (504) after this many seconds; its worker is replaced if it
+    # does not stop by itself (queued work has QUEUED_JOB_TIME_LIMIT_SECONDS instead).
+    ENGINE_JOB_TIME_LIMIT_SECONDS: float = Field(default=600.0, gt=0)
+    # A worker holding more than this above its fresh size after a job is replaced.
+    ENGINE_WORKER_RECYCLE_BYTES: int = Field(default=512 * MIB, ge=0)
     # --- analysis -----------------------------------------------------------------
     DETECTION_MAX_PIXELS: int = Field(default=50_000_000, ge=1)
     DETECTION_TIME_LIMIT_SECONDS: float = Field(default=120.0, gt=0)

@@ -1,60 +1,54 @@
 """The bounded pool of worker processes that does the engine's heavy work.
 
 Why processes: decoding FITS, stretching and encoding hold the GIL for long
-stretches, so threads would stall the event loop and ``/health``. The pool is
-created in the app's lifespan with ``ENGINE_WORKERS`` processes (``spawn``
-start method: no forked copy of the server's threads or sockets).
+stretches, so threads would stall the event loop and ``/health``. The pool owns
+``ENGINE_WORKERS`` processes (``spawn``: no forked copy of the server's threads
+or sockets), each with its own pipe (:mod:`app.worker_process`), so one worker can
+be stopped and replaced without touching the others.
 
-Admission control (DESIGN.md principle 2): every job states an estimate of the
-bytes it will need. A job larger than the whole budget gets 413 at once; a job
-that fits the budget but not beside the jobs already running, or that would
-queue behind too many others, gets 429 with ``Retry-After``. A worker that
-dies (killed by the OS, a crash in a C library) breaks the pool: it is rebuilt
-and the request answers 503 instead of taking the server down.
+Admission (DESIGN.md principles 2, 8 and 9): every job states the bytes it will
+need. Larger than the whole budget: 413 at once. *Interactive* jobs that do not
+fit now (memory reserved by running jobs, plus what idle workers still hold) or
+that would queue behind too many others get 429 with ``Retry-After``. *Queued*
+jobs (the composite stream, observation mosaics) are never shed: they wait, first
+come first served, for a free worker and memory.
+
+Every job runs under a deadline enforced from outside it: past its time limit,
+or when its client has gone, the job is asked to stop (its cancel flag), and a
+worker that has not stopped after a short grace is killed and replaced. A
+worker that dies (killed by the OS, a crash in a C library) fails only its own
+job (503). A job's memory stays reserved until its worker has really stopped.
+After each job the worker gives freed memory back; a worker that still holds
+more than ``recycle_bytes`` above its fresh size is replaced. Stopping the pool
+ends every worker within a few seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import multiprocessing
-import os
-import signal
+import threading
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from app.errors import Busy, PayloadTooLarge, ServiceUnavailable, TimeLimitExceeded
-from app.progress import END, EventHub, JobHandle, install_in_worker, run_job
+from app.progress import END, EventHub, JobHandle, run_job
+from app.worker_process import worker_main
 
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 MB = 1024 * 1024
-
-
-def _warm_up() -> int:
-    """Import the heavy modules once so that the first real job is fast."""
-    import astropy.stats  # noqa: F401
-    import astropy.wcs  # noqa: F401
-
-    import app.composite.composite_engine  # noqa: F401
-    import app.processing.enhancement  # noqa: F401
-    import app.processing.fits_io  # noqa: F401
-    import app.processing.render  # noqa: F401
-
-    return os.getpid()
-
-
-def _worker_init(events: Any = None, flags: Any = None) -> None:
-    # Leave numerical libraries one thread each: the pool is the parallelism.
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
-    install_in_worker(events, flags)
+#: Seconds a job asked to stop (deadline, client gone) gets before its worker is killed.
+STOP_GRACE_SECONDS = 3.0
+#: Seconds the whole pool gets to stop before its workers are killed.
+SHUTDOWN_GRACE_SECONDS = 3.0
 
 
 def peak_rss_bytes() -> int:
@@ -64,66 +58,237 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+@dataclass(eq=False)
+class _Job:
+    id: int
+    message: tuple
+    estimate: int
+    future: asyncio.Future
+    handle: JobHandle | None = None
+    worker: "_Worker | None" = None
+    stopping: bool = False
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: Any
+    conn: Any
+    ready: asyncio.Future
+    fresh_rss: int = 0
+    rss: int = 0
+    job: _Job | None = None
+    retiring: bool = False
+    reader: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid)
+
+
 class WorkerPool:
-    """A process pool with a memory budget, two admission lanes and job events.
+    """Worker processes with a memory budget, two admission lanes, deadlines and events."""
 
-    *Interactive* jobs (the default) are admitted at once or refused: 413 when
-    larger than the whole budget, 429 when the memory or the queue is full now.
-    *Queued* jobs (``queued=True``: the composite stream, observation mosaics)
-    are never shed: they wait, first come first served, until a worker is free
-    and their memory fits, calling ``on_wait`` every ``wait_tick`` seconds
-    meanwhile. While queued jobs wait, interactive ones only start on a free
-    worker, so the queue cannot be starved.
-
-    A job's memory stays reserved until the worker has really finished it, even
-    when the request awaiting it was cancelled (a client that went away).
-    """
-
-    def __init__(self, workers: int, memory_budget: int, max_queued: int = 32) -> None:
+    def __init__(self, workers: int, memory_budget: int, max_queued: int = 32,
+                 time_limit: float = 600.0, recycle_bytes: int = 512 * MB) -> None:
         self.workers = max(1, int(workers))
         self.memory_budget = int(memory_budget)
         self.max_queued = int(max_queued)
-        self._executor: ProcessPoolExecutor | None = None
+        self.time_limit = float(time_limit)
+        self.recycle_bytes = int(recycle_bytes)
         self.events: EventHub | None = None
+        self._ctx = multiprocessing.get_context("spawn")
+        self._all: list[_Worker] = []
+        self._idle: deque[_Worker] = deque()
+        self._pending: deque[_Job] = deque()  # admitted, waiting for an idle worker
         self._reserved = 0
         self._active = 0
         self._waiters: deque[object] = deque()
         self._changed = asyncio.Event()
-        self._lock = asyncio.Lock()
+        self._ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sender = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pool-send")
+        self._stopping = False
 
     # -- life cycle -------------------------------------------------------------------
-    def _new_executor(self) -> ProcessPoolExecutor:
-        assert self.events is not None
-        return ProcessPoolExecutor(max_workers=self.workers,
-                                   mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init, initargs=self.events.worker_args)
-
     async def start(self) -> None:
-        self.events = EventHub()
-        self._executor = self._new_executor()
-        loop = asyncio.get_running_loop()
-        # Start every worker now and import the science in each, so the first
-        # request does not pay for it.
-        await asyncio.gather(*(loop.run_in_executor(self._executor, _warm_up)
-                               for _ in range(self.workers)))
+        self._loop = asyncio.get_running_loop()
+        self.events = EventHub(self._ctx)
+        workers = [self._spawn() for _ in range(self.workers)]
+        await asyncio.gather(*(w.ready for w in workers))
+
+    def _spawn(self) -> _Worker:
+        assert self._loop is not None and self.events is not None
+        parent, child = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(target=worker_main, name="engine-worker",
+                                    args=(child, *self.events.worker_args), daemon=True)
+        process.start()
+        child.close()
+        worker = _Worker(process=process, conn=parent, ready=self._loop.create_future())
+        worker.reader = threading.Thread(target=self._read, args=(worker,), daemon=True,
+                                         name=f"pool-reader-{process.pid}")
+        self._all.append(worker)
+        worker.reader.start()
+        return worker
+
+    def _read(self, worker: _Worker) -> None:
+        """Reader thread of one worker: every message goes to the event loop."""
+        loop = self._loop
+        assert loop is not None
+        while True:
+            try:
+                message = worker.conn.recv()
+            except (EOFError, OSError):
+                break
+            except Exception:  # an unpicklable reply: the job failed, the worker lives
+                logger.exception("Unreadable message from worker %s", worker.pid)
+                continue
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._on_message, worker, message)
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._on_exit, worker)
 
     async def stop(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        """Stop every worker: idle ones at once, busy ones asked to stop, then killed
+        after a grace period; nothing is left running."""
+        self._stopping = True
+        for job in list(self._pending):
+            self._pending.remove(job)
+            self._fail(job, ServiceUnavailable("The engine is shutting down"))
+        for worker in list(self._all):
+            if worker.job is not None and worker.job.handle is not None and self.events:
+                self.events.cancel(worker.job.handle)
+            with contextlib.suppress(OSError, ValueError):
+                worker.conn.send(None)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_GRACE_SECONDS
+        for worker in list(self._all):
+            remaining = max(0.0, deadline - loop.time())
+            await loop.run_in_executor(None, worker.process.join, remaining)
+            if worker.process.is_alive():
+                worker.process.kill()
+                await loop.run_in_executor(None, worker.process.join, 2.0)
+            with contextlib.suppress(OSError):
+                worker.conn.close()
+        self._all.clear()
+        self._idle.clear()
+        self._sender.shutdown(wait=False, cancel_futures=True)
         if self.events is not None:
             self.events.stop()
             self.events = None
 
     def worker_pids(self) -> list[int]:
-        if self._executor is None:
-            return []
-        return [p.pid for p in (self._executor._processes or {}).values()]
+        return [w.pid for w in self._all if w.process.is_alive()]
+
+    # -- messages from workers ----------------------------------------------------------
+    def _on_message(self, worker: _Worker, message: tuple) -> None:
+        if message[0] == "ready":
+            worker.fresh_rss = worker.rss = int(message[2])
+            if not worker.ready.done():
+                worker.ready.set_result(worker)
+            self._make_idle(worker)
+            return
+        job_id, status, value, rss = message
+        worker.rss = int(rss)
+        job = worker.job
+        worker.job = None
+        if job is not None and job.id == job_id:
+            if status == "ok":
+                if not job.future.done():
+                    job.future.set_result(value)
+            else:
+                self._fail(job, value)
+            self._finish(job)
+        if worker.rss - worker.fresh_rss > self.recycle_bytes and not self._stopping:
+            logger.info("Replacing worker %s: it holds %d MB after its job", worker.pid,
+                        (worker.rss - worker.fresh_rss) // MB)
+            self._retire(worker)
+        else:
+            self._make_idle(worker)
+
+    def _on_exit(self, worker: _Worker) -> None:
+        """A worker's pipe closed: it stopped, was killed, or died."""
+        if worker in self._all:
+            self._all.remove(worker)
+        with contextlib.suppress(ValueError):
+            self._idle.remove(worker)
+        with contextlib.suppress(OSError):
+            worker.conn.close()
+        if not worker.ready.done():
+            worker.ready.set_exception(ServiceUnavailable("A worker process failed to start"))
+        job = worker.job
+        worker.job = None
+        if job is not None:
+            if job.handle is not None and self.events is not None:
+                self.events.finish(job.handle)  # it never sends END now
+            self._fail(job, ServiceUnavailable(
+                "A worker process died while handling this request (out of memory?)"))
+            self._finish(job)
+        if not self._stopping and not worker.retiring:
+            logger.error("Worker %s ended unexpectedly; starting another", worker.pid)
+        if not self._stopping and len(self._all) < self.workers:
+            self._spawn()
+
+    # -- dispatch ----------------------------------------------------------------------
+    def _make_idle(self, worker: _Worker) -> None:
+        if self._stopping or worker.retiring or worker not in self._all:
+            return
+        if self._pending:
+            self._send(worker, self._pending.popleft())
+        else:
+            self._idle.append(worker)
+            self._notify()
+
+    def _send(self, worker: _Worker, job: _Job) -> None:
+        worker.job = job
+        job.worker = worker
+        future = asyncio.get_running_loop().run_in_executor(self._sender, worker.conn.send,
+                                                            job.message)
+        future.add_done_callback(lambda f: self._sent(worker, job, f))
+
+    def _sent(self, worker: _Worker, job: _Job, future: asyncio.Future) -> None:
+        if future.cancelled() or future.exception() is None:
+            return
+        exc = future.exception()
+        logger.error("Could not send a job to worker %s: %s", worker.pid, exc)
+        if worker.job is job:  # e.g. arguments that cannot be pickled
+            worker.job = None
+            self._fail(job, ServiceUnavailable("The job could not be handed to a worker"))
+            self._finish(job)
+            self._make_idle(worker)
+
+    def _retire(self, worker: _Worker) -> None:
+        worker.retiring = True
+        with contextlib.suppress(ValueError):
+            self._idle.remove(worker)
+        with contextlib.suppress(OSError, ValueError):
+            worker.conn.send(None)
+        self._spawn()
+        if worker in self._all:
+            self._all.remove(worker)
+
+    def _kill(self, worker: _Worker) -> None:
+        """Stop a worker now; its reader thread reports the exit and a new one starts."""
+        with contextlib.suppress(Exception):
+            worker.process.kill()
+
+    def _fail(self, job: _Job, exc: BaseException) -> None:
+        if not job.future.done():
+            job.future.set_exception(exc)
+
+    def _finish(self, job: _Job) -> None:
+        self._reserved -= job.estimate
+        self._active -= 1
+        self._notify()
 
     # -- admission ----------------------------------------------------------------------
     @property
     def reserved_bytes(self) -> int:
         return self._reserved
+
+    @property
+    def held_bytes(self) -> int:
+        """Memory idle workers still hold above their fresh size (counted as used)."""
+        return sum(max(0, w.rss - w.fresh_rss) for w in self._idle)
 
     def _check_size(self, estimate: int) -> None:
         if estimate > self.memory_budget:
@@ -133,18 +298,21 @@ class WorkerPool:
                 f"{factor:.1f}x the engine's memory budget of "
                 f"{self.memory_budget // MB:,} MB; ask for a smaller output or fewer inputs")
 
+    def _memory_fits(self, estimate: int) -> bool:
+        return self._reserved + self.held_bytes + estimate <= self.memory_budget
+
     def _admit(self, estimate: int) -> None:
         self._check_size(estimate)
         if self._active >= self.workers + self.max_queued or \
                 (self._waiters and self._active >= self.workers):
             raise Busy("The engine is busy with other requests; try again shortly",
                        retry_after=2)
-        if self._reserved + estimate > self.memory_budget:
+        if not self._memory_fits(estimate):
             raise Busy("The engine's memory is committed to other requests; try again shortly",
                        retry_after=3)
 
     def _room_for(self, estimate: int) -> bool:
-        return self._active < self.workers and self._reserved + estimate <= self.memory_budget
+        return self._active < self.workers and self._memory_fits(estimate)
 
     async def _wait_for_room(self, estimate: int, on_wait, wait_tick: float) -> None:
         """Queued lane: wait for a free worker and memory, in arrival order."""
@@ -166,73 +334,84 @@ class WorkerPool:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _release(self, estimate: int) -> None:
-        self._reserved -= estimate
-        self._active -= 1
-        self._notify()
-
+    # -- running jobs -------------------------------------------------------------------
     async def run(self, fn: Callable[..., T], *args: Any, estimate_bytes: int = 0,
                   queued: bool = False, on_wait: Callable[[int], Awaitable[None]] | None = None,
-                  wait_tick: float = 2.0, job: JobHandle | None = None, **kwargs: Any) -> T:
+                  wait_tick: float = 2.0, job: JobHandle | None = None,
+                  time_limit: float | None = None, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` in a worker process after admission.
 
         ``job``: the job's handle (from ``pool.events.open()``); it is passed to
-        ``fn`` as ``job=`` and cancelled if this call is cancelled.
+        ``fn`` as ``job=`` and cancelled if this call is cancelled. ``time_limit``:
+        seconds (default: the pool's; ``math.inf`` for none) before the job is
+        stopped with 504.
         """
-        if self._executor is None:
+        if self._stopping or self.events is None:
             raise ServiceUnavailable("The processing pool is not running")
-        estimate = max(0, int(estimate_bytes))
         events = self.events
+        estimate = max(0, int(estimate_bytes))
         try:
             if queued:
                 await self._wait_for_room(estimate, on_wait, wait_tick)
             else:
                 self._admit(estimate)
-            executor = self._executor
-            if executor is None:
+            if self._stopping:
                 raise ServiceUnavailable("The processing pool is not running")
         except BaseException:
-            if job is not None and events is not None:
+            if job is not None:
                 events.finish(job)  # it will never run: no END would come
             raise
-        loop = asyncio.get_running_loop()
+        message = ((next(self._ids), run_job, (fn, job, args, kwargs), {}) if job is not None
+                   else (next(self._ids), fn, args, kwargs))
+        work = _Job(id=message[0], message=message, estimate=estimate,
+                    future=asyncio.get_running_loop().create_future(), handle=job)
         self._reserved += estimate
         self._active += 1
+        if self._idle:
+            self._send(self._idle.popleft(), work)
+        else:
+            self._pending.append(work)
+        limit = self.time_limit if time_limit is None else float(time_limit)
         try:
-            if job is None:
-                future = executor.submit(fn, *args, **kwargs)
-            else:
-                future = executor.submit(run_job, fn, job, args, kwargs)
-        except BaseException:
-            self._release(estimate)
-            raise
-
-        def ended(f: Future) -> None:
-            loop.call_soon_threadsafe(self._release, estimate)
-            # A job that never ran, or whose worker died, sends no END itself.
-            if job is not None and events is not None and (
-                    f.cancelled() or isinstance(f.exception(), BrokenProcessPool)):
-                events.finish(job)
-
-        future.add_done_callback(ended)
-        try:
-            return await asyncio.wrap_future(future)
+            return await asyncio.wait_for(asyncio.shield(work.future),
+                                          None if math.isinf(limit) else limit)
+        except asyncio.TimeoutError:
+            self._stop_job(work)
+            raise TimeLimitExceeded(
+                f"This computation took longer than its limit of {limit:g} s and was "
+                "stopped; try a smaller image or output") from None
         except asyncio.CancelledError:
-            # The worker goes on until the job's next stage boundary; the memory
-            # stays reserved until then (the done callback above).
-            if job is not None and self.events is not None:
-                self.events.cancel(job)
+            self._stop_job(work)
             raise
-        except BrokenProcessPool:
-            logger.error("A worker process died; rebuilding the pool")
-            if job is not None and events is not None:
-                events.finish(job)
-            async with self._lock:
-                if self._executor is executor:
-                    executor.shutdown(wait=False, cancel_futures=True)
-                    self._executor = self._new_executor()
-            raise ServiceUnavailable(
-                "A worker process died while handling this request (out of memory?)") from None
+
+    def _stop_job(self, work: _Job) -> None:
+        """Ask a job to stop (its cancel flag); kill its worker if it has not stopped
+        after the grace period. A job still waiting for a worker is dropped at once."""
+        if work.worker is None:
+            if work in self._pending:
+                self._pending.remove(work)
+                if work.handle is not None and self.events is not None:
+                    self.events.finish(work.handle)
+                self._fail(work, ServiceUnavailable("cancelled"))
+                self._finish(work)
+            return
+        if work.stopping:
+            return
+        work.stopping = True
+        if work.handle is not None and self.events is not None:
+            self.events.cancel(work.handle)
+        worker = work.worker
+        loop = asyncio.get_running_loop()
+
+        def overdue() -> None:
+            if worker.job is work:
+                logger.warning("Worker %s did not stop job %s in time: replacing it",
+                               worker.pid, work.id)
+                self._kill(worker)
+
+        loop.call_later(STOP_GRACE_SECONDS, overdue)
+        # Nobody awaits the result any more.
+        work.future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
 
     async def stream(self, fn: Callable[..., T], *args: Any, estimate_bytes: int = 0,
                      queued: bool = True,
@@ -246,9 +425,10 @@ class WorkerPool:
 
         Every ``poll`` seconds it asks ``disconnected()``: when the client has
         gone, the job is cancelled and the generator ends quietly. After
-        ``time_limit`` seconds in all, the job is cancelled and
+        ``time_limit`` seconds in all (waiting included), the job is cancelled and
         :class:`TimeLimitExceeded` is raised. Closing the generator cancels the
-        job too; the worker stops at its next :meth:`JobHandle.check`.
+        job too; the worker stops at its next :meth:`JobHandle.check`, or is
+        replaced after a grace period.
         """
         if self.events is None:
             raise ServiceUnavailable("The processing pool is not running")
@@ -259,10 +439,11 @@ class WorkerPool:
             if waiting is not None:
                 queue.put_nowait(waiting(position))
 
+        limit = math.inf if time_limit is None else float(time_limit)
         task = asyncio.ensure_future(self.run(
             fn, *args, estimate_bytes=estimate_bytes, queued=queued, on_wait=on_wait,
-            wait_tick=wait_tick, job=handle, **kwargs))
-        deadline = None if time_limit is None else loop.time() + time_limit
+            wait_tick=wait_tick, job=handle, time_limit=limit, **kwargs))
+        deadline = loop.time() + limit
         ended = False
         try:
             while not ended:
@@ -290,32 +471,12 @@ class WorkerPool:
                     break
                 if disconnected is not None and await disconnected():
                     return
-                if deadline is not None and loop.time() > deadline:
+                if loop.time() > deadline:
                     raise TimeLimitExceeded(
-                        f"The job did not finish within its time limit of {time_limit:g} s "
+                        f"The job did not finish within its time limit of {limit:g} s "
                         "and was stopped; try again when the engine is less busy, or ask "
                         "for a smaller output")
             yield "result", await task
         finally:
             if not task.done():
                 task.cancel()
-
-
-@contextmanager
-def time_limit(seconds: float, what: str = "This computation"):
-    """Inside a worker job: raise :class:`TimeLimitExceeded` after ``seconds``.
-
-    Uses SIGALRM (jobs run on the worker process's main thread), so Python code
-    is interrupted between operations; the worker stays alive for the next job.
-    """
-    def on_alarm(signum, frame):
-        raise TimeLimitExceeded(f"{what} took longer than its limit of {seconds:g} s and was "
-                                "stopped; try a higher threshold or a smaller image")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)

@@ -1,4 +1,4 @@
-"""Source detection on a file, as a worker job (size limit, time limit)."""
+"""Source detection on a file, as a worker job (size limit; the pool enforces its time)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 from app.errors import PayloadTooLarge
 from app.processing.detection import detect_sources
 from app.processing.fits_io import inspect_image, open_plane
-from app.workers import time_limit
 
 
 def detection_pixels(path: str | os.PathLike, hdu_index: int = -1) -> int:
@@ -28,12 +27,10 @@ def estimate_detection_bytes(pixels: int) -> int:
 
 
 def detect_in_file(path: str, hdu_index: int, method: str, threshold_sigma: float,
-                   fwhm: float, npixels: int, deblend: bool, max_pixels: int,
-                   seconds: float) -> dict:
-    """Worker job: the middle plane of the image HDU, detected within ``seconds``."""
-    with time_limit(seconds, "Source detection"):
-        with open_plane(path, -1, hdu_index=None if hdu_index < 0 else hdu_index) as (r, info):
-            check_detection_size(info.choice.height * info.choice.width, max_pixels)
-            # No name kept for the image: detect_sources frees it once subtracted.
-            return detect_sources(r.read(), method, threshold_sigma, fwhm, npixels, deblend)
+                   fwhm: float, npixels: int, deblend: bool, max_pixels: int) -> dict:
+    """Worker job: the middle plane of the image HDU (its time limit is the pool's)."""
+    with open_plane(path, -1, hdu_index=None if hdu_index < 0 else hdu_index) as (r, info):
+        check_detection_size(info.choice.height * info.choice.width, max_pixels)
+        # No name kept for the image: detect_sources frees it once subtracted.
+        return detect_sources(r.read(), method, threshold_sigma, fwhm, npixels, deblend)
 

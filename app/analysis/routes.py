@@ -78,8 +78,9 @@ async def detect(body: SourceDetectionRequest, settings: Settings = Depends(get_
     detection_jobs.check_detection_size(pixels, settings.DETECTION_MAX_PIXELS)
     return await pool.run(detection_jobs.detect_in_file, str(path), body.hdu_index, body.method,
                           body.threshold_sigma, body.fwhm, body.npixels, body.deblend,
-                          settings.DETECTION_MAX_PIXELS, settings.DETECTION_TIME_LIMIT_SECONDS,
-                          estimate_bytes=detection_jobs.estimate_detection_bytes(pixels))
+                          settings.DETECTION_MAX_PIXELS,
+                          estimate_bytes=detection_jobs.estimate_detection_bytes(pixels),
+                          time_limit=settings.DETECTION_TIME_LIMIT_SECONDS)
 
 
 @router.get("/table-info", response_model=TableInfoResponse, summary="Tables in a FITS file",

@@ -1,0 +1,103 @@
+"""What runs inside each worker process of :class:`app.workers.WorkerPool`.
+
+A worker imports the heavy science once, says it is ready, then loops: receive
+``(job_id, fn, args, kwargs)`` on its pipe, run it, give the memory it freed
+back to the system (``malloc_trim``: glibc keeps freed heap memory otherwise,
+and a worker would hold its high-water mark for ever), and send back
+``(job_id, "ok" | "error", value, rss_bytes)``. ``None`` means stop.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import pickle
+import signal
+from typing import Any
+
+from app.errors import ServiceError
+from app.progress import install_in_worker
+
+logger = logging.getLogger(__name__)
+
+
+def warm_up() -> None:
+    """Import the heavy modules once so that the first real job is fast."""
+    import astropy.stats  # noqa: F401
+    import astropy.wcs  # noqa: F401
+
+    import app.composite.composite_engine  # noqa: F401
+    import app.processing.enhancement  # noqa: F401
+    import app.processing.fits_io  # noqa: F401
+    import app.processing.render  # noqa: F401
+
+
+def current_rss() -> int:
+    """Resident memory of this process now (bytes), from /proc."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+_libc: Any = None
+
+
+def trim_memory() -> None:
+    """Return freed heap memory to the system (glibc's malloc_trim; no-op elsewhere)."""
+    global _libc
+    if _libc is None:
+        name = ctypes.util.find_library("c")
+        try:
+            _libc = ctypes.CDLL(name) if name else False
+        except OSError:
+            _libc = False
+    if _libc and hasattr(_libc, "malloc_trim"):
+        _libc.malloc_trim(0)
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """The exception itself when it survives pickling, else a plain stand-in."""
+    if isinstance(exc, ServiceError):
+        return exc
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+def worker_main(conn: Any, events: Any, flags: Any) -> None:
+    """The worker's whole life (the target of its ``multiprocessing.Process``)."""
+    # Leave numerical libraries one thread each: the pool is the parallelism.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    # Ctrl-C in a terminal reaches the whole process group: the server stops us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    install_in_worker(events, flags)
+    warm_up()
+    conn.send(("ready", os.getpid(), current_rss()))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        job_id, fn, args, kwargs = message
+        try:
+            reply: tuple[str, Any] = ("ok", fn(*args, **kwargs))
+        except BaseException as exc:  # everything goes back to the request
+            reply = ("error", _portable(exc))
+        del message
+        trim_memory()
+        try:
+            conn.send((job_id, *reply, current_rss()))
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            conn.send((job_id, "error", RuntimeError(f"unsendable result: {exc}"),
+                       current_rss()))
+        except (EOFError, OSError):
+            return
