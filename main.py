@@ -12,6 +12,7 @@ from app.analysis.routes import router as analysis_router
 from app.composite.routes import router as composite_router
 from app.config import Settings, load_settings
 from app.discovery.routes import router as discovery_router
+from app.mosaic.routes import MOSAIC_OUTPUT_DIR, sweep_stale_outputs
 from app.mosaic.routes import router as mosaic_router
 from app.semantic.routes import router as semantic_router
 from app.semantic.search_service import SemanticService
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                     time_limit=settings.ENGINE_JOB_TIME_LIMIT_SECONDS,
                                     recycle_bytes=settings.ENGINE_WORKER_RECYCLE_BYTES)
         app.state.semantic = SemanticService(settings.SEMANTIC_DATA_DIR)
+        sweep_stale_outputs(settings.STORAGE_TEMP_CACHE_DIR / MOSAIC_OUTPUT_DIR)
         await app.state.pool.start()
         try:
             yield

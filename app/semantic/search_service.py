@@ -34,6 +34,7 @@ class SemanticService:
         """Embed and index; returns (embedded_count, errors)."""
         if not items:
             raise BadRequest("items list is required")
+        embedder.require_model()
         errors, ids, texts = [], [], []
         for item in items:
             text = build_text(item)
@@ -63,6 +64,7 @@ class SemanticService:
         text = query.strip()
         if not text:
             raise BadRequest("query must contain some text, not only spaces")
+        embedder.require_model()
         if len(self.index) == 0:
             await run_in_threadpool(self.index.reload)
         if len(self.index) == 0:
@@ -80,6 +82,8 @@ class SemanticService:
 
     def status(self) -> dict:
         self.index.reload()
+        missing = embedder.missing_packages()
         return {"total_indexed": len(self.index), "model_loaded": embedder.is_loaded(),
+                "model_available": not missing, "missing_packages": missing,
                 "index_file_exists": self.index.file_exists, "model_name": embedder.MODEL_NAME,
                 "embedding_dim": embedder.EMBEDDING_DIM}
