@@ -51,11 +51,6 @@ STOP_GRACE_SECONDS = 3.0
 SHUTDOWN_GRACE_SECONDS = 3.0
 
 
-def peak_rss_bytes() -> int:
-    """Peak resident memory of the calling process (Linux ru_maxrss is in KiB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 @dataclass(eq=False)

@@ -152,3 +152,15 @@ class RssSampler(_Sampler):
 
     def result(self) -> dict:
         return {"peak_worker_mb": self.peak_worker / MB, "peak_total_mb": self.peak_total / MB}
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory (bytes) of a process and all its children now."""
+    root = psutil.Process(pid)
+    total = 0
+    for p in [root] + root.children(recursive=True):
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total

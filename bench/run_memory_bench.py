@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import CACHE, RESULTS  # noqa: E402
+from bench.common import CACHE, RESULTS, tree_rss  # noqa: E402
 from bench.run_composite_bench import body as composite_body  # noqa: E402
 from bench.run_composite_bench import make_three  # noqa: E402
 from bench.run_mosaic_bench import make_grid  # noqa: E402
@@ -34,15 +33,6 @@ STORAGE = CACHE / "storage"
 MB = 1024 * 1024
 
 
-def tree_rss(pid: int) -> int:
-    root = psutil.Process(pid)
-    total = 0
-    for p in [root] + root.children(recursive=True):
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
 
 
 def settle(pid: int, seconds: float = 3.0) -> int:
@@ -75,7 +65,11 @@ def main() -> int:
         ]
         for name, url, payload in steps:
             start = time.perf_counter()
-            client.post(url, json=payload).raise_for_status()
+            response = client.post(url, json=payload)
+            if response.status_code == 404 and "Not Found" in response.text:
+                print(f"{name:<20} skipped: this engine has no {url}", flush=True)
+                continue
+            response.raise_for_status()
             print(f"{name:<20} {time.perf_counter() - start:6.2f} s", flush=True)
         after = settle(proc.pid)
         results = {"fresh_tree_mb": fresh / MB, "idle_after_mb": after / MB,

@@ -27,12 +27,12 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, health_line, summary  # noqa: E402
+from bench.common import (  # noqa: E402
+    CACHE, RESULTS, HealthProbe, RssSampler, health_line, summary, tree_rss)
 from bench.run_composite_bench import body as composite_body  # noqa: E402
 from bench.run_composite_bench import make_three  # noqa: E402
 from tests.support.servers import run_service  # noqa: E402
@@ -64,15 +64,6 @@ def make_sky(n: int, size: int, scale: float) -> list[str]:
     return keys
 
 
-def tree_rss(pid: int) -> int:
-    root = psutil.Process(pid)
-    total = 0
-    for p in [root] + root.children(recursive=True):
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
 
 
 def stream_once(client: httpx.Client, payload: dict) -> tuple[float, float]:

@@ -3,12 +3,10 @@ instead of 429, cancellation, the budget verdict and the estimate, over HTTP."""
 
 from __future__ import annotations
 
-import fcntl
 import io
 import re
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -21,7 +19,7 @@ from app.composite.budget import budget_verdict
 from app.composite.models import NChannelCompositeRequest
 from app.config import Settings
 from app.storage.local_storage import LocalStorage
-from app.storage.temp_cache import TempCache
+from app.storage.temp_cache import TempCache, flock
 from tests.conftest import composite_cache_dir
 from tests.support.ndjson import StreamResult, read_lines, stream_composite
 from tests.support.servers import run_service
@@ -79,15 +77,8 @@ def lock_path(body: dict, data_root: Path, cache_dir: Path, channel_index: int) 
     return cache_dir / ".locks" / (name + ".lock")
 
 
-@contextmanager
-def holding(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+#: Holding a cache entry's lock, as the worker itself takes it.
+holding = flock
 
 
 class StreamThread(threading.Thread):

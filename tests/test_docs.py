@@ -177,8 +177,12 @@ def fuzz_engine(tmp_path_factory):
         fits.Column(name="FLUX", format="D", unit="Jy", array=np.cos(wave)),
         fits.Column(name="FLUX_ERROR", format="D", unit="Jy", array=np.full(300, 0.01)),
     ], name="EXTRACT1D")]).writeto(root / f"{folder}jw02733o001_x1d.fits")
+    # A small composite memory limit: the fuzzer's 4096^2 composites with every control on
+    # are answered by the budget verdict (413, or shrunk when forced) instead of costing
+    # seconds each; the render path itself is covered by the composite tests.
     env = {"STORAGE_PROVIDER": "local", "STORAGE_BASE_PATH": str(root), "ENGINE_WORKERS": "2",
-           "COMPOSITE_CACHE_DIR": str(root.parent / "fuzz_composite_cache")}
+           "COMPOSITE_CACHE_DIR": str(root.parent / "fuzz_composite_cache"),
+           "MAX_COMPOSITE_MEMORY_BYTES": "600000000"}
     with run_service("main", env, root.parent / "fuzz_engine.log") as (base, _proc):
         yield base
 

@@ -21,8 +21,6 @@ def hue_to_rgb(hue_deg: float) -> tuple[float, float, float]:
     return colorsys.hsv_to_rgb((hue_deg % 360.0) / 360.0, 1.0, 1.0)
 
 
-def hex_color(rgb: tuple[float, float, float]) -> str:
-    return "#" + "".join(f"{int(round(max(0.0, min(1.0, c)) * 255)):02x}" for c in rgb)
 
 
 def apply_curve(values: np.ndarray, curve: str) -> np.ndarray:
@@ -210,13 +208,3 @@ def adjust_saturation(rgb: np.ndarray, saturation: float = 1.0, vibrancy: float 
     if vibrancy:
         sat = np.clip(sat + np.float32(vibrancy) * (np.float32(1.0) - sat), 0.0, 1.0)
     return np.clip(hls_to_rgb(hue, light, sat), 0.0, 1.0)
-
-
-def to_rgb8(rgb: np.ndarray) -> np.ndarray:
-    """[0, 1] floats to 8-bit, rounded, with FITS row 0 at the bottom."""
-    out = np.empty(rgb.shape, dtype=np.uint8)
-    scaled = rgb[::-1] * np.float32(255.0)
-    scaled += np.float32(0.5)
-    np.clip(scaled, 0, 255, out=scaled)
-    out[...] = scaled.astype(np.uint8)
-    return out

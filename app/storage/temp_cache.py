@@ -26,7 +26,8 @@ from app.storage.helpers import atomic_target
 
 
 @contextmanager
-def _flock(path: Path) -> Iterator[None]:
+def flock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (created if needed), held for the block."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
@@ -65,7 +66,7 @@ class TempCache:
         if self._is_complete(target, expected_size):
             self._touch(target)
             return target
-        with _flock(self._locks / (target.name + ".lock")):
+        with flock(self._locks / (target.name + ".lock")):
             if self._is_complete(target, expected_size):
                 self._touch(target)
                 return target
@@ -113,7 +114,7 @@ class TempCache:
     def make_room(self, incoming: int, keep: Path | None = None) -> None:
         """Evict least recently used entries until ``incoming`` more bytes fit
         (and, with ``max_entries``, until the number of entries does)."""
-        with _flock(self._locks / "evict.lock"):
+        with flock(self._locks / "evict.lock"):
             entries = sorted(self.entries(), key=lambda e: e[2])
             total = sum(size for _, size, _ in entries)
             limit = self.max_bytes - incoming
