@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,6 +39,10 @@ MB = 1024 * 1024
 def settle(pid: int, seconds: float = 3.0) -> int:
     """The tree's RSS once it has stopped changing (workers replaced, memory returned)."""
     time.sleep(seconds)
+    server = psutil.Process(pid).memory_info().rss
+    workers = [p.memory_info().rss for p in psutil.Process(pid).children(recursive=True)]
+    print(f"  server {server / MB:.0f} MB, children "
+          f"{', '.join(f'{w / MB:.0f}' for w in workers)} MB", flush=True)
     return tree_rss(pid)
 
 
