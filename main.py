@@ -46,7 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.pool.stop()
 
     app = build_app(title="JWST Data Processing Engine", service="jwst-processing-engine",
-                    description=DESCRIPTION, settings=settings, lifespan=lifespan)
+                    description=DESCRIPTION, settings=settings, lifespan=lifespan,
+                    max_body_bytes=settings.ENGINE_MAX_BODY_BYTES)
     app.include_router(viewer_router)
     app.include_router(composite_router)
     app.include_router(mosaic_router)

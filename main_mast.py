@@ -50,7 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.downloads.shutdown()
 
     app = build_app(title="JWST MAST Proxy Service", service="jwst-mast-proxy",
-                    description=DESCRIPTION, settings=settings, lifespan=lifespan)
+                    description=DESCRIPTION, settings=settings, lifespan=lifespan,
+                    max_body_bytes=settings.MAST_MAX_BODY_BYTES)
     app.include_router(mast_router)
     return app
 

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from app.config import Settings
-from app.http_errors import install_error_handlers, use_string_detail_in_openapi
+from app.http_errors import BodySizeLimit, install_error_handlers, use_string_detail_in_openapi
 from app.offline_docs import install_offline_docs
 from app.storage import create_storage
 
@@ -17,8 +17,9 @@ class Health(BaseModel):
 
 
 def build_app(*, title: str, service: str, description: str, settings: Settings,
-              lifespan) -> FastAPI:
-    """A FastAPI app with the common parts; the caller adds its routers."""
+              lifespan, max_body_bytes: int) -> FastAPI:
+    """A FastAPI app with the common parts; the caller adds its routers. Request bodies
+    over ``max_body_bytes`` are refused (413) before they are held in memory."""
     app = FastAPI(title=title, version="1.0.0", description=description, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     install_offline_docs(app)
@@ -26,6 +27,7 @@ def build_app(*, title: str, service: str, description: str, settings: Settings,
     app.state.storage = create_storage(settings)
     install_error_handlers(app)
     use_string_detail_in_openapi(app)
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
 
     @app.get("/", include_in_schema=False)
     async def root():

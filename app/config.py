@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     # Nice value of the download threads (Linux: per thread): transfers are bulk work,
     # so requests such as progress polls are scheduled first on a busy machine. 0: off.
     MAST_TRANSFER_NICE: int = Field(default=10, ge=0, le=19)
+    # Request bodies larger than this are refused (413) before they are read.
+    MAST_MAX_BODY_BYTES: int = Field(default=1 * MIB, ge=1024)
 
     # --- processing engine limits ------------------------------------------------
     MAX_FITS_ARRAY_ELEMENTS: int = Field(default=200_000_000, ge=1)
@@ -99,6 +101,9 @@ class Settings(BaseSettings):
     ENGINE_JOB_TIME_LIMIT_SECONDS: float = Field(default=600.0, gt=0)
     # A worker holding more than this above its fresh size after a job is replaced.
     ENGINE_WORKER_RECYCLE_BYTES: int = Field(default=512 * MIB, ge=0)
+    # Request bodies larger than this are refused (413) before they are read (an embed
+    # batch of ~50,000 records fits).
+    ENGINE_MAX_BODY_BYTES: int = Field(default=64 * MIB, ge=1024)
     # --- analysis -----------------------------------------------------------------
     DETECTION_MAX_PIXELS: int = Field(default=50_000_000, ge=1)
     DETECTION_TIME_LIMIT_SECONDS: float = Field(default=120.0, gt=0)

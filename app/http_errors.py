@@ -146,3 +146,49 @@ def use_string_detail_in_openapi(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for a request body larger than ``max_bytes``.
+
+    A declared ``Content-Length`` over the limit is answered before anything is read;
+    a body without one (chunked) is counted as it arrives and cut off at the limit, so
+    no request can make the server hold more than ``max_bytes`` of body.
+    """
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = int(max_bytes)
+
+    def _too_large(self) -> StarletteHTTPException:
+        return StarletteHTTPException(
+            status_code=413, detail=f"Request body too large: the limit is "
+                                    f"{self.max_bytes:,} bytes")
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_bytes:
+                    response = JSONResponse({"detail": self._too_large().detail},
+                                            status_code=413, headers={"Connection": "close"})
+                    await response(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise self._too_large()
+            return message
+
+        await self.app(scope, limited_receive, send)

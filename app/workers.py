@@ -49,6 +49,9 @@ MB = 1024 * 1024
 STOP_GRACE_SECONDS = 3.0
 #: Seconds the whole pool gets to stop before its workers are killed.
 SHUTDOWN_GRACE_SECONDS = 3.0
+#: The admitted cost of a job that only reads headers (planning, footprints, cube info):
+#: headers are parsed in a worker, never in the server process.
+HEADER_JOB_BYTES = 128 * MB
 
 
 

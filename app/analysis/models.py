@@ -29,8 +29,13 @@ class Circle(BaseModel):
     r: float = Field(gt=0, description="Radius in pixels")
 
 
+#: Vertices a polygon region may have (the cost of the inside test grows with them).
+MAX_POLYGON_VERTICES = 1000
+
+
 class Polygon(BaseModel):
-    points: list[tuple[float, float]] = Field(min_length=3, description="Vertices [x, y] in "
+    points: list[tuple[float, float]] = Field(min_length=3, max_length=MAX_POLYGON_VERTICES,
+                                              description="Vertices [x, y] in "
                                               "0-based pixels; pixels whose centre is inside "
                                               "(even-odd rule) count")
 

@@ -25,7 +25,7 @@ from app.errors import BadRequest
 from app.http_errors import error_responses
 from app.processing.detection import METHODS
 from app.storage.provider import StorageProvider
-from app.workers import WorkerPool
+from app.workers import HEADER_JOB_BYTES, WorkerPool
 
 router = APIRouter(prefix="/analysis", tags=["Analysis"])
 
@@ -74,7 +74,8 @@ async def detect(body: SourceDetectionRequest, settings: Settings = Depends(get_
     if body.method not in METHODS:
         raise BadRequest(f"Invalid method '{body.method}'. Valid options: {', '.join(METHODS)}")
     path = await resolve_file(storage, body.file_path)
-    pixels = await run_in_threadpool(detection_jobs.detection_pixels, str(path), body.hdu_index)
+    pixels = await pool.run(detection_jobs.detection_pixels, str(path), body.hdu_index,
+                            estimate_bytes=HEADER_JOB_BYTES)
     detection_jobs.check_detection_size(pixels, settings.DETECTION_MAX_PIXELS)
     return await pool.run(detection_jobs.detect_in_file, str(path), body.hdu_index, body.method,
                           body.threshold_sigma, body.fwhm, body.npixels, body.deblend,

@@ -22,6 +22,7 @@ from app.processing.pipeline import DisplayParams
 from app.processing.reprojection import scaled_grid
 from app.storage.helpers import check_file_size
 from app.storage.provider import StorageProvider
+from app.workers import HEADER_JOB_BYTES, WorkerPool
 
 
 def channel_name(index: int, label: str | None) -> str:
@@ -90,18 +91,18 @@ def composite_limit(settings: Settings, engine_budget: int) -> int:
     return min(int(limit), int(engine_budget))
 
 
-def resolve_channel_files(channels: list[NChannelConfig], storage: StorageProvider,
-                          max_file_bytes: int) -> list[list[str]]:
-    """Local paths of every channel's files, in order; 403/404/400 and the size 413."""
-    paths = []
-    for channel in channels:
-        files = []
-        for key in channel.file_paths:
-            path = storage.local_path(key)
+def resolve_channel_paths(channels: list[NChannelConfig],
+                          storage: StorageProvider) -> list[list[str]]:
+    """Local paths of every channel's files, in order (403/404/400; S3 may download)."""
+    return [[str(storage.local_path(key)) for key in channel.file_paths]
+            for channel in channels]
+
+
+def check_sizes(paths: list[list[str]], max_file_bytes: int) -> None:
+    """413 for a file over the size limit (§10.0.3)."""
+    for files in paths:
+        for path in files:
             check_file_size(path, max_file_bytes)
-            files.append(str(path))
-        paths.append(files)
-    return paths
 
 
 @dataclass
@@ -124,15 +125,16 @@ def judge(plan: composite_engine.CompositePlan, settings: Settings, engine_budge
                           settings.COMPOSITE_DOWNSCALE_FAIL_THRESHOLD, allow_force_downscale)
 
 
-def prepare_sync(body: NChannelCompositeRequest, settings: Settings, storage: StorageProvider,
-                 engine_budget: int, *, refuse: bool = True) -> PreparedComposite:
-    """Resolve, read headers, judge; the plan moved to the grid that fits.
+def plan_request(body: NChannelCompositeRequest, paths: list[list[str]], settings: Settings,
+                 engine_budget: int, refuse: bool = True) -> PreparedComposite:
+    """Worker job: size checks, headers, the grid and the verdict; the plan moved to the
+    grid that fits.
 
     With ``refuse`` a ``fail`` verdict is the §10.1 413 (its detail word for word);
     without it (the estimate) the verdict is only reported.
     """
     check_colour_rules(body)
-    paths = resolve_channel_files(body.channels, storage, settings.max_fits_file_bytes)
+    check_sizes(paths, settings.max_fits_file_bytes)
     specs = channel_specs(body.channels, paths)
     plan = composite_engine.plan_composite(specs, render_options(body), cache_spec(settings))
     verdict = judge(plan, settings, engine_budget, body.allow_force_downscale and refuse)
@@ -143,18 +145,37 @@ def prepare_sync(body: NChannelCompositeRequest, settings: Settings, storage: St
     return PreparedComposite(plan=plan, verdict=verdict)
 
 
+def prepare_sync(body: NChannelCompositeRequest, settings: Settings, storage: StorageProvider,
+                 engine_budget: int, *, refuse: bool = True) -> PreparedComposite:
+    """Resolve and plan in this process (tools and tests; the routes use :func:`prepare`)."""
+    return plan_request(body, resolve_channel_paths(body.channels, storage), settings,
+                        engine_budget, refuse)
+
+
 async def prepare(body: NChannelCompositeRequest, settings: Settings, storage: StorageProvider,
-                  engine_budget: int, *, refuse: bool = True) -> PreparedComposite:
-    """:func:`prepare_sync` off the event loop (it reads files and may download from S3)."""
-    return await run_in_threadpool(prepare_sync, body, settings, storage, engine_budget,
-                                   refuse=refuse)
+                  pool: WorkerPool, *, refuse: bool = True,
+                  queued: bool = False) -> PreparedComposite:
+    """Keys resolved off the event loop, then headers read in a worker (DESIGN.md
+    principle 8: nothing that grows with the input runs in the server process)."""
+    check_colour_rules(body)
+    paths = await run_in_threadpool(resolve_channel_paths, body.channels, storage)
+    return await pool.run(plan_request, body, paths, settings, pool.memory_budget, refuse,
+                          estimate_bytes=HEADER_JOB_BYTES, queued=queued)
 
 
-def prepare_analysis_sync(body: AnalyzeChannelsRequest, settings: Settings,
-                          storage: StorageProvider) -> composite_engine.CompositePlan:
-    """The analysis plan of §10.4 (any mix of colours is fine here)."""
-    paths = resolve_channel_files(body.channels, storage, settings.max_fits_file_bytes)
+def plan_analysis(body: AnalyzeChannelsRequest, paths: list[list[str]],
+                  settings: Settings) -> composite_engine.CompositePlan:
+    """Worker job: the analysis plan of §10.4 (any mix of colours is fine here)."""
+    check_sizes(paths, settings.max_fits_file_bytes)
     specs = channel_specs(body.channels, paths)
     geometries = composite_engine.read_channel_geometries(specs)
     return composite_engine.analysis_plan(specs, geometries, body.background_neutralization,
                                           cache_spec(settings))
+
+
+async def prepare_analysis(body: AnalyzeChannelsRequest, settings: Settings,
+                           storage: StorageProvider,
+                           pool: WorkerPool) -> composite_engine.CompositePlan:
+    paths = await run_in_threadpool(resolve_channel_paths, body.channels, storage)
+    return await pool.run(plan_analysis, body, paths, settings,
+                          estimate_bytes=HEADER_JOB_BYTES)

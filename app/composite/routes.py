@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from app.composite import composite_engine
 from app.composite.models import (
@@ -17,7 +16,7 @@ from app.composite.models import (
     CompositeEstimate,
     NChannelCompositeRequest,
 )
-from app.composite.planning import channel_name, check_colour_rules, prepare, prepare_analysis_sync
+from app.composite.planning import channel_name, check_colour_rules, prepare, prepare_analysis
 from app.composite.stream import MEDIA_TYPE, composite_stream
 from app.config import Settings
 from app.deps import get_pool, get_settings, get_storage
@@ -49,7 +48,7 @@ async def generate_nchannel(body: NChannelCompositeRequest,
     stretches or colours is fast. When the composite alone would not fit the memory
     limit its grid shrinks (``X-Composite-Budget-Status: warn``), or, below the fail
     threshold, 413 unless ``allow_force_downscale`` (``forced``)."""
-    prepared = await prepare(body, settings, storage, pool.memory_budget)
+    prepared = await prepare(body, settings, storage, pool)
     result = await pool.run(composite_engine.render_composite, prepared.plan,
                             estimate_bytes=prepared.estimate_bytes)
     return Response(content=result.content, media_type=result.media_type,
@@ -100,7 +99,7 @@ async def estimate(body: NChannelCompositeRequest, settings: Settings = Depends(
             f"Estimate input exceeds soft cap: {total} files across {len(body.channels)} "
             f"channels (limit: {limit}). Submit smaller batches or generate without "
             "pre-flight.")
-    verdict = (await prepare(body, settings, storage, pool.memory_budget, refuse=False)).verdict
+    verdict = (await prepare(body, settings, storage, pool, refuse=False)).verdict
     return CompositeEstimate(status="fail" if verdict.status == "fail" else verdict.status,
                              original_shape=list(verdict.original_shape),
                              output_shape=list(verdict.output_shape),
@@ -122,7 +121,7 @@ async def analyze_channels(body: AnalyzeChannelsRequest,
     that ``auto_stretch: true`` would use (with the noise, signal-to-noise and dynamic
     range that chose them), a 100-bin histogram of the pixels above 0 and their
     statistics."""
-    plan = await run_in_threadpool(prepare_analysis_sync, body, settings, storage)
+    plan = await prepare_analysis(body, settings, storage, pool)
     results = await pool.run(composite_engine.analyze_channels, plan,
                              estimate_bytes=composite_engine.estimate_composite_bytes(plan))
     return {"channels": [{"channel_name": channel_name(i, c.label), "label": c.label, **r}

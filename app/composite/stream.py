@@ -10,6 +10,7 @@ picture in base64 and the headers the synchronous route would send) or
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -19,7 +20,7 @@ from app.composite import composite_engine
 from app.composite.models import NChannelCompositeRequest
 from app.composite.planning import prepare
 from app.config import Settings
-from app.errors import ServiceError
+from app.errors import ServiceError, TimeLimitExceeded
 from app.storage.provider import StorageProvider
 from app.workers import WorkerPool
 
@@ -67,12 +68,27 @@ async def composite_stream(body: NChannelCompositeRequest, settings: Settings,
                            disconnected: Callable[[], Awaitable[bool]]) -> AsyncIterator[bytes]:
     """The lines of one composite stream; always ends with a terminal event unless the
     client has gone."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.QUEUED_JOB_TIME_LIMIT_SECONDS
+    planning = asyncio.ensure_future(prepare(body, settings, storage, pool, queued=True))
     try:
-        prepared = await prepare(body, settings, storage, pool.memory_budget)
+        # Headers are read in a worker too, queued like the render: say so while waiting.
+        while not planning.done():
+            await asyncio.wait({planning}, timeout=QUEUED_TICK)
+            if planning.done():
+                break
+            if await disconnected():
+                return
+            if loop.time() > deadline:
+                raise TimeLimitExceeded(
+                    f"The composite did not start within its time limit of "
+                    f"{settings.QUEUED_JOB_TIME_LIMIT_SECONDS:g} s; the engine is busy")
+            yield ndjson(queued_event(1))
+        prepared = planning.result()
         steps = pool.stream(composite_engine.render_composite, prepared.plan,
                             estimate_bytes=prepared.estimate_bytes, queued=True,
                             waiting=queued_event, wait_tick=QUEUED_TICK,
-                            time_limit=settings.QUEUED_JOB_TIME_LIMIT_SECONDS,
+                            time_limit=max(1.0, deadline - loop.time()),
                             disconnected=disconnected)
         try:
             async for kind, value in steps:
@@ -85,3 +101,6 @@ async def composite_stream(body: NChannelCompositeRequest, settings: Settings,
             await steps.aclose()
     except Exception as exc:  # every failure after the 200 travels in band
         yield ndjson(error_event(exc))
+    finally:
+        if not planning.done():
+            planning.cancel()

@@ -33,7 +33,7 @@ from app.processing.pipeline import DisplayParams
 from app.processing.render import COLORMAPS
 from app.storage.helpers import check_file_size
 from app.storage.provider import StorageProvider
-from app.workers import WorkerPool
+from app.workers import HEADER_JOB_BYTES, WorkerPool
 
 router = APIRouter(prefix="/mosaic", tags=["Mosaic"])
 logger = logging.getLogger(__name__)
@@ -92,10 +92,11 @@ async def generate_mosaic(body: MosaicRequest, settings: Settings = Depends(get_
         raise BadRequest("width and height cannot be used with output_format 'fits': the FITS "
                          "mosaic is always at the inputs' native resolution")
     paths = [str(p) for p in await resolve_files(storage, [f.file_path for f in body.files])]
-    plan = await run_in_threadpool(
-        mosaic_engine.plan_mosaic, paths, body.combine_method,
-        max_output_pixels=settings.MAX_MOSAIC_OUTPUT_PIXELS, width=body.width,
-        height=body.height, max_file_bytes=settings.max_fits_file_bytes)
+    plan = await pool.run(mosaic_engine.plan_mosaic, paths, body.combine_method,
+                          max_output_pixels=settings.MAX_MOSAIC_OUTPUT_PIXELS,
+                          width=body.width, height=body.height,
+                          max_file_bytes=settings.max_fits_file_bytes,
+                          estimate_bytes=HEADER_JOB_BYTES)
     estimate = mosaic_engine.estimate_mosaic_bytes(plan, in_memory=fmt != "fits")
     dask = settings.DASK_SCHEDULER_ADDRESS
     if fmt == "fits":
@@ -203,18 +204,25 @@ async def generate_observation(body: ObservationMosaicRequest, request: Request,
 
 @router.post("/footprint", response_model=FootprintResponse,
              summary="Sky footprints of FITS files, from their headers",
-             responses=error_responses(400, 403, 404, 422))
-async def footprint(body: FootprintRequest, storage: StorageProvider = Depends(get_storage)):
+             responses=error_responses(400, 403, 404, 422, 429, 503))
+async def footprint(body: FootprintRequest, storage: StorageProvider = Depends(get_storage),
+                    pool: WorkerPool = Depends(get_pool)):
     """Corners (pixel centres of the four corner pixels) and centre of each file on the sky,
     from its WCS alone (astropy: PC, CD and SIP honoured; no pixel is read), and the
     bounding box of all of them, which handles RA wrap-around at 0/360. ``overlap_warning``
     lists the groups when the files form several that do not overlap on the sky."""
     paths = [str(p) for p in await resolve_files(storage, body.file_paths)]
-    result = await run_in_threadpool(mosaic_engine.footprints, paths)
+    return await pool.run(footprints_with_warning, paths, body.file_paths,
+                          estimate_bytes=HEADER_JOB_BYTES)
+
+
+def footprints_with_warning(paths: list[str], keys: list[str]) -> dict:
+    """Worker job: the footprints (headers only) and the overlap warning of the keys."""
+    result = mosaic_engine.footprints(paths)
     items = result["footprints"]
-    for item, key in zip(items, body.file_paths):
+    for item, key in zip(items, keys):
         item["file_path"] = key
-    result["overlap_warning"] = await run_in_threadpool(
-        overlap_warning, body.file_paths, [f["center_ra"] for f in items],
-        [f["center_dec"] for f in items], [f["instrument"] for f in items])
+    result["overlap_warning"] = overlap_warning(
+        keys, [f["center_ra"] for f in items], [f["center_dec"] for f in items],
+        [f["instrument"] for f in items])
     return result

@@ -15,6 +15,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
+from app.errors import BadRequest
 from app.processing.fits_io import scale_and_rotation
 
 _XMP_JPEG_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
@@ -125,7 +126,9 @@ def embed_xmp_jpeg(jpeg: bytes, xmp: str) -> bytes:
         raise ValueError("not a JPEG stream")
     payload = _XMP_JPEG_HEADER + xmp.encode("utf-8")
     if len(payload) + 2 > 0xFFFF:
-        raise ValueError("XMP packet too large for one JPEG APP1 segment")
+        raise BadRequest(f"The AVM metadata ({len(payload):,} bytes) is larger than one JPEG "
+                         "metadata segment holds (64 KB); ask for the picture without AVM tags "
+                         "or as PNG")
     segment = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
     pos = 2
     # Keep JFIF (APP0) first, as readers expect.

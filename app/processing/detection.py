@@ -105,9 +105,15 @@ def _segments(residual, invalid, rms, threshold_sigma, fwhm, npixels, deblend) -
             for i in range(labels.size)]
 
 
+#: Sources one detection returns at most (the brightest).
+MAX_SOURCES = 10_000
+
+
 def detect_sources(data: np.ndarray, method: str = "auto", threshold_sigma: float = 5.0,
-                   fwhm: float = 3.0, npixels: int = 10, deblend: bool = True) -> dict:
-    """Detect sources in a 2-D image; returns the response fields of CONTRACT.md §3.12."""
+                   fwhm: float = 3.0, npixels: int = 10, deblend: bool = True,
+                   max_sources: int = MAX_SOURCES) -> dict:
+    """Detect sources in a 2-D image; returns the response fields of CONTRACT.md §3.12
+    (at most ``max_sources``, the brightest by flux)."""
     if method not in METHODS:
         raise BadRequest(f"Invalid method '{method}'. Valid options: {', '.join(METHODS)}")
     data = np.asarray(data, dtype=np.float32)
@@ -139,6 +145,12 @@ def detect_sources(data: np.ndarray, method: str = "auto", threshold_sigma: floa
         if not (0 <= col < width and 0 <= row < height) or invalid[row, col]:
             continue
         kept.append(s)
+    if len(kept) > max_sources:
+        # The brightest ones, in their order: noise at a low threshold can give tens of
+        # thousands of "sources" and megabytes of JSON.
+        brightest = sorted(range(len(kept)), key=lambda i: -(kept[i].get("flux") or 0.0))
+        chosen = set(brightest[:max_sources])
+        kept = [s for i, s in enumerate(kept) if i in chosen]
     for number, s in enumerate(kept, start=1):
         s.setdefault("id", number)
         if used != "segmentation":

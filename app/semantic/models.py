@@ -16,7 +16,8 @@ class FileMetadata(BaseModel):
         "observation_title": "The Crab Nebula with MIRI", "data_type": "image",
         "file_name": "jw01714-o002_t001_miri_f770w_i2d.fits"}]})
 
-    file_id: str = Field(min_length=1, description="Record id of the .NET side")
+    file_id: str = Field(min_length=1, max_length=256, description="Record id of the .NET "
+                         "side")
     target_name: str | None = None
     instrument: str | None = None
     filter_name: str | None = None

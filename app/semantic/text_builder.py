@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from app.semantic.models import FileMetadata
 
+#: The model reads about 256 tokens (~1,000 characters); longer prose is cut here, so one
+#: huge title cannot bloat the stored index.
+MAX_TEXT_CHARS = 2000
 LEVELS = {1: "raw uncalibrated", 2: "calibrated single exposure", 3: "combined science-ready",
           4: "contributed high-level"}
 
@@ -37,4 +40,5 @@ def build_text(m: FileMetadata) -> str:
         parts.append(prop[0].upper() + prop[1:] + ".")
     if m.file_name:
         parts.append(f"File {m.file_name}.")
-    return " ".join(parts).strip()
+    text = " ".join(parts).strip()
+    return text if len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS - 3] + "..."

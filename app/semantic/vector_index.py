@@ -2,15 +2,21 @@
 
 Vectors, ids and the embedded texts live in one ``index.npz`` under the
 semantic data directory, written to a temporary file and renamed into place,
-so a crash never leaves half an index. Search is one matrix-vector product
-over every vector (exact, like FAISS ``IndexFlatIP``): 10,000 x 384 floats take
-about a millisecond.
+so a crash never leaves half an index. Ids and texts are stored as one UTF-8
+blob each with offsets (numpy's string arrays would pad every entry to the
+longest one). An index file that cannot be read is moved aside with a warning
+and the index starts empty: the engine always starts. Search is one
+matrix-vector product over every vector (exact, like FAISS ``IndexFlatIP``):
+10,000 x 384 floats take about a millisecond.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +24,20 @@ import numpy as np
 from app.storage.helpers import atomic_target
 
 INDEX_FILE = "index.npz"
+logger = logging.getLogger(__name__)
+
+
+def pack_strings(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One UTF-8 blob and the end offset of each string (no padding)."""
+    encoded = [v.encode("utf-8", "surrogatepass") for v in values]
+    ends = np.cumsum([len(e) for e in encoded], dtype=np.int64)
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), ends
+
+
+def unpack_strings(blob: np.ndarray, ends: np.ndarray) -> list[str]:
+    data = blob.tobytes()
+    starts = np.concatenate([[0], ends[:-1]]) if ends.size else ends
+    return [data[a:b].decode("utf-8", "surrogatepass") for a, b in zip(starts, ends)]
 
 
 class VectorIndex:
@@ -48,19 +68,44 @@ class VectorIndex:
                 return
             if mtime == self._mtime:
                 return
-            with np.load(self.path, allow_pickle=False) as data:
-                self.vectors = np.ascontiguousarray(data["vectors"], dtype=np.float32)
-                self.ids = [str(v) for v in data["ids"]]
-                self.texts = [str(v) for v in data["texts"]]
+            try:
+                with np.load(self.path, allow_pickle=False) as data:
+                    vectors = np.ascontiguousarray(data["vectors"], dtype=np.float32)
+                    if "id_blob" in data:
+                        ids = unpack_strings(data["id_blob"], data["id_ends"])
+                        texts = unpack_strings(data["text_blob"], data["text_ends"])
+                    else:  # the first layout: padded string arrays
+                        ids = [str(v) for v in data["ids"]]
+                        texts = [str(v) for v in data["texts"]]
+                if vectors.ndim != 2 or vectors.shape[1] != self.dim or \
+                        not (len(ids) == len(texts) == vectors.shape[0]):
+                    raise ValueError("inconsistent arrays")
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+                self._move_aside(exc)
+                return
+            self.vectors, self.ids, self.texts = vectors, ids, texts
             self._mtime = mtime
+
+    def _move_aside(self, exc: BaseException) -> None:
+        """Keep an unreadable index file for inspection and start with an empty index."""
+        aside = self.path.with_name(f"{INDEX_FILE}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
+        try:
+            os.replace(self.path, aside)
+        except OSError:
+            aside = self.path
+        logger.warning("The semantic index %s could not be read (%s: %s); it was moved to %s "
+                       "and the index starts empty", self.path, type(exc).__name__, exc, aside)
+        self.vectors = np.zeros((0, self.dim), dtype=np.float32)
+        self.ids, self.texts, self._mtime = [], [], None
 
     def save(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         with atomic_target(self.path) as tmp:
             with open(tmp, "wb") as handle:
-                np.savez(handle, vectors=self.vectors,
-                         ids=np.array(self.ids, dtype=str),
-                         texts=np.array(self.texts, dtype=str))
+                id_blob, id_ends = pack_strings(self.ids)
+                text_blob, text_ends = pack_strings(self.texts)
+                np.savez(handle, vectors=self.vectors, id_blob=id_blob, id_ends=id_ends,
+                         text_blob=text_blob, text_ends=text_ends)
         self._mtime = self.path.stat().st_mtime_ns
 
     def upsert(self, ids: list[str], vectors: np.ndarray, texts: list[str]) -> None:

@@ -20,6 +20,9 @@ from urllib.parse import unquote
 from app.errors import AccessDenied, BadRequest, NotFound, PayloadTooLarge
 
 ACCESS_DENIED = "Access denied: invalid path"
+#: Longest key and longest folder or file name in it (Linux PATH_MAX, NAME_MAX).
+MAX_KEY_BYTES = 1024
+MAX_SEGMENT_BYTES = 255
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -57,7 +60,13 @@ def normalize_key(key: str) -> str:
     parts = [seg for seg in _segments(key) if seg not in ("", ".")]
     if not parts:
         raise BadRequest("Path is not a file")
-    return "/".join(parts)
+    canonical = "/".join(parts)
+    # The filesystem's own limits (NAME_MAX, PATH_MAX): longer keys name nothing.
+    if len(canonical.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES or any(
+            len(seg.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES for seg in parts):
+        raise BadRequest(f"Storage key too long: at most {MAX_KEY_BYTES} bytes, "
+                         f"{MAX_SEGMENT_BYTES} per folder or file name")
+    return canonical
 
 
 def is_within(path: str | os.PathLike, root: str | os.PathLike) -> bool:

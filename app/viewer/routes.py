@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
 from app.deps import get_pool, get_settings, get_storage, resolve_file
@@ -26,7 +25,7 @@ from app.viewer.models import (
     ThumbnailRequest,
     ThumbnailResponse,
 )
-from app.workers import WorkerPool
+from app.workers import HEADER_JOB_BYTES, WorkerPool
 
 router = APIRouter(tags=["Viewer"])
 
@@ -89,9 +88,10 @@ def parse_avm_metadata(text: str) -> dict:
     return {str(k): str(v) for k, v in value.items() if v is not None}
 
 
-async def _inspect(path, slice_index: int, settings: Settings):
-    return await run_in_threadpool(image_views.inspect, str(path), slice_index,
-                                   settings.MAX_FITS_ARRAY_ELEMENTS)
+async def _inspect(path, slice_index: int, settings: Settings, pool: WorkerPool):
+    """The image's shape and compression, read in a worker (never in the server)."""
+    return await pool.run(image_views.inspect, str(path), slice_index,
+                          settings.MAX_FITS_ARRAY_ELEMENTS, estimate_bytes=HEADER_JOB_BYTES)
 
 
 @router.post("/thumbnail", response_model=ThumbnailResponse, responses=ERRORS,
@@ -104,7 +104,7 @@ async def thumbnail(body: ThumbnailRequest,
     stretch, grey, 256 px on its long side with the aspect kept, row 0 at the bottom.
     Returned as base64 PNG inside JSON."""
     path = await resolve_file(storage, body.file_path)
-    info, compressed = await _inspect(path, -1, settings)
+    info, compressed = await _inspect(path, -1, settings, pool)
     w, h = image_views.long_side_size(info.choice.width, info.choice.height,
                                       image_views.THUMBNAIL_SIZE)
     estimate = image_views.estimate_picture_bytes(info, w, h, compressed)
@@ -165,7 +165,7 @@ async def preview(
                                        slice_index=slice_index, fmt=format, quality=quality,
                                        avm_metadata=avm)
     path = await resolve_file(storage, file_path)
-    info, compressed = await _inspect(path, slice_index, settings)
+    info, compressed = await _inspect(path, slice_index, settings, pool)
     out_w, out_h = image_views.fit_within(info.choice.width, info.choice.height, width, height)
     estimate = image_views.estimate_picture_bytes(info, out_w, out_h, compressed,
                                                   smoothing=bool(smooth_method))
@@ -205,7 +205,7 @@ async def histogram(
     display = display_params(stretch, gamma, black_point, white_point, asinh_a, smooth_method,
                              smooth_sigma, smooth_size)
     path = await resolve_file(storage, file_path)
-    info, compressed = await _inspect(path, slice_index, settings)
+    info, compressed = await _inspect(path, slice_index, settings, pool)
     estimate = image_views.estimate_histogram_bytes(info, compressed, bool(smooth_method))
     result = await pool.run(image_views.compute_histogram, str(path), bins, slice_index, display,
                             settings.MAX_FITS_ARRAY_ELEMENTS, estimate_bytes=estimate)
@@ -231,7 +231,7 @@ async def pixeldata(
     if slice_index < -1:
         raise BadRequest("Slice index must be -1 or greater")
     path = await resolve_file(storage, file_path)
-    info, compressed = await _inspect(path, slice_index, settings)
+    info, compressed = await _inspect(path, slice_index, settings, pool)
     estimate = image_views.estimate_pixeldata_bytes(info, max_size, compressed)
     body = await pool.run(image_views.pixeldata_json, data_id, str(path), max_size, slice_index,
                           settings.MAX_FITS_ARRAY_ELEMENTS, estimate_bytes=estimate)
@@ -245,9 +245,11 @@ async def cubeinfo(
     data_id: DataId,
     file_path: FilePath,
     storage: StorageProvider = Depends(get_storage),
+    pool: WorkerPool = Depends(get_pool),
 ):
     """Whether the file holds a cube (an image HDU with 3 or more axes), how many
     slices it has and what its third axis measures (from CTYPE3/CUNIT3/CRVAL3...)."""
     path = await resolve_file(storage, file_path)
-    result = await run_in_threadpool(image_views.compute_cubeinfo, str(path))
+    result = await pool.run(image_views.compute_cubeinfo, str(path),
+                            estimate_bytes=HEADER_JOB_BYTES)
     return {"data_id": data_id, **result}

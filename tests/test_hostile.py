@@ -1,0 +1,167 @@
+"""Hostile input cannot take the services down (issue: every request's cost bounded)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.errors import BadRequest
+from app.processing.avm import embed_xmp_jpeg
+
+MB = 1024 * 1024
+
+
+def server_rss(base: str) -> int:
+    port = int(base.rsplit(":", 1)[1])
+    owner = next(c.pid for c in psutil.net_connections("tcp")
+                 if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN)
+    return psutil.Process(owner).memory_info().rss
+
+
+def test_a_huge_body_is_refused_before_it_is_held(mast_url):
+    before = server_rss(mast_url)
+    # Declared: refused from the headers alone.
+    r = httpx.post(mast_url + "/mast/search/target", content=b"x" * (100 * MB),
+                   headers={"content-type": "application/json"}, timeout=120)
+    assert r.status_code == 413 and "too large" in r.json()["detail"]
+
+    def chunks():  # no Content-Length: counted as it arrives, cut at the limit
+        for _ in range(100):
+            yield b"[" * MB
+
+    try:
+        r = httpx.post(mast_url + "/mast/search/target", content=chunks(),
+                       headers={"content-type": "application/json"}, timeout=120)
+        assert r.status_code == 413 and isinstance(r.json()["detail"], str)
+    except httpx.TransportError:
+        pass  # the server may close the connection once it has answered 413
+    assert server_rss(mast_url) - before < 30 * MB
+    assert httpx.get(mast_url + "/health").status_code == 200
+
+
+def test_engine_body_limit(data_root):
+    from main import create_app
+
+    settings = Settings(STORAGE_BASE_PATH=data_root, ENGINE_WORKERS=1,
+                        ENGINE_MAX_BODY_BYTES=1 * MB)
+    with TestClient(create_app(settings)) as client:
+        body = json.dumps({"observations": [{"filter": "F090W", "instrument": "NIRCAM"}]
+                          * 40_000})
+        assert len(body) > MB
+        r = client.post("/discovery/suggest-recipes", content=body,
+                        headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "1,048,576" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("key", ["a" * 304 + ".fits", "x/" + "b" * 256 + ".fits",
+                                 "/".join(["d" * 200] * 6) + "/f.fits"])
+def test_storage_keys_over_the_filesystem_limits_are_400(engine_url, key):
+    r = httpx.get(engine_url + "/preview/0", params={"file_path": key}, timeout=30)
+    assert r.status_code == 400 and "too long" in r.json()["detail"]
+
+
+def test_avm_over_one_jpeg_segment_is_400():
+    with pytest.raises(BadRequest):
+        embed_xmp_jpeg(b"\xff\xd8\xff\xd9", "x" * 70_000)
+
+
+def test_avm_metadata_too_large_over_http(data_root):
+    from main import create_app
+
+    settings = Settings(STORAGE_BASE_PATH=data_root, ENGINE_WORKERS=1)
+    with TestClient(create_app(settings)) as client:
+        metadata = json.dumps({"target_name": "M" * 65_000})
+        r = client.get("/preview/0", params={"file_path": "jwst/small_i2d.fits",
+                                             "format": "jpeg", "embed_avm": "true",
+                                             "avm_metadata": metadata})
+        assert r.status_code == 400 and "AVM" in r.json()["detail"]
+        assert client.get("/health").status_code == 200
+
+
+def test_one_huge_title_does_not_bloat_the_index(tmp_path):
+    import numpy as np
+
+    from app.semantic.models import FileMetadata
+    from app.semantic.text_builder import MAX_TEXT_CHARS, build_text
+    from app.semantic.vector_index import VectorIndex
+
+    index = VectorIndex(tmp_path, dim=4)
+    ids = [f"id{i}" for i in range(1000)]
+    vectors = np.eye(4, dtype=np.float32)[np.arange(1000) % 4]
+    index.upsert(ids, vectors, [f"short text {i}" for i in range(1000)])
+    small = index.path.stat().st_size
+    huge = build_text(FileMetadata(file_id="big", observation_title="t" * 256 * 1024))
+    assert len(huge) <= MAX_TEXT_CHARS
+    index.upsert(["big"], np.ones((1, 4), dtype=np.float32), ["x" * 256 * 1024])
+    # Even a 256 KiB text stored as is adds its own bytes, not 1001 times its length.
+    assert index.path.stat().st_size < small + 2 * 256 * 1024
+    again = VectorIndex(tmp_path, dim=4)
+    assert len(again) == 1001 and again.texts[-1] == "x" * 256 * 1024
+    assert again.ids[:2] == ["id0", "id1"]
+
+
+def test_an_unreadable_index_is_moved_aside_and_the_engine_starts(data_root, tmp_path):
+    from main import create_app
+
+    semantic = tmp_path / "semantic"
+    semantic.mkdir()
+    (semantic / "index.npz").write_bytes(b"PK\x03\x04 this is not a zip archive")
+    settings = Settings(STORAGE_BASE_PATH=data_root, ENGINE_WORKERS=1, SEMANTIC_DATA_DIR=semantic)
+    with TestClient(create_app(settings)) as client:
+        status = client.get("/semantic/index-status").json()
+        assert status["total_indexed"] == 0
+    assert list(semantic.glob("index.npz.unreadable-*"))
+
+
+def test_polygon_vertices_are_bounded(engine_url):
+    points = [[10 + 5 * np.cos(t), 10 + 5 * np.sin(t)] for t in np.linspace(0, 6.28, 1001)]
+    r = httpx.post(engine_url + "/analysis/region-statistics", json={
+        "file_path": "real/m13.fits", "region_type": "polygon", "polygon": {"points": points}},
+        timeout=60)
+    assert r.status_code == 422 and "polygon" in r.json()["detail"]
+
+
+def test_detection_returns_at_most_the_brightest_sources():
+    from app.processing.detection import detect_sources
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(0, 1, (256, 256)).astype(np.float32)
+    yy, xx = np.mgrid[0:256, 0:256]
+    for k, (y, x) in enumerate(rng.uniform(12, 244, (40, 2))):
+        image += (50 + 10 * k) * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.3 ** 2))
+    everything = detect_sources(image.copy(), "daofind", 5.0, 3.0)
+    assert everything["n_sources"] > 12
+    top = detect_sources(image.copy(), "daofind", 5.0, 3.0, max_sources=12)
+    assert top["n_sources"] == len(top["sources"]) == 12
+    fluxes = sorted((s["flux"] for s in everything["sources"]), reverse=True)[:12]
+    assert sorted((s["flux"] for s in top["sources"]), reverse=True) == pytest.approx(fluxes)
+    assert [s["id"] for s in top["sources"]] == list(range(1, 13))
+
+
+def test_huge_headers_are_parsed_in_workers_not_in_the_server(engine_url, data_root):
+    """Three /cubeinfo calls on a file with an 8 MB header: the server process does not
+    grow (headers are read in worker processes, under admission and a deadline)."""
+    from astropy.io import fits
+
+    path = data_root / "hostile" / "huge_header.fits"
+    path.parent.mkdir(exist_ok=True)
+    # 100,000 cards written as bytes (astropy's Header grows quadratically card by card).
+    head = fits.PrimaryHDU(np.zeros((4, 5, 6), dtype=np.float32)).header.tostring()
+    cards = "".join(f"K{i:07d}= 'vvvvvvvvvvvvvvvvvvvv'".ljust(80) for i in range(100_000))
+    block = (head[:-80] + cards + "END".ljust(80)).encode("ascii")
+    block += b" " * (-len(block) % 2880)
+    data = np.zeros((4, 5, 6), dtype=">f4").tobytes()
+    path.write_bytes(block + data + b"\0" * (-len(data) % 2880))
+    assert path.stat().st_size > 7 * MB
+    before = server_rss(engine_url)
+    for _ in range(3):
+        r = httpx.get(engine_url + "/cubeinfo/0", params={"file_path": "hostile/huge_header.fits"},
+                      timeout=120)
+        assert r.status_code == 200 and r.json()["is_cube"] is True
+    assert server_rss(engine_url) - before < 40 * MB
