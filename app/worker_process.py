@@ -1,10 +1,11 @@
 """What runs inside each worker process of :class:`app.workers.WorkerPool`.
 
 A worker imports the heavy science once, says it is ready, then loops: receive
-``(job_id, fn, args, kwargs)`` on its pipe, run it, give the memory it freed
-back to the system (``malloc_trim``: glibc keeps freed heap memory otherwise,
-and a worker would hold its high-water mark for ever), and send back
-``(job_id, "ok" | "error", value, rss_bytes)``. ``None`` means stop.
+``(job_id, fn, args, kwargs)`` on its pipe, run it, send back
+``(job_id, "ok" | "error", value)``, then give the memory it freed back to the
+system (``malloc_trim``: glibc keeps freed heap memory otherwise, and a worker
+would hold its high-water mark for ever) and send ``("idle", rss_bytes)``.
+``None`` means stop.
 """
 
 from __future__ import annotations
@@ -93,11 +94,16 @@ def worker_main(conn: Any, events: Any, flags: Any) -> None:
         except BaseException as exc:  # everything goes back to the request
             reply = ("error", _portable(exc))
         del message
+        try:
+            conn.send((job_id, *reply))
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            conn.send((job_id, "error", RuntimeError(f"unsendable result: {exc}")))
+        except (EOFError, OSError):
+            return
+        # The answer is on its way; now give memory back, then say we are free.
+        del reply
         trim_memory()
         try:
-            conn.send((job_id, *reply, current_rss()))
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:
-            conn.send((job_id, "error", RuntimeError(f"unsendable result: {exc}"),
-                       current_rss()))
+            conn.send(("idle", current_rss()))
         except (EOFError, OSError):
             return

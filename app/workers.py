@@ -75,6 +75,8 @@ class _Worker:
     fresh_rss: int = 0
     rss: int = 0
     job: _Job | None = None
+    #: Answered its job, giving memory back before it is free again.
+    trimming: bool = False
     retiring: bool = False
     reader: threading.Thread | None = field(default=None, repr=False)
 
@@ -185,17 +187,21 @@ class WorkerPool:
                 worker.ready.set_result(worker)
             self._make_idle(worker)
             return
-        job_id, status, value, rss = message
-        worker.rss = int(rss)
-        job = worker.job
-        worker.job = None
-        if job is not None and job.id == job_id:
-            if status == "ok":
-                if not job.future.done():
-                    job.future.set_result(value)
-            else:
-                self._fail(job, value)
-            self._finish(job)
+        if message[0] != "idle":  # the job's answer; the worker is still trimming
+            job_id, status, value = message
+            job = worker.job
+            if job is not None and job.id == job_id:
+                worker.job = None
+                worker.trimming = True
+                if status == "ok":
+                    if not job.future.done():
+                        job.future.set_result(value)
+                else:
+                    self._fail(job, value)
+                self._finish(job)
+            return
+        worker.trimming = False
+        worker.rss = int(message[1])
         if worker.rss - worker.fresh_rss > self.recycle_bytes and not self._stopping:
             logger.info("Replacing worker %s: it holds %d MB after its job", worker.pid,
                         (worker.rss - worker.fresh_rss) // MB)
