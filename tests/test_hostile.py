@@ -165,3 +165,37 @@ def test_huge_headers_are_parsed_in_workers_not_in_the_server(engine_url, data_r
                       timeout=120)
         assert r.status_code == 200 and r.json()["is_cube"] is True
     assert server_rss(engine_url) - before < 40 * MB
+
+
+def test_compression_bombs_are_counted_and_bounded(data_root, tmp_path):
+    """A 6000^2 float64 image of zeros gzips to almost nothing: the element limit refuses
+    it in composites and mosaics, and estimates count it decompressed."""
+    from astropy.io import fits
+
+    from app.composite import composite_engine
+    from app.composite.composite_engine import ChannelSpec, RenderOptions
+    from app.processing.fits_io import data_size_bound
+    from main import create_app
+    from tests.support.synthetic import make_wcs
+
+    bomb = data_root / "hostile" / "bomb.fits.gz"
+    bomb.parent.mkdir(exist_ok=True)
+    hdu = fits.PrimaryHDU(np.zeros((6000, 6000), dtype=np.float64))
+    hdu.header.update(make_wcs((6000, 6000), 83.82, -5.39, 0.031, 0.0).to_header())
+    hdu.writeto(bomb, overwrite=True)
+    assert bomb.stat().st_size < 2 * MB
+    assert data_size_bound(bomb) >= 6000 * 6000 * 8
+    plan = composite_engine.plan_composite(
+        [ChannelSpec(label="b", paths=[str(bomb)], rgb=(1, 0, 0))],
+        RenderOptions(width=100, height=100))
+    assert composite_engine.composite_cost(plan).fixed > 2 * 6000 * 6000 * 8
+    settings = Settings(STORAGE_BASE_PATH=data_root, ENGINE_WORKERS=1,
+                        MAX_FITS_ARRAY_ELEMENTS=10_000_000)
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/composite/generate-nchannel", json={
+            "channels": [{"file_paths": ["hostile/bomb.fits.gz"], "color": {"hue": 0}}],
+            "width": 100, "height": 100})
+        assert r.status_code == 413 and "Image too large" in r.json()["detail"]
+        r = client.post("/mosaic/generate-observation", json={
+            "file_paths": ["hostile/bomb.fits.gz", "jwst/small_i2d.fits"]})
+        assert r.status_code == 413 and "Image too large" in r.json()["detail"]

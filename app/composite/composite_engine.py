@@ -164,16 +164,20 @@ def render_grid(inputs: list[InputGeometry], options: RenderOptions) -> Grid:
     return fit_grid(inputs, options.width, options.height)
 
 
-def read_channel_geometries(channels: list[ChannelSpec]) -> list[list[InputGeometry]]:
-    """Every channel's files, described from their headers (400 for an unusable one)."""
-    return [[read_geometry(path, label=f"Channel {channel.label}: {os.path.basename(path)}")
+def read_channel_geometries(channels: list[ChannelSpec],
+                            max_elements: int | None = None) -> list[list[InputGeometry]]:
+    """Every channel's files, described from their headers (400 for an unusable one, 413
+    for one over ``max_elements``)."""
+    return [[read_geometry(path, label=f"Channel {channel.label}: {os.path.basename(path)}",
+                           max_elements=max_elements)
              for path in channel.paths] for channel in channels]
 
 
 def plan_composite(channels: list[ChannelSpec], options: RenderOptions,
-                   cache: CacheSpec | None = None) -> CompositePlan:
+                   cache: CacheSpec | None = None,
+                   max_elements: int | None = None) -> CompositePlan:
     """Read every file's header, build the common grid, check the channels can overlap."""
-    geometries = read_channel_geometries(channels)
+    geometries = read_channel_geometries(channels, max_elements)
     grid = render_grid([g for geoms in geometries for g in geoms], options)
     plan = plan_on_grid(channels, geometries, grid, options, cache)
     if any(c.auto_stretch for c in channels):
@@ -240,13 +244,15 @@ def composite_cost(plan: CompositePlan) -> CostModel:
     (8-bit and the encoder's copy) and the interpreter's own working set.
     """
     largest = 0
+    compressed = 0
     for geoms in plan.geometries:
         for g in geoms:
             f = reduction_for(g, plan.grid)
             largest = max(largest, -(-g.height // f) * -(-g.width // f))
+            compressed = max(compressed, g.compressed_read_bytes)
     per_pixel = 9 * len(plan.channels) + 160
     out_pixels = plan.options.width * plan.options.height
-    fixed = largest * 4 + BLOCK_PIXELS * 48 + out_pixels * 16 + 64 * MB
+    fixed = largest * 4 + compressed + BLOCK_PIXELS * 48 + out_pixels * 16 + 64 * MB
     return CostModel(per_pixel=per_pixel, fixed=fixed)
 
 

@@ -136,7 +136,8 @@ def plan_request(body: NChannelCompositeRequest, paths: list[list[str]], setting
     check_colour_rules(body)
     check_sizes(paths, settings.max_fits_file_bytes)
     specs = channel_specs(body.channels, paths)
-    plan = composite_engine.plan_composite(specs, render_options(body), cache_spec(settings))
+    plan = composite_engine.plan_composite(specs, render_options(body), cache_spec(settings),
+                                           settings.MAX_FITS_ARRAY_ELEMENTS)
     verdict = judge(plan, settings, engine_budget, body.allow_force_downscale and refuse)
     if verdict.status == "fail" and refuse:
         raise PayloadTooLarge(verdict.detail)
@@ -168,7 +169,8 @@ def plan_analysis(body: AnalyzeChannelsRequest, paths: list[list[str]],
     """Worker job: the analysis plan of §10.4 (any mix of colours is fine here)."""
     check_sizes(paths, settings.max_fits_file_bytes)
     specs = channel_specs(body.channels, paths)
-    geometries = composite_engine.read_channel_geometries(specs)
+    geometries = composite_engine.read_channel_geometries(specs,
+                                                          settings.MAX_FITS_ARRAY_ELEMENTS)
     return composite_engine.analysis_plan(specs, geometries, body.background_neutralization,
                                           cache_spec(settings))
 

@@ -89,13 +89,14 @@ class MosaicPlan:
 # Planning
 # --------------------------------------------------------------------------------------
 
-def read_inputs(paths: list[str], max_file_bytes: int | None = None) -> list[InputGeometry]:
-    """Geometries of the inputs, with the per-file size limit (413)."""
+def read_inputs(paths: list[str], max_file_bytes: int | None = None,
+                max_elements: int | None = None) -> list[InputGeometry]:
+    """Geometries of the inputs, with the per-file size and element limits (413)."""
     inputs = []
     for path in paths:
         if max_file_bytes is not None:
             check_file_size(path, max_file_bytes)
-        inputs.append(read_geometry(path))
+        inputs.append(read_geometry(path, max_elements=max_elements))
     return inputs
 
 
@@ -117,7 +118,7 @@ def picture_grid(inputs: list[InputGeometry], width: int | None, height: int | N
 def plan_mosaic(paths: list[str], combine_method: str = "mean", *,
                 max_output_pixels: int = 64_000_000, width: int | None = None,
                 height: int | None = None, max_file_bytes: int | None = None,
-                shrink_to_fit: bool = False) -> MosaicPlan:
+                shrink_to_fit: bool = False, max_elements: int | None = None) -> MosaicPlan:
     """Headers only: the inputs' geometry and the output grid.
 
     A native grid larger than ``max_output_pixels`` is 413, or with
@@ -129,7 +130,7 @@ def plan_mosaic(paths: list[str], combine_method: str = "mean", *,
                          f"{', '.join(COMBINE_METHODS)}")
     if len(paths) < 2:
         raise BadRequest("A mosaic needs at least two files")
-    inputs = read_inputs(paths, max_file_bytes)
+    inputs = read_inputs(paths, max_file_bytes, max_elements)
     if shrink_to_fit and width is None and height is None:
         grid = native_grid(inputs, 1 << 62)
         pixels = grid.width * grid.height
@@ -153,7 +154,8 @@ def estimate_mosaic_bytes(plan: MosaicPlan, in_memory: bool) -> int:
     tile = plan.tile_rows * plan.grid.width
     widest = max(g.width for g in plan.inputs)
     window = min(max(g.height for g in plan.inputs), plan.tile_rows * 4 + 64) * widest * 8
-    building = tile * 64 + window + 32 * MB
+    compressed = max(g.compressed_read_bytes for g in plan.inputs)
+    building = tile * 64 + window + compressed + 32 * MB
     if not in_memory:
         return int(building)
     # The whole picture (float32), then the display pipeline over it.

@@ -38,13 +38,15 @@ def estimate_observation_bytes(file_sizes: list[int], on_dask: bool = False) -> 
 
 def build_observation_mosaic(paths: list[str], combine_method: str, max_output_pixels: int,
                              directory: str, dask_address: str | None = None, *,
+                             max_elements: int | None = None,
                              job: JobHandle | None = None) -> tuple[str, int]:
     """Worker job: write the observation mosaic into a new file in ``directory``.
 
     Returns (path, size). Pixels no input covers are 0 (§10.5), not NaN.
     """
     plan = mosaic_engine.plan_mosaic(paths, combine_method,
-                                     max_output_pixels=max_output_pixels, shrink_to_fit=True)
+                                     max_output_pixels=max_output_pixels, shrink_to_fit=True,
+                                     max_elements=max_elements)
     header = mosaic_engine.observation_header(plan)
     os.makedirs(directory, exist_ok=True)
     fd, path = tempfile.mkstemp(suffix="_i2d.fits", prefix="mosaic-", dir=directory)

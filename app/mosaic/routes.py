@@ -29,6 +29,7 @@ from app.mosaic.models import (
 from app.mosaic.observation import build_observation_mosaic, estimate_observation_bytes
 from app.mosaic.overlap import overlap_warning
 from app.mosaic.rendering import render_mosaic_picture
+from app.processing.fits_io import data_size_bound
 from app.processing.pipeline import DisplayParams
 from app.processing.render import COLORMAPS
 from app.storage.helpers import check_file_size
@@ -96,6 +97,7 @@ async def generate_mosaic(body: MosaicRequest, settings: Settings = Depends(get_
                           max_output_pixels=settings.MAX_MOSAIC_OUTPUT_PIXELS,
                           width=body.width, height=body.height,
                           max_file_bytes=settings.max_fits_file_bytes,
+                          max_elements=settings.MAX_FITS_ARRAY_ELEMENTS,
                           estimate_bytes=HEADER_JOB_BYTES)
     estimate = mosaic_engine.estimate_mosaic_bytes(plan, in_memory=fmt != "fits")
     dask = settings.DASK_SCHEDULER_ADDRESS
@@ -172,7 +174,7 @@ async def generate_observation(body: ObservationMosaicRequest, request: Request,
             path = storage.local_path(key)
             check_file_size(path, settings.max_fits_file_bytes)
             paths.append(str(path))
-            sizes.append(os.path.getsize(path))
+            sizes.append(data_size_bound(path))
         return paths, sizes
 
     paths, sizes = await run_in_threadpool(resolve)
@@ -180,6 +182,7 @@ async def generate_observation(body: ObservationMosaicRequest, request: Request,
     directory = str(settings.STORAGE_TEMP_CACHE_DIR / MOSAIC_OUTPUT_DIR)
     steps = pool.stream(build_observation_mosaic, paths, body.combine_method,
                         body.max_output_pixels, directory, dask,
+                        max_elements=settings.MAX_FITS_ARRAY_ELEMENTS,
                         estimate_bytes=estimate_observation_bytes(sizes, on_dask=bool(dask)),
                         queued=True, time_limit=settings.QUEUED_JOB_TIME_LIMIT_SECONDS,
                         disconnected=request.is_disconnected)

@@ -166,6 +166,21 @@ def choose_plane(shape: tuple[int, ...], slice_index: int = -1) -> PlaneChoice:
     return PlaneChoice(shape=shape, leading=leading, n_slices=n_slices, slice_index=used)
 
 
+def data_size_bound(path: str | os.PathLike) -> int:
+    """Bytes the file holds once decompressed: gzip's own record of the original size
+    (its last 4 bytes, modulo 4 GiB) for a whole-file-compressed file, else its size.
+    A cheap bound for estimates made before any header is read."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        if handle.read(2) != b"\x1f\x8b" or size < 18:
+            # Not gzip (bzip2 and zip keep no such record): the size, times the worst
+            # ratio astropy's readers see for FITS, when it is compressed at all.
+            return size * 20 if is_whole_file_compressed(os.fspath(path)) else size
+        handle.seek(-4, os.SEEK_END)
+        original = int.from_bytes(handle.read(4), "little")
+    return max(size, original)
+
+
 def check_element_limit(shape: tuple[int, ...], max_elements: int) -> None:
     """413 when the image holds more elements than allowed (before loading)."""
     total = math.prod(shape)

@@ -37,6 +37,7 @@ from app.processing.fits_io import (
     PlaneChoice,
     celestial_wcs,
     check_data_present,
+    check_element_limit,
     choose_plane,
     find_image_hdu,
     hdu_shape,
@@ -67,6 +68,15 @@ class InputGeometry:
     @property
     def height(self) -> int:
         return self.choice.height
+
+    @property
+    def compressed_read_bytes(self) -> int:
+        """Extra bytes reading this input costs because its file is compressed as a whole
+        (.gz): the decompressed data is held twice, then converted to float32. 0 otherwise."""
+        if not is_whole_file_compressed(self.path):
+            return 0
+        raw = math.prod(self.choice.shape) * abs(int(self.header.get("BITPIX", -32))) // 8
+        return 2 * raw + 4 * self.height * self.width
 
     @property
     def width(self) -> int:
@@ -114,10 +124,12 @@ def merged_header(hdul: fits.HDUList, index: int) -> fits.Header:
 
 
 def read_geometry(path: str | os.PathLike, slice_index: int = -1,
-                  hdu_index: int | None = None, label: str | None = None) -> InputGeometry:
+                  hdu_index: int | None = None, label: str | None = None,
+                  max_elements: int | None = None) -> InputGeometry:
     """Header-only description of an input (no pixel is read).
 
-    400 when the file is not a readable FITS image or has no usable celestial WCS.
+    400 when the file is not a readable FITS image or has no usable celestial WCS; 413
+    when its image holds more than ``max_elements`` elements.
     ``label`` names the input in messages (defaults to the file name).
     """
     path = os.fspath(path)
@@ -126,12 +138,17 @@ def read_geometry(path: str | os.PathLike, slice_index: int = -1,
         with open_fits(path) as hdul:
             index = find_image_hdu(hdul, hdu_index=hdu_index)
             hdu = hdul[index]
-            choice = choose_plane(hdu_shape(hdu), slice_index)
+            shape = hdu_shape(hdu)
+            if max_elements is not None:
+                check_element_limit(shape, max_elements)
+            choice = choose_plane(shape, slice_index)
             if not (is_whole_file_compressed(path) or isinstance(hdu, fits.CompImageHDU)):
                 check_data_present(path, hdu, choice.shape)
             header = merged_header(hdul, index)
     except BadRequest as exc:
         raise BadRequest(f"{name}: {exc.detail}") from None
+    except PayloadTooLarge as exc:
+        raise PayloadTooLarge(f"{name}: {exc.detail}") from None
     except Exception as exc:  # astropy raises many types for broken files
         raise BadRequest(f"{name} is not a readable FITS image ({type(exc).__name__})") from None
     wcs = celestial_wcs(header)
