@@ -9,12 +9,14 @@ from fastapi import FastAPI
 
 from app.app_factory import build_app
 from app.analysis.routes import router as analysis_router
+from app.composite.planning import cache_spec
 from app.composite.routes import router as composite_router
 from app.config import Settings, load_settings
 from app.discovery.routes import router as discovery_router
 from app.mosaic.routes import MOSAIC_OUTPUT_DIR, sweep_stale_outputs
 from app.mosaic.routes import router as mosaic_router
 from app.semantic.routes import router as semantic_router
+from app.storage.temp_cache import TempCache
 from app.semantic.search_service import SemanticService
 from app.viewer.routes import router as viewer_router
 from app.workers import WorkerPool
@@ -39,6 +41,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                     recycle_bytes=settings.ENGINE_WORKER_RECYCLE_BYTES)
         app.state.semantic = SemanticService(settings.SEMANTIC_DATA_DIR)
         sweep_stale_outputs(settings.STORAGE_TEMP_CACHE_DIR / MOSAIC_OUTPUT_DIR)
+        spec = cache_spec(settings)
+        if spec is not None:
+            TempCache(spec.directory, spec.max_bytes).sweep()
         await app.state.pool.start()
         try:
             yield

@@ -230,3 +230,32 @@ def test_engine_serves_previews_from_s3(seaweedfs, tmp_path, data_root):
     cached = [p for p in (tmp_path / "cache").iterdir() if p.is_file()]
     assert len(cached) == 1 and cached[0].stat().st_size == os.path.getsize(
         data_root / "jwst" / "small_i2d.fits")
+
+
+def test_partial_files_and_orphan_locks_are_swept_and_counted(tmp_path):
+    """A writer killed mid-download leaves a hidden .tmp file; every entry ever made leaves
+    a lock. Both are swept once stale, and partial files count against the bound."""
+    import os as _os
+    import time as _time
+
+    from app.storage.temp_cache import STALE_SECONDS, TempCache
+
+    cache = TempCache(tmp_path / "cache", max_bytes=10_000)
+    cache.get_or_fetch("kept", lambda p: p.write_bytes(b"k" * 1000))
+    cache.get_or_fetch("gone", lambda p: p.write_bytes(b"g" * 1000))
+    cache.path_for("gone").unlink()
+    partial = cache.directory / ".abc.fits.xyz.tmp"
+    partial.write_bytes(b"p" * 6000)
+    fresh_partial = cache.directory / ".def.fits.uvw.tmp"
+    fresh_partial.write_bytes(b"q" * 10)
+    assert cache.total_bytes() == 1000 + 6010
+    old = _time.time() - STALE_SECONDS - 5
+    _os.utime(partial, (old, old))
+    for lock in (cache.directory / ".locks").glob("*.lock"):
+        _os.utime(lock, (old, old))
+    locks_before = sorted(p.name for p in (cache.directory / ".locks").glob("*.lock"))
+    assert cache.sweep() == 2  # the stale partial file and the lock of "gone"
+    assert not partial.exists() and fresh_partial.exists()
+    locks_after = sorted(p.name for p in (cache.directory / ".locks").glob("*.lock"))
+    assert len(locks_after) == len(locks_before) - 1
+    assert cache.path_for("kept").exists()

@@ -15,6 +15,7 @@ def create_storage(settings: Settings) -> StorageProvider:
             settings.S3_ENDPOINT, settings.S3_REGION, settings.S3_ACCESS_KEY,
             settings.S3_SECRET_KEY, path_style=settings.S3_FORCE_PATH_STYLE)
         cache = TempCache(settings.STORAGE_TEMP_CACHE_DIR, settings.STORAGE_TEMP_CACHE_MAX_BYTES)
+        cache.sweep()  # what a process that died left behind
         return S3Storage(settings.S3_BUCKET_NAME, client, cache)
     from app.storage.local_storage import LocalStorage
 

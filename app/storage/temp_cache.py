@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -35,6 +36,10 @@ def flock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+#: Partial files and orphan locks older than this are left by a dead process.
+STALE_SECONDS = 600.0
 
 
 class TempCache:
@@ -108,15 +113,57 @@ class TempCache:
             out.append((Path(entry.path), st.st_size, st.st_mtime))
         return out
 
+    def _partial_files(self) -> list[tuple[Path, int, float]]:
+        """Files being written (``atomic_target``'s hidden ``.*.tmp``), or left by a writer
+        that was killed."""
+        out = []
+        for entry in os.scandir(self.directory):
+            if entry.is_file() and entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                try:
+                    st = entry.stat()
+                except OSError:
+                    continue
+                out.append((Path(entry.path), st.st_size, st.st_mtime))
+        return out
+
+    def partial_bytes(self) -> int:
+        return sum(size for _, size, _ in self._partial_files())
+
     def total_bytes(self) -> int:
-        return sum(size for _, size, _ in self.entries())
+        """Complete entries and partial files alike count against ``max_bytes``."""
+        return sum(size for _, size, _ in self.entries()) + self.partial_bytes()
+
+    def sweep(self, older_than: float = STALE_SECONDS) -> int:
+        """Remove partial files and the locks of vanished entries not touched for
+        ``older_than`` seconds (left by a process that died); returns how many."""
+        now = time.time()
+        removed = 0
+        for path, _, mtime in self._partial_files():
+            if now - mtime >= older_than:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed += 1
+        for entry in os.scandir(self._locks):
+            name = entry.name
+            if name == "evict.lock" or not name.endswith(".lock"):
+                continue
+            if (self.directory / name[:-len(".lock")]).exists():
+                continue
+            try:
+                if now - entry.stat().st_mtime >= older_than:
+                    os.unlink(entry.path)
+                    removed += 1
+            except OSError:
+                continue
+        return removed
 
     def make_room(self, incoming: int, keep: Path | None = None) -> None:
         """Evict least recently used entries until ``incoming`` more bytes fit
         (and, with ``max_entries``, until the number of entries does)."""
         with flock(self._locks / "evict.lock"):
             entries = sorted(self.entries(), key=lambda e: e[2])
-            total = sum(size for _, size, _ in entries)
+            # Partial files take room too (they cannot be evicted, only finished).
+            total = sum(size for _, size, _ in entries) + self.partial_bytes()
             limit = self.max_bytes - incoming
             max_count = self.max_entries if self.max_entries is not None else len(entries)
 
