@@ -128,6 +128,11 @@ class Settings(BaseSettings):
     # None means <STORAGE_BASE_PATH>/semantic.
     SEMANTIC_DATA_DIR: Path | None = None
     DASK_SCHEDULER_ADDRESS: str | None = None
+    # TLS for a tls:// scheduler (distributed's security settings): CA, client certificate
+    # and key files. The cluster runs the engine's code on its data: it must be trusted.
+    DASK_TLS_CA_FILE: str | None = None
+    DASK_TLS_CERT_FILE: str | None = None
+    DASK_TLS_KEY_FILE: str | None = None
 
     @model_validator(mode="after")
     def _fill_derived(self) -> "Settings":

@@ -257,3 +257,36 @@ def test_unfinished_mosaic_files_are_swept_at_start(data_root, tmp_path):
     with TestClient(create_app(settings)) as client:
         assert client.get("/health").status_code == 200
         assert not stale.exists() and kept.exists()
+
+
+def test_dask_over_tls_writes_the_same_bytes(obs, data_root, tmp_path, monkeypatch):
+    """DASK_SCHEDULER_ADDRESS may be tls:// with distributed's security settings (CA,
+    client certificate and key files)."""
+    from app.mosaic import mosaic_engine
+    from app.mosaic.mosaic_engine import DaskTarget
+
+    distributed = pytest.importorskip("dask.distributed")
+    from distributed.security import Security
+
+    monkeypatch.setattr(mosaic_engine, "TILE_PIXELS", 1 << 16)
+    security = Security.temporary()
+    files = {}
+    for name, pem in (("ca", security.tls_ca_file), ("cert", security.tls_client_cert),
+                      ("key", security.tls_client_key)):
+        files[name] = tmp_path / f"{name}.pem"
+        files[name].write_text(pem)
+    paths = [str(data_root / k) for k in obs[:4]]
+    local, _ = build_observation_mosaic(paths, "mean", 64_000_000, str(tmp_path / "local"))
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, host="127.0.0.1",
+                                  protocol="tls", security=security) as cluster:
+        assert cluster.scheduler_address.startswith("tls://")
+        target = DaskTarget(cluster.scheduler_address, ca_file=str(files["ca"]),
+                            cert_file=str(files["cert"]), key_file=str(files["key"]))
+        remote, _ = build_observation_mosaic(paths, "mean", 64_000_000,
+                                             str(tmp_path / "tls"), target)
+        with pytest.raises(Exception):  # without the certificates the cluster refuses
+            with DaskTarget(cluster.scheduler_address.replace("tls://", "tcp://")).client():
+                pass
+    with fits.open(local) as a, fits.open(remote) as b:
+        assert_array_equal(a[0].data, b[0].data)

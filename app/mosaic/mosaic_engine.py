@@ -241,15 +241,36 @@ def compute_tile(plan: MosaicPlan, r0: int, r1: int) -> np.ndarray:
     return out
 
 
-def iter_tiles(plan: MosaicPlan, dask_address: str | None = None):
+@dataclass(frozen=True)
+class DaskTarget:
+    """A Dask scheduler to compute tiles on, with distributed's TLS settings when the
+    address is ``tls://`` (CA, client certificate and key: paths or PEM text)."""
+
+    address: str
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    def client(self):
+        from dask.distributed import Client
+
+        security = None
+        if self.address.startswith("tls://") or self.ca_file:
+            from distributed.security import Security
+
+            security = Security(tls_ca_file=self.ca_file, tls_client_cert=self.cert_file,
+                                tls_client_key=self.key_file, require_encryption=True)
+        return Client(self.address, timeout=30, security=security)
+
+
+def iter_tiles(plan: MosaicPlan, dask_address: "str | DaskTarget | None" = None):
     """Yield ``(r0, r1, tile)`` in row order, locally or on a Dask cluster."""
     if not dask_address:
         for r0, r1 in plan.tiles():
             yield r0, r1, compute_tile(plan, r0, r1)
         return
-    from dask.distributed import Client
-
-    with Client(dask_address, timeout=30) as client:
+    target = dask_address if isinstance(dask_address, DaskTarget) else DaskTarget(dask_address)
+    with target.client() as client:
         shared = client.scatter(plan, broadcast=True)
         bounds = plan.tiles()
         # A few tiles in flight per worker, so finished tiles do not pile up here.
@@ -266,7 +287,7 @@ def iter_tiles(plan: MosaicPlan, dask_address: str | None = None):
             yield (*bounds[index], future.result())
 
 
-def mosaic_array(plan: MosaicPlan, dask_address: str | None = None) -> np.ndarray:
+def mosaic_array(plan: MosaicPlan, dask_address: "str | DaskTarget | None" = None) -> np.ndarray:
     """The whole mosaic in memory (for pictures; FITS goes through write_mosaic_fits)."""
     out = np.empty(plan.grid.shape, dtype=np.float32)
     for r0, r1, tile in iter_tiles(plan, dask_address):
@@ -381,7 +402,8 @@ def _hdu_bytes(hdu) -> bytes:
     return buf.getvalue()[2880:]  # an empty primary header is exactly one block
 
 
-def write_mosaic_fits(plan: MosaicPlan, path: str, dask_address: str | None = None, *,
+def write_mosaic_fits(plan: MosaicPlan, path: str,
+                      dask_address: "str | DaskTarget | None" = None, *,
                       header: fits.Header | None = None, fill: float | None = None,
                       on_start: Callable[[int], None] | None = None,
                       on_rows: Callable[[int], None] | None = None) -> int:

@@ -37,7 +37,8 @@ def estimate_observation_bytes(file_sizes: list[int], on_dask: bool = False) -> 
 
 
 def build_observation_mosaic(paths: list[str], combine_method: str, max_output_pixels: int,
-                             directory: str, dask_address: str | None = None, *,
+                             directory: str,
+                             dask_address: "mosaic_engine.DaskTarget | str | None" = None, *,
                              max_elements: int | None = None,
                              job: JobHandle | None = None) -> tuple[str, int]:
     """Worker job: write the observation mosaic into a new file in ``directory``.

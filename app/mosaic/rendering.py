@@ -6,14 +6,14 @@ from dataclasses import replace
 
 import numpy as np
 
-from app.mosaic.mosaic_engine import MosaicPlan, mosaic_array
+from app.mosaic.mosaic_engine import DaskTarget, MosaicPlan, mosaic_array
 from app.processing.enhancement import STRETCHES
 from app.processing.pipeline import DisplayParams, fit
 from app.processing.render import colormap_table, encode_array, to_indices
 
 
 def render_mosaic_picture(plan: MosaicPlan, display: DisplayParams, cmap: str, fmt: str,
-                          quality: int, dask_address: str | None = None) -> bytes:
+                          quality: int, dask_address: "DaskTarget | str | None" = None) -> bytes:
     """The mosaic stretched, coloured (no coverage is black), row 0 at the bottom."""
     data = mosaic_array(plan, dask_address)
     if display.stretch not in STRETCHES:

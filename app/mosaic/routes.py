@@ -57,7 +57,16 @@ def sweep_stale_outputs(directory) -> int:
     return removed
 
 
-def _build_fits(plan, directory: str, dask_address: str | None) -> str:
+def dask_target(settings: Settings) -> mosaic_engine.DaskTarget | None:
+    """The Dask cluster of DASK_SCHEDULER_ADDRESS (with its TLS files), or None."""
+    if not settings.DASK_SCHEDULER_ADDRESS:
+        return None
+    return mosaic_engine.DaskTarget(
+        settings.DASK_SCHEDULER_ADDRESS, ca_file=settings.DASK_TLS_CA_FILE,
+        cert_file=settings.DASK_TLS_CERT_FILE, key_file=settings.DASK_TLS_KEY_FILE)
+
+
+def _build_fits(plan, directory: str, dask_address: mosaic_engine.DaskTarget | None) -> str:
     """Worker job: write the FITS mosaic to a new file in ``directory``; its path."""
     os.makedirs(directory, exist_ok=True)
     fd, path = tempfile.mkstemp(suffix="_i2d.fits", prefix="mosaic-", dir=directory)
@@ -100,7 +109,7 @@ async def generate_mosaic(body: MosaicRequest, settings: Settings = Depends(get_
                           max_elements=settings.MAX_FITS_ARRAY_ELEMENTS,
                           estimate_bytes=HEADER_JOB_BYTES)
     estimate = mosaic_engine.estimate_mosaic_bytes(plan, in_memory=fmt != "fits")
-    dask = settings.DASK_SCHEDULER_ADDRESS
+    dask = dask_target(settings)
     if fmt == "fits":
         directory = str(settings.STORAGE_TEMP_CACHE_DIR / MOSAIC_OUTPUT_DIR)
         path = await pool.run(_build_fits, plan, directory, dask, estimate_bytes=estimate)
@@ -178,7 +187,7 @@ async def generate_observation(body: ObservationMosaicRequest, request: Request,
         return paths, sizes
 
     paths, sizes = await run_in_threadpool(resolve)
-    dask = settings.DASK_SCHEDULER_ADDRESS
+    dask = dask_target(settings)
     directory = str(settings.STORAGE_TEMP_CACHE_DIR / MOSAIC_OUTPUT_DIR)
     steps = pool.stream(build_observation_mosaic, paths, body.combine_method,
                         body.max_output_pixels, directory, dask,
