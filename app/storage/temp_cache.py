@@ -101,10 +101,11 @@ class TempCache:
         except OSError:
             pass
 
-    def entries(self) -> list[tuple[Path, int, float]]:
+    def _files(self, wanted: Callable[[str], bool]) -> list[tuple[Path, int, float]]:
+        """(path, size, mtime) of the directory's files whose name ``wanted`` accepts."""
         out = []
         for entry in os.scandir(self.directory):
-            if not entry.is_file() or entry.name.startswith("."):
+            if not entry.is_file() or not wanted(entry.name):
                 continue
             try:
                 st = entry.stat()
@@ -113,18 +114,14 @@ class TempCache:
             out.append((Path(entry.path), st.st_size, st.st_mtime))
         return out
 
+    def entries(self) -> list[tuple[Path, int, float]]:
+        """The complete entries (hidden files are partial files or locks)."""
+        return self._files(lambda name: not name.startswith("."))
+
     def _partial_files(self) -> list[tuple[Path, int, float]]:
         """Files being written (``atomic_target``'s hidden ``.*.tmp``), or left by a writer
         that was killed."""
-        out = []
-        for entry in os.scandir(self.directory):
-            if entry.is_file() and entry.name.startswith(".") and entry.name.endswith(".tmp"):
-                try:
-                    st = entry.stat()
-                except OSError:
-                    continue
-                out.append((Path(entry.path), st.st_size, st.st_mtime))
-        return out
+        return self._files(lambda name: name.startswith(".") and name.endswith(".tmp"))
 
     def partial_bytes(self) -> int:
         return sum(size for _, size, _ in self._partial_files())
