@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await app.state.downloads.shutdown()
+            app.state.mast.close()
 
     app = build_app(title="JWST MAST Proxy Service", service="jwst-mast-proxy",
                     description=DESCRIPTION, settings=settings, lifespan=lifespan,

@@ -12,12 +12,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 GIB = 1024**3
+
+
+def _comma_separated(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+HostList = Annotated[list[str], NoDecode, BeforeValidator(_comma_separated)]
 MIB = 1024**2
 
 
@@ -68,6 +77,9 @@ class Settings(BaseSettings):
 
     # --- MAST proxy --------------------------------------------------------------
     MAST_BASE_URL: str = "https://mast.stsci.edu"
+    # Hosts (``host`` or ``host:port``) a download may be redirected to, besides the host
+    # of MAST_BASE_URL; never from https to http. Comma-separated in the environment.
+    MAST_DOWNLOAD_HOSTS: HostList = ["mast.stsci.edu", "archive.stsci.edu"]
     # None keeps astropy's own Sesame mirrors.
     NAME_RESOLVER_URL: str | None = None
     MAST_S3_BUCKET: str = "stpubdata"

@@ -187,11 +187,17 @@ def test_cancel_and_dismiss_with_files(proxy, standin):
     control(standin, chunk_delay=0.05, chunk_size=8192)
     try:
         job_id = start(base, F090W)
-        wait_done(base, job_id, until=lambda b: b["downloaded_bytes"] > 0)
+        body = wait_done(base, job_id, until=lambda b: b["downloaded_bytes"] > 0)
+        # A partial file in the same folder that belongs to no file of this job.
+        foreign = Path(body["download_dir"]) / "another_job_i2d.fits.part"
+        foreign.write_bytes(b"someone else's bytes")
         r = httpx.post(f"{base}/mast/download/cancel/{job_id}", json={}, timeout=TIMEOUT)
         assert r.json()["status"] == "cancelled"
         body = wait_done(base, job_id)
         assert body["stage"] == "cancelled"
+        assert not list(Path(body["download_dir"]).glob(f"{F090W}*.part"))  # its own: gone
+        assert foreign.read_bytes() == b"someone else's bytes"
+        foreign.unlink()
     finally:
         control(standin, chunk_delay=0.0, chunk_size=1 << 20)
 
@@ -232,10 +238,11 @@ def test_synchronous_download_time_limit_stops_its_transfers(standin, tmp_path):
             assert r.status_code == 504
             assert r.json()["detail"].startswith("Download timed out after 1 seconds.")
             folder = tmp_path / "mast" / F090W
-            time.sleep(1.5)  # the transfer threads notice within a poll period
+            # The transfers stopped before the answer (and before the folder's lock
+            # was given back): nothing writes into the folder any more.
             sizes = {p: p.stat().st_size for p in folder.glob("*.part")}
             assert sizes, "the partial files stay for the next attempt"
-            time.sleep(0.5)
+            time.sleep(1.0)
             assert sizes == {p: p.stat().st_size for p in folder.glob("*.part")}
             job_id = start(base, F090W)  # the observation's folder is free again
             body = wait_done(base, job_id, until=lambda b: b["downloaded_bytes"] > 0)
@@ -364,17 +371,68 @@ def test_s3_missing_object_fails_the_job(standin, seaweedfs, tmp_path):
     assert body["stage"] == "failed" and "Not in the public bucket" in body["error"]
 
 
-def test_claims_are_exclusive(tmp_path):
-    """Of many concurrent resumes of one paused job, exactly one takes it."""
-    from concurrent.futures import ThreadPoolExecutor
 
-    from app.mast.download_state_manager import JobStore
+def test_s3_parts_are_pinned_to_one_object_version(seaweedfs, tmp_path):
+    """An object replaced between two parts fails the file (412 on IfMatch) instead of
+    stitching two versions together."""
+    from app.mast.part_file import DownloadFailed
+    from app.mast.s3_transfer import describe_object, download_object, make_archive_client
 
-    store = JobStore(tmp_path)
-    store.create_job("j1", "obs", "http", "SCIENCE", None, str(tmp_path), "now", "me@h#1")
-    store.update_job("j1", status="paused")
-    assert store.get("j1").owner is None  # stopping gives ownership up
-    with ThreadPoolExecutor(8) as pool:
-        wins = list(pool.map(lambda i: store.claim("j1", f"{os.getpid()}@x#{i}", 60), range(8)))
-    assert sum(wins) == 1
-    assert store.get("j1").status == "queued"
+    endpoint, client = seaweedfs
+    key = "jwst/public/jw09999/pinned/pinned_i2d.fits"
+    first, second = os.urandom(3 * 65536), os.urandom(3 * 65536)
+    client.put_object(Bucket="stpubdata", Key=key, Body=first)
+    archive = make_archive_client(endpoint, "us-east-1")
+    obj = describe_object(archive, "stpubdata", key)
+    assert obj.size == len(first) and obj.etag
+
+    replaced = []
+
+    def replace_after_first_part(n: int) -> None:
+        if not replaced:
+            client.put_object(Bucket="stpubdata", Key=key, Body=second)
+            replaced.append(n)
+
+    final = tmp_path / "pinned_i2d.fits"
+    with pytest.raises(DownloadFailed, match="changed in the bucket"):
+        download_object(archive, obj, final, on_bytes=replace_after_first_part,
+                        should_stop=lambda: False, part_size=65536, parallel=1)
+    assert replaced and not final.exists()
+    # The unchanged object downloads whole, part by part.
+    obj = describe_object(archive, "stpubdata", key)
+    assert download_object(archive, obj, final, on_bytes=lambda n: None,
+                           should_stop=lambda: False, part_size=65536, parallel=2) == len(second)
+    assert final.read_bytes() == second
+
+
+def test_s3_parts_retry_with_jittered_backoff(seaweedfs, tmp_path, monkeypatch):
+    from botocore.exceptions import EndpointConnectionError
+
+    from app.mast import s3_transfer
+
+    endpoint, client = seaweedfs
+    key = "jwst/public/jw09999/flaky/flaky_i2d.fits"
+    data = os.urandom(100_000)
+    client.put_object(Bucket="stpubdata", Key=key, Body=data)
+    archive = s3_transfer.make_archive_client(endpoint, "us-east-1")
+    obj = s3_transfer.describe_object(archive, "stpubdata", key)
+    real_get, failures = archive.get_object, []
+
+    def flaky_get(**kwargs):
+        assert kwargs["IfMatch"] == obj.etag
+        if len(failures) < 2:
+            failures.append(kwargs["Range"])
+            raise EndpointConnectionError(endpoint_url=endpoint)
+        return real_get(**kwargs)
+
+    bounds, sleeps = [], []
+    monkeypatch.setattr(archive, "get_object", flaky_get)
+    monkeypatch.setattr(s3_transfer.random, "uniform",
+                        lambda low, high: bounds.append((low, high)) or high / 2)
+    monkeypatch.setattr(s3_transfer.time, "sleep", sleeps.append)
+    final = tmp_path / "flaky_i2d.fits"
+    s3_transfer.download_object(archive, obj, final, on_bytes=lambda n: None,
+                                should_stop=lambda: False, backoff=0.1)
+    assert final.read_bytes() == data
+    assert bounds == [(0, 0.1), (0, 0.2)]  # full jitter over an exponential ceiling
+    assert sleeps == [0.05, 0.1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -176,3 +178,72 @@ def test_validation_errors_have_string_detail(proxy):
         r = post(base, "/mast/search/target", body)
         assert r.status_code == 422 and isinstance(r.json()["detail"], str)
         assert isinstance(r.json()["errors"], list)
+
+
+def requests_seen(standin: str) -> int:
+    return httpx.get(standin + "/__control", timeout=10).json()["requests"]
+
+
+def test_identifiers_are_checked_and_never_wildcards(proxy, standin):
+    """One pattern for MAST identifiers everywhere: '*' and '%' (which astroquery turns
+    into wildcard searches over every page) and hidden names never reach MAST."""
+    base, _, _ = proxy
+    before = requests_seen(standin)
+    for path, body in [("/mast/search/observation", {"obs_id": "jw02733*"}),
+                       ("/mast/search/observation", {"obs_id": "%"}),
+                       ("/mast/search/program", {"program_id": "27*"}),
+                       ("/mast/search/program", {"program_id": "2733%"}),
+                       ("/mast/products", {"obs_id": "jw0273%"}),
+                       ("/mast/download", {"obs_id": "jw02733*"}),
+                       ("/mast/download/start-chunked", {"obs_id": ".download_state"}),
+                       ("/mast/download/start-s3", {"obs_id": "../elsewhere"}),
+                       ("/mast/search/recent", {"instrument": "NIRCAM*"}),
+                       ("/mast/search/target", {"target_name": "NGC 3132",
+                                                "calib_level": [9]})]:
+        r = post(base, path, body)
+        assert r.status_code == 422, (path, body, r.text)
+        assert isinstance(r.json()["detail"], str)
+    assert requests_seen(standin) == before
+    r = post(base, "/mast/search/program", {"program_id": " 2733 "})
+    assert r.status_code == 200 and r.json()["result_count"] > 0
+
+
+def test_products_are_public_jwst_data_only(proxy):
+    base, _, _ = proxy
+    names = [p["productFilename"] for p in post(base, "/mast/products", {
+        "obs_id": "jw02733-o001_t001_nircam_clear-f090w"}).json()["products"]]
+    assert names and not any("embargoed" in n for n in names)  # dataRights not PUBLIC
+    # An observation whose release date is still to come lists nothing.
+    r = post(base, "/mast/products", {"obs_id": "jw01234-o005_t002_nircam_clear-f444w"})
+    assert r.status_code == 200 and r.json()["product_count"] == 0
+
+
+def test_a_search_asks_for_one_page(standin, monkeypatch):
+    from app.mast import mast_service
+
+    monkeypatch.setattr(mast_service, "SEARCH_PAGE_SIZE", 2)
+    service = mast_service.MastService(standin, standin + "/cgi-bin/nph-sesame/", timeout=20)
+    service.search_program("2733", None)  # column configuration fetched once
+    before = requests_seen(standin)
+    rows = service.search_program("2733", None)
+    assert len(rows) == 2  # the first page of five public observations
+    assert requests_seen(standin) - before == 1
+
+
+def test_a_search_that_times_out_stops_its_work(standin):
+    """astroquery sends requests without a socket timeout; the service gives every
+    request one, so a search that MAST never answers ends (it does not hold a thread
+    for as long as MAST stays silent)."""
+    from app.errors import UpstreamError
+    from app.mast.mast_service import MastService
+
+    service = MastService(standin, standin + "/cgi-bin/nph-sesame/", timeout=1)
+    service.observations()
+    httpx.post(standin + "/__control", json={"invoke_delay": 120})
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(UpstreamError, match="MAST request failed"):
+            service.search_program("2733", None)
+        assert time.monotonic() - t0 < 60  # the silence lasts 120 s
+    finally:
+        httpx.post(standin + "/__control", json={"invoke_delay": 0})

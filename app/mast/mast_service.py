@@ -4,10 +4,15 @@ astroquery's own ``Observations`` code does the portal protocol; every URL it
 uses is pointed at ``MAST_BASE_URL``. Target names are resolved by Sesame at
 ``NAME_RESOLVER_URL`` (astropy's ``SkyCoord.from_name``), trying the spelling
 variants of CONTRACT.md §2.1. Position searches are a true cone (MAST's
-``Mast.Caom.Filtered.Position`` service). Proprietary observations (release
-date in the future) are never returned by searches.
+``Mast.Caom.Filtered.Position`` service). Only public JWST data is returned:
+searches and product lists are limited to the JWST collection with a release
+date in the past, and products to ``dataRights`` PUBLIC.
 
-These functions block; the routes run them in threads under a timeout.
+Every search asks MAST for one page (:data:`SEARCH_PAGE_SIZE` rows), never for
+"all pages", and astroquery's own time limit is the service's, so a search that
+the route gave up on (504) ends its work within that limit too. These functions
+block; the routes run them in :attr:`MastService.executor` (its own threads, not
+the ones the download job store uses) under ``MAST_SEARCH_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -17,12 +22,13 @@ import math
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from urllib.parse import quote, urlparse
 
 import numpy as np
 from cachetools import TTLCache
+from requests.adapters import HTTPAdapter
 
 from app.errors import BadRequest, NotFound, UpstreamError
 
@@ -31,15 +37,14 @@ logger = logging.getLogger(__name__)
 MJD_UNIX_EPOCH = 40587.0
 SPECTRAL_SUFFIXES = ("_x1d.fits", "_x1dints.fits", "_c1d.fits")
 PRODUCT_CACHE_SECONDS = 60.0
+SEARCH_PAGE_SIZE = 500
+RECENT_PAGE_SIZE = 2000
+SEARCH_THREADS = 8
 _URI_RE = re.compile(r"^mast:[A-Za-z0-9_./+-]+$")
 
 
 def now_mjd() -> float:
     return time.time() / 86400.0 + MJD_UNIX_EPOCH
-
-
-def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
 
 
 def name_variants(name: str) -> list[str]:
@@ -90,6 +95,17 @@ def table_rows(table) -> list[dict]:
     return rows
 
 
+class _TimeoutAdapter(HTTPAdapter):
+    """requests' transport with a default (connect, read) timeout for every request."""
+
+    def __init__(self, timeout: tuple[float, float]) -> None:
+        super().__init__()
+        self.default_timeout = timeout
+
+    def send(self, request, timeout=None, **kwargs):  # type: ignore[no-untyped-def]
+        return super().send(request, timeout=timeout or self.default_timeout, **kwargs)
+
+
 @dataclass(frozen=True)
 class ProductFile:
     """One file to download: its name, MAST URI, size (may be 0 if unknown)."""
@@ -114,6 +130,14 @@ class MastService:
         # downloading them (the usual sequence) asks MAST once.
         self._products: TTLCache = TTLCache(maxsize=256, ttl=PRODUCT_CACHE_SECONDS)
         self._products_lock = threading.Lock()
+        # Searches wait on MAST for long: their own threads, bounded, so that slow or
+        # abandoned searches never hold up the job store's heartbeat and reads.
+        self.executor = ThreadPoolExecutor(max_workers=SEARCH_THREADS,
+                                           thread_name_prefix="mast-search")
+
+    def close(self) -> None:
+        """Stop the search threads (waiting searches are dropped)."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     # -- astroquery -------------------------------------------------------------------
     def observations(self):
@@ -129,10 +153,15 @@ class MastService:
             portal.MAST_DOWNLOAD_URL = self.base_url + "/api/v0.1/Download/file"
             portal.MAST_BUNDLE_URL = self.base_url + "/api/v0.1/Download/bundle"
             portal.TIMEOUT = self.timeout
+            # astroquery sends its requests without a socket timeout, so a silent MAST
+            # would hold the thread for ever: every request of its session gets one.
+            adapter = _TimeoutAdapter((min(30.0, self.timeout), self.timeout))
+            obs._session.mount("http://", adapter)
+            obs._session.mount("https://", adapter)
             self._local.obs = obs
         return obs
 
-    def _query(self, **criteria) -> list[dict]:
+    def _query(self, pagesize: int | None = None, **criteria) -> list[dict]:
         import warnings
 
         from astroquery.exceptions import RemoteServiceError
@@ -140,7 +169,10 @@ class MastService:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                table = self.observations().query_criteria(pagesize=500, **criteria)
+                # page=1: one request for one page (astroquery fetches every page
+                # when no page is given).
+                table = self.observations().query_criteria(
+                    pagesize=pagesize or SEARCH_PAGE_SIZE, page=1, **criteria)
         except RemoteServiceError as exc:
             raise UpstreamError(f"MAST reported an error: {exc}") from None
         except Exception as exc:  # requests/connection errors and astroquery's own
@@ -207,13 +239,13 @@ class MastService:
         if instrument:
             # MAST's instrument_name is e.g. "NIRCAM/IMAGE": match the instrument prefix.
             criteria["instrument_name"] = instrument.strip().upper() + "*"
-        rows = self._query(**criteria)
+        rows = self._query(pagesize=RECENT_PAGE_SIZE, **criteria)
         rows.sort(key=lambda r: r.get("t_obs_release") or 0.0, reverse=True)
         return self.rewrite_urls(rows[offset:offset + limit])
 
     # -- products -------------------------------------------------------------------------
     def product_rows(self, obs_id: str, product_type: str = "SCIENCE") -> list[dict]:
-        """Science FITS products of an observation (empty when it is not found)."""
+        """Public FITS products of a public JWST observation (empty when there is none)."""
         key = (obs_id, product_type)
         with self._products_lock:
             rows = self._products.get(key)
@@ -230,7 +262,8 @@ class MastService:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                table = obs.query_criteria(obs_id=obs_id)
+                table = obs.query_criteria(pagesize=SEARCH_PAGE_SIZE, page=1,
+                                           **self._public(obs_id=obs_id))
                 if table is None or len(table) == 0:
                     return []
                 products = obs.get_product_list(table)
@@ -240,7 +273,8 @@ class MastService:
                                                extension="fits")
         except Exception as exc:
             raise UpstreamError(f"MAST request failed: {_describe(exc)}") from None
-        return table_rows(products)
+        return [row for row in table_rows(products)
+                if str(row.get("dataRights") or "PUBLIC").upper() == "PUBLIC"]
 
     def download_url(self, uri: str) -> str:
         if not _URI_RE.match(uri):

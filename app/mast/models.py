@@ -3,20 +3,42 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-OBS_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
 EXAMPLE_OBS = "jw02733-o001_t001_nircam_clear-f090w"
+# One pattern for every MAST identifier this service passes on: letters, digits and
+# '.', '_', '-', starting with a letter or digit. No wildcard ('*', '%') reaches MAST,
+# and no id can name a hidden folder of the download directory (such as the job store).
+OBS_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+PROGRAM_ID_PATTERN = re.compile(r"^[0-9]{1,6}$")
 
 
-def check_obs_id(value: str) -> str:
-    value = value.strip()
-    if not value or len(value) > 200 or not OBS_ID_PATTERN.match(value) or set(value) <= {"."}:
-        raise ValueError("obs_id may contain only letters, digits, '.', '_' and '-' "
-                         "(1-200 characters)")
-    return value
+def _check(pattern: re.Pattern[str], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        value = value.strip()
+        if not pattern.match(value):
+            raise ValueError(what)
+        return value
+
+    return AfterValidator(check)
+
+
+CalibLevels = Annotated[list[Annotated[int, Field(ge=0, le=4)]] | None,
+                        Field(max_length=5, description="MAST calibration levels (0-4); null "
+                              "or [] for all")]
+ProductType = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z_]+$",
+                                   description="MAST productType, e.g. SCIENCE")]
+ObsId = Annotated[str, Field(min_length=1, max_length=200, description="MAST obs_id, e.g. "
+                             f"{EXAMPLE_OBS} (letters, digits, '.', '_', '-'; no wildcards)"),
+                  _check(OBS_ID_PATTERN, "obs_id must start with a letter or digit and "
+                         "contain only letters, digits, '.', '_' and '-' (1-200 characters; "
+                         "no wildcards)")]
+ProgramId = Annotated[str, Field(min_length=1, max_length=50, description="JWST program "
+                                 "(proposal) id: 1-6 digits, e.g. 2733"),
+                      _check(PROGRAM_ID_PATTERN, "program_id must be 1-6 digits (no "
+                             "wildcards)")]
 
 
 class TargetSearchRequest(BaseModel):
@@ -27,8 +49,7 @@ class TargetSearchRequest(BaseModel):
                              description="Object name, resolved to coordinates by Sesame")
     radius: float = Field(default=0.2, gt=0, le=10, description="Cone radius in degrees")
     filters: dict | None = Field(default=None, description="Accepted and ignored (compatibility)")
-    calib_level: list[int] | None = Field(default=[2, 3], description="MAST calibration levels "
-                                          "(1-3); null or [] for all")
+    calib_level: CalibLevels = [2, 3]
 
 
 class CoordinateSearchRequest(BaseModel):
@@ -39,22 +60,22 @@ class CoordinateSearchRequest(BaseModel):
                                                    "[0, 360)")
     dec: float = Field(ge=-90, le=90, description="Declination in degrees")
     radius: float = Field(default=0.2, gt=0, le=10, description="Cone radius in degrees")
-    calib_level: list[int] | None = Field(default=[2, 3])
+    calib_level: CalibLevels = [2, 3]
 
 
 class ObservationSearchRequest(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"obs_id": EXAMPLE_OBS,
                                                                "calib_level": None}]})
 
-    obs_id: str = Field(min_length=1, max_length=200, description="MAST obs_id")
-    calib_level: list[int] | None = None
+    obs_id: ObsId
+    calib_level: CalibLevels = None
 
 
 class ProgramSearchRequest(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"program_id": "2733"}]})
 
-    program_id: str = Field(min_length=1, max_length=50, description="JWST program (proposal) id")
-    calib_level: list[int] | None = Field(default=[2, 3])
+    program_id: ProgramId
+    calib_level: CalibLevels = [2, 3]
 
 
 class RecentReleasesRequest(BaseModel):
@@ -62,7 +83,8 @@ class RecentReleasesRequest(BaseModel):
         {"days_back": 30, "instrument": "NIRCAM", "limit": 50, "offset": 0}]})
 
     days_back: int = Field(default=30, ge=1, le=365)
-    instrument: str | None = Field(default=None, description="e.g. NIRCAM, MIRI, NIRSPEC, NIRISS")
+    instrument: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9/_ -]{0,39}$",
+                                   description="e.g. NIRCAM, MIRI, NIRSPEC, NIRISS")
     limit: int = Field(default=50, ge=1, le=200)
     offset: int = Field(default=0, ge=0)
 
@@ -78,7 +100,7 @@ class SearchResponse(BaseModel):
 class ProductsRequest(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"obs_id": EXAMPLE_OBS}]})
 
-    obs_id: str = Field(min_length=1, max_length=200)
+    obs_id: ObsId
 
 
 class ProductsResponse(BaseModel):
@@ -91,12 +113,11 @@ class DownloadRequest(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"obs_id": EXAMPLE_OBS, "product_type": "SCIENCE", "product_id": "_i2d"}]})
 
-    obs_id: str
-    product_type: str = "SCIENCE"
-    product_id: str | None = Field(default=None, description="Only files whose name contains "
+    obs_id: ObsId
+    product_type: ProductType = "SCIENCE"
+    product_id: str | None = Field(default=None, max_length=200, pattern=r"^[A-Za-z0-9._-]*$",
+                                   description="Only files whose name contains "
                                                              "this text")
-
-    _check = field_validator("obs_id")(check_obs_id)
 
 
 class DownloadResponse(BaseModel):
@@ -114,23 +135,19 @@ class ChunkedDownloadRequest(BaseModel):
         {"obs_id": EXAMPLE_OBS, "product_type": "SCIENCE", "resume_job_id": None,
          "calib_level": [3]}]})
 
-    obs_id: str
-    product_type: str = "SCIENCE"
-    resume_job_id: str | None = None
-    calib_level: list[int] | None = None
-
-    _check = field_validator("obs_id")(check_obs_id)
+    obs_id: ObsId
+    product_type: ProductType = "SCIENCE"
+    resume_job_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    calib_level: CalibLevels = None
 
 
 class S3DownloadRequest(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"obs_id": EXAMPLE_OBS, "product_type": "SCIENCE", "calib_level": None}]})
 
-    obs_id: str
-    product_type: str = "SCIENCE"
-    calib_level: list[int] | None = None
-
-    _check = field_validator("obs_id")(check_obs_id)
+    obs_id: ObsId
+    product_type: ProductType = "SCIENCE"
+    calib_level: CalibLevels = None
 
 
 class JobStarted(BaseModel):

@@ -36,6 +36,14 @@ def part_path(final_path: Path) -> Path:
     return final_path.with_name(final_path.name + ".part")
 
 
+def size_or_zero(path: Path) -> int:
+    """A file's size; 0 when it does not exist (a transfer not started yet)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def describe_os_error(exc: OSError, path: Path) -> str:
     if isinstance(exc, (FileExistsError, NotADirectoryError)):
         return f"Cannot create {path.name}: something that is not a folder is in the way"

@@ -14,7 +14,8 @@ from app.errors import UpstreamTimeout
 from app.http_errors import ErrorBody
 from app.mast import models
 from app.mast.download_jobs import DownloadManager
-from app.mast.mast_service import MastService, utc_now_iso
+from app.mast.job_store import JobStatus, utc_now_iso
+from app.mast.mast_service import MastService
 
 router = APIRouter(prefix="/mast", tags=["MAST"])
 
@@ -26,6 +27,8 @@ SEARCH_ERRORS = {
 }
 JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Download job id")]
 
+# A start-chunked request naming one of these jobs resumes it instead (CONTRACT §2.9).
+RESUMABLE_BY_START = frozenset({JobStatus.PAUSED, JobStatus.FAILED, JobStatus.DOWNLOADING})
 # Short-lived caches of search results (per process; MAST is the source of truth).
 _target_cache: TTLCache = TTLCache(maxsize=100, ttl=300)
 _recent_cache: TTLCache = TTLCache(maxsize=100, ttl=300)
@@ -52,11 +55,14 @@ async def with_timeout(coro, seconds: float, message: str):
         raise UpstreamTimeout(message) from None
 
 
-async def _search(settings: Settings, fn, *args, hint: str = "",
+async def _search(settings: Settings, mast: MastService, fn, *args, hint: str = "",
                   what: str = "MAST search"):
-    """Run a blocking MAST call in a thread under ``MAST_SEARCH_TIMEOUT`` (504 after it)."""
+    """Run a blocking MAST call in a search thread under ``MAST_SEARCH_TIMEOUT`` (504
+    after it; the call itself gives up at the same limit)."""
     message = f"{what} timed out after {settings.MAST_SEARCH_TIMEOUT:g} seconds.{hint}"
-    return await with_timeout(asyncio.to_thread(fn, *args), settings.MAST_SEARCH_TIMEOUT, message)
+    loop = asyncio.get_running_loop()
+    return await with_timeout(loop.run_in_executor(mast.executor, fn, *args),
+                              settings.MAST_SEARCH_TIMEOUT, message)
 
 
 async def _cached(cache: TTLCache, key: str, fetch):
@@ -80,7 +86,7 @@ async def search_target(body: models.TargetSearchRequest,
     levels = sorted(body.calib_level) if body.calib_level else None
     key = f"{name.lower()}:{body.radius}:{levels if levels else 'default'}"
     rows = await _cached(_target_cache, key, lambda: _search(
-        settings, mast.search_target, name, body.radius, body.calib_level,
+        settings, mast, mast.search_target, name, body.radius, body.calib_level,
         hint=" Try a smaller search radius or more specific target name."))
     return _response("target", {"target_name": body.target_name, "radius": body.radius,
                                 "calib_level": body.calib_level}, rows)
@@ -94,7 +100,7 @@ async def search_coordinates(body: models.CoordinateSearchRequest,
     """Public JWST observations whose position lies within `radius` degrees of
     (`ra`, `dec`); `ra` may be given in [-360, 360] and is normalised to [0, 360)."""
     ra = body.ra % 360.0
-    rows = await _search(settings, mast.search_position, ra, body.dec, body.radius,
+    rows = await _search(settings, mast, mast.search_position, ra, body.dec, body.radius,
                          body.calib_level, hint=" Try a smaller search radius.")
     return _response("coordinates", {"ra": ra, "dec": body.dec, "radius": body.radius,
                                      "calib_level": body.calib_level}, rows)
@@ -107,7 +113,7 @@ async def search_observation(body: models.ObservationSearchRequest,
                              mast: MastService = Depends(get_mast)):
     """The public observation(s) whose MAST `obs_id` is given, e.g.
     `jw02733-o001_t001_nircam_clear-f090w`, at the requested calibration levels."""
-    rows = await _search(settings, mast.search_observation, body.obs_id.strip(),
+    rows = await _search(settings, mast, mast.search_observation, body.obs_id.strip(),
                          body.calib_level)
     return _response("observation_id", {"obs_id": body.obs_id, "calib_level": body.calib_level},
                      rows)
@@ -120,7 +126,7 @@ async def search_program(body: models.ProgramSearchRequest,
                          mast: MastService = Depends(get_mast)):
     """Every public JWST observation of a proposal (program) id such as `2733`, at the
     requested calibration levels."""
-    rows = await _search(settings, mast.search_program, body.program_id.strip(),
+    rows = await _search(settings, mast, mast.search_program, body.program_id.strip(),
                          body.calib_level)
     return _response("program_id", {"program_id": body.program_id,
                                     "calib_level": body.calib_level}, rows)
@@ -135,7 +141,8 @@ async def search_recent(body: models.RecentReleasesRequest,
     `limit` and `offset`; optionally one instrument."""
     key = f"{body.days_back}:{body.instrument or 'all'}:{body.limit}:{body.offset}"
     rows = await _cached(_recent_cache, key, lambda: _search(
-        settings, mast.search_recent, body.days_back, body.instrument, body.limit, body.offset))
+        settings, mast, mast.search_recent, body.days_back, body.instrument, body.limit,
+        body.offset))
     return _response("recent_releases", body.model_dump(), rows)
 
 
@@ -145,7 +152,7 @@ async def products(body: models.ProductsRequest, settings: Settings = Depends(ge
                    mast: MastService = Depends(get_mast)):
     """The FITS science products (uncal, rate, cal, i2d, x1d, s3d...) MAST lists for an
     observation, with sizes, calibration levels and download URLs."""
-    rows = await _search(settings, mast.product_rows, body.obs_id.strip(), what="Request")
+    rows = await _search(settings, mast, mast.product_rows, body.obs_id.strip(), what="Request")
     return {"obs_id": body.obs_id, "products": rows, "product_count": len(rows)}
 
 
@@ -173,7 +180,7 @@ async def start_chunked(body: models.ChunkedDownloadRequest,
     only when complete. Poll `/mast/download/progress-chunked/{job_id}`."""
     if body.resume_job_id:
         job = await asyncio.to_thread(downloads.store.get, body.resume_job_id)
-        if job is not None and job.status in ("paused", "failed", "downloading"):
+        if job is not None and job.status in RESUMABLE_BY_START:
             await downloads.resume(body.resume_job_id)  # 409 when someone else is on it
             return {"job_id": body.resume_job_id, "obs_id": job.obs_id,
                     "message": "Download resumed", "is_resume": True}

@@ -138,6 +138,9 @@ def build_catalogue() -> tuple[list[dict], dict[str, list[dict]]]:
             items = [product(o, f"{oid}_cal.fits", sub="CAL", calib=2),
                      product(o, f"{oid}_rate.fits", sub="RATE", calib=2),
                      product(o, f"{oid}_uncal.fits", sub="UNCAL", calib=1)]
+        if oid == "jw02733-o001_t001_nircam_clear-f090w":  # a product still embargoed
+            items.append(dict(product(o, f"{oid}_embargoed_i2d.fits"),
+                              dataRights="EXCLUSIVE_ACCESS"))
         products[o["obsid"]] = items
     return obs, products
 

@@ -2,10 +2,21 @@
 
 The database lives at ``<MAST_DOWNLOAD_DIR>/.download_state/jobs.sqlite3`` in WAL
 mode, so any uvicorn worker answers progress, pause and resume for any job, and
-a restart loses nothing. Each statement is its own short transaction; a job is
-owned by one process at a time (``owner`` + ``heartbeat``), and ownership is
-taken with a single conditional UPDATE, which makes a concurrent resume of the
-same job impossible (the loser gets 409).
+a restart loses nothing. A job is owned by one process at a time (``owner`` +
+``heartbeat``).
+
+The life of a job is a small state machine (:class:`JobStatus`). Every change of
+state is a named method of :class:`JobStore` (``begin_fetching``,
+``begin_downloading``, ``complete``, ``fail``, ``pause``, ``cancel``, ``claim``,
+``fail_orphans``), one conditional UPDATE naming the states it may leave: it
+returns False, changing nothing, when the job is in none of them. So of two
+concurrent resumes exactly one wins (the loser gets 409), and a job cancelled by
+one process cannot be marked complete by another::
+
+    queued -> fetching_products -> downloading -> complete
+    queued | fetching_products | downloading -> paused | failed | cancelled
+    paused | failed (or active with a dead owner) --claim--> queued
+    paused | failed --cancel--> cancelled
 """
 
 from __future__ import annotations
@@ -15,10 +26,12 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator, Sequence, Set
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import StrEnum
 from pathlib import Path
-from typing import Iterator
 
 from app.errors import ServiceError
 
@@ -57,9 +70,37 @@ CREATE TABLE IF NOT EXISTS files (
 );
 """
 
-ACTIVE = ("queued", "fetching_products", "downloading")
-RESUMABLE = ("paused", "failed", "downloading", "fetching_products", "queued")
-FINISHED = ("complete", "failed", "cancelled")
+
+
+class JobStatus(StrEnum):
+    """A download job's state (the ``stage`` of its progress)."""
+
+    QUEUED = "queued"
+    FETCHING_PRODUCTS = "fetching_products"
+    DOWNLOADING = "downloading"
+    PAUSED = "paused"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    COMPLETE = "complete"
+
+
+class FileStatus(StrEnum):
+    """One file's state inside a job."""
+
+    PENDING = "pending"
+    DOWNLOADING = "downloading"
+    PAUSED = "paused"
+    FAILED = "failed"
+    COMPLETE = "complete"
+
+
+# A process is working on these (its heartbeat says whether it still lives).
+ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.FETCHING_PRODUCTS, JobStatus.DOWNLOADING})
+# These may be taken up again: stopped ones, and active ones whose owner is gone.
+RESUMABLE = ACTIVE | {JobStatus.PAUSED, JobStatus.FAILED}
+# These end a job's progress (``is_complete``).
+FINISHED = frozenset({JobStatus.COMPLETE, JobStatus.FAILED, JobStatus.CANCELLED})
+CANCELLABLE = ACTIVE | {JobStatus.PAUSED, JobStatus.FAILED}
 
 
 @dataclass
@@ -69,7 +110,7 @@ class FileRow:
     archive_key: str | None = None
     total_bytes: int = 0
     downloaded_bytes: int = 0
-    status: str = "pending"
+    status: FileStatus = FileStatus.PENDING
     error: str | None = None
     local_path: str | None = None
     position: int = 0
@@ -82,7 +123,7 @@ class JobRow:
     source: str
     product_type: str
     calib_level: list[int] | None
-    status: str
+    status: JobStatus
     message: str
     error: str | None
     download_dir: str | None
@@ -173,20 +214,8 @@ class JobStore:
                  json.dumps(calib_level) if calib_level is not None else None,
                  download_dir, started_at, time.time(), owner, time.time()))
 
-    def update_job(self, job_id: str, **fields) -> None:
-        """Update columns of a job. Leaving the active states also gives up ownership,
-        in the same statement, so a resume never sees a stopped job still owned."""
-        if not fields:
-            return
-        if "status" in fields and fields["status"] not in ACTIVE:
-            fields["owner"] = None
-            fields["heartbeat"] = None
-        fields["updated_at"] = time.time()
-        columns = ", ".join(f"{k} = ?" for k in fields)
-        with self._connect() as db:
-            db.execute(f"UPDATE jobs SET {columns} WHERE job_id = ?", (*fields.values(), job_id))
-
-    def set_files(self, job_id: str, files: list[FileRow]) -> None:
+    def set_files(self, job_id: str, files: Sequence[FileRow]) -> None:
+        """The job's file list (replacing any earlier one)."""
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             db.execute("DELETE FROM files WHERE job_id = ?", (job_id,))
@@ -194,28 +223,62 @@ class JobStore:
                 "INSERT INTO files (job_id, position, filename, uri, archive_key, total_bytes, "
                 "downloaded_bytes, status, error, local_path) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 [(job_id, i, f.filename, f.uri, f.archive_key, f.total_bytes, f.downloaded_bytes,
-                  f.status, f.error, f.local_path) for i, f in enumerate(files)])
+                  str(f.status), f.error, f.local_path) for i, f in enumerate(files)])
             db.execute("COMMIT")
 
-    def update_files(self, job_id: str, updates: dict[str, dict]) -> None:
-        """Several file rows at once: ``{filename: {column: value}}``."""
-        if not updates:
+    def save_files(self, job_id: str, files: Sequence[FileRow]) -> None:
+        """Write the progress columns of these files (sizes, status, error, path)."""
+        if not files:
             return
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
-            for filename, values in updates.items():
-                columns = ", ".join(f"{k} = ?" for k in values)
-                db.execute(f"UPDATE files SET {columns} WHERE job_id = ? AND filename = ?",
-                           (*values.values(), job_id, filename))
+            db.executemany(
+                "UPDATE files SET total_bytes = ?, downloaded_bytes = ?, status = ?, error = ?, "
+                "local_path = ? WHERE job_id = ? AND filename = ?",
+                [(f.total_bytes, f.downloaded_bytes, str(f.status), f.error, f.local_path,
+                  job_id, f.filename) for f in files])
             db.execute("UPDATE jobs SET updated_at = ? WHERE job_id = ?", (time.time(), job_id))
             db.execute("COMMIT")
 
-    def request_control(self, job_id: str, action: str | None) -> None:
-        self.update_job(job_id, control=action)
+    def record_speed(self, job_id: str, speed: float, current_file: str | None) -> None:
+        """The running job's transfer figures (no change of state)."""
+        with self._connect() as db:
+            db.execute(f"UPDATE jobs SET speed = ?, current_file = ?, updated_at = ? "
+                       f"WHERE job_id = ? AND status IN ({_marks(ACTIVE)})",
+                       (speed, current_file, time.time(), job_id, *ACTIVE))
 
-    def claim(self, job_id: str, owner: str, stale_after: float,
-              allowed: tuple[str, ...] = RESUMABLE) -> bool:
-        """Take ownership of a job that nobody live runs; False if someone does.
+    def request_control(self, job_id: str, reason: str) -> None:
+        """Ask the job's owner (another process) to pause or cancel it."""
+        with self._connect() as db:
+            db.execute(f"UPDATE jobs SET control = ?, updated_at = ? WHERE job_id = ? AND "
+                       f"status IN ({_marks(ACTIVE)})", (reason, time.time(), job_id, *ACTIVE))
+
+    # -- transitions: each one conditional UPDATE; False when the job is elsewhere --------------
+    def begin_fetching(self, job_id: str) -> bool:
+        return self._advance(job_id, JobStatus.FETCHING_PRODUCTS, {JobStatus.QUEUED},
+                             "Fetching the product list from MAST")
+
+    def begin_downloading(self, job_id: str, message: str) -> bool:
+        return self._advance(job_id, JobStatus.DOWNLOADING,
+                             {JobStatus.QUEUED, JobStatus.FETCHING_PRODUCTS}, message)
+
+    def complete(self, job_id: str, message: str) -> bool:
+        return self._settle(job_id, JobStatus.COMPLETE, {JobStatus.DOWNLOADING}, message)
+
+    def fail(self, job_id: str, message: str, owner: str | None = None) -> bool:
+        """An active job failed (resumable); with ``owner``, only if that process owns it."""
+        return self._settle(job_id, JobStatus.FAILED, ACTIVE, message, error=message,
+                            owner=owner)
+
+    def pause(self, job_id: str) -> bool:
+        return self._settle(job_id, JobStatus.PAUSED, ACTIVE, "Job paused - can be resumed",
+                            finished=False)
+
+    def cancel(self, job_id: str) -> bool:
+        return self._settle(job_id, JobStatus.CANCELLED, CANCELLABLE, "Download cancelled")
+
+    def claim(self, job_id: str, owner: str, stale_after: float) -> bool:
+        """Take a job up again (resume); False if it is not resumable or someone live runs it.
 
         A job in a stopped state (paused, failed) runs nowhere; an active one is free
         when its owner's heartbeat is stale or its process no longer exists. The claim
@@ -225,60 +288,78 @@ class JobStore:
         job = self.get(job_id)
         dead = job.owner if job and job.owner and not owner_alive(job.owner) else None
         now = time.time()
-        marks = ",".join("?" for _ in allowed)
-        active = ",".join("?" for _ in ACTIVE)
         with self._connect() as db:
             cur = db.execute(
-                f"UPDATE jobs SET status = 'queued', owner = ?, heartbeat = ?, control = NULL, "
-                f"updated_at = ? "
-                f"WHERE job_id = ? AND status IN ({marks}) AND "
-                f"(status NOT IN ({active}) OR owner IS NULL OR heartbeat IS NULL "
+                f"UPDATE jobs SET status = ?, owner = ?, heartbeat = ?, control = NULL, "
+                f"error = NULL, message = 'Resuming download', completed_at = NULL, "
+                f"updated_at = ? WHERE job_id = ? AND status IN ({_marks(RESUMABLE)}) AND "
+                f"(status NOT IN ({_marks(ACTIVE)}) OR owner IS NULL OR heartbeat IS NULL "
                 f"OR heartbeat < ? OR owner = ?)",
-                (owner, now, now, job_id, *allowed, *ACTIVE, now - stale_after, dead))
+                (JobStatus.QUEUED, owner, now, now, job_id, *RESUMABLE, *ACTIVE,
+                 now - stale_after, dead))
             return cur.rowcount == 1
 
-    def fail_if_active(self, job_id: str, owner: str, message: str) -> None:
-        """Mark failed a job this owner left in an active state (its task ended early)."""
-        marks = ",".join("?" for _ in ACTIVE)
+    def fail_orphans(self, stale_after: float, message: str) -> list[str]:
+        """Jobs left active by a dead process become failed (and resumable).
+
+        One ``BEGIN IMMEDIATE`` transaction: no other process can claim or update a
+        job between the read that finds it orphaned and the write that fails it.
+        """
+        now = time.time()
         with self._connect() as db:
-            db.execute(f"UPDATE jobs SET status = 'failed', error = ?, message = ?, owner = NULL,"
-                       f" heartbeat = NULL, speed = 0, updated_at = ? WHERE job_id = ? AND "
-                       f"owner = ? AND status IN ({marks})",
-                       (message, message, time.time(), job_id, owner, *ACTIVE))
+            db.execute("BEGIN IMMEDIATE")
+            rows = db.execute(f"SELECT job_id, owner, heartbeat FROM jobs WHERE status IN "
+                              f"({_marks(ACTIVE)})", tuple(ACTIVE)).fetchall()
+            ids = [r["job_id"] for r in rows
+                   if not r["owner"] or r["heartbeat"] is None
+                   or r["heartbeat"] < now - stale_after or not owner_alive(r["owner"])]
+            for job_id in ids:
+                db.execute("UPDATE jobs SET status = ?, error = ?, message = ?, owner = NULL, "
+                           "heartbeat = NULL, speed = 0, updated_at = ? WHERE job_id = ?",
+                           (JobStatus.FAILED, message, message, now, job_id))
+                db.execute("UPDATE files SET status = ? WHERE job_id = ? AND status = ?",
+                           (FileStatus.PAUSED, job_id, FileStatus.DOWNLOADING))
+            db.execute("COMMIT")
+        return ids
+
+    def _advance(self, job_id: str, to: JobStatus, sources: Set[JobStatus],
+                 message: str) -> bool:
+        """Into an active state: the owner keeps the job."""
+        with self._connect() as db:
+            cur = db.execute(f"UPDATE jobs SET status = ?, message = ?, updated_at = ? "
+                             f"WHERE job_id = ? AND status IN ({_marks(sources)})",
+                             (to, message, time.time(), job_id, *sources))
+            return cur.rowcount == 1
+
+    def _settle(self, job_id: str, to: JobStatus, sources: Set[JobStatus], message: str, *,
+                error: str | None = None, owner: str | None = None,
+                finished: bool = True) -> bool:
+        """Into a stopped state: ownership, control flag and speed are given up with it."""
+        owned = " AND owner = ?" if owner is not None else ""
+        completed = utc_now_iso() if finished else None
+        with self._connect() as db:
+            cur = db.execute(
+                f"UPDATE jobs SET status = ?, message = ?, error = ?, speed = 0, control = NULL, "
+                f"owner = NULL, heartbeat = NULL, current_file = NULL, completed_at = ?, "
+                f"updated_at = ? WHERE job_id = ? AND status IN ({_marks(sources)}){owned}",
+                (to, message, error, completed, time.time(), job_id, *sources,
+                 *((owner,) if owner is not None else ())))
+            return cur.rowcount == 1
 
     def heartbeat(self, owner: str) -> None:
-        marks = ",".join("?" for _ in ACTIVE)
         with self._connect() as db:
-            db.execute(f"UPDATE jobs SET heartbeat = ? WHERE owner = ? AND status IN ({marks})",
-                       (time.time(), owner, *ACTIVE))
+            db.execute(f"UPDATE jobs SET heartbeat = ? WHERE owner = ? AND status IN "
+                       f"({_marks(ACTIVE)})", (time.time(), owner, *ACTIVE))
 
     def delete_job(self, job_id: str) -> None:
         with self._connect() as db:
             db.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
 
-    def fail_orphans(self, stale_after: float, message: str) -> list[str]:
-        """Jobs left running by a dead process become failed (and resumable)."""
-        now = time.time()
-        marks = ",".join("?" for _ in ACTIVE)
-        with self._connect() as db:
-            rows = db.execute(f"SELECT job_id, owner, heartbeat FROM jobs WHERE status IN "
-                              f"({marks})", ACTIVE).fetchall()
-            ids = [r["job_id"] for r in rows
-                   if not r["owner"] or r["heartbeat"] is None
-                   or r["heartbeat"] < now - stale_after or not owner_alive(r["owner"])]
-            for job_id in ids:
-                db.execute("UPDATE jobs SET status = 'failed', error = ?, message = ?, owner = NULL,"
-                           " heartbeat = NULL, speed = 0, updated_at = ? WHERE job_id = ?",
-                           (message, message, now, job_id))
-                db.execute("UPDATE files SET status = 'paused' WHERE job_id = ? AND status = "
-                           "'downloading'", (job_id,))
-        return ids
-
     def purge_finished(self, older_than_seconds: float) -> int:
         cutoff = time.time() - older_than_seconds
         with self._connect() as db:
-            cur = db.execute("DELETE FROM jobs WHERE status IN ('complete', 'cancelled') AND "
-                             "updated_at < ?", (cutoff,))
+            cur = db.execute("DELETE FROM jobs WHERE status IN (?, ?) AND updated_at < ?",
+                             (JobStatus.COMPLETE, JobStatus.CANCELLED, cutoff))
             return cur.rowcount
 
     # -- reads ------------------------------------------------------------------------------
@@ -304,6 +385,14 @@ class JobStore:
         with self._connect() as db:
             rows = db.execute("SELECT local_path FROM files WHERE local_path IS NOT NULL").fetchall()
         return {r["local_path"] for r in rows}
+
+
+def utc_now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _marks(values: Set[object]) -> str:
+    return ",".join("?" for _ in values)
 
 
 def owner_token() -> str:
@@ -356,12 +445,12 @@ def _job(row: sqlite3.Row, files) -> JobRow:
         job_id=row["job_id"], obs_id=row["obs_id"], source=row["source"],
         product_type=row["product_type"],
         calib_level=json.loads(row["calib_level"]) if row["calib_level"] else None,
-        status=row["status"], message=row["message"], error=row["error"],
+        status=JobStatus(row["status"]), message=row["message"], error=row["error"],
         download_dir=row["download_dir"], started_at=row["started_at"],
         completed_at=row["completed_at"], updated_at=row["updated_at"], owner=row["owner"],
         heartbeat=row["heartbeat"], control=row["control"], speed=row["speed"] or 0.0,
         current_file=row["current_file"],
         files=[FileRow(filename=f["filename"], uri=f["uri"], archive_key=f["archive_key"],
                        total_bytes=f["total_bytes"], downloaded_bytes=f["downloaded_bytes"],
-                       status=f["status"], error=f["error"], local_path=f["local_path"],
+                       status=FileStatus(f["status"]), error=f["error"], local_path=f["local_path"],
                        position=f["position"]) for f in files])

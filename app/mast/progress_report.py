@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from app.mast.download_state_manager import JobRow
+from app.mast.job_store import ACTIVE, FINISHED, RESUMABLE, FileStatus, JobRow, JobStatus
 
 
 class ProgressMeter:
@@ -46,22 +46,21 @@ def progress_body(job: JobRow) -> dict:
     """The §2.10 progress object of a stored job (integers stay integers)."""
     total = int(job.total_bytes)
     done = int(min(job.downloaded_bytes, total) if total else job.downloaded_bytes)
-    complete_files = [f for f in job.files if f.status == "complete"]
+    complete_files = [f for f in job.files if f.status == FileStatus.COMPLETE]
     stage = job.status
-    if stage == "complete":
+    if stage == JobStatus.COMPLETE:
         progress = 100
     elif total > 0:
         progress = int(100 * done / total)
         progress = min(progress, 99)
     else:
         progress = 0
-    running = stage in ("downloading", "fetching_products", "queued")
+    running = stage in ACTIVE
     speed = float(job.speed) if running else 0.0
     eta = None
     if running and speed > 0 and total > 0:
         eta = round(max(0.0, (total - done) / speed), 1)
-    resumable = job.source == "http" and stage in ("paused", "failed", "downloading",
-                                                    "fetching_products", "queued")
+    resumable = job.source == "http" and stage in RESUMABLE
     return {
         "job_id": job.job_id,
         "obs_id": job.obs_id,
@@ -76,7 +75,7 @@ def progress_body(job: JobRow) -> dict:
         "started_at": job.started_at,
         "completed_at": job.completed_at,
         "download_dir": job.download_dir,
-        "is_complete": stage in ("complete", "failed", "cancelled"),
+        "is_complete": stage in FINISHED,
         "total_bytes": total,
         "downloaded_bytes": done,
         "download_progress_percent": _percent(done, total),
@@ -86,7 +85,7 @@ def progress_body(job: JobRow) -> dict:
             {"filename": f.filename, "total_bytes": int(f.total_bytes),
              "downloaded_bytes": int(min(f.downloaded_bytes, f.total_bytes) if f.total_bytes
                                      else f.downloaded_bytes),
-             "progress_percent": 100.0 if f.status == "complete" else
+             "progress_percent": 100.0 if f.status == FileStatus.COMPLETE else
              _percent(f.downloaded_bytes, f.total_bytes),
              "status": f.status}
             for f in job.files],
@@ -102,6 +101,6 @@ def resumable_summary(job: JobRow) -> dict:
         "downloaded_bytes": min(done, total) if total else done,
         "progress_percent": _percent(done, total), "status": job.status,
         "total_files": len(job.files),
-        "completed_files": sum(1 for f in job.files if f.status == "complete"),
+        "completed_files": sum(1 for f in job.files if f.status == FileStatus.COMPLETE),
         "started_at": job.started_at,
     }

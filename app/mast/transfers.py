@@ -1,0 +1,76 @@
+"""How one file of a job gets from the archive to the disk: one strategy per source.
+
+A download job does not care where bytes come from; it hands each file to its
+:class:`TransferStrategy`, in a thread, and records what the strategy reports:
+
+- :class:`HttpTransfers`: MAST's download URL with byte ranges; a stopped file
+  keeps its ``.part`` and a resume continues from its last byte.
+- :class:`S3Transfers`: the archive's public bucket in parallel ranged parts,
+  pinned to the object's ETag; a stopped file starts again from zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from app.mast.http_transfer import Connection, FileTarget, download_file, fetch_size
+from app.mast.job_store import FileRow
+from app.mast.mast_service import MastService, default_archive_key
+from app.mast.s3_transfer import describe_object, download_object
+from app.mast.stopping import StopSignal
+from app.mast.transport import RedirectPolicy
+
+OnSize = Callable[[int, bool], None]  # (total bytes, whether the count restarts at 0)
+OnBytes = Callable[[int], None]
+
+
+class TransferStrategy(Protocol):
+    """Fetches one file of a job; blocking, called in a transfer thread."""
+
+    source: str
+    parallel_files: int  # files of one job transferred at once
+    keeps_partial_files: bool  # whether a stopped file's ``.part`` is worth keeping
+
+    def transfer(self, row: FileRow, final_path: Path, *, on_size: OnSize,
+                 on_bytes: OnBytes, stop: StopSignal) -> int:
+        """Bring ``row`` to ``final_path``; returns its size. Raises ``DownloadStopped``
+        or ``DownloadFailed``."""
+        ...
+
+
+@dataclass(frozen=True)
+class HttpTransfers:
+    mast: MastService
+    policy: RedirectPolicy
+    source: str = "http"
+    parallel_files: int = 3
+    keeps_partial_files: bool = True
+
+    def transfer(self, row: FileRow, final_path: Path, *, on_size: OnSize,
+                 on_bytes: OnBytes, stop: StopSignal) -> int:
+        connection = Connection(self.policy, stop)
+        url = self.mast.download_url(row.uri)
+        size = row.total_bytes or fetch_size(url, connection)
+        on_size(size, False)
+        return download_file(FileTarget(url, final_path, size), connection, on_bytes=on_bytes)
+
+
+@dataclass(frozen=True)
+class S3Transfers:
+    client: Any  # a boto3 S3 client (anonymous)
+    bucket: str
+    obs_id: str
+    source: str = "s3"
+    parallel_files: int = 2
+    keeps_partial_files: bool = False
+
+    def transfer(self, row: FileRow, final_path: Path, *, on_size: OnSize,
+                 on_bytes: OnBytes, stop: StopSignal) -> int:
+        key = row.archive_key or default_archive_key(self.obs_id, row.filename)
+        obj = describe_object(self.client, self.bucket, key)
+        on_size(obj.size, True)
+        return download_object(self.client, obj, final_path, on_bytes=on_bytes,
+                               should_stop=stop)
