@@ -399,7 +399,8 @@ def test_an_unexpected_error_fails_its_file_while_the_others_finish(tmp_path):
     class Surprising:
         source, parallel_files, keeps_partial_files = "http", 3, True
 
-        def transfer(self, row, final_path, *, on_size, on_bytes, stop):
+        def transfer(self, file):
+            final_path = file.final_path
             if final_path.name == "bad.fits":
                 raise RuntimeError("surprise")
             time.sleep(0.3)

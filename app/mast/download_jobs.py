@@ -55,7 +55,7 @@ from app.mast.part_file import (
 from app.mast.progress_report import ProgressMeter, progress_body, resumable_summary
 from app.mast.s3_transfer import make_archive_client
 from app.mast.stopping import StopReason, StopSignal
-from app.mast.transfers import HttpTransfers, S3Transfers, TransferStrategy
+from app.mast.transfers import FileTransfer, HttpTransfers, S3Transfers, TransferStrategy
 from app.mast.transport import RedirectPolicy
 from app.storage.helpers import is_within, safe_join
 from app.storage.provider import StorageProvider
@@ -461,10 +461,10 @@ class DownloadManager:
                     recorder.paused(row.filename, strategy.keeps_partial_files)
                     return
                 final = obs_dir / row.filename
-                future = self.transfers.submit(
-                    strategy.transfer, row, final,
+                future = self.transfers.submit(strategy.transfer, FileTransfer(
+                    row, final,
                     on_size=lambda total, zero: recorder.started(row.filename, total, zero),
-                    on_bytes=lambda n: recorder.add(row.filename, n), stop=signal)
+                    on_bytes=lambda n: recorder.add(row.filename, n), stop=signal))
                 running.append(future)
                 try:
                     size = await asyncio.wrap_future(future)

@@ -27,6 +27,17 @@ OnSize = Callable[[int, bool], None]  # (total bytes, whether the count restarts
 OnBytes = Callable[[int], None]
 
 
+@dataclass(frozen=True)
+class FileTransfer:
+    """One file to bring to ``final_path``, and where to report how it goes."""
+
+    row: FileRow
+    final_path: Path
+    on_size: OnSize
+    on_bytes: OnBytes
+    stop: StopSignal
+
+
 class TransferStrategy(Protocol):
     """Fetches one file of a job; blocking, called in a transfer thread."""
 
@@ -34,9 +45,8 @@ class TransferStrategy(Protocol):
     parallel_files: int  # files of one job transferred at once
     keeps_partial_files: bool  # whether a stopped file's ``.part`` is worth keeping
 
-    def transfer(self, row: FileRow, final_path: Path, *, on_size: OnSize,
-                 on_bytes: OnBytes, stop: StopSignal) -> int:
-        """Bring ``row`` to ``final_path``; returns its size. Raises ``DownloadStopped``
+    def transfer(self, file: FileTransfer) -> int:
+        """Bring the file to its place; returns its size. Raises ``DownloadStopped``
         or ``DownloadFailed``."""
         ...
 
@@ -49,13 +59,13 @@ class HttpTransfers:
     parallel_files: int = 3
     keeps_partial_files: bool = True
 
-    def transfer(self, row: FileRow, final_path: Path, *, on_size: OnSize,
-                 on_bytes: OnBytes, stop: StopSignal) -> int:
-        connection = Connection(self.policy, stop)
-        url = self.mast.download_url(row.uri)
-        size = row.total_bytes or fetch_size(url, connection)
-        on_size(size, False)
-        return download_file(FileTarget(url, final_path, size), connection, on_bytes=on_bytes)
+    def transfer(self, file: FileTransfer) -> int:
+        connection = Connection(self.policy, file.stop)
+        url = self.mast.download_url(file.row.uri)
+        size = file.row.total_bytes or fetch_size(url, connection)
+        file.on_size(size, False)
+        return download_file(FileTarget(url, file.final_path, size), connection,
+                             on_bytes=file.on_bytes)
 
 
 @dataclass(frozen=True)
@@ -67,10 +77,9 @@ class S3Transfers:
     parallel_files: int = 2
     keeps_partial_files: bool = False
 
-    def transfer(self, row: FileRow, final_path: Path, *, on_size: OnSize,
-                 on_bytes: OnBytes, stop: StopSignal) -> int:
-        key = row.archive_key or default_archive_key(self.obs_id, row.filename)
+    def transfer(self, file: FileTransfer) -> int:
+        key = file.row.archive_key or default_archive_key(self.obs_id, file.row.filename)
         obj = describe_object(self.client, self.bucket, key)
-        on_size(obj.size, True)
-        return download_object(self.client, obj, final_path, on_bytes=on_bytes,
-                               should_stop=stop)
+        file.on_size(obj.size, True)
+        return download_object(self.client, obj, file.final_path, on_bytes=file.on_bytes,
+                               should_stop=file.stop)
