@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings
-from app.http_errors import BodySizeLimit, install_error_handlers, use_string_detail_in_openapi
+from app.http_errors import (
+    BodySizeLimit,
+    install_error_handlers,
+    use_string_detail_in_openapi,
+)
 from app.offline_docs import install_offline_docs
 from app.storage import create_storage
+from app.storage.pins import pinning
 
 
 class Health(BaseModel):
@@ -27,6 +33,7 @@ def build_app(*, title: str, service: str, description: str, settings: Settings,
     app.state.storage = create_storage(settings)
     install_error_handlers(app)
     use_string_detail_in_openapi(app)
+    app.add_middleware(RequestPins)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
 
     @app.get("/", include_in_schema=False)
@@ -39,3 +46,18 @@ def build_app(*, title: str, service: str, description: str, settings: Settings,
         return {"status": "healthy", "service": service}
 
     return app
+
+
+class RequestPins:
+    """ASGI middleware: each request runs inside :func:`app.storage.pins.pinning`, so the
+    cached files it resolved stay on disk until its response has been sent."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with pinning():
+            await self.app(scope, receive, send)

@@ -259,3 +259,47 @@ def test_partial_files_and_orphan_locks_are_swept_and_counted(tmp_path):
     locks_after = sorted(p.name for p in (cache.directory / ".locks").glob("*.lock"))
     assert len(locks_after) == len(locks_before) - 1
     assert cache.path_for("kept").exists()
+
+
+def test_temp_cache_never_evicts_a_pinned_entry(tmp_path):
+    """An entry resolved for a request that is still running stays on disk, however
+    much room others need; once the request ends it is evictable like any other."""
+    from contextlib import ExitStack
+
+    cache = TempCache(tmp_path / "cache", max_bytes=250, grace_seconds=0)
+
+    def filler(size):
+        return lambda tmp: tmp.write_bytes(b"x" * size)
+
+    with ExitStack() as request:
+        a = cache.get_or_fetch("a", filler(200), expected_size=200, pin=request)
+        b = cache.get_or_fetch("b", filler(200), expected_size=200)  # needs a's room
+        assert a.exists() and b.exists()  # a is pinned: the bound waits for it
+        cache.make_room(0)
+        assert a.exists() and not b.exists()  # only the unpinned entry could go
+    c = cache.get_or_fetch("c", filler(200), expected_size=200)
+    assert not a.exists() and c.exists()  # released: evictable like any other
+    assert cache.total_bytes() <= 250
+
+
+def test_s3_objects_are_size_checked_before_download_and_pinned(seaweedfs, tmp_path):
+    from app.errors import PayloadTooLarge
+    from app.storage.pins import pinning
+
+    endpoint, client = seaweedfs
+    settings = _s3_settings(endpoint, tmp_path, MAX_FITS_FILE_SIZE_MB=1,
+                            STORAGE_TEMP_CACHE_MAX_BYTES=1_500_000)
+    storage = create_storage(settings)
+    client.put_object(Bucket="jwst-data", Key="big/too_big.fits", Body=b"\0" * (2 << 20))
+    with pytest.raises(PayloadTooLarge, match="File too large: 2.0MB exceeds maximum 1.0MB"):
+        storage.local_path("big/too_big.fits")
+    cache_dir = settings.STORAGE_TEMP_CACHE_DIR
+    assert not [p for p in cache_dir.iterdir() if p.is_file()]  # not one byte fetched
+    for name in ("one", "two"):
+        client.put_object(Bucket="jwst-data", Key=f"pin/{name}.fits", Body=b"1" * 900_000)
+    with pinning():
+        one = storage.local_path("pin/one.fits")
+        two = storage.local_path("pin/two.fits")  # over the bound: one is pinned
+        assert one.exists() and two.exists()
+    storage.local_path("pin/two.fits")  # any later use makes room again
+    assert not one.exists()

@@ -138,7 +138,11 @@ def atomic_target(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Pa
 
 def check_file_size(path: str | os.PathLike, max_bytes: int) -> None:
     """413 when the file is larger than ``max_bytes`` (CONTRACT-HEAD §10.0.3 text)."""
-    size = os.path.getsize(path)
+    check_size(os.path.getsize(path), max_bytes)
+
+
+def check_size(size: int, max_bytes: int) -> None:
+    """413 when ``size`` bytes are more than ``max_bytes``."""
     if size > max_bytes:
         mb = 1024 * 1024
         raise PayloadTooLarge(f"File too large: {size / mb:.1f}MB exceeds maximum "

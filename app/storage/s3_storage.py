@@ -7,7 +7,8 @@ import posixpath
 from pathlib import Path
 
 from app.errors import BadRequest, NotFound, ServiceUnavailable
-from app.storage.helpers import normalize_key
+from app.storage.helpers import check_size, normalize_key
+from app.storage.pins import PIN_SCOPE
 from app.storage.provider import FileStat, StorageProvider
 from app.storage.temp_cache import TempCache
 
@@ -46,10 +47,15 @@ def _is_missing(exc: Exception) -> bool:
 class S3Storage(StorageProvider):
     name = "s3"
 
-    def __init__(self, bucket: str, client, cache: TempCache) -> None:
+    def __init__(self, bucket: str, client, cache: TempCache,
+                 max_object_bytes: int | None = None) -> None:
         self.bucket = bucket
         self.client = client
         self.cache = cache
+        # Objects larger than this are refused (413) from their size alone, before any
+        # byte is downloaded; so are objects the whole cache could not hold.
+        limit = cache.max_bytes if max_object_bytes is None else max_object_bytes
+        self.max_object_bytes = min(limit, cache.max_bytes)
 
     # -- helpers -------------------------------------------------------------------
     def _head(self, key: str) -> dict:
@@ -76,6 +82,7 @@ class S3Storage(StorageProvider):
         key = normalize_key(key)
         head = self._head(key)
         size = int(head["ContentLength"])
+        check_size(size, self.max_object_bytes)
         identity = f"{self.bucket}/{key}@{head.get('ETag', '')}:{size}"
         name = posixpath.basename(key)
         # Keep the file's own suffixes (".fits", ".fits.gz") so readers recognise it.
@@ -84,7 +91,8 @@ class S3Storage(StorageProvider):
         def fetch(tmp: Path) -> None:
             self.client.download_file(self.bucket, key, str(tmp))
 
-        return self.cache.get_or_fetch(identity, fetch, suffix=suffix, expected_size=size)
+        return self.cache.get_or_fetch(identity, fetch, suffix=suffix, expected_size=size,
+                                       pin=PIN_SCOPE.get())
 
     def stat(self, key: str) -> FileStat:
         head = self._head(normalize_key(key))

@@ -9,6 +9,11 @@
   serialises evictions. An evicted file that another process still has open
   stays readable (POSIX unlink semantics); entries used in the last
   ``grace_seconds`` are evicted only when nothing else can be.
+* Entries in use are **pinned**: :meth:`TempCache.get_or_fetch` can hand back
+  its entry with a shared lock held on the entry's lock file (until the caller's
+  ``ExitStack`` closes), and eviction skips every entry whose lock it cannot take
+  at once. So a file resolved for a request stays on disk until the request ends,
+  even if other requests need the room meanwhile.
 * Recency is the file's mtime, touched on every hit.
 """
 
@@ -19,9 +24,10 @@ import fcntl
 import hashlib
 import os
 import time
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import IO
 
 from app.storage.helpers import atomic_target
 
@@ -36,6 +42,15 @@ def flock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@contextmanager
+def _held(handle: IO[bytes]) -> Iterator[None]:
+    """Close ``handle`` (releasing its lock) when the block ends."""
+    try:
+        yield
+    finally:
+        handle.close()
 
 
 #: Partial files and orphan locks older than this are left by a dead process.
@@ -65,25 +80,57 @@ class TempCache:
         return self.directory / self.entry_name(identity, suffix)
 
     def get_or_fetch(self, identity: str, fetch: Callable[[Path], None], suffix: str = "",
-                     expected_size: int | None = None) -> Path:
-        """The cached file for ``identity``; ``fetch(tmp_path)`` fills it on a miss."""
+                     expected_size: int | None = None, pin: ExitStack | None = None) -> Path:
+        """The cached file for ``identity``; ``fetch(tmp_path)`` fills it on a miss.
+
+        With ``pin``, the entry stays pinned (never evicted) until ``pin`` closes.
+        """
         target = self.path_for(identity, suffix)
-        if self._is_complete(target, expected_size):
+        lock = open(self._lock_path(target), "a+b")  # noqa: SIM115 - handed to ``pin``
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_SH)
+            if not self._is_complete(target, expected_size):
+                # Upgrade to fetch it (or find that another process just did).
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                if not self._is_complete(target, expected_size):
+                    self._fetch(target, fetch, expected_size)
+                fcntl.flock(lock.fileno(), fcntl.LOCK_SH)
             self._touch(target)
-            return target
-        with flock(self._locks / (target.name + ".lock")):
-            if self._is_complete(target, expected_size):
-                self._touch(target)
-                return target
-            if expected_size is not None:
-                self.make_room(expected_size)
-            with atomic_target(target) as tmp:
-                fetch(tmp)
-                size = os.path.getsize(tmp)
-                if expected_size is not None and size != expected_size:
-                    raise OSError(f"Incomplete download: got {size} of {expected_size} bytes")
+        except BaseException:
+            lock.close()
+            raise
+        if pin is None:
+            lock.close()
+        else:
+            pin.enter_context(_held(lock))
         self.make_room(0, keep=target)
         return target
+
+    def _fetch(self, target: Path, fetch: Callable[[Path], None],
+               expected_size: int | None) -> None:
+        if expected_size is not None:
+            self.make_room(expected_size)
+        with atomic_target(target) as tmp:
+            fetch(tmp)
+            size = os.path.getsize(tmp)
+            if expected_size is not None and size != expected_size:
+                raise OSError(f"Incomplete download: got {size} of {expected_size} bytes")
+
+    def _lock_path(self, entry: Path) -> Path:
+        return self._locks / (entry.name + ".lock")
+
+    def _evict(self, path: Path) -> bool:
+        """Remove an entry unless it is pinned (or being fetched); True if removed."""
+        try:
+            with open(self._lock_path(path), "a+b") as lock:
+                try:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return False
+                path.unlink()
+                return True
+        except OSError:
+            return False
 
     def _is_complete(self, path: Path, expected_size: int | None) -> bool:
         try:
@@ -179,9 +226,7 @@ class TempCache:
                         continue
                     if spare_recent and now - mtime < self.grace_seconds:
                         continue
-                    try:
-                        path.unlink()
-                    except OSError:
+                    if not self._evict(path):
                         continue
                     total -= size
                     entries.remove((path, size, mtime))
