@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -199,3 +200,87 @@ def test_compression_bombs_are_counted_and_bounded(data_root, tmp_path):
         r = client.post("/mosaic/generate-observation", json={
             "file_paths": ["hostile/bomb.fits.gz", "jwst/small_i2d.fits"]})
         assert r.status_code == 413 and "Image too large" in r.json()["detail"]
+
+
+def test_the_viewer_counts_a_compressed_float64_image_at_its_real_cost(tmp_path):
+    """A whole-file gzip of float64 costs astropy about 20 bytes an element while it is
+    read (held twice before the float32 copy); the viewer's estimate must cover what a
+    thumbnail of it really takes (measured in a fresh process by its peak RSS)."""
+    import gzip
+    import subprocess
+    import sys
+
+    from astropy.io import fits
+
+    from app.viewer import image_views
+
+    bomb = tmp_path / "float64.fits.gz"
+    rng = np.random.default_rng(3)
+    rows = np.round(rng.normal(size=(100, 3000)), 1)
+    with gzip.open(bomb, "wb", compresslevel=1) as out:  # astropy's own gzip is slow
+        fits.PrimaryHDU(np.tile(rows, (30, 1))).writeto(out)
+    info, compressed = image_views.inspect(str(bomb), -1, 10**9)
+    assert compressed
+    w, h = image_views.long_side_size(info.choice.width, info.choice.height,
+                                      image_views.THUMBNAIL_SIZE)
+    estimate = image_views.estimate_picture_bytes(info, w, h, compressed)
+    # VmHWM (this process's peak RSS): ru_maxrss would include the parent's, which a
+    # child inherits across exec on Linux.
+    script = (
+        "import re\n"
+        "from app.viewer import image_views\n"
+        "def peak():\n"
+        "    text = open('/proc/self/status').read()\n"
+        "    return int(re.search(r'VmHWM:\\s+(\\d+)', text).group(1)) * 1024\n"
+        "before = peak()\n"
+        f"image_views.render_thumbnail({str(bomb)!r}, 10**9)\n"
+        "print(peak() - before)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1])
+    peak = int(out.stdout.strip().splitlines()[-1])
+    assert peak > 3000 * 3000 * 8  # the measurement sees the decompression
+    assert estimate >= peak, (estimate / 1e6, peak / 1e6)
+
+
+def test_a_header_with_too_many_cards_is_refused_before_parsing(data_root, tmp_path):
+    """A 2 MB header (25,000 cards) in the second HDU of a file, plain or gzipped, is
+    refused by every reader with 413 before astropy parses it; the good file beside it
+    is read as usual."""
+    import gzip
+
+    from astropy.io import fits
+
+    from app.errors import PayloadTooLarge
+    from app.processing import fits_io, header_limits
+    from main import create_app
+
+    folder = data_root / "hostile"
+    folder.mkdir(exist_ok=True)
+    primary = fits.PrimaryHDU(np.ones((64, 64), dtype=np.float32))
+    big = fits.ImageHDU(np.ones((8, 8), dtype=np.float32), name="SCI")
+    for i in range(25_000):
+        big.header.add_history(f"step {i} of a very long processing history")
+    plain = folder / "many_cards.fits"
+    fits.HDUList([primary, big]).writeto(plain, overwrite=True)
+    with gzip.open(folder / "many_cards.fits.gz", "wb", compresslevel=1) as out:
+        out.write(plain.read_bytes())
+    for path in (plain, folder / "many_cards.fits.gz"):
+        with pytest.raises(PayloadTooLarge, match="header of HDU 1 holds more than 10,000"):
+            header_limits.check_header_cards(path)
+    header_limits.check_header_cards(data_root / "jwst" / "small_i2d.fits")  # a real one
+    with fits_io.open_fits(data_root / "jwst" / "small_i2d.fits") as hdul:
+        assert len(hdul) > 1
+    settings = Settings(STORAGE_BASE_PATH=data_root, ENGINE_WORKERS=1)
+    with TestClient(create_app(settings)) as client:
+        for name in ("many_cards.fits", "many_cards.fits.gz"):
+            key = f"hostile/{name}"
+            for method, url, kwargs in [
+                    ("post", "/thumbnail", {"json": {"file_path": key}}),
+                    ("get", "/preview/x", {"params": {"file_path": key}}),
+                    ("get", "/cubeinfo/x", {"params": {"file_path": key}}),
+                    ("post", "/mosaic/footprint", {"json": {"file_paths": [key]}})]:
+                r = getattr(client, method)(url, **kwargs)
+                assert r.status_code == 413, (url, r.text)
+                assert "FITS header too large" in r.json()["detail"]
+        r = client.post("/mosaic/footprint", json={"file_paths": ["jwst/small_i2d.fits"]})
+        assert r.status_code == 200

@@ -30,6 +30,7 @@ import numpy as np
 from astropy.io import fits
 
 from app.errors import BadRequest, PayloadTooLarge
+from app.processing.header_limits import check_header_cards
 
 _BITPIX_DTYPES = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"PK\x03\x04")
@@ -61,6 +62,7 @@ def open_fits(path: str | os.PathLike) -> Iterator[fits.HDUList]:
     compressed = any(head.startswith(magic) for magic in _COMPRESSED_MAGIC)
     if not compressed and not head.startswith(b"SIMPLE  ="):
         raise BadRequest("Not a valid FITS file: it does not start with a SIMPLE card")
+    check_header_cards(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
