@@ -7,8 +7,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.app_factory import build_app
 from app.analysis.routes import router as analysis_router
+from app.app_factory import build_app
 from app.composite.planning import cache_spec
 from app.composite.routes import router as composite_router
 from app.config import Settings, load_settings
@@ -16,8 +16,8 @@ from app.discovery.routes import router as discovery_router
 from app.mosaic.routes import MOSAIC_OUTPUT_DIR, sweep_stale_outputs
 from app.mosaic.routes import router as mosaic_router
 from app.semantic.routes import router as semantic_router
-from app.storage.temp_cache import TempCache
 from app.semantic.search_service import SemanticService
+from app.storage.temp_cache import TempCache
 from app.viewer.routes import router as viewer_router
 from app.workers import WorkerPool
 
@@ -35,10 +35,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.pool = WorkerPool(settings.ENGINE_WORKERS, settings.ENGINE_MEMORY_BUDGET_BYTES,
-                                    settings.ENGINE_MAX_QUEUED,
-                                    time_limit=settings.ENGINE_JOB_TIME_LIMIT_SECONDS,
-                                    recycle_bytes=settings.ENGINE_WORKER_RECYCLE_BYTES)
+        app.state.pool = WorkerPool(
+            settings.ENGINE_WORKERS,
+            settings.ENGINE_MEMORY_BUDGET_BYTES,
+            settings.ENGINE_MAX_QUEUED,
+            time_limit=settings.ENGINE_JOB_TIME_LIMIT_SECONDS,
+            recycle_bytes=settings.ENGINE_WORKER_RECYCLE_BYTES,
+        )
         app.state.semantic = SemanticService(settings.SEMANTIC_DATA_DIR)
         sweep_stale_outputs(settings.STORAGE_TEMP_CACHE_DIR / MOSAIC_OUTPUT_DIR)
         spec = cache_spec(settings)
@@ -50,9 +53,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.pool.stop()
 
-    app = build_app(title="JWST Data Processing Engine", service="jwst-processing-engine",
-                    description=DESCRIPTION, settings=settings, lifespan=lifespan,
-                    max_body_bytes=settings.ENGINE_MAX_BODY_BYTES)
+    app = build_app(
+        title="JWST Data Processing Engine",
+        service="jwst-processing-engine",
+        description=DESCRIPTION,
+        settings=settings,
+        lifespan=lifespan,
+        max_body_bytes=settings.ENGINE_MAX_BODY_BYTES,
+    )
     app.include_router(viewer_router)
     app.include_router(composite_router)
     app.include_router(mosaic_router)

@@ -34,8 +34,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # so that requests (progress polls, /health) are answered promptly meanwhile.
         sys.setswitchinterval(0.001)
         settings.MAST_DOWNLOAD_DIR.mkdir(parents=True, exist_ok=True)
-        app.state.mast = MastService(settings.MAST_BASE_URL, settings.NAME_RESOLVER_URL,
-                                     settings.MAST_SEARCH_TIMEOUT)
+        app.state.mast = MastService(
+            settings.MAST_BASE_URL, settings.NAME_RESOLVER_URL, settings.MAST_SEARCH_TIMEOUT
+        )
         app.state.downloads = DownloadManager(settings, app.state.storage, app.state.mast)
         await app.state.downloads.startup()
         # Everything loaded so far lives as long as the process: keep it out of the
@@ -50,9 +51,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.downloads.shutdown()
             app.state.mast.close()
 
-    app = build_app(title="JWST MAST Proxy Service", service="jwst-mast-proxy",
-                    description=DESCRIPTION, settings=settings, lifespan=lifespan,
-                    max_body_bytes=settings.MAST_MAX_BODY_BYTES)
+    app = build_app(
+        title="JWST MAST Proxy Service",
+        service="jwst-mast-proxy",
+        description=DESCRIPTION,
+        settings=settings,
+        lifespan=lifespan,
+        max_body_bytes=settings.MAST_MAX_BODY_BYTES,
+    )
     app.include_router(mast_router)
     return app
 

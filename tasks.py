@@ -31,14 +31,23 @@ def uv() -> Path:
     exe = UV_HOME / "bin" / "uv"
     if not exe.exists():
         subprocess.check_call([sys.executable, "-m", "venv", str(UV_HOME)])
-        subprocess.check_call([str(UV_HOME / "bin" / "python"), "-m", "pip", "install",
-                               "--quiet", "--disable-pip-version-check", f"uv=={UV_VERSION}"])
+        subprocess.check_call(
+            [
+                str(UV_HOME / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                f"uv=={UV_VERSION}",
+            ]
+        )
     return exe
 
 
 def ensure_venv(*extras: str) -> None:
     """.venv holding exactly the locked packages of the project and ``extras``."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this script runs on any python3
         sys.exit("Python 3.11 or newer is required")
     env = dict(os.environ, UV_PROJECT_ENVIRONMENT=str(VENV), UV_PYTHON_DOWNLOADS="never")
     cmd = [str(uv()), "sync", "--locked", "--quiet", "--python", sys.executable]
@@ -51,11 +60,22 @@ def serve() -> int:
     env.setdefault("STORAGE_PROVIDER", "local")
     env.setdefault("STORAGE_BASE_PATH", str(ROOT / "data"))
     Path(env["STORAGE_BASE_PATH"]).mkdir(parents=True, exist_ok=True)
-    services = [("main", env.get("ENGINE_PORT", "8000")), ("main_mast", env.get("MAST_PORT", "8002"))]
+    services = [
+        ("main", env.get("ENGINE_PORT", "8000")),
+        ("main_mast", env.get("MAST_PORT", "8002")),
+    ]
     procs = []
     for module, port in services:
-        cmd = [str(PY), "-m", "uvicorn", f"{module}:app", "--host",
-               env.get("HOST", "127.0.0.1"), "--port", port]
+        cmd = [
+            str(PY),
+            "-m",
+            "uvicorn",
+            f"{module}:app",
+            "--host",
+            env.get("HOST", "127.0.0.1"),
+            "--port",
+            port,
+        ]
         procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env))
         print(f"{module} on http://{env.get('HOST', '127.0.0.1')}:{port}  (docs at /docs)")
 
@@ -89,10 +109,16 @@ def test(args: list[str]) -> int:
     return code
 
 
-BENCHES = {"viewer": "run_bench.py", "composite": "run_composite_bench.py",
-           "mosaic": "run_mosaic_bench.py", "analysis": "run_analysis_bench.py",
-           "mast": "run_mast_bench.py", "queued": "run_queued_bench.py",
-           "look": "run_look_bench.py", "memory": "run_memory_bench.py"}
+BENCHES = {
+    "viewer": "run_bench.py",
+    "composite": "run_composite_bench.py",
+    "mosaic": "run_mosaic_bench.py",
+    "analysis": "run_analysis_bench.py",
+    "mast": "run_mast_bench.py",
+    "queued": "run_queued_bench.py",
+    "look": "run_look_bench.py",
+    "memory": "run_memory_bench.py",
+}
 
 
 def bench(args: list[str]) -> int:

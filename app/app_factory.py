@@ -22,12 +22,19 @@ class Health(BaseModel):
     service: str
 
 
-def build_app(*, title: str, service: str, description: str, settings: Settings,
-              lifespan, max_body_bytes: int) -> FastAPI:
+def build_app(
+    *, title: str, service: str, description: str, settings: Settings, lifespan, max_body_bytes: int
+) -> FastAPI:
     """A FastAPI app with the common parts; the caller adds its routers. Request bodies
     over ``max_body_bytes`` are refused (413) before they are held in memory."""
-    app = FastAPI(title=title, version="1.0.0", description=description, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title=title,
+        version="1.0.0",
+        description=description,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     install_offline_docs(app)
     app.state.settings = settings
     app.state.storage = create_storage(settings)

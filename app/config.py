@@ -147,7 +147,7 @@ class Settings(BaseSettings):
     DASK_TLS_KEY_FILE: str | None = None
 
     @model_validator(mode="after")
-    def _fill_derived(self) -> "Settings":
+    def _fill_derived(self) -> Settings:
         if self.MAST_DOWNLOAD_DIR is None:
             self.MAST_DOWNLOAD_DIR = self.STORAGE_BASE_PATH / "mast"
         if self.COMPOSITE_CACHE_DIR is None:

@@ -1,26 +1,66 @@
-"""FastAPI dependencies shared by the routes of both apps."""
+"""FastAPI dependencies of both apps, as ``Annotated`` aliases: the one place routes
+get the settings, storage, worker pool and services from.
+
+A route writes ``settings: SettingsDep``; the alias carries ``Depends(...)``. The
+services live on ``app.state`` (made by each app's lifespan); their classes are
+named here only for type checkers, so the light MAST proxy never imports the
+engine's worker pool or semantic search, nor the engine the proxy's services.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
 from app.storage.provider import StorageProvider
 
+if TYPE_CHECKING:
+    from app.mast.download_jobs import DownloadManager
+    from app.mast.mast_service import MastService
+    from app.semantic.search_service import SemanticService
+    from app.workers import WorkerPool
+
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def get_storage(request: Request) -> StorageProvider:
-    return request.app.state.storage
+    storage: StorageProvider = request.app.state.storage
+    return storage
 
 
-def get_pool(request: Request):
-    return request.app.state.pool
+def get_pool(request: Request) -> WorkerPool:
+    pool: WorkerPool = request.app.state.pool
+    return pool
+
+
+def get_mast(request: Request) -> MastService:
+    mast: MastService = request.app.state.mast
+    return mast
+
+
+def get_downloads(request: Request) -> DownloadManager:
+    downloads: DownloadManager = request.app.state.downloads
+    return downloads
+
+
+def get_semantic(request: Request) -> SemanticService:
+    semantic: SemanticService = request.app.state.semantic
+    return semantic
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StorageDep = Annotated[StorageProvider, Depends(get_storage)]
+PoolDep = Annotated["WorkerPool", Depends(get_pool)]
+MastDep = Annotated["MastService", Depends(get_mast)]
+DownloadsDep = Annotated["DownloadManager", Depends(get_downloads)]
+SemanticDep = Annotated["SemanticService", Depends(get_semantic)]
 
 
 async def resolve_file(storage: StorageProvider, key: str) -> Path:

@@ -14,8 +14,9 @@ class ServiceError(Exception):
 
     status_code: int = 400
 
-    def __init__(self, detail: str, *, status_code: int | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, detail: str, *, status_code: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         if status_code is not None:
@@ -67,8 +68,14 @@ class Busy(ServiceError):
 
     status_code = 429
 
-    def __init__(self, detail: str, *, retry_after: int = 2, status_code: int | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        retry_after: int = 2,
+        status_code: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         merged = {"Retry-After": str(int(retry_after))}
         merged.update(headers or {})
         super().__init__(detail, status_code=status_code, headers=merged)

@@ -24,8 +24,9 @@ class ErrorBody(BaseModel):
 class ValidationErrorBody(ErrorBody):
     """A request that does not match the declared schema (422)."""
 
-    errors: list[dict] = Field(default_factory=list,
-                               description="One entry per problem: location, message, type.")
+    errors: list[dict] = Field(
+        default_factory=list, description="One entry per problem: location, message, type."
+    )
 
 
 _STANDARD_ERRORS = {
@@ -49,8 +50,10 @@ def error_responses(*codes: int, **descriptions: str) -> dict:
     out = {}
     for code in codes:
         model = ValidationErrorBody if code == 422 else ErrorBody
-        out[code] = {"model": model,
-                     "description": descriptions.get(f"e{code}", _STANDARD_ERRORS[code])}
+        out[code] = {
+            "model": model,
+            "description": descriptions.get(f"e{code}", _STANDARD_ERRORS[code]),
+        }
     return out
 
 
@@ -74,8 +77,11 @@ def summarize_validation_errors(errors: list[dict]) -> str:
 def _jsonable_errors(errors) -> list[dict]:
     out = []
     for err in errors:
-        item = {"loc": [str(p) for p in err.get("loc", ())],
-                "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
+        item = {
+            "loc": [str(p) for p in err.get("loc", ())],
+            "msg": str(err.get("msg", "")),
+            "type": str(err.get("type", "")),
+        }
         out.append(item)
     return out
 
@@ -83,8 +89,9 @@ def _jsonable_errors(errors) -> list[dict]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError):
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
-                            headers=exc.headers or None)
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers or None
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError):
@@ -97,14 +104,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return JSONResponse({"detail": detail}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            {"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         logger.exception("Unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "Internal error while processing the request"},
-                            status_code=500)
+        return JSONResponse(
+            {"detail": "Internal error while processing the request"}, status_code=500
+        )
 
 
 def use_string_detail_in_openapi(app: FastAPI) -> None:
@@ -119,8 +128,9 @@ def use_string_detail_in_openapi(app: FastAPI) -> None:
     def openapi() -> dict:
         if app.openapi_schema:
             return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version,
-                             description=app.description, routes=app.routes)
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         ref = "#/components/schemas/ValidationErrorBody"
         for methods in schema.get("paths", {}).values():
             for operation in methods.values():
@@ -133,15 +143,21 @@ def use_string_detail_in_openapi(app: FastAPI) -> None:
                     # A body that is not JSON at all (bad bytes) is answered with 400.
                     responses["400"] = {
                         "description": "The body could not be parsed as JSON",
-                        "content": {"application/json": {
-                            "schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/ErrorBody"}
+                            }
+                        },
+                    }
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)
         components["ValidationErrorBody"] = ValidationErrorBody.model_json_schema(
-            ref_template="#/components/schemas/{model}")
-        components.setdefault("ErrorBody", ErrorBody.model_json_schema(
-            ref_template="#/components/schemas/{model}"))
+            ref_template="#/components/schemas/{model}"
+        )
+        components.setdefault(
+            "ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+        )
         app.openapi_schema = schema
         return schema
 
@@ -162,8 +178,8 @@ class BodySizeLimit:
 
     def _too_large(self) -> StarletteHTTPException:
         return StarletteHTTPException(
-            status_code=413, detail=f"Request body too large: the limit is "
-                                    f"{self.max_bytes:,} bytes")
+            status_code=413, detail=f"Request body too large: the limit is {self.max_bytes:,} bytes"
+        )
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -176,8 +192,11 @@ class BodySizeLimit:
                 except ValueError:
                     declared = 0
                 if declared > self.max_bytes:
-                    response = JSONResponse({"detail": self._too_large().detail},
-                                            status_code=413, headers={"Connection": "close"})
+                    response = JSONResponse(
+                        {"detail": self._too_large().detail},
+                        status_code=413,
+                        headers={"Connection": "close"},
+                    )
                     await response(scope, receive, send)
                     return
         seen = 0

@@ -39,11 +39,13 @@ def install_offline_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui():
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url, title=f"{title} - Swagger UI",
+            openapi_url=app.openapi_url,
+            title=f"{title} - Swagger UI",
             oauth2_redirect_url="/docs/oauth2-redirect",
             swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js",
             swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
-            swagger_favicon_url=f"{ASSETS_URL}/favicon.png")
+            swagger_favicon_url=f"{ASSETS_URL}/favicon.png",
+        )
 
     @app.get("/docs/oauth2-redirect", include_in_schema=False)
     async def swagger_redirect():
@@ -51,7 +53,10 @@ def install_offline_docs(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc():
-        return get_redoc_html(openapi_url=app.openapi_url, title=f"{title} - ReDoc",
-                              redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js",
-                              redoc_favicon_url=f"{ASSETS_URL}/favicon.png",
-                              with_google_fonts=False)
+        return get_redoc_html(
+            openapi_url=app.openapi_url,
+            title=f"{title} - ReDoc",
+            redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{ASSETS_URL}/favicon.png",
+            with_google_fonts=False,
+        )

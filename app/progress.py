@@ -31,8 +31,9 @@ import contextlib
 import logging
 import multiprocessing
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from app.errors import Busy, ServiceError
 
@@ -115,8 +116,7 @@ class EventHub:
         loop = asyncio.get_running_loop()
         with self._lock:
             if not self._free:
-                raise Busy("Too many long jobs are open at once; try again shortly",
-                           retry_after=5)
+                raise Busy("Too many long jobs are open at once; try again shortly", retry_after=5)
             slot = self._free.pop()
             job_id = self._next_id
             self._next_id += 1

@@ -33,9 +33,10 @@ import math
 import multiprocessing
 import threading
 from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 from app.errors import Busy, PayloadTooLarge, ServiceUnavailable, TimeLimitExceeded
 from app.progress import END, EventHub, JobHandle, run_job
@@ -54,8 +55,6 @@ SHUTDOWN_GRACE_SECONDS = 3.0
 HEADER_JOB_BYTES = 128 * MB
 
 
-
-
 @dataclass(eq=False)
 class _Job:
     id: int
@@ -63,7 +62,7 @@ class _Job:
     estimate: int
     future: asyncio.Future
     handle: JobHandle | None = None
-    worker: "_Worker | None" = None
+    worker: _Worker | None = None
     stopping: bool = False
 
 
@@ -88,8 +87,14 @@ class _Worker:
 class WorkerPool:
     """Worker processes with a memory budget, two admission lanes, deadlines and events."""
 
-    def __init__(self, workers: int, memory_budget: int, max_queued: int = 32,
-                 time_limit: float = 600.0, recycle_bytes: int = 512 * MB) -> None:
+    def __init__(
+        self,
+        workers: int,
+        memory_budget: int,
+        max_queued: int = 32,
+        time_limit: float = 600.0,
+        recycle_bytes: int = 512 * MB,
+    ) -> None:
         self.workers = max(1, int(workers))
         self.memory_budget = int(memory_budget)
         self.max_queued = int(max_queued)
@@ -119,13 +124,18 @@ class WorkerPool:
     def _spawn(self) -> _Worker:
         assert self._loop is not None and self.events is not None
         parent, child = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(target=worker_main, name="engine-worker",
-                                    args=(child, *self.events.worker_args), daemon=True)
+        process = self._ctx.Process(
+            target=worker_main,
+            name="engine-worker",
+            args=(child, *self.events.worker_args),
+            daemon=True,
+        )
         process.start()
         child.close()
         worker = _Worker(process=process, conn=parent, ready=self._loop.create_future())
-        worker.reader = threading.Thread(target=self._read, args=(worker,), daemon=True,
-                                         name=f"pool-reader-{process.pid}")
+        worker.reader = threading.Thread(
+            target=self._read, args=(worker,), daemon=True, name=f"pool-reader-{process.pid}"
+        )
         self._all.append(worker)
         worker.reader.start()
         return worker
@@ -203,8 +213,11 @@ class WorkerPool:
         worker.trimming = False
         worker.rss = int(message[1])
         if worker.rss - worker.fresh_rss > self.recycle_bytes and not self._stopping:
-            logger.info("Replacing worker %s: it holds %d MB after its job", worker.pid,
-                        (worker.rss - worker.fresh_rss) // MB)
+            logger.info(
+                "Replacing worker %s: it holds %d MB after its job",
+                worker.pid,
+                (worker.rss - worker.fresh_rss) // MB,
+            )
             self._retire(worker)
         else:
             self._make_idle(worker)
@@ -224,8 +237,12 @@ class WorkerPool:
         if job is not None:
             if job.handle is not None and self.events is not None:
                 self.events.finish(job.handle)  # it never sends END now
-            self._fail(job, ServiceUnavailable(
-                "A worker process died while handling this request (out of memory?)"))
+            self._fail(
+                job,
+                ServiceUnavailable(
+                    "A worker process died while handling this request (out of memory?)"
+                ),
+            )
             self._finish(job)
         if not self._stopping and not worker.retiring:
             logger.error("Worker %s ended unexpectedly; starting another", worker.pid)
@@ -245,8 +262,9 @@ class WorkerPool:
     def _send(self, worker: _Worker, job: _Job) -> None:
         worker.job = job
         job.worker = worker
-        future = asyncio.get_running_loop().run_in_executor(self._sender, worker.conn.send,
-                                                            job.message)
+        future = asyncio.get_running_loop().run_in_executor(
+            self._sender, worker.conn.send, job.message
+        )
         future.add_done_callback(lambda f: self._sent(worker, job, f))
 
     def _sent(self, worker: _Worker, job: _Job, future: asyncio.Future) -> None:
@@ -300,20 +318,23 @@ class WorkerPool:
             raise PayloadTooLarge(
                 f"This request needs about {math.ceil(estimate / MB):,} MB, "
                 f"{factor:.1f}x the engine's memory budget of "
-                f"{self.memory_budget // MB:,} MB; ask for a smaller output or fewer inputs")
+                f"{self.memory_budget // MB:,} MB; ask for a smaller output or fewer inputs"
+            )
 
     def _memory_fits(self, estimate: int) -> bool:
         return self._reserved + self.held_bytes + estimate <= self.memory_budget
 
     def _admit(self, estimate: int) -> None:
         self._check_size(estimate)
-        if self._active >= self.workers + self.max_queued or \
-                (self._waiters and self._active >= self.workers):
-            raise Busy("The engine is busy with other requests; try again shortly",
-                       retry_after=2)
+        if self._active >= self.workers + self.max_queued or (
+            self._waiters and self._active >= self.workers
+        ):
+            raise Busy("The engine is busy with other requests; try again shortly", retry_after=2)
         if not self._memory_fits(estimate):
-            raise Busy("The engine's memory is committed to other requests; try again shortly",
-                       retry_after=3)
+            raise Busy(
+                "The engine's memory is committed to other requests; try again shortly",
+                retry_after=3,
+            )
 
     def _room_for(self, estimate: int) -> bool:
         return self._active < self.workers and self._memory_fits(estimate)
@@ -339,10 +360,18 @@ class WorkerPool:
         self._changed = asyncio.Event()
 
     # -- running jobs -------------------------------------------------------------------
-    async def run(self, fn: Callable[..., T], *args: Any, estimate_bytes: int = 0,
-                  queued: bool = False, on_wait: Callable[[int], Awaitable[None]] | None = None,
-                  wait_tick: float = 2.0, job: JobHandle | None = None,
-                  time_limit: float | None = None, **kwargs: Any) -> T:
+    async def run(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        estimate_bytes: int = 0,
+        queued: bool = False,
+        on_wait: Callable[[int], Awaitable[None]] | None = None,
+        wait_tick: float = 2.0,
+        job: JobHandle | None = None,
+        time_limit: float | None = None,
+        **kwargs: Any,
+    ) -> T:
         """Run ``fn(*args, **kwargs)`` in a worker process after admission.
 
         ``job``: the job's handle (from ``pool.events.open()``); it is passed to
@@ -365,10 +394,18 @@ class WorkerPool:
             if job is not None:
                 events.finish(job)  # it will never run: no END would come
             raise
-        message = ((next(self._ids), run_job, (fn, job, args, kwargs), {}) if job is not None
-                   else (next(self._ids), fn, args, kwargs))
-        work = _Job(id=message[0], message=message, estimate=estimate,
-                    future=asyncio.get_running_loop().create_future(), handle=job)
+        message = (
+            (next(self._ids), run_job, (fn, job, args, kwargs), {})
+            if job is not None
+            else (next(self._ids), fn, args, kwargs)
+        )
+        work = _Job(
+            id=message[0],
+            message=message,
+            estimate=estimate,
+            future=asyncio.get_running_loop().create_future(),
+            handle=job,
+        )
         self._reserved += estimate
         self._active += 1
         if self._idle:
@@ -377,13 +414,15 @@ class WorkerPool:
             self._pending.append(work)
         limit = self.time_limit if time_limit is None else float(time_limit)
         try:
-            return await asyncio.wait_for(asyncio.shield(work.future),
-                                          None if math.isinf(limit) else limit)
-        except asyncio.TimeoutError:
+            return await asyncio.wait_for(
+                asyncio.shield(work.future), None if math.isinf(limit) else limit
+            )
+        except TimeoutError:
             self._stop_job(work)
             raise TimeLimitExceeded(
                 f"This computation took longer than its limit of {limit:g} s and was "
-                "stopped; try a smaller image or output") from None
+                "stopped; try a smaller image or output"
+            ) from None
         except asyncio.CancelledError:
             self._stop_job(work)
             raise
@@ -409,20 +448,28 @@ class WorkerPool:
 
         def overdue() -> None:
             if worker.job is work:
-                logger.warning("Worker %s did not stop job %s in time: replacing it",
-                               worker.pid, work.id)
+                logger.warning(
+                    "Worker %s did not stop job %s in time: replacing it", worker.pid, work.id
+                )
                 self._kill(worker)
 
         loop.call_later(STOP_GRACE_SECONDS, overdue)
         # Nobody awaits the result any more.
         work.future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
 
-    async def stream(self, fn: Callable[..., T], *args: Any, estimate_bytes: int = 0,
-                     queued: bool = True,
-                     waiting: Callable[[int], dict[str, Any]] | None = None,
-                     wait_tick: float = 2.0, time_limit: float | None = None,
-                     disconnected: Callable[[], Awaitable[bool]] | None = None,
-                     poll: float = 0.5, **kwargs: Any) -> AsyncIterator[tuple[str, Any]]:
+    async def stream(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        estimate_bytes: int = 0,
+        queued: bool = True,
+        waiting: Callable[[int], dict[str, Any]] | None = None,
+        wait_tick: float = 2.0,
+        time_limit: float | None = None,
+        disconnected: Callable[[], Awaitable[bool]] | None = None,
+        poll: float = 0.5,
+        **kwargs: Any,
+    ) -> AsyncIterator[tuple[str, Any]]:
         """Run a long job and follow it: yields ``("event", dict)`` as the worker
         reports (and ``waiting(position)`` events while it waits for room), then
         one ``("result", value)``; the job's error is raised.
@@ -444,16 +491,27 @@ class WorkerPool:
                 queue.put_nowait(waiting(position))
 
         limit = math.inf if time_limit is None else float(time_limit)
-        task = asyncio.ensure_future(self.run(
-            fn, *args, estimate_bytes=estimate_bytes, queued=queued, on_wait=on_wait,
-            wait_tick=wait_tick, job=handle, time_limit=limit, **kwargs))
+        task = asyncio.ensure_future(
+            self.run(
+                fn,
+                *args,
+                estimate_bytes=estimate_bytes,
+                queued=queued,
+                on_wait=on_wait,
+                wait_tick=wait_tick,
+                job=handle,
+                time_limit=limit,
+                **kwargs,
+            )
+        )
         deadline = loop.time() + limit
         ended = False
         try:
             while not ended:
                 getter = asyncio.ensure_future(queue.get())
-                await asyncio.wait({getter, task}, timeout=poll,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {getter, task}, timeout=poll, return_when=asyncio.FIRST_COMPLETED
+                )
                 if getter.done():
                     event = getter.result()
                     if event == END:
@@ -479,7 +537,8 @@ class WorkerPool:
                     raise TimeLimitExceeded(
                         f"The job did not finish within its time limit of {limit:g} s "
                         "and was stopped; try again when the engine is less busy, or ask "
-                        "for a smaller output")
+                        "for a smaller output"
+                    )
             yield "result", await task
         finally:
             if not task.done():

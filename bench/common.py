@@ -30,8 +30,9 @@ def traced_peak_mb(fn, *args) -> float:
         tracemalloc.stop()
 
 
-def timed(client: httpx.Client, method: str, url: str, repeat: int, before=None,
-          **kwargs) -> list[float]:
+def timed(
+    client: httpx.Client, method: str, url: str, repeat: int, before=None, **kwargs
+) -> list[float]:
     """Wall times of ``repeat`` requests; ``before()`` runs untimed before each."""
     times = []
     for _ in range(repeat):
@@ -53,8 +54,12 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 def summary(times: list[float]) -> dict:
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "runs": len(times)}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "runs": len(times),
+    }
 
 
 class _Sampler:
@@ -104,14 +109,20 @@ class HealthProbe(_Sampler):
         lat = sorted(self.latencies)
         if not lat:
             return {"samples": 0}
-        return {"samples": len(lat), "p50_ms": 1000 * percentile(lat, 0.5),
-                "p99_ms": 1000 * percentile(lat, 0.99), "max_ms": 1000 * lat[-1]}
+        return {
+            "samples": len(lat),
+            "p50_ms": 1000 * percentile(lat, 0.5),
+            "p99_ms": 1000 * percentile(lat, 0.99),
+            "max_ms": 1000 * lat[-1],
+        }
 
 
 def health_line(when: str, h: dict) -> str:
     """One printed line for a :meth:`HealthProbe.result`."""
-    return (f"/health {when}: p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms, "
-            f"max {h['max_ms']:.1f} ms ({h['samples']} probes)")
+    return (
+        f"/health {when}: p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms, "
+        f"max {h['max_ms']:.1f} ms ({h['samples']} probes)"
+    )
 
 
 class RssSampler(_Sampler):

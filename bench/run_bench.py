@@ -44,11 +44,20 @@ from tests.support.synthetic import make_jwst_image  # noqa: E402
 
 def health_under_load(base: str, key: str) -> dict:
     """/health latency while 8 histeq previews of 2000 px run 4 at a time."""
-    with HealthProbe(base) as health, httpx.Client(base_url=base, timeout=300) as c, \
-            ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda i: c.get(f"/preview/load{i}", params={
-            "file_path": key, "width": 2000, "height": 2000, "stretch": "histeq"}),
-            range(8)))
+    with (
+        HealthProbe(base) as health,
+        httpx.Client(base_url=base, timeout=300) as c,
+        ThreadPoolExecutor(4) as pool,
+    ):
+        list(
+            pool.map(
+                lambda i: c.get(
+                    f"/preview/load{i}",
+                    params={"file_path": key, "width": 2000, "height": 2000, "stretch": "histeq"},
+                ),
+                range(8),
+            )
+        )
     return health.result()
 
 
@@ -62,8 +71,7 @@ def main() -> int:
         target = storage / "bench" / f"jwst_{size}_i2d.fits"
         if not target.exists():
             print(f"generating {target.name} ...", flush=True)
-            make_jwst_image(target, shape=(size, size), seed=size, n_stars=400,
-                            with_err_dq=False)
+            make_jwst_image(target, shape=(size, size), seed=size, n_stars=400, with_err_dq=False)
     results = {"sizes": {}}
     env = {"STORAGE_BASE_PATH": str(storage), "ENGINE_WORKERS": "2"}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -75,33 +83,52 @@ def main() -> int:
                 path = str(storage / key)
                 limit = 10**10
                 cases = {
-                    "preview_1000": (("GET", "/preview/b", {"params": {
-                        "file_path": key, "width": 1000, "height": 1000}}),
-                        (image_views.render_preview, path, image_views.PreviewParams(), limit)),
-                    "histogram": (("GET", "/histogram/b", {"params": {"file_path": key}}),
-                                  (image_views.compute_histogram, path, 256, -1,
-                                   DisplayParams(), limit)),
-                    "pixeldata_1200": (("GET", "/pixeldata/b", {"params": {
-                        "file_path": key, "max_size": 1200}}),
-                        (image_views.pixeldata_json, "b", path, 1200, -1, limit)),
-                    "thumbnail": (("POST", "/thumbnail", {"json": {"file_path": key}}),
-                                  (image_views.render_thumbnail, path, limit)),
+                    "preview_1000": (
+                        (
+                            "GET",
+                            "/preview/b",
+                            {"params": {"file_path": key, "width": 1000, "height": 1000}},
+                        ),
+                        (image_views.render_preview, path, image_views.PreviewParams(), limit),
+                    ),
+                    "histogram": (
+                        ("GET", "/histogram/b", {"params": {"file_path": key}}),
+                        (image_views.compute_histogram, path, 256, -1, DisplayParams(), limit),
+                    ),
+                    "pixeldata_1200": (
+                        ("GET", "/pixeldata/b", {"params": {"file_path": key, "max_size": 1200}}),
+                        (image_views.pixeldata_json, "b", path, 1200, -1, limit),
+                    ),
+                    "thumbnail": (
+                        ("POST", "/thumbnail", {"json": {"file_path": key}}),
+                        (image_views.render_thumbnail, path, limit),
+                    ),
                 }
                 row = {"float32_mb": float32_mb}
                 for name, ((method, url, kwargs), job) in cases.items():
                     client.request(method, url, **kwargs).raise_for_status()  # page cache warm
                     times = timed(client, method, url, args.repeat, **kwargs)
                     peak = traced_peak_mb(*job)
-                    row[name] = {"median_s": statistics.median(times), "min_s": min(times),
-                                 "peak_mb": peak, "peak_vs_image": peak / float32_mb}
-                    print(f"{size:>5} {name:<15} median {row[name]['median_s']:.3f} s   "
-                          f"peak {peak:7.1f} MB ({row[name]['peak_vs_image']:.2f}x the "
-                          f"float32 image)", flush=True)
+                    row[name] = {
+                        "median_s": statistics.median(times),
+                        "min_s": min(times),
+                        "peak_mb": peak,
+                        "peak_vs_image": peak / float32_mb,
+                    }
+                    print(
+                        f"{size:>5} {name:<15} median {row[name]['median_s']:.3f} s   "
+                        f"peak {peak:7.1f} MB ({row[name]['peak_vs_image']:.2f}x the "
+                        f"float32 image)",
+                        flush=True,
+                    )
                 results["sizes"][str(size)] = row
             key = f"bench/jwst_{args.sizes[0]}_i2d.fits"
             results["health_under_load"] = health_under_load(base, key)
-            print(health_line("during 8 concurrent 2000px histeq previews",
-                              results["health_under_load"]))
+            print(
+                health_line(
+                    "during 8 concurrent 2000px histeq previews", results["health_under_load"]
+                )
+            )
     (RESULTS / "viewer.json").write_text(json.dumps(results, indent=2))
     return 0
 

@@ -39,15 +39,26 @@ def make_three() -> list[str]:
     """The three-filter field: two 4096^2 channels at 0.031"/px, one 2048^2 at 0.063"/px."""
     base = STORAGE / "composite"
     three = []
-    for name, size, scale, rot, filt in (("f090w", 4096, 0.031, 2.0, "F090W"),
-                                         ("f200w", 4096, 0.031, 5.0, "F200W"),
-                                         ("f444w", 2048, 0.063, 8.0, "F444W")):
+    for name, size, scale, rot, filt in (
+        ("f090w", 4096, 0.031, 2.0, "F090W"),
+        ("f200w", 4096, 0.031, 5.0, "F200W"),
+        ("f444w", 2048, 0.063, 8.0, "F444W"),
+    ):
         path = base / f"field_{name}_i2d.fits"
         if not path.exists():
             print(f"generating {path.name} ...", flush=True)
-            make_jwst_image(path, shape=(size, size), seed=size + int(rot), ra=RA0, dec=DEC0,
-                            pixel_scale_arcsec=scale, rotation_deg=rot, n_stars=400,
-                            filter_name=filt, with_err_dq=False)
+            make_jwst_image(
+                path,
+                shape=(size, size),
+                seed=size + int(rot),
+                ra=RA0,
+                dec=DEC0,
+                pixel_scale_arcsec=scale,
+                rotation_deg=rot,
+                n_stars=400,
+                filter_name=filt,
+                with_err_dq=False,
+            )
         three.append(f"composite/{path.name}")
     return three
 
@@ -64,19 +75,34 @@ def make_inputs() -> dict:
                 path = base / "grid" / f"{filt.lower()}_{i:02d}_{j}_cal.fits"
                 if not path.exists():
                     print(f"generating {path.name} ...", flush=True)
-                    make_jwst_image(path, shape=(2048, 2048), seed=1000 * c + 10 * i + j,
-                                    ra=RA0 + (j - 1.5) * step / 0.9952, dec=DEC0 + (i - 4.5) * step,
-                                    rotation_deg=0.5, n_stars=60, n_galaxies=1,
-                                    filter_name=filt, with_err_dq=False, nan_border=False)
+                    make_jwst_image(
+                        path,
+                        shape=(2048, 2048),
+                        seed=1000 * c + 10 * i + j,
+                        ra=RA0 + (j - 1.5) * step / 0.9952,
+                        dec=DEC0 + (i - 4.5) * step,
+                        rotation_deg=0.5,
+                        n_stars=60,
+                        n_galaxies=1,
+                        filter_name=filt,
+                        with_err_dq=False,
+                        nan_border=False,
+                    )
                 keys.append(str(path.relative_to(STORAGE)))
         grid[filt] = keys
     return {"three": three, "grid": grid}
 
 
 def body(channels: list[list[str]], size: int, stretch: str = "asinh") -> dict:
-    return {"channels": [{"file_paths": keys, "stretch": stretch, "color": {"hue": hue}}
-                         for keys, hue in zip(channels, (240, 120, 0))],
-            "width": size, "height": size, "output_format": "png"}
+    return {
+        "channels": [
+            {"file_paths": keys, "stretch": stretch, "color": {"hue": hue}}
+            for keys, hue in zip(channels, (240, 120, 0), strict=True)
+        ],
+        "width": size,
+        "height": size,
+        "output_format": "png",
+    }
 
 
 def clear_cache() -> None:
@@ -88,30 +114,42 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     inputs = make_inputs()
-    env = {"STORAGE_BASE_PATH": str(STORAGE), "ENGINE_WORKERS": "2",
-           "COMPOSITE_CACHE_DIR": str(COMPOSITE_CACHE)}
+    env = {
+        "STORAGE_BASE_PATH": str(STORAGE),
+        "ENGINE_WORKERS": "2",
+        "COMPOSITE_CACHE_DIR": str(COMPOSITE_CACHE),
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     results: dict = {}
     url = "/composite/generate-nchannel"
-    with run_service("main", env, RESULTS / "engine-composite.log") as (base, proc), \
-            httpx.Client(base_url=base, timeout=600) as client, \
-            HealthProbe(base) as health:
+    with (
+        run_service("main", env, RESULTS / "engine-composite.log") as (base, proc),
+        httpx.Client(base_url=base, timeout=600) as client,
+        HealthProbe(base) as health,
+    ):
         three = [[k] for k in inputs["three"]]
         client.post(url, json=body(three, 1000)).raise_for_status()  # page cache warm
         cases = [
             ("1000_cold", body(three, 1000), clear_cache, args.repeat),
             ("1000_cached", body(three, 1000, stretch="log"), None, 2 * args.repeat + 1),
             ("4096_cold", body(three, 4096), clear_cache, args.repeat),
-            ("3x40_files_2000_cold", body(list(inputs["grid"].values()), 2000), clear_cache,
-             max(1, args.repeat // 2)),
+            (
+                "3x40_files_2000_cold",
+                body(list(inputs["grid"].values()), 2000),
+                clear_cache,
+                max(1, args.repeat // 2),
+            ),
         ]
         for name, payload, before, repeat in cases:
             with RssSampler(proc.pid) as rss:
                 times = timed(client, "POST", url, repeat, before=before, json=payload)
             results[name] = {**summary(times), **rss.result()}
             row = results[name]
-            print(f"{name:<22} median {row['median_s']:6.2f} s  min {row['min_s']:6.2f} s  "
-                  f"peak worker RSS {row['peak_worker_mb']:7.0f} MB", flush=True)
+            print(
+                f"{name:<22} median {row['median_s']:6.2f} s  min {row['min_s']:6.2f} s  "
+                f"peak worker RSS {row['peak_worker_mb']:7.0f} MB",
+                flush=True,
+            )
     results["health_throughout"] = health.result()
     print(health_line("throughout", results["health_throughout"]))
     (RESULTS / "composite.json").write_text(json.dumps(results, indent=2))

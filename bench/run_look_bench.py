@@ -46,16 +46,28 @@ def make_miri() -> str:
     path = STORAGE / "composite" / "field_f770w_miri_i2d.fits"
     if not path.exists():
         print(f"generating {path.name} ...", flush=True)
-        make_jwst_image(path, shape=(1024, 1032), seed=770, ra=RA0, dec=DEC0,
-                        pixel_scale_arcsec=0.11, rotation_deg=4.0, n_stars=150,
-                        instrument="MIRI", detector="MIRIMAGE", filter_name="F770W",
-                        with_err_dq=False)
+        make_jwst_image(
+            path,
+            shape=(1024, 1032),
+            seed=770,
+            ra=RA0,
+            dec=DEC0,
+            pixel_scale_arcsec=0.11,
+            rotation_deg=4.0,
+            n_stars=150,
+            instrument="MIRI",
+            detector="MIRIMAGE",
+            filter_name="F770W",
+            with_err_dq=False,
+        )
     return f"composite/{path.name}"
 
 
 def channels(keys: list[str]) -> list[dict]:
-    return [{"file_paths": [k], "stretch": "asinh", "color": {"hue": hue}}
-            for k, hue in zip(keys, (240, 120, 0))]
+    return [
+        {"file_paths": [k], "stretch": "asinh", "color": {"hue": hue}}
+        for k, hue in zip(keys, (240, 120, 0), strict=True)
+    ]
 
 
 def timed_post(client: httpx.Client, url: str, payload: dict, cold: bool) -> float:
@@ -72,20 +84,34 @@ def main() -> int:
     args = parser.parse_args()
     f090w, f200w, f444w = make_three()
     miri = make_miri()
-    env = {"STORAGE_BASE_PATH": str(STORAGE), "ENGINE_WORKERS": "2",
-           "COMPOSITE_CACHE_DIR": str(COMPOSITE_CACHE)}
-    plain = {"channels": channels([f090w, f444w, miri]), "width": 2048, "height": 2048,
-             "feather_strength": 0}
-    every = {**plain, "feather_strength": None,
-             "sharpening": {"radius": 1.5, "amount": 0.8, "threshold": 0.01},
-             "saturation": {"saturation": 1.3, "vibrancy": 0.3, "hue_rotation": 10},
-             "rotation_degrees": 17, "crop_zoom": 1.5, "crop_center_x": 0.4}
+    env = {
+        "STORAGE_BASE_PATH": str(STORAGE),
+        "ENGINE_WORKERS": "2",
+        "COMPOSITE_CACHE_DIR": str(COMPOSITE_CACHE),
+    }
+    plain = {
+        "channels": channels([f090w, f444w, miri]),
+        "width": 2048,
+        "height": 2048,
+        "feather_strength": 0,
+    }
+    every = {
+        **plain,
+        "feather_strength": None,
+        "sharpening": {"radius": 1.5, "amount": 0.8, "threshold": 0.01},
+        "saturation": {"saturation": 1.3, "vibrancy": 0.3, "hue_rotation": 10},
+        "rotation_degrees": 17,
+        "crop_zoom": 1.5,
+        "crop_center_x": 0.4,
+    }
     analyze = {"channels": channels([f090w, f444w, f200w]), "background_neutralization": True}
     RESULTS.mkdir(parents=True, exist_ok=True)
     results: dict = {}
     url = "/composite/generate-nchannel"
-    with run_service("main", env, RESULTS / "engine-look.log") as (base, _proc), \
-            httpx.Client(base_url=base, timeout=600) as client:
+    with (
+        run_service("main", env, RESULTS / "engine-look.log") as (base, _proc),
+        httpx.Client(base_url=base, timeout=600) as client,
+    ):
         r = client.post(url, json=every)
         r.raise_for_status()
         assert r.headers["x-composite-auto-feather"] == "true", r.headers
@@ -96,18 +122,27 @@ def main() -> int:
                 times["every_control"].append(timed_post(client, url, every, cold))
             for name, values in times.items():
                 results[f"2048_{name}_{temperature}"] = summary(values)
-            ratio = summary(times["every_control"])["median_s"] / \
-                summary(times["plain"])["median_s"]
+            ratio = (
+                summary(times["every_control"])["median_s"] / summary(times["plain"])["median_s"]
+            )
             results[f"2048_ratio_{temperature}"] = ratio
-            print(f"2048^2 {temperature:<6}: plain median {summary(times['plain'])['median_s']:.3f}"
-                  f" s, every control {summary(times['every_control'])['median_s']:.3f} s "
-                  f"({ratio:.2f}x)", flush=True)
+            print(
+                f"2048^2 {temperature:<6}: plain median {summary(times['plain'])['median_s']:.3f}"
+                f" s, every control {summary(times['every_control'])['median_s']:.3f} s "
+                f"({ratio:.2f}x)",
+                flush=True,
+            )
         for temperature, cold in (("cold", True), ("cached", False)):
-            values = [timed_post(client, "/composite/analyze-channels", analyze, cold)
-                      for _ in range(args.repeat)]
+            values = [
+                timed_post(client, "/composite/analyze-channels", analyze, cold)
+                for _ in range(args.repeat)
+            ]
             results[f"analyze_{temperature}"] = summary(values)
-            print(f"analyze-channels {temperature:<6}: median {summary(values)['median_s']:.3f} s,"
-                  f" max {max(values):.3f} s", flush=True)
+            print(
+                f"analyze-channels {temperature:<6}: median {summary(values)['median_s']:.3f} s,"
+                f" max {max(values):.3f} s",
+                flush=True,
+            )
     (RESULTS / "look.json").write_text(json.dumps(results, indent=2))
     return 0
 

@@ -87,8 +87,10 @@ def curl_once(urls: list[str], folder: Path, poller: PollWhile) -> tuple[float, 
     folder.mkdir()
     t0 = time.perf_counter()
     with poller:
-        procs = [subprocess.Popen(["curl", "-sf", "-o", str(folder / f"f{i}"), u])
-                 for i, u in enumerate(urls)]
+        procs = [
+            subprocess.Popen(["curl", "-sf", "-o", str(folder / f"f{i}"), u])
+            for i, u in enumerate(urls)
+        ]
         assert all(p.wait() == 0 for p in procs)
     seconds = time.perf_counter() - t0
     for i in range(len(urls)):
@@ -139,8 +141,11 @@ def main() -> int:
         for p in files:  # warm the page cache
             p.read_bytes()
         urls = [f"{mast}/api/v0.1/Download/file?uri=mast:JWST/product/{p.name}" for p in files]
-        env = {"STORAGE_BASE_PATH": str(work / "data"), "MAST_BASE_URL": mast,
-               "NAME_RESOLVER_URL": mast + "/cgi-bin/nph-sesame/"}
+        env = {
+            "STORAGE_BASE_PATH": str(work / "data"),
+            "MAST_BASE_URL": mast,
+            "NAME_RESOLVER_URL": mast + "/cgi-bin/nph-sesame/",
+        }
         with run_service("main_mast", env, work / "proxy.log") as (base, proc):
             idle_rss = psutil.Process(proc.pid).memory_info().rss
             polls: list[tuple[float, str]] = []  # (latency, stage)
@@ -162,32 +167,36 @@ def main() -> int:
             durable_s = statistics.median(durable_curl_runs)
             during = sorted(t for t, stage in polls if stage == "downloading")
             latencies = sorted(t for t, _ in polls)
-            result.update({
-                "curl_seconds": curl_s,
-                "curl_mb_per_s": total / curl_s / 1e6,
-                "proxy_seconds": proxy_s,
-                "proxy_mb_per_s": total / proxy_s / 1e6,
-                # Whole job (start, product query, transfer, fsync, rename) against curl.
-                "proxy_vs_curl": curl_s / proxy_s,
-                "proxy_vs_curl_per_run": [round(c / p, 3) for c, p in zip(curl_runs, proxy_runs)],
-                # curl + fsync of its files: the same durability as the proxy's.
-                "curl_fsync_seconds": durable_s,
-                "proxy_vs_curl_fsync": durable_s / proxy_s,
-                "proxy_idle_rss_mb": idle_rss / 2**20,
-                "proxy_peak_rss_mb": max(idle_rss / 2**20, rss.result()["peak_total_mb"]),
-                "progress_polls": len(latencies),
-                "progress_p50_ms": 1000 * percentile(latencies, 0.5),
-                "progress_p99_ms": 1000 * percentile(latencies, 0.99),
-                "progress_max_ms": 1000 * latencies[-1],
-                # Only the polls answered while bytes were flowing.
-                "progress_polls_downloading": len(during),
-                "progress_p50_ms_downloading": 1000 * percentile(during, 0.5),
-                "progress_p99_ms_downloading": 1000 * percentile(during, 0.99),
-                # The same polls against the idle proxy while curl downloads: the floor.
-                "progress_polls_during_curl": len(floor),
-                "progress_p50_ms_during_curl": 1000 * percentile(sorted(floor), 0.5),
-                "progress_p99_ms_during_curl": 1000 * percentile(sorted(floor), 0.99),
-            })
+            result.update(
+                {
+                    "curl_seconds": curl_s,
+                    "curl_mb_per_s": total / curl_s / 1e6,
+                    "proxy_seconds": proxy_s,
+                    "proxy_mb_per_s": total / proxy_s / 1e6,
+                    # Whole job (start, product query, transfer, fsync, rename) against curl.
+                    "proxy_vs_curl": curl_s / proxy_s,
+                    "proxy_vs_curl_per_run": [
+                        round(c / p, 3) for c, p in zip(curl_runs, proxy_runs, strict=True)
+                    ],
+                    # curl + fsync of its files: the same durability as the proxy's.
+                    "curl_fsync_seconds": durable_s,
+                    "proxy_vs_curl_fsync": durable_s / proxy_s,
+                    "proxy_idle_rss_mb": idle_rss / 2**20,
+                    "proxy_peak_rss_mb": max(idle_rss / 2**20, rss.result()["peak_total_mb"]),
+                    "progress_polls": len(latencies),
+                    "progress_p50_ms": 1000 * percentile(latencies, 0.5),
+                    "progress_p99_ms": 1000 * percentile(latencies, 0.99),
+                    "progress_max_ms": 1000 * latencies[-1],
+                    # Only the polls answered while bytes were flowing.
+                    "progress_polls_downloading": len(during),
+                    "progress_p50_ms_downloading": 1000 * percentile(during, 0.5),
+                    "progress_p99_ms_downloading": 1000 * percentile(during, 0.99),
+                    # The same polls against the idle proxy while curl downloads: the floor.
+                    "progress_polls_during_curl": len(floor),
+                    "progress_p50_ms_during_curl": 1000 * percentile(sorted(floor), 0.5),
+                    "progress_p99_ms_during_curl": 1000 * percentile(sorted(floor), 0.99),
+                }
+            )
     print(json.dumps(result, indent=2))
     (RESULTS / "mast.json").write_text(json.dumps(result, indent=2))
     return 0

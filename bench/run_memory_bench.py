@@ -34,15 +34,15 @@ STORAGE = CACHE / "storage"
 MB = 1024 * 1024
 
 
-
-
 def settle(pid: int, seconds: float = 3.0) -> int:
     """The tree's RSS once it has stopped changing (workers replaced, memory returned)."""
     time.sleep(seconds)
     server = psutil.Process(pid).memory_info().rss
     workers = [p.memory_info().rss for p in psutil.Process(pid).children(recursive=True)]
-    print(f"  server {server / MB:.0f} MB, children "
-          f"{', '.join(f'{w / MB:.0f}' for w in workers)} MB", flush=True)
+    print(
+        f"  server {server / MB:.0f} MB, children {', '.join(f'{w / MB:.0f}' for w in workers)} MB",
+        flush=True,
+    )
     return tree_rss(pid)
 
 
@@ -53,19 +53,30 @@ def main() -> int:
     image = "analysis/memory_4096_i2d.fits"
     if not (STORAGE / image).exists():
         make_jwst_image(STORAGE / image, shape=(4096, 4096), seed=4096, n_stars=400)
-    env = {"STORAGE_BASE_PATH": str(STORAGE), "ENGINE_WORKERS": "2",
-           "COMPOSITE_CACHE_DIR": str(CACHE / "memory-composite-cache")}
+    env = {
+        "STORAGE_BASE_PATH": str(STORAGE),
+        "ENGINE_WORKERS": "2",
+        "COMPOSITE_CACHE_DIR": str(CACHE / "memory-composite-cache"),
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     results: dict = {}
-    with run_service("main", env, RESULTS / "engine-memory.log") as (base, proc), \
-            httpx.Client(base_url=base, timeout=1800) as client:
+    with (
+        run_service("main", env, RESULTS / "engine-memory.log") as (base, proc),
+        httpx.Client(base_url=base, timeout=1800) as client,
+    ):
         fresh = settle(proc.pid)
         steps = [
             ("composite_4096", "/composite/generate-nchannel", composite_body(three, 4096)),
-            ("segmentation_4096", "/analysis/detect-sources",
-             {"file_path": image, "method": "segmentation"}),
-            ("mosaic_16_fits", "/mosaic/generate",
-             {"files": [{"file_path": k} for k in sixteen], "output_format": "fits"}),
+            (
+                "segmentation_4096",
+                "/analysis/detect-sources",
+                {"file_path": image, "method": "segmentation"},
+            ),
+            (
+                "mosaic_16_fits",
+                "/mosaic/generate",
+                {"files": [{"file_path": k} for k in sixteen], "output_format": "fits"},
+            ),
             ("observation_36", "/mosaic/generate-observation", {"file_paths": thirty_six}),
         ]
         for name, url, payload in steps:
@@ -77,10 +88,16 @@ def main() -> int:
             response.raise_for_status()
             print(f"{name:<20} {time.perf_counter() - start:6.2f} s", flush=True)
         after = settle(proc.pid)
-        results = {"fresh_tree_mb": fresh / MB, "idle_after_mb": after / MB,
-                   "difference_mb": (after - fresh) / MB}
-    print(f"engine tree RSS: fresh {fresh / MB:.0f} MB, idle after the heavy sequence "
-          f"{after / MB:.0f} MB ({(after - fresh) / MB:+.0f} MB)", flush=True)
+        results = {
+            "fresh_tree_mb": fresh / MB,
+            "idle_after_mb": after / MB,
+            "difference_mb": (after - fresh) / MB,
+        }
+    print(
+        f"engine tree RSS: fresh {fresh / MB:.0f} MB, idle after the heavy sequence "
+        f"{after / MB:.0f} MB ({(after - fresh) / MB:+.0f} MB)",
+        flush=True,
+    )
     (RESULTS / "memory.json").write_text(json.dumps(results, indent=2))
     return 0
 

@@ -42,17 +42,30 @@ def make_grid(n: int) -> list[str]:
             path = STORAGE / key
             if not path.exists():
                 print(f"generating {key} ...", flush=True)
-                make_jwst_image(path, shape=(2048, 2048), seed=500 + 10 * i + j,
-                                ra=RA0 + (j - (n - 1) / 2) * step / math.cos(math.radians(DEC0)),
-                                dec=DEC0 + (i - (n - 1) / 2) * step, rotation_deg=1.0,
-                                n_stars=80, n_galaxies=2, with_err_dq=False, nan_border=False)
+                make_jwst_image(
+                    path,
+                    shape=(2048, 2048),
+                    seed=500 + 10 * i + j,
+                    ra=RA0 + (j - (n - 1) / 2) * step / math.cos(math.radians(DEC0)),
+                    dec=DEC0 + (i - (n - 1) / 2) * step,
+                    rotation_deg=1.0,
+                    n_stars=80,
+                    n_galaxies=2,
+                    with_err_dq=False,
+                    nan_border=False,
+                )
             keys.append(key)
     return keys
 
 
 def body(keys: list[str], fmt: str, width: int | None = None) -> dict:
-    return {"files": [{"file_path": k, "stretch": "asinh"} for k in keys],
-            "output_format": fmt, "width": width, "height": None, "combine_method": "mean"}
+    return {
+        "files": [{"file_path": k, "stretch": "asinh"} for k in keys],
+        "output_format": fmt,
+        "width": width,
+        "height": None,
+        "combine_method": "mean",
+    }
 
 
 def run_cases(base: str, pid: int, cases, results: dict, prefix: str = "") -> None:
@@ -63,8 +76,11 @@ def run_cases(base: str, pid: int, cases, results: dict, prefix: str = "") -> No
                 times = timed(client, "POST", "/mosaic/generate", repeat, json=payload)
             row = {**summary(times), **rss.result()}
             results[prefix + name] = row
-            print(f"{prefix + name:<24} median {row['median_s']:6.2f} s  min {row['min_s']:6.2f} s"
-                  f"  peak worker RSS {row['peak_worker_mb']:6.0f} MB", flush=True)
+            print(
+                f"{prefix + name:<24} median {row['median_s']:6.2f} s  min {row['min_s']:6.2f} s"
+                f"  peak worker RSS {row['peak_worker_mb']:6.0f} MB",
+                flush=True,
+            )
 
 
 def main() -> int:
@@ -75,20 +91,28 @@ def main() -> int:
     env = {"STORAGE_BASE_PATH": str(STORAGE), "ENGINE_WORKERS": "2"}
     RESULTS.mkdir(parents=True, exist_ok=True)
     results: dict = {}
-    cases = [("4_tiles_fits", body(four, "fits"), args.repeat),
-             ("4_tiles_png_2048", body(four, "png", 2048), args.repeat),
-             ("16_tiles_fits", body(sixteen, "fits"), max(1, args.repeat - 1))]
-    with run_service("main", env, RESULTS / "engine-mosaic.log") as (base, proc), \
-            HealthProbe(base) as health:
+    cases = [
+        ("4_tiles_fits", body(four, "fits"), args.repeat),
+        ("4_tiles_png_2048", body(four, "png", 2048), args.repeat),
+        ("16_tiles_fits", body(sixteen, "fits"), max(1, args.repeat - 1)),
+    ]
+    with (
+        run_service("main", env, RESULTS / "engine-mosaic.log") as (base, proc),
+        HealthProbe(base) as health,
+    ):
         run_cases(base, proc.pid, cases, results)
     results["health_throughout"] = health.result()
     print(health_line("throughout", results["health_throughout"]), flush=True)
     from dask.distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, host="127.0.0.1") as cluster:
-        env_dask = {**env, "ENGINE_WORKERS": "1",
-                    "DASK_SCHEDULER_ADDRESS": cluster.scheduler_address}
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+    ) as cluster:
+        env_dask = {
+            **env,
+            "ENGINE_WORKERS": "1",
+            "DASK_SCHEDULER_ADDRESS": cluster.scheduler_address,
+        }
         with run_service("main", env_dask, RESULTS / "engine-mosaic-dask.log") as (base, proc):
             run_cases(base, proc.pid, cases[:1] + cases[2:], results, prefix="dask_")
     (RESULTS / "mosaic.json").write_text(json.dumps(results, indent=2))

@@ -31,8 +31,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import (  # noqa: E402
-    CACHE, RESULTS, HealthProbe, RssSampler, health_line, summary, tree_rss)
+from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, health_line, summary, tree_rss  # noqa: E402
 from bench.run_composite_bench import body as composite_body  # noqa: E402
 from bench.run_composite_bench import make_three  # noqa: E402
 from tests.support.servers import run_service  # noqa: E402
@@ -50,20 +49,27 @@ def make_sky(n: int, size: int, scale: float) -> list[str]:
     keys = []
     for i in range(n):
         for j in range(n):
-            key = (f"observation/grid{n}x{size}_{round(scale * 1000)}mas/"
-                   f"tile_{i:02d}_{j:02d}_cal.fits")
+            key = (
+                f"observation/grid{n}x{size}_{round(scale * 1000)}mas/tile_{i:02d}_{j:02d}_cal.fits"
+            )
             path = STORAGE / key
             if not path.exists():
                 print(f"generating {key} ...", flush=True)
-                make_jwst_image(path, shape=(size, size), seed=7000 + 100 * i + j,
-                                ra=RA0 + (j - (n - 1) / 2) * step / math.cos(math.radians(DEC0)),
-                                dec=DEC0 + (i - (n - 1) / 2) * step, rotation_deg=1.0,
-                                pixel_scale_arcsec=scale, n_stars=40, n_galaxies=1,
-                                with_err_dq=False, nan_border=False)
+                make_jwst_image(
+                    path,
+                    shape=(size, size),
+                    seed=7000 + 100 * i + j,
+                    ra=RA0 + (j - (n - 1) / 2) * step / math.cos(math.radians(DEC0)),
+                    dec=DEC0 + (i - (n - 1) / 2) * step,
+                    rotation_deg=1.0,
+                    pixel_scale_arcsec=scale,
+                    n_stars=40,
+                    n_galaxies=1,
+                    with_err_dq=False,
+                    nan_border=False,
+                )
             keys.append(key)
     return keys
-
-
 
 
 def stream_once(client: httpx.Client, payload: dict) -> tuple[float, float]:
@@ -101,21 +107,30 @@ def bench_stream(base: str, repeat: int, results: dict) -> None:
     results["composite_1000_cold_sync"] = summary(sync_times)
     results["composite_1000_cold_stream"] = summary(stream_times)
     results["stream_first_line"] = summary(firsts)
-    ratio = results["composite_1000_cold_stream"]["median_s"] / \
-        results["composite_1000_cold_sync"]["median_s"]
+    ratio = (
+        results["composite_1000_cold_stream"]["median_s"]
+        / results["composite_1000_cold_sync"]["median_s"]
+    )
     results["stream_over_sync"] = ratio
-    print(f"composite 1000^2 cold: sync median {summary(sync_times)['median_s']:.3f} s, "
-          f"stream median {summary(stream_times)['median_s']:.3f} s ({ratio:.2f}x); "
-          f"first line median {summary(firsts)['median_s'] * 1000:.0f} ms, "
-          f"max {max(firsts) * 1000:.0f} ms", flush=True)
+    print(
+        f"composite 1000^2 cold: sync median {summary(sync_times)['median_s']:.3f} s, "
+        f"stream median {summary(stream_times)['median_s']:.3f} s ({ratio:.2f}x); "
+        f"first line median {summary(firsts)['median_s'] * 1000:.0f} ms, "
+        f"max {max(firsts) * 1000:.0f} ms",
+        flush=True,
+    )
 
 
-def bench_observation(base: str, pid: int, cases, repeat: int, results: dict,
-                      prefix: str = "") -> None:
+def bench_observation(
+    base: str, pid: int, cases, repeat: int, results: dict, prefix: str = ""
+) -> None:
     with httpx.Client(base_url=base, timeout=1800) as client:
         for name, keys in cases:
-            payload = {"file_paths": keys, "combine_method": "mean",
-                       "max_output_pixels": 64_000_000}
+            payload = {
+                "file_paths": keys,
+                "combine_method": "mean",
+                "max_output_pixels": 64_000_000,
+            }
             times, sizes = [], []
             idle = tree_rss(pid)
             with RssSampler(pid) as rss:
@@ -125,13 +140,20 @@ def bench_observation(base: str, pid: int, cases, repeat: int, results: dict,
                     r.raise_for_status()
                     times.append(time.perf_counter() - start)
                     sizes.append(len(r.content))
-            row = {**summary(times), **rss.result(), "idle_total_mb": idle / MB,
-                   "above_idle_mb": rss.result()["peak_total_mb"] - idle / MB,
-                   "fits_mb": sizes[0] / MB}
+            row = {
+                **summary(times),
+                **rss.result(),
+                "idle_total_mb": idle / MB,
+                "above_idle_mb": rss.result()["peak_total_mb"] - idle / MB,
+                "fits_mb": sizes[0] / MB,
+            }
             results[prefix + name] = row
-            print(f"{prefix + name:<28} median {row['median_s']:6.2f} s  min {row['min_s']:6.2f} s"
-                  f"  FITS {row['fits_mb']:5.0f} MB  peak tree {row['peak_total_mb']:6.0f} MB"
-                  f" ({row['above_idle_mb']:+.0f} MB above idle)", flush=True)
+            print(
+                f"{prefix + name:<28} median {row['median_s']:6.2f} s  min {row['min_s']:6.2f} s"
+                f"  FITS {row['fits_mb']:5.0f} MB  peak tree {row['peak_total_mb']:6.0f} MB"
+                f" ({row['above_idle_mb']:+.0f} MB above idle)",
+                flush=True,
+            )
 
 
 def main() -> int:
@@ -139,14 +161,21 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-dask", action="store_true")
     args = parser.parse_args()
-    cases = [("observation_36x2048_to_64mpx", make_sky(6, 2048, 0.031)),
-             ("observation_144x1024", make_sky(12, 1024, 0.031))]
-    env = {"STORAGE_BASE_PATH": str(STORAGE), "ENGINE_WORKERS": "2",
-           "COMPOSITE_CACHE_DIR": str(COMPOSITE_CACHE)}
+    cases = [
+        ("observation_36x2048_to_64mpx", make_sky(6, 2048, 0.031)),
+        ("observation_144x1024", make_sky(12, 1024, 0.031)),
+    ]
+    env = {
+        "STORAGE_BASE_PATH": str(STORAGE),
+        "ENGINE_WORKERS": "2",
+        "COMPOSITE_CACHE_DIR": str(COMPOSITE_CACHE),
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     results: dict = {}
-    with run_service("main", env, RESULTS / "engine-queued.log") as (base, proc), \
-            HealthProbe(base) as health:
+    with (
+        run_service("main", env, RESULTS / "engine-queued.log") as (base, proc),
+        HealthProbe(base) as health,
+    ):
         bench_stream(base, args.repeat, results)
         bench_observation(base, proc.pid, cases, max(1, args.repeat // 2), results)
     results["health_throughout"] = health.result()
@@ -154,13 +183,22 @@ def main() -> int:
     if not args.skip_dask:
         from dask.distributed import LocalCluster
 
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                          dashboard_address=None, host="127.0.0.1") as cluster:
-            env_dask = {**env, "ENGINE_WORKERS": "1",
-                        "DASK_SCHEDULER_ADDRESS": cluster.scheduler_address}
+        with LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            host="127.0.0.1",
+        ) as cluster:
+            env_dask = {
+                **env,
+                "ENGINE_WORKERS": "1",
+                "DASK_SCHEDULER_ADDRESS": cluster.scheduler_address,
+            }
             with run_service("main", env_dask, RESULTS / "engine-queued-dask.log") as (base, proc):
-                bench_observation(base, proc.pid, cases, max(1, args.repeat // 2), results,
-                                  prefix="dask_")
+                bench_observation(
+                    base, proc.pid, cases, max(1, args.repeat // 2), results, prefix="dask_"
+                )
     (RESULTS / "queued.json").write_text(json.dumps(results, indent=2))
     return 0
 

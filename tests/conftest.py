@@ -81,8 +81,11 @@ def data_root(tmp_path_factory) -> Path:
     scaled.header["BLANK"] = -32768
     scaled.data[0, 0] = -32768
     scaled.writeto(jwst / "scaled_int.fits", overwrite=True)
-    comp = fits.CompImageHDU(rng.normal(10, 1, (150, 110)).astype(np.float32),
-                             compression_type="RICE_1", quantize_level=64)
+    comp = fits.CompImageHDU(
+        rng.normal(10, 1, (150, 110)).astype(np.float32),
+        compression_type="RICE_1",
+        quantize_level=64,
+    )
     fits.HDUList([fits.PrimaryHDU(), comp]).writeto(jwst / "tile_compressed.fits", overwrite=True)
     gz = fits.PrimaryHDU(rng.normal(5, 2, (80, 70)).astype(np.float32))
     gz.writeto(jwst / "gzipped.fits.gz", overwrite=True)
@@ -105,8 +108,12 @@ def composite_cache_dir(data_root: Path) -> Path:
 def engine_url(data_root, tmp_path_factory):
     """The processing engine, a real uvicorn process on local storage."""
     logs = tmp_path_factory.mktemp("logs")
-    env = {"STORAGE_PROVIDER": "local", "STORAGE_BASE_PATH": str(data_root),
-           "ENGINE_WORKERS": "2", "COMPOSITE_CACHE_DIR": str(composite_cache_dir(data_root))}
+    env = {
+        "STORAGE_PROVIDER": "local",
+        "STORAGE_BASE_PATH": str(data_root),
+        "ENGINE_WORKERS": "2",
+        "COMPOSITE_CACHE_DIR": str(composite_cache_dir(data_root)),
+    }
     with run_service("main", env, logs / "engine.log") as (base, _proc):
         yield base
 
@@ -136,10 +143,13 @@ def standin(tmp_path_factory):
 
 
 def mast_env(standin_url: str, root: Path, **extra) -> dict[str, str]:
-    env = {"STORAGE_PROVIDER": "local", "STORAGE_BASE_PATH": str(root),
-           "MAST_BASE_URL": standin_url,
-           "NAME_RESOLVER_URL": standin_url + "/cgi-bin/nph-sesame/",
-           "MAST_SEARCH_TIMEOUT": "20"}
+    env = {
+        "STORAGE_PROVIDER": "local",
+        "STORAGE_BASE_PATH": str(root),
+        "MAST_BASE_URL": standin_url,
+        "NAME_RESOLVER_URL": standin_url + "/cgi-bin/nph-sesame/",
+        "MAST_SEARCH_TIMEOUT": "20",
+    }
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -148,6 +158,8 @@ def mast_env(standin_url: str, root: Path, **extra) -> dict[str, str]:
 def proxy(standin, tmp_path_factory):
     """The MAST proxy (two uvicorn workers, as deployed) pointed at the stand-in."""
     root = tmp_path_factory.mktemp("proxy_data")
-    with run_service("main_mast", mast_env(standin, root), root / "proxy.log",
-                     workers=2) as (base, proc):
+    with run_service("main_mast", mast_env(standin, root), root / "proxy.log", workers=2) as (
+        base,
+        proc,
+    ):
         yield base, root, proc

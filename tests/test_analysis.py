@@ -40,54 +40,105 @@ def m13_data() -> np.ndarray:
 def ana(data_root):
     base = data_root / "analysis"
     base.mkdir(exist_ok=True)
-    stars = make_jwst_image(base / "stars_i2d.fits", shape=(512, 512), seed=90, n_stars=80,
-                            n_galaxies=0, flux_range=(20.0, 400.0), noise=0.02,
-                            rotation_deg=20.0)
+    stars = make_jwst_image(
+        base / "stars_i2d.fits",
+        shape=(512, 512),
+        seed=90,
+        n_stars=80,
+        n_galaxies=0,
+        flux_range=(20.0, 400.0),
+        noise=0.02,
+        rotation_deg=20.0,
+    )
     cube = make_cube(base / "cube.fits", n_slices=5, shape=(30, 40))
     # Tables: a mixed BinTable, an x1d-like spectrum, a million-row table.
     n = 12
-    mixed = fits.BinTableHDU.from_columns([
-        fits.Column(name="ID", format="J", array=np.arange(n)),
-        fits.Column(name="NAME", format="10A", array=[f"star{i:02d}" for i in range(n)]),
-        fits.Column(name="FLUX", format="E", unit="Jy", disp="F8.3",
-                    array=np.array([1.5, np.nan, 3.0, -1.0, np.inf, 2.0, 7.0, 0.5, 9.0, 4.0,
-                                    6.0, 8.0])),
-        fits.Column(name="VEC", format="3D", array=np.arange(3 * n, dtype=float).reshape(n, 3)),
-        fits.Column(name="GOOD", format="L", array=[i % 2 == 0 for i in range(n)]),
-    ], name="CATALOG")
+    mixed = fits.BinTableHDU.from_columns(
+        [
+            fits.Column(name="ID", format="J", array=np.arange(n)),
+            fits.Column(name="NAME", format="10A", array=[f"star{i:02d}" for i in range(n)]),
+            fits.Column(
+                name="FLUX",
+                format="E",
+                unit="Jy",
+                disp="F8.3",
+                array=np.array([1.5, np.nan, 3.0, -1.0, np.inf, 2.0, 7.0, 0.5, 9.0, 4.0, 6.0, 8.0]),
+            ),
+            fits.Column(name="VEC", format="3D", array=np.arange(3 * n, dtype=float).reshape(n, 3)),
+            fits.Column(name="GOOD", format="L", array=[i % 2 == 0 for i in range(n)]),
+        ],
+        name="CATALOG",
+    )
     wave = np.linspace(1.0, 5.0, 200)
     flux = np.sin(wave)
     flux[10] = np.nan
-    spectrum = fits.BinTableHDU.from_columns([
-        fits.Column(name="WAVELENGTH", format="D", unit="um", array=wave),
-        fits.Column(name="FLUX", format="D", unit="Jy", array=flux),
-        fits.Column(name="FLUX_ERROR", format="D", unit="Jy", array=np.full(200, 0.01)),
-        fits.Column(name="DQ", format="J", array=np.zeros(200, dtype=np.int32)),
-        fits.Column(name="OTHER", format="D", array=np.ones(200)),
-    ], name="EXTRACT1D")
-    fits.HDUList([fits.PrimaryHDU(), mixed, spectrum,
-                  fits.ImageHDU(np.zeros((4, 4), dtype=np.float32), name="IMG")]).writeto(
-        base / "tables.fits", overwrite=True)
+    spectrum = fits.BinTableHDU.from_columns(
+        [
+            fits.Column(name="WAVELENGTH", format="D", unit="um", array=wave),
+            fits.Column(name="FLUX", format="D", unit="Jy", array=flux),
+            fits.Column(name="FLUX_ERROR", format="D", unit="Jy", array=np.full(200, 0.01)),
+            fits.Column(name="DQ", format="J", array=np.zeros(200, dtype=np.int32)),
+            fits.Column(name="OTHER", format="D", array=np.ones(200)),
+        ],
+        name="EXTRACT1D",
+    )
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            mixed,
+            spectrum,
+            fits.ImageHDU(np.zeros((4, 4), dtype=np.float32), name="IMG"),
+        ]
+    ).writeto(base / "tables.fits", overwrite=True)
     rng = np.random.default_rng(7)
     big = 1_000_000
-    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([
-        fits.Column(name="WAVE", format="E", array=rng.uniform(1, 5, big).astype(np.float32)),
-        fits.Column(name="MAG", format="E", array=rng.normal(20, 2, big).astype(np.float32)),
-        fits.Column(name="OBJ", format="12A", array=np.char.add("obj", np.arange(big).astype(str))),
-    ])]).writeto(base / "million.fits", overwrite=True)
-    return {"stars": stars, "stars_key": "analysis/stars_i2d.fits", "cube": cube,
-            "cube_key": "analysis/cube.fits", "tables": "analysis/tables.fits",
-            "million": "analysis/million.fits", "million_path": base / "million.fits"}
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.BinTableHDU.from_columns(
+                [
+                    fits.Column(
+                        name="WAVE", format="E", array=rng.uniform(1, 5, big).astype(np.float32)
+                    ),
+                    fits.Column(
+                        name="MAG", format="E", array=rng.normal(20, 2, big).astype(np.float32)
+                    ),
+                    fits.Column(
+                        name="OBJ",
+                        format="12A",
+                        array=np.char.add("obj", np.arange(big).astype(str)),
+                    ),
+                ]
+            ),
+        ]
+    ).writeto(base / "million.fits", overwrite=True)
+    return {
+        "stars": stars,
+        "stars_key": "analysis/stars_i2d.fits",
+        "cube": cube,
+        "cube_key": "analysis/cube.fits",
+        "tables": "analysis/tables.fits",
+        "million": "analysis/million.fits",
+        "million_path": base / "million.fits",
+    }
 
 
 # ---------------------------------------------------------------------------------------
 # Region statistics
 # ---------------------------------------------------------------------------------------
 
+
 def expected_stats(values: np.ndarray) -> dict:
     v = values[np.isfinite(values)]
-    return {"mean": v.mean(), "median": np.median(v), "std": v.std(), "min": v.min(),
-            "max": v.max(), "sum": v.sum(), "pixel_count": v.size}
+    return {
+        "mean": v.mean(),
+        "median": np.median(v),
+        "std": v.std(),
+        "min": v.min(),
+        "max": v.max(),
+        "sum": v.sum(),
+        "pixel_count": v.size,
+    }
 
 
 def check(body: dict, expected: dict) -> None:
@@ -99,18 +150,30 @@ def check(body: dict, expected: dict) -> None:
 
 def test_rectangle_on_m13(engine_url):
     data = m13_data()
-    r = post(engine_url, "/analysis/region-statistics", {
-        "file_path": "real/m13.fits", "region_type": "rectangle",
-        "rectangle": {"x": 100, "y": 120, "width": 40, "height": 30}})
+    r = post(
+        engine_url,
+        "/analysis/region-statistics",
+        {
+            "file_path": "real/m13.fits",
+            "region_type": "rectangle",
+            "rectangle": {"x": 100, "y": 120, "width": 40, "height": 30},
+        },
+    )
     assert r.status_code == 200, r.text
     check(r.json(), expected_stats(data[120:150, 100:140]))
 
 
 def test_rectangle_is_clamped_to_the_image(engine_url):
     data = m13_data()
-    r = post(engine_url, "/analysis/region-statistics", {
-        "file_path": "real/m13.fits", "region_type": "rectangle",
-        "rectangle": {"x": 280, "y": 290, "width": 100, "height": 100}})
+    r = post(
+        engine_url,
+        "/analysis/region-statistics",
+        {
+            "file_path": "real/m13.fits",
+            "region_type": "rectangle",
+            "rectangle": {"x": 280, "y": 290, "width": 100, "height": 100},
+        },
+    )
     check(r.json(), expected_stats(data[290:, 280:]))
 
 
@@ -118,14 +181,26 @@ def test_ellipse_and_circle_on_m13(engine_url):
     data = m13_data()
     rows, cols = np.mgrid[0:300, 0:300]
     inside = ((cols - 150.3) / 20.5) ** 2 + ((rows - 140.0) / 12.0) ** 2 <= 1
-    r = post(engine_url, "/analysis/region-statistics", {
-        "file_path": "real/m13.fits", "region_type": "ellipse",
-        "ellipse": {"cx": 150.3, "cy": 140.0, "rx": 20.5, "ry": 12.0}})
+    r = post(
+        engine_url,
+        "/analysis/region-statistics",
+        {
+            "file_path": "real/m13.fits",
+            "region_type": "ellipse",
+            "ellipse": {"cx": 150.3, "cy": 140.0, "rx": 20.5, "ry": 12.0},
+        },
+    )
     check(r.json(), expected_stats(data[inside]))
-    inside = (cols - 60) ** 2 + (rows - 75.5) ** 2 <= 9.5 ** 2
-    r = post(engine_url, "/analysis/region-statistics", {
-        "file_path": "real/m13.fits", "region_type": "circle",
-        "circle": {"cx": 60, "cy": 75.5, "r": 9.5}})
+    inside = (cols - 60) ** 2 + (rows - 75.5) ** 2 <= 9.5**2
+    r = post(
+        engine_url,
+        "/analysis/region-statistics",
+        {
+            "file_path": "real/m13.fits",
+            "region_type": "circle",
+            "circle": {"cx": 60, "cy": 75.5, "r": 9.5},
+        },
+    )
     check(r.json(), expected_stats(data[inside]))
 
 
@@ -134,57 +209,104 @@ def test_polygon_on_m13_matches_matplotlib(engine_url):
     points = [[50.2, 60.7], [200.5, 80.1], [170.3, 220.9], [90.0, 160.4], [120.6, 110.0]]
     rows, cols = np.mgrid[0:300, 0:300]
     inside = MplPath(points).contains_points(np.column_stack([cols.ravel(), rows.ravel()]))
-    r = post(engine_url, "/analysis/region-statistics", {
-        "file_path": "real/m13.fits", "region_type": "polygon", "polygon": {"points": points}})
+    r = post(
+        engine_url,
+        "/analysis/region-statistics",
+        {"file_path": "real/m13.fits", "region_type": "polygon", "polygon": {"points": points}},
+    )
     check(r.json(), expected_stats(data.ravel()[inside]))
 
 
 def test_cube_uses_middle_or_given_slice_and_skips_nan(engine_url, ana):
     cube = ana["cube"]
     for slice_index, plane in ((-1, 2), (4, 4)):
-        r = post(engine_url, "/analysis/region-statistics", {
-            "file_path": ana["cube_key"], "region_type": "rectangle", "slice_index": slice_index,
-            "rectangle": {"x": 0, "y": 0, "width": 40, "height": 30}})
+        r = post(
+            engine_url,
+            "/analysis/region-statistics",
+            {
+                "file_path": ana["cube_key"],
+                "region_type": "rectangle",
+                "slice_index": slice_index,
+                "rectangle": {"x": 0, "y": 0, "width": 40, "height": 30},
+            },
+        )
         check(r.json(), expected_stats(cube[plane].astype(np.float64)))
     # NaN border pixels of the JWST-like file are not counted.
     with fits.open(ana["stars"].path) as hdul:
         sci = hdul["SCI"].data.astype(np.float64)
-    r = post(engine_url, "/analysis/region-statistics", {
-        "file_path": ana["stars_key"], "region_type": "rectangle",
-        "rectangle": {"x": 0, "y": 0, "width": 512, "height": 512}})
+    r = post(
+        engine_url,
+        "/analysis/region-statistics",
+        {
+            "file_path": ana["stars_key"],
+            "region_type": "rectangle",
+            "rectangle": {"x": 0, "y": 0, "width": 512, "height": 512},
+        },
+    )
     check(r.json(), expected_stats(sci))
     assert r.json()["pixel_count"] < 512 * 512
 
 
-@pytest.mark.parametrize("body,fragment", [
-    ({"region_type": "rectangle", "rectangle": {"x": 400, "y": 400, "width": 5, "height": 5}},
-     "No valid pixels"),
-    ({"region_type": "ellipse"}, "'ellipse' is required"),
-    ({"region_type": "rectangle", "rectangle": {"x": 0, "y": 0, "width": 5, "height": 5},
-      "hdu_index": 7}, "HDU 7"),
-])
+@pytest.mark.parametrize(
+    "body,fragment",
+    [
+        (
+            {
+                "region_type": "rectangle",
+                "rectangle": {"x": 400, "y": 400, "width": 5, "height": 5},
+            },
+            "No valid pixels",
+        ),
+        ({"region_type": "ellipse"}, "'ellipse' is required"),
+        (
+            {
+                "region_type": "rectangle",
+                "rectangle": {"x": 0, "y": 0, "width": 5, "height": 5},
+                "hdu_index": 7,
+            },
+            "HDU 7",
+        ),
+    ],
+)
 def test_region_errors(engine_url, body, fragment):
     r = post(engine_url, "/analysis/region-statistics", {"file_path": "real/m13.fits", **body})
     assert r.status_code == 400 and fragment in r.json()["detail"]
 
 
 def test_region_errors_on_tables_and_nan(engine_url, ana):
-    r = post(engine_url, "/analysis/region-statistics", {
-        "file_path": ana["tables"], "region_type": "rectangle", "hdu_index": 1,
-        "rectangle": {"x": 0, "y": 0, "width": 2, "height": 2}})
+    r = post(
+        engine_url,
+        "/analysis/region-statistics",
+        {
+            "file_path": ana["tables"],
+            "region_type": "rectangle",
+            "hdu_index": 1,
+            "rectangle": {"x": 0, "y": 0, "width": 2, "height": 2},
+        },
+    )
     assert r.status_code == 400 and "no image" in r.json()["detail"]
-    r = post(engine_url, "/analysis/region-statistics", {
-        "file_path": ana["stars_key"], "region_type": "rectangle",
-        "rectangle": {"x": 0, "y": 0, "width": 3, "height": 3}})  # a NaN corner
+    r = post(
+        engine_url,
+        "/analysis/region-statistics",
+        {
+            "file_path": ana["stars_key"],
+            "region_type": "rectangle",
+            "rectangle": {"x": 0, "y": 0, "width": 3, "height": 3},
+        },
+    )  # a NaN corner
     assert r.status_code == 400 and "No valid pixels" in r.json()["detail"]
-    r = post(engine_url, "/analysis/region-statistics", {
-        "file_path": "real/m13.fits", "region_type": "hexagon"})
+    r = post(
+        engine_url,
+        "/analysis/region-statistics",
+        {"file_path": "real/m13.fits", "region_type": "hexagon"},
+    )
     assert r.status_code == 422 and isinstance(r.json()["detail"], str)
 
 
 # ---------------------------------------------------------------------------------------
 # Source detection
 # ---------------------------------------------------------------------------------------
+
 
 def recall(sources, truth, radius=1.0) -> float:
     xy = np.array([[s["xcentroid"], s["ycentroid"]] for s in sources])
@@ -199,12 +321,20 @@ def recall(sources, truth, radius=1.0) -> float:
 def test_detection_recovers_injected_stars(engine_url, ana, method):
     img = ana["stars"]
     # S/N of a Gaussian star: flux / (noise * sqrt(4 pi sigma^2)); all injected are > 10.
-    area = 4 * math.pi * img.psf_sigma ** 2
+    area = 4 * math.pi * img.psf_sigma**2
     bright = [s for s in img.stars if s.flux / (img.noise * math.sqrt(area)) > 10]
     assert len(bright) == len(img.stars)
-    r = post(engine_url, "/analysis/detect-sources", {
-        "file_path": ana["stars_key"], "method": method, "threshold_sigma": 5.0, "fwhm": 3.5,
-        "npixels": 5})
+    r = post(
+        engine_url,
+        "/analysis/detect-sources",
+        {
+            "file_path": ana["stars_key"],
+            "method": method,
+            "threshold_sigma": 5.0,
+            "fwhm": 3.5,
+            "npixels": 5,
+        },
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["method"] == (method if method != "auto" else body["method"])
@@ -225,17 +355,27 @@ def test_detection_recovers_injected_stars(engine_url, ana, method):
 
 def test_daofind_count_close_to_photutils_on_m13(engine_url):
     data = m13_data()
-    r = post(engine_url, "/analysis/detect-sources", {
-        "file_path": "real/m13.fits", "method": "daofind", "threshold_sigma": 5.0, "fwhm": 3.0})
+    r = post(
+        engine_url,
+        "/analysis/detect-sources",
+        {"file_path": "real/m13.fits", "method": "daofind", "threshold_sigma": 5.0, "fwhm": 3.0},
+    )
     assert r.status_code == 200, r.text
     ours = r.json()["n_sources"]
     # photutils directly: Background2D (64 px boxes, 3x3 filter, its own spline
     # interpolation) and DAOStarFinder at 5 x the median background RMS.
-    bkg = Background2D(data, 64, filter_size=3, sigma_clip=SigmaClip(sigma=3.0, maxiters=5),
-                       bkg_estimator=MedianBackground(), exclude_percentile=50.0)
+    bkg = Background2D(
+        data,
+        64,
+        filter_size=3,
+        sigma_clip=SigmaClip(sigma=3.0, maxiters=5),
+        bkg_estimator=MedianBackground(),
+        exclude_percentile=50.0,
+    )
     threshold = 5.0 * float(np.median(bkg.background_rms))
-    theirs = DAOStarFinder(threshold=threshold, fwhm=3.0, exclude_border=True,
-                           min_separation=0).find_stars(data - bkg.background)
+    theirs = DAOStarFinder(
+        threshold=threshold, fwhm=3.0, exclude_border=True, min_separation=0
+    ).find_stars(data - bkg.background)
     n_theirs = 0 if theirs is None else len(theirs)
     assert n_theirs > 20
     assert abs(ours - n_theirs) <= 0.1 * n_theirs, (ours, n_theirs)
@@ -243,19 +383,25 @@ def test_daofind_count_close_to_photutils_on_m13(engine_url):
 
 
 def test_sources_in_nan_regions_are_dropped(engine_url, ana):
-    r = post(engine_url, "/analysis/detect-sources", {
-        "file_path": ana["stars_key"], "method": "segmentation", "npixels": 5})
+    r = post(
+        engine_url,
+        "/analysis/detect-sources",
+        {"file_path": ana["stars_key"], "method": "segmentation", "npixels": 5},
+    )
     with fits.open(ana["stars"].path) as hdul:
         nan = ~np.isfinite(hdul["SCI"].data)
     for s in r.json()["sources"]:
         assert not nan[int(round(s["ycentroid"])), int(round(s["xcentroid"]))]
 
 
-@pytest.mark.parametrize("body,status,fragment", [
-    ({"method": "magic"}, 400, "Invalid method"),
-    ({"threshold_sigma": 0.5}, 422, "threshold_sigma"),
-    ({"fwhm": 30}, 422, "fwhm"),
-])
+@pytest.mark.parametrize(
+    "body,status,fragment",
+    [
+        ({"method": "magic"}, 400, "Invalid method"),
+        ({"threshold_sigma": 0.5}, 422, "threshold_sigma"),
+        ({"fwhm": 30}, 422, "fwhm"),
+    ],
+)
 def test_detection_errors(engine_url, ana, body, status, fragment):
     r = post(engine_url, "/analysis/detect-sources", {"file_path": ana["stars_key"], **body})
     assert r.status_code == status and fragment in r.json()["detail"]
@@ -271,30 +417,43 @@ def test_detection_on_all_nan_and_tables(engine_url, ana):
 def test_detection_size_and_time_limits(data_root, ana):
     from main import create_app
 
-    small = Settings(STORAGE_BASE_PATH=data_root, ENGINE_WORKERS=1, DETECTION_MAX_PIXELS=1000,
-                     DETECTION_TIME_LIMIT_SECONDS=0.05)
+    small = Settings(
+        STORAGE_BASE_PATH=data_root,
+        ENGINE_WORKERS=1,
+        DETECTION_MAX_PIXELS=1000,
+        DETECTION_TIME_LIMIT_SECONDS=0.05,
+    )
     with TestClient(create_app(small)) as client:
         r = client.post("/analysis/detect-sources", json={"file_path": ana["stars_key"]})
         assert r.status_code == 413 and "too large" in r.json()["detail"]
     # A limit of a microsecond: no detection (a process round trip, a FITS read) can end
     # before it, on any machine, so the answer is always 504.
-    quick = Settings(STORAGE_BASE_PATH=data_root, ENGINE_WORKERS=1,
-                     DETECTION_TIME_LIMIT_SECONDS=1e-6)
+    quick = Settings(
+        STORAGE_BASE_PATH=data_root, ENGINE_WORKERS=1, DETECTION_TIME_LIMIT_SECONDS=1e-6
+    )
     with TestClient(create_app(quick)) as client:
-        r = client.post("/analysis/detect-sources", json={"file_path": ana["stars_key"],
-                                                          "method": "segmentation"})
+        r = client.post(
+            "/analysis/detect-sources",
+            json={"file_path": ana["stars_key"], "method": "segmentation"},
+        )
         assert r.status_code == 504 and "limit" in r.json()["detail"]
         # The engine goes on (the job stopped, or its worker was replaced): the next job
         # works.
-        r = client.post("/analysis/region-statistics", json={
-            "file_path": "real/m13.fits", "region_type": "circle",
-            "circle": {"cx": 10, "cy": 10, "r": 3}})
+        r = client.post(
+            "/analysis/region-statistics",
+            json={
+                "file_path": "real/m13.fits",
+                "region_type": "circle",
+                "circle": {"cx": 10, "cy": 10, "r": 3},
+            },
+        )
         assert r.status_code == 200
 
 
 # ---------------------------------------------------------------------------------------
 # Tables and spectra
 # ---------------------------------------------------------------------------------------
+
 
 def test_table_info(engine_url, ana):
     r = get(engine_url, "/analysis/table-info", file_path=ana["tables"])
@@ -313,8 +472,16 @@ def test_table_info(engine_url, ana):
 
 
 def test_table_data_cells_sort_search_and_clamp(engine_url, ana):
-    r = get(engine_url, "/analysis/table-data", file_path=ana["tables"], hdu_index=1, page=0,
-            page_size=5, sort_column="FLUX", sort_direction="desc")
+    r = get(
+        engine_url,
+        "/analysis/table-data",
+        file_path=ana["tables"],
+        hdu_index=1,
+        page=0,
+        page_size=5,
+        sort_column="FLUX",
+        sort_direction="desc",
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["total_rows"] == 12 and body["sort_column"] == "FLUX"
@@ -323,24 +490,39 @@ def test_table_data_cells_sort_search_and_clamp(engine_url, ana):
     row = body["rows"][1]
     assert row["NAME"] == "star08" and row["GOOD"] is True and row["ID"] == 8
     assert row["VEC"] == "[24.0, 25.0, 26.0]"
-    r = get(engine_url, "/analysis/table-data", file_path=ana["tables"], hdu_index=1,
-            search="STAR1", page=9, page_size=2)
+    r = get(
+        engine_url,
+        "/analysis/table-data",
+        file_path=ana["tables"],
+        hdu_index=1,
+        search="STAR1",
+        page=9,
+        page_size=2,
+    )
     body = r.json()
     assert body["total_rows"] == 2 and body["page"] == 0  # star10, star11; page clamped
     assert {row["NAME"] for row in body["rows"]} == {"star10", "star11"}
-    r = get(engine_url, "/analysis/table-data", file_path=ana["tables"], hdu_index=1,
-            sort_column="VEC")
+    r = get(
+        engine_url, "/analysis/table-data", file_path=ana["tables"], hdu_index=1, sort_column="VEC"
+    )
     assert r.json()["sort_column"] is None  # array columns are not sortable
 
 
-@pytest.mark.parametrize("params,fragment", [
-    ({"page_size": 0}, "page_size"), ({"page_size": 501}, "page_size"), ({"page": -1}, "page"),
-    ({"hdu_index": 3}, "not a table"), ({"hdu_index": 9}, "does not exist"),
-    ({"sort_direction": "up", "sort_column": "ID"}, "sort_direction"),
-])
+@pytest.mark.parametrize(
+    "params,fragment",
+    [
+        ({"page_size": 0}, "page_size"),
+        ({"page_size": 501}, "page_size"),
+        ({"page": -1}, "page"),
+        ({"hdu_index": 3}, "not a table"),
+        ({"hdu_index": 9}, "does not exist"),
+        ({"sort_direction": "up", "sort_column": "ID"}, "sort_direction"),
+    ],
+)
 def test_table_data_errors(engine_url, ana, params, fragment):
-    r = get(engine_url, "/analysis/table-data", file_path=ana["tables"],
-            **{"hdu_index": 1, **params})
+    r = get(
+        engine_url, "/analysis/table-data", file_path=ana["tables"], **{"hdu_index": 1, **params}
+    )
     assert r.status_code == 400 and fragment in r.json()["detail"]
 
 
@@ -348,8 +530,16 @@ def test_million_row_table_sorted_page(engine_url, ana):
     with fits.open(ana["million_path"]) as hdul:
         mag = np.asarray(hdul[1].data["MAG"])
     t0 = time.perf_counter()
-    r = get(engine_url, "/analysis/table-data", file_path=ana["million"], hdu_index=1,
-            page=3, page_size=100, sort_column="MAG", sort_direction="asc")
+    r = get(
+        engine_url,
+        "/analysis/table-data",
+        file_path=ana["million"],
+        hdu_index=1,
+        page=3,
+        page_size=100,
+        sort_column="MAG",
+        sort_direction="asc",
+    )
     elapsed = time.perf_counter() - t0
     assert r.status_code == 200, r.text
     expected = np.sort(mag, kind="stable")[300:400]
@@ -371,10 +561,14 @@ def test_spectral_data(engine_url, ana):
     assert body["data"]["DQ"][0] == 0
 
 
-@pytest.mark.parametrize("key,hdu,fragment", [
-    ("tables", 1, "No WAVELENGTH column"), ("tables", 3, "not a table"),
-    ("million", 1, "limited to"),
-])
+@pytest.mark.parametrize(
+    "key,hdu,fragment",
+    [
+        ("tables", 1, "No WAVELENGTH column"),
+        ("tables", 3, "not a table"),
+        ("million", 1, "limited to"),
+    ],
+)
 def test_spectral_errors(engine_url, ana, key, hdu, fragment):
     r = get(engine_url, "/analysis/spectral-data", file_path=ana[key], hdu_index=hdu)
     assert r.status_code == 400 and fragment in r.json()["detail"]

@@ -52,26 +52,54 @@ def comp(data_root):
     # One bright star at a known sky position, seen by three files with different
     # rotations, pixel scales and pointings.
     star_ra, star_dec = RA0 + 2.0 / 3600, DEC0 - 1.5 / 3600
-    setups = [("align_a", 0.031, 0.0, (500, 500), (RA0, DEC0)),
-              ("align_b", 0.063, 25.0, (300, 260), (RA0 + 1.5 / 3600, DEC0)),
-              ("align_c", 0.11, -40.0, (160, 180), (RA0, DEC0 + 1.0 / 3600))]
+    setups = [
+        ("align_a", 0.031, 0.0, (500, 500), (RA0, DEC0)),
+        ("align_b", 0.063, 25.0, (300, 260), (RA0 + 1.5 / 3600, DEC0)),
+        ("align_c", 0.11, -40.0, (160, 180), (RA0, DEC0 + 1.0 / 3600)),
+    ]
     for name, scale, rot, shape, (ra, dec) in setups:
         w = make_wcs(shape, ra, dec, scale, rot)
         x, y = w.world_to_pixel_values(star_ra, star_dec)
-        make_jwst_image(base / f"{name}.fits", shape=shape, ra=ra, dec=dec,
-                        pixel_scale_arcsec=scale, rotation_deg=rot, n_stars=0, n_galaxies=0,
-                        stars=[(float(x), float(y), 3000.0)], nan_border=False, noise=0.01)
+        make_jwst_image(
+            base / f"{name}.fits",
+            shape=shape,
+            ra=ra,
+            dec=dec,
+            pixel_scale_arcsec=scale,
+            rotation_deg=rot,
+            n_stars=0,
+            n_galaxies=0,
+            stars=[(float(x), float(y), 3000.0)],
+            nan_border=False,
+            noise=0.01,
+        )
     # A field with a flat sky of 0.3 and noise 0.02 for background tests.
-    make_jwst_image(base / "sky.fits", shape=(300, 300), seed=11, background=0.3, noise=0.02,
-                    n_stars=20, n_galaxies=0, nan_border=False, rotation_deg=0.0)
+    make_jwst_image(
+        base / "sky.fits",
+        shape=(300, 300),
+        seed=11,
+        background=0.3,
+        noise=0.02,
+        n_stars=20,
+        n_galaxies=0,
+        nan_border=False,
+        rotation_deg=0.0,
+    )
     # A 2 x 3 grid of detector files of one filter (many files per channel).
     tiles = []
     for i in range(2):
         for j in range(3):
             key = f"composite/tile_{i}{j}.fits"
-            make_jwst_image(data_root / key, shape=(200, 200), seed=20 + 3 * i + j,
-                            ra=RA0 + (j - 1) * 5.5 / 3600, dec=DEC0 + (i - 0.5) * 5.5 / 3600,
-                            rotation_deg=0.0, nan_border=False, n_stars=10)
+            make_jwst_image(
+                data_root / key,
+                shape=(200, 200),
+                seed=20 + 3 * i + j,
+                ra=RA0 + (j - 1) * 5.5 / 3600,
+                dec=DEC0 + (i - 0.5) * 5.5 / 3600,
+                rotation_deg=0.0,
+                nan_border=False,
+                n_stars=10,
+            )
             tiles.append(key)
     make_jwst_image(base / "far.fits", shape=(200, 200), ra=RA0 + 1.0, dec=DEC0, n_stars=5)
     nan = fits.ImageHDU(np.full((50, 50), np.nan, dtype=np.float32), name="SCI")
@@ -88,15 +116,22 @@ def comp(data_root):
     hdu = fits.PrimaryHDU(rotated.astype(np.float32))
     hdu.header.update(target.to_header())
     hdu.writeto(base / "m13_rotated.fits", overwrite=True)
-    return {"align": [f"composite/{s[0]}.fits" for s in setups], "star": (star_ra, star_dec),
-            "sky": "composite/sky.fits", "tiles": tiles, "far": "composite/far.fits",
-            "all_nan": "composite/all_nan.fits", "m13": "real/m13.fits",
-            "m13_rotated": "composite/m13_rotated.fits"}
+    return {
+        "align": [f"composite/{s[0]}.fits" for s in setups],
+        "star": (star_ra, star_dec),
+        "sky": "composite/sky.fits",
+        "tiles": tiles,
+        "far": "composite/far.fits",
+        "all_nan": "composite/all_nan.fits",
+        "m13": "real/m13.fits",
+        "m13_rotated": "composite/m13_rotated.fits",
+    }
 
 
 # ---------------------------------------------------------------------------------------
 # Colour
 # ---------------------------------------------------------------------------------------
+
 
 def linear(img: np.ndarray) -> np.ndarray:
     """8-bit sRGB pixels back to linear light (the sRGB transfer is applied once, §10.1)."""
@@ -104,9 +139,16 @@ def linear(img: np.ndarray) -> np.ndarray:
 
 
 def test_pure_red_channel_gives_red_only_pixels(engine_url, comp):
-    img = picture(post(engine_url, {"channels": [channel([comp["sky"]], {"rgb": [1, 0, 0]},
-                                                         stretch="linear")],
-                                    "width": 120, "height": 100}))
+    img = picture(
+        post(
+            engine_url,
+            {
+                "channels": [channel([comp["sky"]], {"rgb": [1, 0, 0]}, stretch="linear")],
+                "width": 120,
+                "height": 100,
+            },
+        )
+    )
     assert img.shape == (100, 120, 3)
     assert img[..., 0].max() >= 250  # the common maximum (a Lanczos resize may soften it)
     assert img[..., 1].max() == 0 and img[..., 2].max() == 0
@@ -114,8 +156,12 @@ def test_pure_red_channel_gives_red_only_pixels(engine_url, comp):
 
 @pytest.mark.parametrize("hue,lit", [(120, 1), (240, 2), (0, 0)])
 def test_hue_maps_to_its_primary(engine_url, comp, hue, lit):
-    img = picture(post(engine_url, {"channels": [channel([comp["sky"]], {"hue": hue})],
-                                    "width": 64, "height": 64}))
+    img = picture(
+        post(
+            engine_url,
+            {"channels": [channel([comp["sky"]], {"hue": hue})], "width": 64, "height": 64},
+        )
+    )
     others = [k for k in range(3) if k != lit]
     assert img[..., lit].max() >= 250
     assert all(img[..., k].max() == 0 for k in others)
@@ -123,10 +169,17 @@ def test_hue_maps_to_its_primary(engine_url, comp, hue, lit):
 
 def test_rgb_weights_mix_as_specified(engine_url, comp):
     """In linear light G = R/2 and B = R/4 (the picture itself is sRGB-encoded)."""
-    img = picture(post(engine_url, {"channels": [channel([comp["sky"]], {"rgb": [1, 0.5, 0.25]},
-                                                         stretch="zscale")],
-                                    "background_neutralization": False,
-                                    "width": 80, "height": 80}))
+    img = picture(
+        post(
+            engine_url,
+            {
+                "channels": [channel([comp["sky"]], {"rgb": [1, 0.5, 0.25]}, stretch="zscale")],
+                "background_neutralization": False,
+                "width": 80,
+                "height": 80,
+            },
+        )
+    )
     lin = linear(img)
     bright = lin[..., 0] > 0.4
     assert bright.sum() > 100
@@ -144,10 +197,16 @@ def test_one_image_in_three_colours_is_grey(engine_url, comp):
 
 def test_two_hues_share_one_maximum(engine_url, comp):
     """Red at weight 1 and green at weight 0.5 of the same image: G = R/2 in linear light."""
-    chans = [channel([comp["sky"]], {"hue": 0}, stretch="linear"),
-             channel([comp["sky"]], {"hue": 120}, stretch="linear", weight=0.5)]
-    img = picture(post(engine_url, {"channels": chans, "width": 90, "height": 90,
-                                    "background_neutralization": False}))
+    chans = [
+        channel([comp["sky"]], {"hue": 0}, stretch="linear"),
+        channel([comp["sky"]], {"hue": 120}, stretch="linear", weight=0.5),
+    ]
+    img = picture(
+        post(
+            engine_url,
+            {"channels": chans, "width": 90, "height": 90, "background_neutralization": False},
+        )
+    )
     lin = linear(img)
     assert img[..., 0].max() >= 250 and img[..., 1].max() < 200
     bright = lin[..., 0] > 0.1
@@ -159,6 +218,7 @@ def test_two_hues_share_one_maximum(engine_url, comp):
 # Geometry
 # ---------------------------------------------------------------------------------------
 
+
 def _peak(plane: np.ndarray) -> tuple[int, int]:
     row, col = np.unravel_index(np.argmax(plane), plane.shape)
     return int(row), int(col)
@@ -168,13 +228,21 @@ def test_star_lands_on_the_same_pixel_in_every_channel(comp, data_root):
     """One star in three files with different rotations, scales and pointings lands, in
     every channel, on the grid pixel its sky position predicts (before framing)."""
     width, height = 300, 240
-    specs = [ChannelSpec(label=f"c{i}", paths=[str(data_root / k)], rgb=rgb,
-                         display=DisplayParams(stretch="linear"))
-             for i, (k, rgb) in enumerate(zip(comp["align"], ((1, 0, 0), (0, 1, 0),
-                                                              (0, 0, 1))))]
+    specs = [
+        ChannelSpec(
+            label=f"c{i}",
+            paths=[str(data_root / k)],
+            rgb=rgb,
+            display=DisplayParams(stretch="linear"),
+        )
+        for i, (k, rgb) in enumerate(
+            zip(comp["align"], ((1, 0, 0), (0, 1, 0), (0, 0, 1)), strict=True)
+        )
+    ]
     plan = composite_engine.plan_composite(
-        specs, composite_engine.RenderOptions(width=width, height=height,
-                                              background_neutralization=False))
+        specs,
+        composite_engine.RenderOptions(width=width, height=height, background_neutralization=False),
+    )
     rgb, _ = composite_engine.render_rgb(plan)
     grid = fit_grid([read_geometry(data_root / k) for k in comp["align"]], width, height)
     x, y = grid.wcs.world_to_pixel_values(*comp["star"])
@@ -185,17 +253,24 @@ def test_star_lands_on_the_same_pixel_in_every_channel(comp, data_root):
 
 def test_real_image_and_its_rotated_resampling_align(engine_url, comp):
     """m13 and m13 resampled (by reproject) onto a grid rotated by 30 degrees."""
-    chans = [channel([comp["m13"]], {"hue": 0}, stretch="linear"),
-             channel([comp["m13_rotated"]], {"hue": 120}, stretch="linear")]
-    img = picture(post(engine_url, {"channels": chans, "width": 200, "height": 200,
-                                    "background_neutralization": False}))
+    chans = [
+        channel([comp["m13"]], {"hue": 0}, stretch="linear"),
+        channel([comp["m13_rotated"]], {"hue": 120}, stretch="linear"),
+    ]
+    img = picture(
+        post(
+            engine_url,
+            {"channels": chans, "width": 200, "height": 200, "background_neutralization": False},
+        )
+    )
     both = (img[..., 0] > 0) & (img[..., 1] > 0)
     rows, cols = np.nonzero(both)
     centroids = []
     for k in (0, 1):
         weight = img[..., k][both].astype(float) ** 2  # the bright cluster core dominates
-        centroids.append((np.sum(rows * weight) / weight.sum(),
-                          np.sum(cols * weight) / weight.sum()))
+        centroids.append(
+            (np.sum(rows * weight) / weight.sum(), np.sum(cols * weight) / weight.sum())
+        )
     (r1, c1), (r2, c2) = centroids
     assert math.hypot(r1 - r2, c1 - c2) <= 1.0, centroids
 
@@ -220,8 +295,7 @@ def test_reprojected_channel_matches_reproject_interp(comp, data_root):
     ours = composite_engine.reproject_files([geom], grid)
     data = fits.getdata(path).astype(np.float32)
     data[data == 0] = np.nan
-    theirs, _ = reproject_interp((data, geom.wcs), grid.wcs, shape_out=grid.shape,
-                                 order="bilinear")
+    theirs, _ = reproject_interp((data, geom.wcs), grid.wcs, shape_out=grid.shape, order="bilinear")
     both = np.isfinite(ours) & np.isfinite(theirs)
     assert both.sum() > 0.3 * ours.size
     assert np.allclose(ours[both], theirs[both], rtol=1e-4, atol=1e-3 * np.nanmax(theirs))
@@ -239,11 +313,16 @@ def test_many_files_per_channel_are_combined_coverage_weighted(engine_url, comp,
         f = composite_engine.reduction_for(g, grid)
         data = fits.getdata(g.path, "SCI").astype(np.float32)
         h, w = data.shape
-        reduced = np.nanmean(np.pad(data, ((0, -h % f), (0, -w % f)), constant_values=np.nan)
-                             .reshape(-(-h // f), f, -(-w // f), f), axis=(1, 3))
+        reduced = np.nanmean(
+            np.pad(data, ((0, -h % f), (0, -w % f)), constant_values=np.nan).reshape(
+                -(-h // f), f, -(-w // f), f
+            ),
+            axis=(1, 3),
+        )
         binned = g.wcs[::f, ::f] if f > 1 else g.wcs
-        out, _ = reproject_interp((reduced, binned), grid.wcs, shape_out=grid.shape,
-                                  order="bilinear")
+        out, _ = reproject_interp(
+            (reduced, binned), grid.wcs, shape_out=grid.shape, order="bilinear"
+        )
         stack.append(out)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # uncovered pixels: mean of nothing
@@ -251,14 +330,16 @@ def test_many_files_per_channel_are_combined_coverage_weighted(engine_url, comp,
     both = np.isfinite(combined) & np.isfinite(expected)
     assert both.sum() > 0.5 * combined.size
     assert np.allclose(combined[both], expected[both], atol=1e-4)
-    r = post(engine_url, {"channels": [channel(comp["tiles"], {"hue": 30})],
-                          "width": 300, "height": 200})
+    r = post(
+        engine_url, {"channels": [channel(comp["tiles"], {"hue": 30})], "width": 300, "height": 200}
+    )
     assert picture(r).shape == (200, 300, 3)
 
 
 # ---------------------------------------------------------------------------------------
 # Background, luminance, overall, formats
 # ---------------------------------------------------------------------------------------
+
 
 def test_sky_level_is_the_sigma_clipped_median(data_root, comp):
     data = fits.getdata(data_root / comp["sky"], "SCI")
@@ -268,8 +349,11 @@ def test_sky_level_is_the_sigma_clipped_median(data_root, comp):
 
 
 def test_background_neutralisation_darkens_the_sky(engine_url, comp):
-    body = {"channels": [channel([comp["sky"]], {"rgb": [1, 1, 1]}, stretch="zscale")],
-            "width": 100, "height": 100}
+    body = {
+        "channels": [channel([comp["sky"]], {"rgb": [1, 1, 1]}, stretch="zscale")],
+        "width": 100,
+        "height": 100,
+    }
     on = picture(post(engine_url, body))[..., 0]
     off = picture(post(engine_url, {**body, "background_neutralization": False}))[..., 0]
     # The sky level subtracted and negatives clipped: about half the sky is black.
@@ -292,8 +376,16 @@ def test_replace_lightness_matches_colorsys():
 def test_luminance_channel_sets_the_lightness(engine_url, comp):
     colour = channel([comp["m13"]], {"hue": 200}, stretch="linear")
     plain = picture(post(engine_url, {"channels": [colour], "width": 100, "height": 100}))
-    lrgb = picture(post(engine_url, {"channels": [colour, channel(
-        [comp["m13"]], {"luminance": True}, stretch="sqrt")], "width": 100, "height": 100}))
+    lrgb = picture(
+        post(
+            engine_url,
+            {
+                "channels": [colour, channel([comp["m13"]], {"luminance": True}, stretch="sqrt")],
+                "width": 100,
+                "height": 100,
+            },
+        )
+    )
     assert not np.array_equal(plain, lrgb)
     lightness = (lrgb.max(axis=2) + lrgb.min(axis=2)) / 2
     plain_lightness = (plain.max(axis=2) + plain.min(axis=2)) / 2
@@ -303,26 +395,37 @@ def test_luminance_channel_sets_the_lightness(engine_url, comp):
 def test_tone_curves():
     x = np.linspace(0, 1, 11, dtype=np.float32)
     assert np.allclose(color_mapping.apply_curve(x.copy(), "s_curve"), 3 * x**2 - 2 * x**3)
-    assert np.allclose(color_mapping.apply_curve(x.copy(), "inverse_s"),
-                       0.5 + np.arcsin(2 * x - 1) / np.pi, atol=1e-6)
+    assert np.allclose(
+        color_mapping.apply_curve(x.copy(), "inverse_s"),
+        0.5 + np.arcsin(2 * x - 1) / np.pi,
+        atol=1e-6,
+    )
     assert np.allclose(color_mapping.apply_curve(x.copy(), "shadows"), x**0.7)
     assert np.allclose(color_mapping.apply_curve(x.copy(), "highlights"), x**1.3)
 
 
 def test_overall_adjustments_apply(engine_url, comp):
-    chans = [channel([comp["m13"]], {"hue": 0}, stretch="linear"),
-             channel([comp["m13"]], {"hue": 240}, stretch="linear")]
+    chans = [
+        channel([comp["m13"]], {"hue": 0}, stretch="linear"),
+        channel([comp["m13"]], {"hue": 240}, stretch="linear"),
+    ]
     base = {"channels": chans, "width": 80, "height": 80}
     plain = picture(post(engine_url, base))
     adjusted = picture(post(engine_url, {**base, "overall": {"stretch": "sqrt", "gamma": 1.5}}))
     assert adjusted.mean() > plain.mean()
 
 
-@pytest.mark.parametrize("fmt,width,height", [("png", 333, 127), ("jpeg", 64, 200),
-                                              ("png", 1, 1)])
+@pytest.mark.parametrize("fmt,width,height", [("png", 333, 127), ("jpeg", 64, 200), ("png", 1, 1)])
 def test_exact_output_sizes(engine_url, comp, fmt, width, height):
-    r = post(engine_url, {"channels": [channel([comp["sky"]], {"hue": 60})],
-                          "output_format": fmt, "width": width, "height": height})
+    r = post(
+        engine_url,
+        {
+            "channels": [channel([comp["sky"]], {"hue": 60})],
+            "output_format": fmt,
+            "width": width,
+            "height": height,
+        },
+    )
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == f"image/{fmt}"
     im = Image.open(io.BytesIO(r.content))
@@ -330,18 +433,33 @@ def test_exact_output_sizes(engine_url, comp, fmt, width, height):
 
 
 def test_jpeg_quality(engine_url, comp):
-    body = {"channels": [channel([comp["m13"]], {"hue": 30})], "output_format": "jpeg",
-            "width": 300, "height": 300}
+    body = {
+        "channels": [channel([comp["m13"]], {"hue": 30})],
+        "output_format": "jpeg",
+        "width": 300,
+        "height": 300,
+    }
     low = post(engine_url, {**body, "quality": 10}).content
     high = post(engine_url, {**body, "quality": 98}).content
     assert len(low) * 2 < len(high)
 
 
 def test_explicit_nulls_integer_floats_and_repeated_labels(engine_url, comp):
-    chans = [{"file_paths": [comp["sky"]], "color": {"hue": 0, "rgb": None, "luminance": False},
-              "label": "F200W", "wavelength_um": None, "gamma": 1, "weight": 2},
-             {"file_paths": [comp["align"][0]], "color": {"hue": None, "rgb": [0, 1, 0]},
-              "label": "F200W"}]
+    chans = [
+        {
+            "file_paths": [comp["sky"]],
+            "color": {"hue": 0, "rgb": None, "luminance": False},
+            "label": "F200W",
+            "wavelength_um": None,
+            "gamma": 1,
+            "weight": 2,
+        },
+        {
+            "file_paths": [comp["align"][0]],
+            "color": {"hue": None, "rgb": [0, 1, 0]},
+            "label": "F200W",
+        },
+    ]
     r = post(engine_url, {"channels": chans, "overall": None, "width": 50, "height": 40})
     assert picture(r).shape == (40, 50, 3)
 
@@ -350,18 +468,30 @@ def test_explicit_nulls_integer_floats_and_repeated_labels(engine_url, comp):
 # Cache and memory
 # ---------------------------------------------------------------------------------------
 
+
 def test_reprojected_channels_are_cached_by_content(engine_url, comp, data_root):
     cache = composite_cache_dir(data_root)
     key = "composite/cache_probe.fits"
     make_jwst_image(data_root / key, shape=(400, 400), seed=77, n_stars=30)
-    body = {"channels": [channel([key], {"hue": 0}), channel([comp["sky"]], {"hue": 240})],
-            "width": 211, "height": 173}
+    body = {
+        "channels": [channel([key], {"hue": 0}), channel([comp["sky"]], {"hue": 240})],
+        "width": 211,
+        "height": 173,
+    }
     first = post(engine_url, body)
     assert first.status_code == 200
     entries = set(os.listdir(cache))
     # Other stretches and colours: no new entry, same geometry.
-    again = post(engine_url, {**body, "channels": [
-        channel([key], {"hue": 60}, stretch="log"), channel([comp["sky"]], {"hue": 180})]})
+    again = post(
+        engine_url,
+        {
+            **body,
+            "channels": [
+                channel([key], {"hue": 60}, stretch="log"),
+                channel([comp["sky"]], {"hue": 180}),
+            ],
+        },
+    )
     assert again.status_code == 200 and set(os.listdir(cache)) == entries
     # A changed file is a new entry (size and mtime are part of the identity).
     time.sleep(0.01)
@@ -375,7 +505,8 @@ def test_memory_estimate_covers_the_real_peak_and_ignores_file_count(comp, data_
     def plan_for(keys, size):
         spec = ChannelSpec(label="x", paths=[str(data_root / k) for k in keys], rgb=(1, 0, 0))
         return composite_engine.plan_composite(
-            [spec], composite_engine.RenderOptions(width=size, height=size))
+            [spec], composite_engine.RenderOptions(width=size, height=size)
+        )
 
     one = composite_engine.estimate_composite_bytes(plan_for(comp["tiles"][:1], 600))
     six = composite_engine.estimate_composite_bytes(plan_for(comp["tiles"], 600))
@@ -392,32 +523,64 @@ def test_memory_estimate_covers_the_real_peak_and_ignores_file_count(comp, data_
 # Errors
 # ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("make_body,status,fragment", [
-    (lambda c: {"channels": [channel(["bad/not_fits.fits"], {"hue": 0})]}, 400, "not_fits"),
-    (lambda c: {"channels": [channel(["bad/truncated.fits"], {"hue": 0})]}, 400, "truncated"),
-    (lambda c: {"channels": [channel([c["all_nan"]], {"hue": 0}, label="F090W")]}, 400,
-     "No usable image data for channel F090W"),
-    (lambda c: {"channels": [channel(["real/hst_test0.fits"], {"hue": 0})]}, 400,
-     "celestial WCS"),
-    (lambda c: {"channels": [channel([c["sky"]], {"hue": 0}), channel([c["far"]], {"hue": 120})]},
-     400, "do not overlap"),
-    (lambda c: {"channels": [channel([c["sky"]], {"luminance": True}),
-                             channel([c["sky"]], {"luminance": True}),
-                             channel([c["sky"]], {"hue": 0})]}, 422, "At most one luminance"),
-    (lambda c: {"channels": [channel([c["sky"]], {"luminance": True})]}, 422,
-     "At least one color channel"),
-    (lambda c: {"channels": [channel([c["sky"]], {"hue": 0, "rgb": [1, 0, 0]})]}, 422,
-     "exactly one"),
-    (lambda c: {"channels": [channel([c["sky"]], {"rgb": [1, 2, 0]})]}, 422, "rgb"),
-    (lambda c: {"channels": []}, 422, "channels"),
-    (lambda c: {"channels": [channel([], {"hue": 0})]}, 422, "file_paths"),
-    (lambda c: {"channels": [channel([c["sky"]], {"hue": 0})], "output_format": "gif"}, 422,
-     "output_format"),
-    (lambda c: {"channels": [channel([c["sky"]], {"hue": 0})], "width": 4097}, 422, "width"),
-    (lambda c: {"channels": [channel([c["sky"]], {"hue": 0}, curve="wavy")]}, 422, "curve"),
-    (lambda c: {"channels": [channel(["nope/missing.fits"], {"hue": 0})]}, 404, ""),
-    (lambda c: {"channels": [channel(["../etc/passwd"], {"hue": 0})]}, 403, ""),
-])
+
+@pytest.mark.parametrize(
+    "make_body,status,fragment",
+    [
+        (lambda c: {"channels": [channel(["bad/not_fits.fits"], {"hue": 0})]}, 400, "not_fits"),
+        (lambda c: {"channels": [channel(["bad/truncated.fits"], {"hue": 0})]}, 400, "truncated"),
+        (
+            lambda c: {"channels": [channel([c["all_nan"]], {"hue": 0}, label="F090W")]},
+            400,
+            "No usable image data for channel F090W",
+        ),
+        (
+            lambda c: {"channels": [channel(["real/hst_test0.fits"], {"hue": 0})]},
+            400,
+            "celestial WCS",
+        ),
+        (
+            lambda c: {
+                "channels": [channel([c["sky"]], {"hue": 0}), channel([c["far"]], {"hue": 120})]
+            },
+            400,
+            "do not overlap",
+        ),
+        (
+            lambda c: {
+                "channels": [
+                    channel([c["sky"]], {"luminance": True}),
+                    channel([c["sky"]], {"luminance": True}),
+                    channel([c["sky"]], {"hue": 0}),
+                ]
+            },
+            422,
+            "At most one luminance",
+        ),
+        (
+            lambda c: {"channels": [channel([c["sky"]], {"luminance": True})]},
+            422,
+            "At least one color channel",
+        ),
+        (
+            lambda c: {"channels": [channel([c["sky"]], {"hue": 0, "rgb": [1, 0, 0]})]},
+            422,
+            "exactly one",
+        ),
+        (lambda c: {"channels": [channel([c["sky"]], {"rgb": [1, 2, 0]})]}, 422, "rgb"),
+        (lambda c: {"channels": []}, 422, "channels"),
+        (lambda c: {"channels": [channel([], {"hue": 0})]}, 422, "file_paths"),
+        (
+            lambda c: {"channels": [channel([c["sky"]], {"hue": 0})], "output_format": "gif"},
+            422,
+            "output_format",
+        ),
+        (lambda c: {"channels": [channel([c["sky"]], {"hue": 0})], "width": 4097}, 422, "width"),
+        (lambda c: {"channels": [channel([c["sky"]], {"hue": 0}, curve="wavy")]}, 422, "curve"),
+        (lambda c: {"channels": [channel(["nope/missing.fits"], {"hue": 0})]}, 404, ""),
+        (lambda c: {"channels": [channel(["../etc/passwd"], {"hue": 0})]}, 403, ""),
+    ],
+)
 def test_error_paths(engine_url, comp, make_body, status, fragment):
     r = post(engine_url, make_body(comp))
     assert r.status_code == status, r.text
@@ -427,8 +590,20 @@ def test_error_paths(engine_url, comp, make_body, status, fragment):
 
 
 def test_unknown_stretch_falls_back_to_zscale(engine_url, comp):
-    a = post(engine_url, {"channels": [channel([comp["m13"]], {"hue": 0}, stretch="mystery")],
-                          "width": 60, "height": 60})
-    b = post(engine_url, {"channels": [channel([comp["m13"]], {"hue": 0}, stretch="zscale")],
-                          "width": 60, "height": 60})
+    a = post(
+        engine_url,
+        {
+            "channels": [channel([comp["m13"]], {"hue": 0}, stretch="mystery")],
+            "width": 60,
+            "height": 60,
+        },
+    )
+    b = post(
+        engine_url,
+        {
+            "channels": [channel([comp["m13"]], {"hue": 0}, stretch="zscale")],
+            "width": 60,
+            "height": 60,
+        },
+    )
     assert a.status_code == 200 and a.content == b.content

@@ -45,26 +45,75 @@ def look(data_root):
     coarse file, and a NIRCam field with a small MIRI field in its middle."""
     base = data_root / "look"
     base.mkdir(exist_ok=True)
-    make_jwst_image(base / "field.fits", shape=(240, 240), seed=501, rotation_deg=0.0,
-                    nan_border=False, n_stars=30, background=0.3, noise=0.02)
-    make_jwst_image(base / "field2.fits", shape=(240, 240), seed=502, rotation_deg=0.0,
-                    nan_border=False, n_stars=30, background=0.5, noise=0.03)
-    make_jwst_image(base / "coarse.fits", shape=(80, 80), seed=503, rotation_deg=0.0,
-                    nan_border=False, n_stars=8, pixel_scale_arcsec=0.2)
-    make_jwst_image(base / "nircam.fits", shape=(400, 400), seed=504, rotation_deg=0.0,
-                    nan_border=False, n_stars=0, n_galaxies=0, background=1.0, noise=0.01,
-                    pixel_scale_arcsec=0.063, instrument="NIRCAM")
-    make_jwst_image(base / "miri.fits", shape=(80, 80), seed=505, rotation_deg=0.0,
-                    nan_border=False, n_stars=0, n_galaxies=0, background=1.0, noise=0.01,
-                    pixel_scale_arcsec=0.11, instrument="MIRI")
+    make_jwst_image(
+        base / "field.fits",
+        shape=(240, 240),
+        seed=501,
+        rotation_deg=0.0,
+        nan_border=False,
+        n_stars=30,
+        background=0.3,
+        noise=0.02,
+    )
+    make_jwst_image(
+        base / "field2.fits",
+        shape=(240, 240),
+        seed=502,
+        rotation_deg=0.0,
+        nan_border=False,
+        n_stars=30,
+        background=0.5,
+        noise=0.03,
+    )
+    make_jwst_image(
+        base / "coarse.fits",
+        shape=(80, 80),
+        seed=503,
+        rotation_deg=0.0,
+        nan_border=False,
+        n_stars=8,
+        pixel_scale_arcsec=0.2,
+    )
+    make_jwst_image(
+        base / "nircam.fits",
+        shape=(400, 400),
+        seed=504,
+        rotation_deg=0.0,
+        nan_border=False,
+        n_stars=0,
+        n_galaxies=0,
+        background=1.0,
+        noise=0.01,
+        pixel_scale_arcsec=0.063,
+        instrument="NIRCAM",
+    )
+    make_jwst_image(
+        base / "miri.fits",
+        shape=(80, 80),
+        seed=505,
+        rotation_deg=0.0,
+        nan_border=False,
+        n_stars=0,
+        n_galaxies=0,
+        background=1.0,
+        noise=0.01,
+        pixel_scale_arcsec=0.11,
+        instrument="MIRI",
+    )
     return {k: f"look/{k}.fits" for k in ("field", "field2", "coarse", "nircam", "miri")}
 
 
 def plain(look, **extra):
-    body = {"channels": [channel([look["field"]], {"hue": 0}, stretch="asinh"),
-                         channel([look["field2"]], {"hue": 120}, stretch="asinh"),
-                         channel([look["field"]], {"hue": 240}, stretch="sqrt")],
-            "background_neutralization": False, "width": 120, "height": 120}
+    body = {
+        "channels": [
+            channel([look["field"]], {"hue": 0}, stretch="asinh"),
+            channel([look["field2"]], {"hue": 120}, stretch="asinh"),
+            channel([look["field"]], {"hue": 240}, stretch="sqrt"),
+        ],
+        "background_neutralization": False,
+        "width": 120,
+        "height": 120,
+    }
     body.update(extra)
     return body
 
@@ -73,10 +122,14 @@ def plain(look, **extra):
 # Each step against an independent computation
 # ---------------------------------------------------------------------------------------
 
+
 def test_srgb_transfer_is_the_iec_formula():
     x = np.linspace(0, 1, 10001, dtype=np.float32)
-    expected = np.where(x <= 0.0031308, 12.92 * x.astype(np.float64),
-                        1.055 * x.astype(np.float64) ** (1 / 2.4) - 0.055)
+    expected = np.where(
+        x <= 0.0031308,
+        12.92 * x.astype(np.float64),
+        1.055 * x.astype(np.float64) ** (1 / 2.4) - 0.055,
+    )
     assert_allclose(color_mapping.srgb_transfer(x), expected, atol=2e-7)
     assert_allclose(color_mapping.srgb_inverse(color_mapping.srgb_transfer(x)), x, atol=2e-6)
 
@@ -104,7 +157,7 @@ def test_feather_weights_are_a_smoothstep_of_the_edge_distance():
     for row in range(10, 50):
         d = min(row - 9, 50 - row, 45 - 19, 70 - 45)
         t = min(d / 8.0, 1.0)
-        assert weight[row, 45] == pytest.approx(3 * t * t - 2 * t ** 3, abs=1e-6)
+        assert weight[row, 45] == pytest.approx(3 * t * t - 2 * t**3, abs=1e-6)
 
 
 def test_sharpening_matches_astropy_convolution_by_hand():
@@ -114,8 +167,13 @@ def test_sharpening_matches_astropy_convolution_by_hand():
     coverage[:, :10] = False
     out = sharpen(rgb, 1.5, 0.8, 0.05, coverage)
     luma = 0.2126 * rgb[..., 0] + 0.7152 * rgb[..., 1] + 0.0722 * rgb[..., 2]
-    blurred = convolve(luma.astype(np.float64), Gaussian2DKernel(1.5), boundary="fill",
-                       fill_value=0.0, normalize_kernel=True)
+    blurred = convolve(
+        luma.astype(np.float64),
+        Gaussian2DKernel(1.5),
+        boundary="fill",
+        fill_value=0.0,
+        normalize_kernel=True,
+    )
     delta = luma - blurred
     delta[np.abs(delta) < 0.05] = 0
     delta[~coverage] = 0
@@ -128,7 +186,7 @@ def test_hue_rotation_and_saturation_match_colorsys():
     rng = np.random.default_rng(5)
     rgb = rng.random((30, 40, 3)).astype(np.float32)
     out = color_mapping.adjust_saturation(rgb, 1.3, 0.2, 30.0)
-    for (r, g, b), got in zip(rgb.reshape(-1, 3)[::37], out.reshape(-1, 3)[::37]):
+    for (r, g, b), got in zip(rgb.reshape(-1, 3)[::37], out.reshape(-1, 3)[::37], strict=True):
         h, l_, s = colorsys.rgb_to_hls(float(r), float(g), float(b))
         s = min(max(s * 1.3, 0), 1)
         s = min(max(s + 0.2 * (1 - s), 0), 1)
@@ -157,14 +215,29 @@ def test_quality_metrics_follow_the_formulas():
     balance = min(medians) / max(medians)
     p1, p99 = np.percentile(img, [1, 99])
     spread = min(p99 - p1, 1)
-    score = np.clip(1 + 4 * (0.3 * min(snr / 20, 1) + 0.25 * balance + 0.25 * spread
-                             + 0.2 * coverage), 1, 5)
-    assert m == {"score": round(score, 2), "snr": round(snr, 2), "balance": round(balance, 2),
-                 "spread": round(spread, 2), "coverage": round(coverage, 2)}
-    assert quality_metrics(np.zeros((50, 50, 3), dtype=np.float32)) == \
-        {"score": 1.0, "snr": 0.0, "balance": 0.0, "spread": 0.0, "coverage": 0.0}
-    assert quality_headers({"score": 3.0, "snr": 12.37, "balance": 0.5, "spread": 1.0,
-                            "coverage": 0.25})["X-Quality-Score"] == "3.0"
+    score = np.clip(
+        1 + 4 * (0.3 * min(snr / 20, 1) + 0.25 * balance + 0.25 * spread + 0.2 * coverage), 1, 5
+    )
+    assert m == {
+        "score": round(score, 2),
+        "snr": round(snr, 2),
+        "balance": round(balance, 2),
+        "spread": round(spread, 2),
+        "coverage": round(coverage, 2),
+    }
+    assert quality_metrics(np.zeros((50, 50, 3), dtype=np.float32)) == {
+        "score": 1.0,
+        "snr": 0.0,
+        "balance": 0.0,
+        "spread": 0.0,
+        "coverage": 0.0,
+    }
+    assert (
+        quality_headers(
+            {"score": 3.0, "snr": 12.37, "balance": 0.5, "spread": 1.0, "coverage": 0.25}
+        )["X-Quality-Score"]
+        == "3.0"
+    )
 
 
 def test_framing_rotation_and_letterbox():
@@ -181,8 +254,9 @@ def test_framing_rotation_and_letterbox():
     t = math.radians(30)
     assert abs(turned.shape[1] - (w * math.cos(t) + h * math.sin(t))) <= 2
     assert turned[0, 0].max() == 0  # new corners are black
-    assert_array_equal(framing.to_8bit(np.array([0.0, 0.5, 0.999, 1.0, 2.0])),
-                       [0, 127, 254, 255, 255])
+    assert_array_equal(
+        framing.to_8bit(np.array([0.0, 0.5, 0.999, 1.0, 2.0])), [0, 127, 254, 255, 255]
+    )
     placed = framing.place(framing.to_8bit(cropped), 100, 100)
     assert placed.shape == (100, 100, 3)
     assert placed[:18].max() == 0 and placed[-19:].max() == 0  # letterbox bars
@@ -192,9 +266,11 @@ def test_framing_rotation_and_letterbox():
 # Over HTTP
 # ---------------------------------------------------------------------------------------
 
+
 def test_saturation_zero_is_grey(engine_url, look):
-    img = render(engine_url, plain(look, saturation={"saturation": 0, "vibrancy": 0,
-                                                     "hue_rotation": 0}))
+    img = render(
+        engine_url, plain(look, saturation={"saturation": 0, "vibrancy": 0, "hue_rotation": 0})
+    )
     assert_array_equal(img[..., 0], img[..., 1])
     assert_array_equal(img[..., 1], img[..., 2])
     assert img.max() > 100
@@ -202,11 +278,15 @@ def test_saturation_zero_is_grey(engine_url, look):
 
 def test_hue_rotation_over_http_matches_colorsys(engine_url, look):
     base = render(engine_url, plain(look)) / 255.0
-    turned = render(engine_url, plain(look, saturation={"saturation": 1, "vibrancy": 0,
-                                                        "hue_rotation": 30})) / 255.0
+    turned = (
+        render(
+            engine_url, plain(look, saturation={"saturation": 1, "vibrancy": 0, "hue_rotation": 30})
+        )
+        / 255.0
+    )
     assert base.shape == (120, 120, 3)
     diffs = []
-    for (r, g, b), got in zip(base.reshape(-1, 3)[::7], turned.reshape(-1, 3)[::7]):
+    for (r, g, b), got in zip(base.reshape(-1, 3)[::7], turned.reshape(-1, 3)[::7], strict=True):
         h, l_, s = colorsys.rgb_to_hls(r, g, b)
         diffs.append(np.abs(np.array(colorsys.hls_to_rgb((h + 30 / 360) % 1, l_, s)) - got))
     # Both pictures are floored to 8 bits: a few levels at most.
@@ -222,33 +302,33 @@ def test_rotation_by_90_is_rot90_of_the_unrotated_render(engine_url, look):
 
 
 def test_zoom_2_is_the_centre_of_the_zoom_1_render_enlarged(engine_url, look):
-    body = {"channels": [channel([look["coarse"]], {"hue": 30}, stretch="asinh")],
-            "background_neutralization": False, "width": 160, "height": 160}
+    body = {
+        "channels": [channel([look["coarse"]], {"hue": 30}, stretch="asinh")],
+        "background_neutralization": False,
+        "width": 160,
+        "height": 160,
+    }
     one = render(engine_url, body).astype(np.uint8)
     two = render(engine_url, {**body, "crop_zoom": 2})
     crop = Image.fromarray(one[40:120, 40:120]).resize((160, 160), Image.Resampling.LANCZOS)
     assert np.abs(np.asarray(crop).astype(int) - two).mean() < 3
     # crop_center moves the window: (0, 0) shows the top-left quarter.
-    corner = render(engine_url, {**body, "crop_zoom": 2, "crop_center_x": 0,
-                                 "crop_center_y": 0})
+    corner = render(engine_url, {**body, "crop_zoom": 2, "crop_center_x": 0, "crop_center_y": 0})
     crop = Image.fromarray(one[:80, :80]).resize((160, 160), Image.Resampling.LANCZOS)
     assert np.abs(np.asarray(crop).astype(int) - corner).mean() < 3
 
 
 def test_sharpening_changes_only_details(engine_url, look):
     soft = render(engine_url, plain(look))
-    sharp = render(engine_url, plain(look, sharpening={"radius": 1.5, "amount": 2,
-                                                       "threshold": 0}))
-    off = render(engine_url, plain(look, sharpening={"radius": 1.5, "amount": 0,
-                                                     "threshold": 0}))
+    sharp = render(engine_url, plain(look, sharpening={"radius": 1.5, "amount": 2, "threshold": 0}))
+    off = render(engine_url, plain(look, sharpening={"radius": 1.5, "amount": 0, "threshold": 0}))
     assert_array_equal(off, soft)
     assert np.abs(sharp - soft).max() > 10
     assert abs(sharp.mean() - soft.mean()) < 2  # an unsharp mask adds no light overall
 
 
 def test_every_render_has_the_look_and_quality_headers(engine_url, look):
-    r = httpx.post(engine_url + "/composite/generate-nchannel", json=plain(look),
-                   timeout=TIMEOUT)
+    r = httpx.post(engine_url + "/composite/generate-nchannel", json=plain(look), timeout=TIMEOUT)
     headers = r.headers
     assert headers["x-composite-auto-feather"] == "false"
     assert headers["x-composite-feather-strength"] == "0.000"
@@ -260,18 +340,23 @@ def test_every_render_has_the_look_and_quality_headers(engine_url, look):
 
 
 def nircam_miri(look, **extra):
-    body = {"channels": [channel([look["nircam"]], {"hue": 240}, stretch="linear",
-                                 label="F200W"),
-                         channel([look["miri"]], {"hue": 0}, stretch="linear",
-                                 label="F770W")],
-            "background_neutralization": False, "width": 200, "height": 200}
+    body = {
+        "channels": [
+            channel([look["nircam"]], {"hue": 240}, stretch="linear", label="F200W"),
+            channel([look["miri"]], {"hue": 0}, stretch="linear", label="F770W"),
+        ],
+        "background_neutralization": False,
+        "width": 200,
+        "height": 200,
+    }
     body.update(extra)
     return body
 
 
 def test_mixed_instruments_feather_automatically(engine_url, look):
-    r = httpx.post(engine_url + "/composite/generate-nchannel", json=nircam_miri(look),
-                   timeout=TIMEOUT)
+    r = httpx.post(
+        engine_url + "/composite/generate-nchannel", json=nircam_miri(look), timeout=TIMEOUT
+    )
     assert r.status_code == 200
     assert r.headers["x-composite-auto-feather"] == "true"
     expected = min(0.3, 0.05 * 0.11 / 0.063)
@@ -293,11 +378,18 @@ def test_mixed_instruments_feather_automatically(engine_url, look):
 
 
 def test_auto_stretch_renders_as_the_analysed_parameters(engine_url, look):
-    analysed = httpx.post(engine_url + "/composite/analyze-channels", json={
-        "channels": [channel([look["field"]], {"hue": 0}, label="F090W"),
-                     channel([look["miri"]], {"luminance": True}),
-                     channel([look["field2"]], {"luminance": True})],
-        "background_neutralization": True}, timeout=TIMEOUT)
+    analysed = httpx.post(
+        engine_url + "/composite/analyze-channels",
+        json={
+            "channels": [
+                channel([look["field"]], {"hue": 0}, label="F090W"),
+                channel([look["miri"]], {"luminance": True}),
+                channel([look["field2"]], {"luminance": True}),
+            ],
+            "background_neutralization": True,
+        },
+        timeout=TIMEOUT,
+    )
     assert analysed.status_code == 200, analysed.text
     entries = analysed.json()["channels"]
     assert [e["channel_name"] for e in entries] == ["F090W", "ch1", "ch2"]
@@ -313,12 +405,19 @@ def test_auto_stretch_renders_as_the_analysed_parameters(engine_url, look):
     assert sum(hist["counts"]) == first["meta"]["valid_pixels"]
 
     channels = [channel([look["field"]], {"hue": 0}), channel([look["field2"]], {"hue": 200})]
-    auto = {"channels": [{**c, "auto_stretch": True} for c in channels],
-            "width": 150, "height": 120}
-    params = httpx.post(engine_url + "/composite/analyze-channels",
-                        json={"channels": channels}, timeout=TIMEOUT).json()["channels"]
-    filled = {"channels": [{**c, **p["params"]} for c, p in zip(channels, params)],
-              "width": 150, "height": 120}
+    auto = {
+        "channels": [{**c, "auto_stretch": True} for c in channels],
+        "width": 150,
+        "height": 120,
+    }
+    params = httpx.post(
+        engine_url + "/composite/analyze-channels", json={"channels": channels}, timeout=TIMEOUT
+    ).json()["channels"]
+    filled = {
+        "channels": [{**c, **p["params"]} for c, p in zip(channels, params, strict=True)],
+        "width": 150,
+        "height": 120,
+    }
     a = httpx.post(engine_url + "/composite/generate-nchannel", json=auto, timeout=TIMEOUT)
     b = httpx.post(engine_url + "/composite/generate-nchannel", json=filled, timeout=TIMEOUT)
     assert a.status_code == b.status_code == 200
@@ -333,8 +432,9 @@ def test_auto_stretch_moves_a_dark_median_toward_the_target():
     result = auto_stretch(data)
     p = result.params
     lo, hi = np.percentile(data[data > 0], [0.1, 99.9])
-    mapped = np.clip(np.arcsinh(((data - lo) / (hi - lo)) / p.asinh_a)
-                     / math.asinh(1 / p.asinh_a), 0, 1)
+    mapped = np.clip(
+        np.arcsinh(((data - lo) / (hi - lo)) / p.asinh_a) / math.asinh(1 / p.asinh_a), 0, 1
+    )
     before = float(np.median(mapped))
     after = before ** (1 / p.gamma)
     assert abs(after - 0.28) < abs(before - 0.28)
@@ -344,9 +444,14 @@ def test_auto_stretch_moves_a_dark_median_toward_the_target():
 
 def test_auto_stretch_safe_defaults_and_instrument_rule():
     empty = auto_stretch(np.zeros((20, 20), dtype=np.float32))
-    assert empty.params.as_dict() == {"stretch": "asinh", "asinh_a": 0.02,
-                                      "black_point": 0.02, "white_point": 0.995,
-                                      "gamma": 1.2, "curve": "s_curve"}
+    assert empty.params.as_dict() == {
+        "stretch": "asinh",
+        "asinh_a": 0.02,
+        "black_point": 0.02,
+        "white_point": 0.995,
+        "gamma": 1.2,
+        "curve": "s_curve",
+    }
     assert empty.meta["curve_reason"] == "insufficient_data"
     assert empty.meta["zero_coverage_frac"] == 1.0
     flat = auto_stretch(np.full((30, 30), 2.0, dtype=np.float32))
@@ -362,8 +467,12 @@ def test_auto_stretch_safe_defaults_and_instrument_rule():
 
 def test_cached_grids_are_never_reused_for_a_larger_request(look, data_root):
     """Decision 18: the cache key holds the grid, so an export never reads a preview."""
-    spec = ChannelSpec(label="x", paths=[str(data_root / look["field"])], rgb=(1, 0, 0),
-                       display=DisplayParams(stretch="asinh"))
+    spec = ChannelSpec(
+        label="x",
+        paths=[str(data_root / look["field"])],
+        rgb=(1, 0, 0),
+        display=DisplayParams(stretch="asinh"),
+    )
     small = composite_engine.plan_composite([spec], RenderOptions(width=100, height=100))
     large = composite_engine.plan_composite([spec], RenderOptions(width=400, height=400))
     assert small.identities != large.identities
@@ -371,37 +480,41 @@ def test_cached_grids_are_never_reused_for_a_larger_request(look, data_root):
 
 
 def test_feather_strength_rule():
-    assert feather_strength(None, ["NIRCAM", "MIRI"], [0.031, 0.111]).strength == \
-        pytest.approx(0.179, abs=1e-3)
-    assert feather_strength(None, ["NIRCAM", "MIRI"], [0.063, 0.111]).strength == \
-        pytest.approx(0.088, abs=1e-3)
+    assert feather_strength(None, ["NIRCAM", "MIRI"], [0.031, 0.111]).strength == pytest.approx(
+        0.179, abs=1e-3
+    )
+    assert feather_strength(None, ["NIRCAM", "MIRI"], [0.063, 0.111]).strength == pytest.approx(
+        0.088, abs=1e-3
+    )
     assert feather_strength(None, ["NIRCAM", "NIRCAM"], [0.031, 0.063]).auto is False
-    assert feather_strength(0.4, ["NIRCAM", "MIRI"], [0.031, 0.111]) .strength == 0.4
+    assert feather_strength(0.4, ["NIRCAM", "MIRI"], [0.031, 0.111]).strength == 0.4
 
 
-@pytest.mark.parametrize("extra,ok", [
-    ({"sharpening": {"radius": 0.5, "amount": 3, "threshold": 1}}, True),
-    ({"sharpening": {"radius": 10, "amount": 0, "threshold": 0}}, True),
-    ({"sharpening": {"radius": 0.4}}, False),
-    ({"sharpening": {"amount": 3.1}}, False),
-    ({"sharpening": {"threshold": -0.1}}, False),
-    ({"saturation": {"saturation": 2, "vibrancy": 1, "hue_rotation": -30}}, True),
-    ({"saturation": {"saturation": 2.01}}, False),
-    ({"saturation": {"vibrancy": 1.5}}, False),
-    ({"saturation": {"hue_rotation": 31}}, False),
-    ({"feather_strength": 1}, True),
-    ({"feather_strength": 1.01}, False),
-    ({"rotation_degrees": 180}, True),
-    ({"rotation_degrees": -180.5}, False),
-    ({"crop_center_x": 1, "crop_center_y": 0, "crop_zoom": 5}, True),
-    ({"crop_center_x": 1.1}, False),
-    ({"crop_zoom": 0.1}, True),
-    ({"crop_zoom": 0.09}, False),
-    ({"crop_zoom": 5.5}, False),
-])
+@pytest.mark.parametrize(
+    "extra,ok",
+    [
+        ({"sharpening": {"radius": 0.5, "amount": 3, "threshold": 1}}, True),
+        ({"sharpening": {"radius": 10, "amount": 0, "threshold": 0}}, True),
+        ({"sharpening": {"radius": 0.4}}, False),
+        ({"sharpening": {"amount": 3.1}}, False),
+        ({"sharpening": {"threshold": -0.1}}, False),
+        ({"saturation": {"saturation": 2, "vibrancy": 1, "hue_rotation": -30}}, True),
+        ({"saturation": {"saturation": 2.01}}, False),
+        ({"saturation": {"vibrancy": 1.5}}, False),
+        ({"saturation": {"hue_rotation": 31}}, False),
+        ({"feather_strength": 1}, True),
+        ({"feather_strength": 1.01}, False),
+        ({"rotation_degrees": 180}, True),
+        ({"rotation_degrees": -180.5}, False),
+        ({"crop_center_x": 1, "crop_center_y": 0, "crop_zoom": 5}, True),
+        ({"crop_center_x": 1.1}, False),
+        ({"crop_zoom": 0.1}, True),
+        ({"crop_zoom": 0.09}, False),
+        ({"crop_zoom": 5.5}, False),
+    ],
+)
 def test_new_fields_at_their_limits(engine_url, look, extra, ok):
-    body = {"channels": [channel([look["coarse"]], {"hue": 0})], "width": 64, "height": 48,
-            **extra}
+    body = {"channels": [channel([look["coarse"]], {"hue": 0})], "width": 64, "height": 48, **extra}
     r = httpx.post(engine_url + "/composite/generate-nchannel", json=body, timeout=TIMEOUT)
     if ok:
         assert r.status_code == 200, r.text[:300]
@@ -413,12 +526,28 @@ def test_new_fields_at_their_limits(engine_url, look, extra, ok):
 def test_memory_estimate_covers_the_peak_with_every_control_on(look, data_root):
     import tracemalloc
 
-    specs = [ChannelSpec(label=name, paths=[str(data_root / look[name])], rgb=rgb,
-                         display=DisplayParams(stretch="asinh"), auto_stretch=auto)
-             for name, rgb, auto in (("nircam", (0, 0, 1), True), ("miri", (1, 0, 0), False),
-                                     ("nircam", (0, 1, 0), False))]
-    options = RenderOptions(width=500, height=400, sharpening=(2.0, 1.0, 0.01),
-                            saturation=(1.4, 0.3, 12.0), rotation_degrees=17.0, crop_zoom=1.5)
+    specs = [
+        ChannelSpec(
+            label=name,
+            paths=[str(data_root / look[name])],
+            rgb=rgb,
+            display=DisplayParams(stretch="asinh"),
+            auto_stretch=auto,
+        )
+        for name, rgb, auto in (
+            ("nircam", (0, 0, 1), True),
+            ("miri", (1, 0, 0), False),
+            ("nircam", (0, 1, 0), False),
+        )
+    ]
+    options = RenderOptions(
+        width=500,
+        height=400,
+        sharpening=(2.0, 1.0, 0.01),
+        saturation=(1.4, 0.3, 12.0),
+        rotation_degrees=17.0,
+        crop_zoom=1.5,
+    )
     plan = composite_engine.plan_composite(specs, options)
     tracemalloc.start()
     result = composite_engine.render_composite(plan)

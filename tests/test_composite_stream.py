@@ -40,26 +40,44 @@ def stream_files(data_root):
     base.mkdir(exist_ok=True)
     keys = {}
     for i, name in enumerate(["f090w", "f200w", "f444w", "f770w", "lum", "spare"]):
-        make_jwst_image(base / f"{name}.fits", shape=(400, 400), seed=100 + i, n_stars=25,
-                        ra=RA0 + i * 0.2 / 3600, dec=DEC0)
+        make_jwst_image(
+            base / f"{name}.fits",
+            shape=(400, 400),
+            seed=100 + i,
+            n_stars=25,
+            ra=RA0 + i * 0.2 / 3600,
+            dec=DEC0,
+        )
         keys[name] = f"stream/{name}.fits"
     tiles = []
     for i in range(3):
         for j in range(3):
             key = f"stream/tile_{i}{j}.fits"
-            make_jwst_image(data_root / key, shape=(256, 256), seed=200 + 3 * i + j,
-                            ra=RA0 + (j - 1) * 7 / 3600, dec=DEC0 + (i - 1) * 7 / 3600,
-                            rotation_deg=0.0, nan_border=False, n_stars=8)
+            make_jwst_image(
+                data_root / key,
+                shape=(256, 256),
+                seed=200 + 3 * i + j,
+                ra=RA0 + (j - 1) * 7 / 3600,
+                dec=DEC0 + (i - 1) * 7 / 3600,
+                rotation_deg=0.0,
+                nan_border=False,
+                n_stars=8,
+            )
             tiles.append(key)
     keys["tiles"] = tiles
     return keys
 
 
 def three_channels(keys, **extra):
-    body = {"channels": [channel([keys["f090w"]], {"hue": 240}, label="F090W"),
-                         channel([keys["f200w"]], {"hue": 120}, label="F200W"),
-                         channel([keys["f444w"]], {"hue": 0}, label="F444W")],
-            "width": 320, "height": 240}
+    body = {
+        "channels": [
+            channel([keys["f090w"]], {"hue": 240}, label="F090W"),
+            channel([keys["f200w"]], {"hue": 120}, label="F200W"),
+            channel([keys["f444w"]], {"hue": 0}, label="F444W"),
+        ],
+        "width": 320,
+        "height": 240,
+    }
     body.update(extra)
     return body
 
@@ -68,11 +86,13 @@ def three_channels(keys, **extra):
 # Holding a channel's cache lock: a deterministic way to pause a render mid-way
 # ---------------------------------------------------------------------------------------
 
+
 def lock_path(body: dict, data_root: Path, cache_dir: Path, channel_index: int) -> Path:
     """The cache lock the worker takes before reprojecting ``channel_index`` of ``body``."""
     settings = Settings(STORAGE_BASE_PATH=data_root, COMPOSITE_CACHE_DIR=cache_dir)
-    prepared = planning.prepare_sync(NChannelCompositeRequest(**body), settings,
-                                     LocalStorage(data_root), 4 << 30)
+    prepared = planning.prepare_sync(
+        NChannelCompositeRequest(**body), settings, LocalStorage(data_root), 4 << 30
+    )
     name = TempCache.entry_name(prepared.plan.identities[channel_index], ".npy")
     return cache_dir / ".locks" / (name + ".lock")
 
@@ -93,8 +113,12 @@ class StreamThread(threading.Thread):
 
     def run(self) -> None:
         try:
-            with httpx.stream("POST", self.base + "/composite/generate-nchannel-stream",
-                              json=self.body, timeout=TIMEOUT) as response:
+            with httpx.stream(
+                "POST",
+                self.base + "/composite/generate-nchannel-stream",
+                json=self.body,
+                timeout=TIMEOUT,
+            ) as response:
                 self.status = response.status_code
                 read_lines(response, self.result)
         except BaseException as exc:  # reported by the test
@@ -113,55 +137,75 @@ def wait_for(predicate, what: str, limit: float = 120.0) -> None:
 # The stream
 # ---------------------------------------------------------------------------------------
 
+
 def test_three_channel_stream_reports_each_stage_then_the_sync_picture(engine_url, stream_files):
     body = three_channels(stream_files)
     result = stream_composite(engine_url, body)
     assert result.terminal["event"] == "complete", result.terminal
-    assert result.stages == ["reproject"] * 3 + ["background_neutralize"] + ["stretch"] * 3 \
-        + ["combine", "encode"]
+    assert result.stages == ["reproject"] * 3 + ["background_neutralize"] + ["stretch"] * 3 + [
+        "combine",
+        "encode",
+    ]
     reprojects = [e for e in result.progress if e["stage"] == "reproject"]
-    assert [(e["index"], e["total"], e["filter"]) for e in reprojects] == \
-        [(1, 3, "F090W"), (2, 3, "F200W"), (3, 3, "F444W")]
+    assert [(e["index"], e["total"], e["filter"]) for e in reprojects] == [
+        (1, 3, "F090W"),
+        (2, 3, "F200W"),
+        (3, 3, "F444W"),
+    ]
     assert reprojects[0]["message"] == "Reprojecting F090W (1 of 3)"
     image = result.image()
     assert image.size == (320, 240) and image.format == "PNG"
     sync = httpx.post(engine_url + "/composite/generate-nchannel", json=body, timeout=TIMEOUT)
     assert sync.status_code == 200
-    assert result.terminal["image_b64"] and \
-        Image.open(io.BytesIO(sync.content)).tobytes() == image.tobytes()
+    assert (
+        result.terminal["image_b64"]
+        and Image.open(io.BytesIO(sync.content)).tobytes() == image.tobytes()
+    )
     import base64
+
     assert base64.b64decode(result.terminal["image_b64"]) == sync.content
     headers = result.terminal["headers"]
-    assert headers["x-composite-budget-status"] == sync.headers["x-composite-budget-status"] \
-        == "ok"
+    assert headers["x-composite-budget-status"] == sync.headers["x-composite-budget-status"] == "ok"
     assert headers["content-type"] == "image/png"
     assert headers["content-length"] == str(len(sync.content))
     # The look and quality headers of §10.1 travel inside the complete event too.
-    for name in ("x-composite-auto-feather", "x-composite-feather-strength", "x-quality-score",
-                 "x-quality-snr", "x-quality-balance", "x-quality-spread",
-                 "x-quality-coverage"):
+    for name in (
+        "x-composite-auto-feather",
+        "x-composite-feather-strength",
+        "x-quality-score",
+        "x-quality-snr",
+        "x-quality-balance",
+        "x-quality-spread",
+        "x-quality-coverage",
+    ):
         assert headers[name] == sync.headers[name]
 
 
 def test_cached_rerender_has_no_reproject_lines(engine_url, stream_files):
     body = three_channels(stream_files, background_neutralization=False)
     stream_composite(engine_url, body)  # fills the cache (if not yet)
-    again = stream_composite(engine_url, {**body, "channels": [
-        {**c, "stretch": "log"} for c in body["channels"]]})
+    again = stream_composite(
+        engine_url, {**body, "channels": [{**c, "stretch": "log"} for c in body["channels"]]}
+    )
     assert again.terminal["event"] == "complete"
     assert again.stages == ["stretch"] * 3 + ["combine", "encode"]
 
 
-@pytest.mark.parametrize("keys,status,fragment", [
-    (["bad/truncated.fits"], 400, "truncated"),
-    (["bad/not_fits.fits"], 400, "not_fits"),
-    (["nope/missing.fits"], 404, ""),
-    (["../etc/passwd"], 403, ""),
-])
+@pytest.mark.parametrize(
+    "keys,status,fragment",
+    [
+        (["bad/truncated.fits"], 400, "truncated"),
+        (["bad/not_fits.fits"], 400, "not_fits"),
+        (["nope/missing.fits"], 404, ""),
+        (["../etc/passwd"], 403, ""),
+    ],
+)
 def test_bad_input_is_an_in_band_error(engine_url, stream_files, keys, status, fragment):
-    body = {"channels": [channel(keys, {"hue": 0}),
-                         channel([stream_files["f090w"]], {"hue": 120})],
-            "width": 64, "height": 64}
+    body = {
+        "channels": [channel(keys, {"hue": 0}), channel([stream_files["f090w"]], {"hue": 120})],
+        "width": 64,
+        "height": 64,
+    }
     result = stream_composite(engine_url, body)
     assert result.terminal["event"] == "error"
     assert result.terminal["status_code"] == status
@@ -169,19 +213,28 @@ def test_bad_input_is_an_in_band_error(engine_url, stream_files, keys, status, f
 
 
 def test_validation_errors_are_plain_422_before_the_stream(engine_url, stream_files):
-    for body in ({"channels": []},
-                 {"channels": [channel([stream_files["f090w"]], {"luminance": True})]},
-                 {"channels": [channel([stream_files["f090w"]], {"hue": 0})], "width": 0}):
-        r = httpx.post(engine_url + "/composite/generate-nchannel-stream", json=body,
-                       timeout=TIMEOUT)
+    for body in (
+        {"channels": []},
+        {"channels": [channel([stream_files["f090w"]], {"luminance": True})]},
+        {"channels": [channel([stream_files["f090w"]], {"hue": 0})], "width": 0},
+    ):
+        r = httpx.post(
+            engine_url + "/composite/generate-nchannel-stream", json=body, timeout=TIMEOUT
+        )
         assert r.status_code == 422 and isinstance(r.json()["detail"], str)
 
 
 def test_duplicate_labels_and_unnamed_channels(engine_url, stream_files):
-    body = {"channels": [channel([stream_files["f090w"]], {"hue": 240}, label="F200W"),
-                         channel([stream_files["f200w"]], {"hue": 0}, label="F200W"),
-                         channel([stream_files["f444w"]], {"hue": 120})],
-            "width": 100, "height": 100, "background_neutralization": False}
+    body = {
+        "channels": [
+            channel([stream_files["f090w"]], {"hue": 240}, label="F200W"),
+            channel([stream_files["f200w"]], {"hue": 0}, label="F200W"),
+            channel([stream_files["f444w"]], {"hue": 120}),
+        ],
+        "width": 100,
+        "height": 100,
+        "background_neutralization": False,
+    }
     result = stream_composite(engine_url, body)
     assert result.terminal["event"] == "complete"
     stretches = [(e["filter"], e["index"]) for e in result.progress if e["stage"] == "stretch"]
@@ -190,11 +243,15 @@ def test_duplicate_labels_and_unnamed_channels(engine_url, stream_files):
 
 
 def test_unknown_stretch_is_reported_as_a_fallback(engine_url, stream_files):
-    body = {"channels": [channel([stream_files["f090w"]], {"hue": 0}, stretch="mystery",
-                                 label="F090W")], "width": 80, "height": 80}
+    body = {
+        "channels": [
+            channel([stream_files["f090w"]], {"hue": 0}, stretch="mystery", label="F090W")
+        ],
+        "width": 80,
+        "height": 80,
+    }
     result = stream_composite(engine_url, body)
-    assert result.terminal["headers"]["x-composite-stretch-fallbacks"] == \
-        "F090W:mystery->zscale"
+    assert result.terminal["headers"]["x-composite-stretch-fallbacks"] == "F090W:mystery->zscale"
     sync = httpx.post(engine_url + "/composite/generate-nchannel", json=body, timeout=TIMEOUT)
     assert sync.headers["x-composite-stretch-fallbacks"] == "F090W:mystery->zscale"
 
@@ -202,9 +259,14 @@ def test_unknown_stretch_is_reported_as_a_fallback(engine_url, stream_files):
 def test_lines_arrive_while_the_job_is_still_working(engine_url, stream_files, data_root):
     """The first line reaches the client while the render is provably unfinished: the
     test holds the cache lock the worker needs for the second channel."""
-    body = {"channels": [channel(stream_files["tiles"][:5], {"hue": 0}, label="A"),
-                         channel(stream_files["tiles"][4:], {"hue": 200}, label="B")],
-            "width": 500, "height": 500}
+    body = {
+        "channels": [
+            channel(stream_files["tiles"][:5], {"hue": 0}, label="A"),
+            channel(stream_files["tiles"][4:], {"hue": 200}, label="B"),
+        ],
+        "width": 500,
+        "height": 500,
+    }
     lock = lock_path(body, data_root, composite_cache_dir(data_root), 1)
     with holding(lock):
         reader = StreamThread(engine_url, body)
@@ -219,19 +281,24 @@ def test_lines_arrive_while_the_job_is_still_working(engine_url, stream_files, d
     assert reader.result.stages[:2] == ["reproject", "reproject"]
 
 
-def test_concurrent_streams_wait_instead_of_429_and_health_stays_fast(engine_url, stream_files,
-                                                                       data_root):
+def test_concurrent_streams_wait_instead_of_429_and_health_stays_fast(
+    engine_url, stream_files, data_root
+):
     """12 streams on 2 workers: the first two are held mid-render, so the other ten must
     wait; all complete, none is refused, and /health answers quickly throughout."""
     cache = composite_cache_dir(data_root)
     blocked = []
     for i in range(2):
-        body = {"channels": [channel([stream_files["spare"]], {"hue": 0}),
-                             channel([stream_files["tiles"][i]], {"hue": 120})],
-                "width": 150 + i, "height": 150}
+        body = {
+            "channels": [
+                channel([stream_files["spare"]], {"hue": 0}),
+                channel([stream_files["tiles"][i]], {"hue": 120}),
+            ],
+            "width": 150 + i,
+            "height": 150,
+        }
         blocked.append((body, lock_path(body, data_root, cache, 1)))
-    others = [three_channels(stream_files, width=120 + i, height=90)
-              for i in range(10)]
+    others = [three_channels(stream_files, width=120 + i, height=90) for i in range(10)]
     latencies: list[float] = []
     stop = threading.Event()
 
@@ -278,25 +345,35 @@ LIMIT_MB = 500
 @pytest.fixture(scope="module")
 def small_engine(data_root, tmp_path_factory):
     logs = tmp_path_factory.mktemp("small_engine")
-    env = {"STORAGE_PROVIDER": "local", "STORAGE_BASE_PATH": str(data_root),
-           "ENGINE_WORKERS": "1", "COMPOSITE_CACHE_DIR": str(logs / "cache"),
-           "MAX_COMPOSITE_MEMORY_BYTES": str(LIMIT_MB * 1_000_000)}
+    env = {
+        "STORAGE_PROVIDER": "local",
+        "STORAGE_BASE_PATH": str(data_root),
+        "ENGINE_WORKERS": "1",
+        "COMPOSITE_CACHE_DIR": str(logs / "cache"),
+        "MAX_COMPOSITE_MEMORY_BYTES": str(LIMIT_MB * 1_000_000),
+    }
     with run_service("main", env, logs / "engine.log") as (base, _proc):
         yield base, logs / "cache"
 
 
 def test_disconnect_cancels_the_job_and_frees_the_worker(small_engine, stream_files, data_root):
     base, cache = small_engine
-    body = {"channels": [channel([stream_files["lum"]], {"hue": 0}, label="first"),
-                         channel([stream_files["tiles"][8]], {"hue": 120}, label="held"),
-                         channel([stream_files["tiles"][7]], {"hue": 240}, label="never")],
-            "width": 210, "height": 170}
+    body = {
+        "channels": [
+            channel([stream_files["lum"]], {"hue": 0}, label="first"),
+            channel([stream_files["tiles"][8]], {"hue": 120}, label="held"),
+            channel([stream_files["tiles"][7]], {"hue": 240}, label="never"),
+        ],
+        "width": 210,
+        "height": 170,
+    }
     held = lock_path(body, data_root, cache, 1)
-    never = lock_path(body, data_root, cache, 2).name[:-len(".lock")]
+    never = lock_path(body, data_root, cache, 2).name[: -len(".lock")]
     follower = three_channels(stream_files, width=130, height=97)
     with holding(held):
-        with httpx.stream("POST", base + "/composite/generate-nchannel-stream", json=body,
-                          timeout=TIMEOUT) as response:
+        with httpx.stream(
+            "POST", base + "/composite/generate-nchannel-stream", json=body, timeout=TIMEOUT
+        ) as response:
             first = StreamResult()
             read_lines(response, first, stop_after=1)
             assert first.stages == ["reproject"]
@@ -334,7 +411,9 @@ def test_budget_413_detail_force_downscale_and_estimate_agree(small_engine, stre
         r"from (\d+)x(\d+)\)\. Memory limit MAX_COMPOSITE_MEMORY_BYTES = (\d+) MB; "
         r"COMPOSITE_DOWNSCALE_FAIL_THRESHOLD = 0\.85\. To allow this composite: lower "
         r"COMPOSITE_DOWNSCALE_FAIL_THRESHOLD, raise MAX_COMPOSITE_MEMORY_BYTES, or reduce "
-        r"inputs \(fewer files / fewer channels\)\.", detail)
+        r"inputs \(fewer files / fewer channels\)\.",
+        detail,
+    )
     assert match, detail
     pct, new_w, new_h, w, h, mb = map(int, match.groups())
     assert (w, h) == (4096, 3000) and mb == LIMIT_MB
@@ -347,8 +426,11 @@ def test_budget_413_detail_force_downscale_and_estimate_agree(small_engine, stre
     streamed = stream_composite(base, body)
     assert streamed.terminal == {"event": "error", "detail": detail, "status_code": 413}
 
-    forced = httpx.post(base + "/composite/generate-nchannel",
-                        json={**body, "allow_force_downscale": True}, timeout=TIMEOUT)
+    forced = httpx.post(
+        base + "/composite/generate-nchannel",
+        json={**body, "allow_force_downscale": True},
+        timeout=TIMEOUT,
+    )
     assert forced.status_code == 200
     assert forced.headers["x-composite-budget-status"] == "forced"
     assert forced.headers["x-composite-was-downscaled"] == "true"
@@ -378,26 +460,43 @@ def test_warn_verdict_shrinks_and_says_so(small_engine, stream_files):
     assert Image.open(io.BytesIO(r.content)).size == (body["width"], body["height"])
     ok = three_channels(stream_files, width=200, height=200)
     small = httpx.post(base + "/composite/estimate", json=ok, timeout=TIMEOUT).json()
-    assert small == {"status": "ok", "original_shape": [200, 200], "output_shape": [200, 200],
-                     "side_factor": 1.0, "detail": "", "memory_limit_mb": LIMIT_MB,
-                     "fail_threshold": 0.85}
+    assert small == {
+        "status": "ok",
+        "original_shape": [200, 200],
+        "output_shape": [200, 200],
+        "side_factor": 1.0,
+        "detail": "",
+        "memory_limit_mb": LIMIT_MB,
+        "fail_threshold": 0.85,
+    }
     r = httpx.post(base + "/composite/generate-nchannel", json=ok, timeout=TIMEOUT)
     assert r.headers["x-composite-budget-status"] == "ok"
     assert "x-composite-was-downscaled" not in r.headers
 
 
 def test_estimate_file_cap_and_errors(engine_url, stream_files):
-    many = {"channels": [channel([stream_files["f090w"]] * 300, {"hue": 0}),
-                         channel([stream_files["f200w"]] * 201, {"hue": 120})]}
+    many = {
+        "channels": [
+            channel([stream_files["f090w"]] * 300, {"hue": 0}),
+            channel([stream_files["f200w"]] * 201, {"hue": 120}),
+        ]
+    }
     r = httpx.post(engine_url + "/composite/estimate", json=many, timeout=TIMEOUT)
     assert r.status_code == 413
     assert r.json()["detail"] == (
         "Estimate input exceeds soft cap: 501 files across 2 channels (limit: 500). Submit "
-        "smaller batches or generate without pre-flight.")
-    for keys, status in ((["nope/missing.fits"], 404), (["../x.fits"], 403),
-                         (["bad/not_fits.fits"], 400)):
-        r = httpx.post(engine_url + "/composite/estimate",
-                       json={"channels": [channel(keys, {"hue": 0})]}, timeout=TIMEOUT)
+        "smaller batches or generate without pre-flight."
+    )
+    for keys, status in (
+        (["nope/missing.fits"], 404),
+        (["../x.fits"], 403),
+        (["bad/not_fits.fits"], 400),
+    ):
+        r = httpx.post(
+            engine_url + "/composite/estimate",
+            json={"channels": [channel(keys, {"hue": 0})]},
+            timeout=TIMEOUT,
+        )
         assert r.status_code == status and isinstance(r.json()["detail"], str)
 
 
@@ -413,27 +512,36 @@ def test_budget_verdict_worked_example_of_the_contract():
     assert warn.output_shape == (int(4600 * warn.side_factor),) * 2
     fail = budget_verdict((4700, 4700), per_pixel, fixed, limit, 0.85)
     assert fail.status == "fail"
-    forced = budget_verdict((4700, 4700), per_pixel, fixed, limit, 0.85,
-                            allow_force_downscale=True)
-    assert forced.status == "forced" and forced.headers()["X-Composite-Side-Factor"] == \
-        f"{forced.side_factor:.3f}"
+    forced = budget_verdict((4700, 4700), per_pixel, fixed, limit, 0.85, allow_force_downscale=True)
+    assert (
+        forced.status == "forced"
+        and forced.headers()["X-Composite-Side-Factor"] == f"{forced.side_factor:.3f}"
+    )
     assert "(3952x3952 from 4700x4700)" in fail.detail and "= 3000 MB;" in fail.detail
 
 
-def test_observation_mosaic_waits_for_the_busy_worker_instead_of_429(small_engine, stream_files,
-                                                                     data_root):
+def test_observation_mosaic_waits_for_the_busy_worker_instead_of_429(
+    small_engine, stream_files, data_root
+):
     """The one worker is held by a composite; an observation mosaic sent meanwhile waits
     (no 429) and is answered once the worker is free."""
     base, cache = small_engine
-    body = {"channels": [channel([stream_files["f770w"]], {"hue": 0}),
-                         channel([stream_files["tiles"][6]], {"hue": 120})],
-            "width": 222, "height": 111}
+    body = {
+        "channels": [
+            channel([stream_files["f770w"]], {"hue": 0}),
+            channel([stream_files["tiles"][6]], {"hue": 120}),
+        ],
+        "width": 222,
+        "height": 111,
+    }
     answer: dict = {}
 
     def mosaic() -> None:
         answer["response"] = httpx.post(
             base + "/mosaic/generate-observation",
-            json={"file_paths": stream_files["tiles"][:4]}, timeout=TIMEOUT)
+            json={"file_paths": stream_files["tiles"][:4]},
+            timeout=TIMEOUT,
+        )
 
     with holding(lock_path(body, data_root, cache, 1)):
         holder = StreamThread(base, body)

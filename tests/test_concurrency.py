@@ -19,9 +19,14 @@ async def _probe_health(client: httpx.AsyncClient, stop: asyncio.Event, out: lis
 
 
 async def _heavy(client: httpx.AsyncClient, i: int):
-    params = {"file_path": "jwst/large_i2d.fits", "width": 2000, "height": 2000,
-              "stretch": ["histeq", "asinh", "zscale", "log"][i % 4],
-              "smooth_method": "gaussian", "smooth_sigma": 3}
+    params = {
+        "file_path": "jwst/large_i2d.fits",
+        "width": 2000,
+        "height": 2000,
+        "stretch": ["histeq", "asinh", "zscale", "log"][i % 4],
+        "smooth_method": "gaussian",
+        "smooth_sigma": 3,
+    }
     r = await client.get(f"/preview/load{i}", params=params)
     return r.status_code
 
@@ -31,8 +36,10 @@ def test_health_answers_fast_while_previews_run(engine_url):
         latencies: list[float] = []
         stop = asyncio.Event()
         limits = httpx.Limits(max_connections=20)
-        async with httpx.AsyncClient(base_url=engine_url, timeout=120, limits=limits) as heavy, \
-                httpx.AsyncClient(base_url=engine_url, timeout=10) as light:
+        async with (
+            httpx.AsyncClient(base_url=engine_url, timeout=120, limits=limits) as heavy,
+            httpx.AsyncClient(base_url=engine_url, timeout=10) as light,
+        ):
             probe = asyncio.create_task(_probe_health(light, stop, latencies))
             t0 = time.perf_counter()
             statuses = await asyncio.gather(*(_heavy(heavy, i) for i in range(6)))

@@ -70,7 +70,8 @@ def test_one_lock_drives_the_images_and_the_readme_commands():
     assert "reproject" not in runtime and "dask" not in runtime
     assert any(d.startswith("reproject") for d in extras["dev"])
     assert project["tool"]["uv"]["override-dependencies"] == [
-        "sentence-transformers; sys_platform == 'never'"]
+        "sentence-transformers; sys_platform == 'never'"
+    ]
 
 
 def test_settings_defaults_and_environment(monkeypatch, tmp_path):
@@ -88,15 +89,23 @@ def test_settings_defaults_and_environment(monkeypatch, tmp_path):
 
 def test_mast_proxy_imports_nothing_heavy(tmp_path):
     # Through start-up too (it loads astroquery eagerly, then freezes the GC heap).
-    code = ("import asyncio, json, sys; import main_mast\n"
-            "async def run():\n"
-            "    async with main_mast.app.router.lifespan_context(main_mast.app):\n"
-            "        pass\n"
-            "asyncio.run(run())\n"
-            "print(json.dumps([m for m in ('scipy', 'photutils', 'reproject', 'PIL', "
-            "'matplotlib') if m in sys.modules]))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         check=True, env={**os.environ, "STORAGE_BASE_PATH": str(tmp_path)})
+    code = (
+        "import asyncio, json, sys; import main_mast\n"
+        "async def run():\n"
+        "    async with main_mast.app.router.lifespan_context(main_mast.app):\n"
+        "        pass\n"
+        "asyncio.run(run())\n"
+        "print(json.dumps([m for m in ('scipy', 'photutils', 'reproject', 'PIL', "
+        "'matplotlib') if m in sys.modules]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "STORAGE_BASE_PATH": str(tmp_path)},
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
@@ -106,8 +115,11 @@ def test_mast_proxy_health_and_idle_memory(mast_url):
     assert httpx.get(mast_url + "/").json()["message"] == "JWST MAST Proxy Service"
     # Find the uvicorn process that serves this port and check its idle memory.
     port = int(mast_url.rsplit(":", 1)[1])
-    owners = [c.pid for c in psutil.net_connections("tcp")
-              if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN]
+    owners = [
+        c.pid
+        for c in psutil.net_connections("tcp")
+        if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+    ]
     assert owners
     rss = psutil.Process(owners[0]).memory_info().rss
     assert rss < 150 * 1024 * 1024, f"idle MAST proxy uses {rss / 2**20:.0f} MB"

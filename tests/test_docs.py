@@ -20,9 +20,16 @@ from tests.support.synthetic import make_jwst_image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Flags that keep Chromium off the network (this machine has none) and quiet.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 def spec(base: str) -> dict:
@@ -40,6 +47,7 @@ def operations(doc: dict):
 # ---------------------------------------------------------------------------------------
 # The specs say what each service is and document every operation
 # ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("which", ["engine", "mast"])
 def test_specs_are_complete(which, engine_url, mast_url):
@@ -64,22 +72,27 @@ def test_specs_are_complete(which, engine_url, mast_url):
             content = body["content"]["application/json"]
             ref = content["schema"]["$ref"].split("/")[-1]
             model = doc["components"]["schemas"][ref]
-            assert model.get("examples") or content.get("examples") or content.get("example"), \
+            assert model.get("examples") or content.get("examples") or content.get("example"), (
                 f"{where}: no example body"
+            )
 
 
 def test_binary_responses_declare_media_types(engine_url):
     doc = spec(engine_url)
-    media = {p: set(op["responses"]["200"].get("content", {})) for p, m, op in operations(doc)
-             if m == "post" and p in ("/composite/generate-nchannel", "/mosaic/generate")}
+    media = {
+        p: set(op["responses"]["200"].get("content", {}))
+        for p, m, op in operations(doc)
+        if m == "post" and p in ("/composite/generate-nchannel", "/mosaic/generate")
+    }
     assert media["/composite/generate-nchannel"] == {"image/png", "image/jpeg"}
     assert media["/mosaic/generate"] == {"image/png", "image/jpeg", "application/fits"}
     preview = doc["paths"]["/preview/{data_id}"]["get"]["responses"]["200"]["content"]
     assert {"image/png", "image/jpeg"} <= set(preview)
 
 
-@pytest.mark.parametrize("page,asset", [("/docs", "swagger-ui-bundle.js"),
-                                        ("/redoc", "redoc.standalone.js")])
+@pytest.mark.parametrize(
+    "page,asset", [("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")]
+)
 def test_docs_pages_use_local_assets(engine_url, mast_url, page, asset):
     for base in (engine_url, mast_url):
         html = httpx.get(base + page).text
@@ -94,6 +107,7 @@ def test_docs_pages_use_local_assets(engine_url, mast_url, page, asset):
 # ---------------------------------------------------------------------------------------
 # A real browser, with no network beyond 127.0.0.1
 # ---------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def browser():
@@ -133,8 +147,9 @@ def test_swagger_ui_renders_and_tries_a_call(browser, which, engine_url, mast_ur
     shot = tmp_path / f"{which}-docs.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
-    assert requested and all(u.startswith(base) for u in requested), \
-        [u for u in requested if not u.startswith(base)]
+    assert requested and all(u.startswith(base) for u in requested), [
+        u for u in requested if not u.startswith(base)
+    ]
     page.close()
 
 
@@ -161,39 +176,84 @@ def fuzz_engine(tmp_path_factory):
     the fuzzer's example phase exercises real processing, not only 404s."""
     root = tmp_path_factory.mktemp("fuzz_storage")
     for i, band in enumerate(("f090w", "f187n", "f444w")):
-        make_jwst_image(root / PROGRAM.format(band, band), shape=(256, 256), seed=200 + i,
-                        filter_name=band.upper(), n_stars=20)
-    make_jwst_image(root / "mast/jw02733-o002_t001_miri_f1130w/jw02733-o002_t001_miri_f1130w_i2d.fits",
-                    shape=(128, 128), seed=210, pixel_scale_arcsec=0.11, instrument="MIRI",
-                    filter_name="F1130W", n_stars=10)
+        make_jwst_image(
+            root / PROGRAM.format(band, band),
+            shape=(256, 256),
+            seed=200 + i,
+            filter_name=band.upper(),
+            n_stars=20,
+        )
+    make_jwst_image(
+        root / "mast/jw02733-o002_t001_miri_f1130w/jw02733-o002_t001_miri_f1130w_i2d.fits",
+        shape=(128, 128),
+        seed=210,
+        pixel_scale_arcsec=0.11,
+        instrument="MIRI",
+        filter_name="F1130W",
+        n_stars=10,
+    )
     folder = "mast/jw02733-o001_t001_nircam_clear-f090w/"
     for j, detector in enumerate(("nrca1", "nrca2")):
-        make_jwst_image(root / f"{folder}jw02733001001_02101_00001_{detector}_cal.fits",
-                        shape=(200, 200), seed=220 + j, ra=83.8221 + j * 0.0013,
-                        detector=detector.upper(), n_stars=10)
+        make_jwst_image(
+            root / f"{folder}jw02733001001_02101_00001_{detector}_cal.fits",
+            shape=(200, 200),
+            seed=220 + j,
+            ra=83.8221 + j * 0.0013,
+            detector=detector.upper(),
+            n_stars=10,
+        )
     wave = np.linspace(1.0, 5.0, 300)
-    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([
-        fits.Column(name="WAVELENGTH", format="D", unit="um", array=wave),
-        fits.Column(name="FLUX", format="D", unit="Jy", array=np.cos(wave)),
-        fits.Column(name="FLUX_ERROR", format="D", unit="Jy", array=np.full(300, 0.01)),
-    ], name="EXTRACT1D")]).writeto(root / f"{folder}jw02733o001_x1d.fits")
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.BinTableHDU.from_columns(
+                [
+                    fits.Column(name="WAVELENGTH", format="D", unit="um", array=wave),
+                    fits.Column(name="FLUX", format="D", unit="Jy", array=np.cos(wave)),
+                    fits.Column(name="FLUX_ERROR", format="D", unit="Jy", array=np.full(300, 0.01)),
+                ],
+                name="EXTRACT1D",
+            ),
+        ]
+    ).writeto(root / f"{folder}jw02733o001_x1d.fits")
     # A small composite memory limit: the fuzzer's 4096^2 composites with every control on
     # are answered by the budget verdict (413, or shrunk when forced) instead of costing
     # seconds each; the render path itself is covered by the composite tests.
-    env = {"STORAGE_PROVIDER": "local", "STORAGE_BASE_PATH": str(root), "ENGINE_WORKERS": "2",
-           "COMPOSITE_CACHE_DIR": str(root.parent / "fuzz_composite_cache"),
-           "MAX_COMPOSITE_MEMORY_BYTES": "600000000"}
+    env = {
+        "STORAGE_PROVIDER": "local",
+        "STORAGE_BASE_PATH": str(root),
+        "ENGINE_WORKERS": "2",
+        "COMPOSITE_CACHE_DIR": str(root.parent / "fuzz_composite_cache"),
+        "MAX_COMPOSITE_MEMORY_BYTES": "600000000",
+    }
     with run_service("main", env, root.parent / "fuzz_engine.log") as (base, _proc):
         yield base
 
 
 def run_schemathesis(base: str, report: Path) -> tuple[int, str, dict]:
-    cmd = [str(Path(sys.executable).parent / "schemathesis"), "run", base + "/openapi.json",
-           "--checks", "not_a_server_error,response_schema_conformance,"
-           "content_type_conformance,status_code_conformance",
-           "--max-examples", str(FUZZ_EXAMPLES), "--request-timeout", "120", "--workers", "1",
-           "--seed", "1", "--phases", "examples,coverage,fuzzing", "--no-color",
-           "--report", "ndjson", "--report-ndjson-path", str(report)]
+    cmd = [
+        str(Path(sys.executable).parent / "schemathesis"),
+        "run",
+        base + "/openapi.json",
+        "--checks",
+        "not_a_server_error,response_schema_conformance,"
+        "content_type_conformance,status_code_conformance",
+        "--max-examples",
+        str(FUZZ_EXAMPLES),
+        "--request-timeout",
+        "120",
+        "--workers",
+        "1",
+        "--seed",
+        "1",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--no-color",
+        "--report",
+        "ndjson",
+        "--report-ndjson-path",
+        str(report),
+    ]
     env = {**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     return done.returncode, done.stdout + done.stderr, {}

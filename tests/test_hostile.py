@@ -20,16 +20,23 @@ MB = 1024 * 1024
 
 def server_rss(base: str) -> int:
     port = int(base.rsplit(":", 1)[1])
-    owner = next(c.pid for c in psutil.net_connections("tcp")
-                 if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN)
+    owner = next(
+        c.pid
+        for c in psutil.net_connections("tcp")
+        if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+    )
     return psutil.Process(owner).memory_info().rss
 
 
 def test_a_huge_body_is_refused_before_it_is_held(mast_url):
     before = server_rss(mast_url)
     # Declared: refused from the headers alone.
-    r = httpx.post(mast_url + "/mast/search/target", content=b"x" * (100 * MB),
-                   headers={"content-type": "application/json"}, timeout=120)
+    r = httpx.post(
+        mast_url + "/mast/search/target",
+        content=b"x" * (100 * MB),
+        headers={"content-type": "application/json"},
+        timeout=120,
+    )
     assert r.status_code == 413 and "too large" in r.json()["detail"]
 
     def chunks():  # no Content-Length: counted as it arrives, cut at the limit
@@ -37,8 +44,12 @@ def test_a_huge_body_is_refused_before_it_is_held(mast_url):
             yield b"[" * MB
 
     try:
-        r = httpx.post(mast_url + "/mast/search/target", content=chunks(),
-                       headers={"content-type": "application/json"}, timeout=120)
+        r = httpx.post(
+            mast_url + "/mast/search/target",
+            content=chunks(),
+            headers={"content-type": "application/json"},
+            timeout=120,
+        )
         assert r.status_code == 413 and isinstance(r.json()["detail"], str)
     except httpx.TransportError:
         pass  # the server may close the connection once it has answered 413
@@ -49,19 +60,19 @@ def test_a_huge_body_is_refused_before_it_is_held(mast_url):
 def test_engine_body_limit(data_root):
     from main import create_app
 
-    settings = Settings(STORAGE_BASE_PATH=data_root, ENGINE_WORKERS=1,
-                        ENGINE_MAX_BODY_BYTES=1 * MB)
+    settings = Settings(STORAGE_BASE_PATH=data_root, ENGINE_WORKERS=1, ENGINE_MAX_BODY_BYTES=1 * MB)
     with TestClient(create_app(settings)) as client:
-        body = json.dumps({"observations": [{"filter": "F090W", "instrument": "NIRCAM"}]
-                          * 40_000})
+        body = json.dumps({"observations": [{"filter": "F090W", "instrument": "NIRCAM"}] * 40_000})
         assert len(body) > MB
-        r = client.post("/discovery/suggest-recipes", content=body,
-                        headers={"content-type": "application/json"})
+        r = client.post(
+            "/discovery/suggest-recipes", content=body, headers={"content-type": "application/json"}
+        )
         assert r.status_code == 413 and "1,048,576" in r.json()["detail"]
 
 
-@pytest.mark.parametrize("key", ["a" * 304 + ".fits", "x/" + "b" * 256 + ".fits",
-                                 "/".join(["d" * 200] * 6) + "/f.fits"])
+@pytest.mark.parametrize(
+    "key", ["a" * 304 + ".fits", "x/" + "b" * 256 + ".fits", "/".join(["d" * 200] * 6) + "/f.fits"]
+)
 def test_storage_keys_over_the_filesystem_limits_are_400(engine_url, key):
     r = httpx.get(engine_url + "/preview/0", params={"file_path": key}, timeout=30)
     assert r.status_code == 400 and "too long" in r.json()["detail"]
@@ -78,9 +89,15 @@ def test_avm_metadata_too_large_over_http(data_root):
     settings = Settings(STORAGE_BASE_PATH=data_root, ENGINE_WORKERS=1)
     with TestClient(create_app(settings)) as client:
         metadata = json.dumps({"target_name": "M" * 65_000})
-        r = client.get("/preview/0", params={"file_path": "jwst/small_i2d.fits",
-                                             "format": "jpeg", "embed_avm": "true",
-                                             "avm_metadata": metadata})
+        r = client.get(
+            "/preview/0",
+            params={
+                "file_path": "jwst/small_i2d.fits",
+                "format": "jpeg",
+                "embed_avm": "true",
+                "avm_metadata": metadata,
+            },
+        )
         assert r.status_code == 400 and "AVM" in r.json()["detail"]
         assert client.get("/health").status_code == 200
 
@@ -122,9 +139,15 @@ def test_an_unreadable_index_is_moved_aside_and_the_engine_starts(data_root, tmp
 
 def test_polygon_vertices_are_bounded(engine_url):
     points = [[10 + 5 * np.cos(t), 10 + 5 * np.sin(t)] for t in np.linspace(0, 6.28, 1001)]
-    r = httpx.post(engine_url + "/analysis/region-statistics", json={
-        "file_path": "real/m13.fits", "region_type": "polygon", "polygon": {"points": points}},
-        timeout=60)
+    r = httpx.post(
+        engine_url + "/analysis/region-statistics",
+        json={
+            "file_path": "real/m13.fits",
+            "region_type": "polygon",
+            "polygon": {"points": points},
+        },
+        timeout=60,
+    )
     assert r.status_code == 422 and "polygon" in r.json()["detail"]
 
 
@@ -135,7 +158,7 @@ def test_detection_returns_at_most_the_brightest_sources():
     image = rng.normal(0, 1, (256, 256)).astype(np.float32)
     yy, xx = np.mgrid[0:256, 0:256]
     for k, (y, x) in enumerate(rng.uniform(12, 244, (40, 2))):
-        image += (50 + 10 * k) * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.3 ** 2))
+        image += (50 + 10 * k) * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.3**2))
     everything = detect_sources(image.copy(), "daofind", 5.0, 3.0)
     assert everything["n_sources"] > 12
     top = detect_sources(image.copy(), "daofind", 5.0, 3.0, max_sources=12)
@@ -163,8 +186,11 @@ def test_huge_headers_are_parsed_in_workers_not_in_the_server(engine_url, data_r
     assert path.stat().st_size > 7 * MB
     before = server_rss(engine_url)
     for _ in range(3):
-        r = httpx.get(engine_url + "/cubeinfo/0", params={"file_path": "hostile/huge_header.fits"},
-                      timeout=120)
+        r = httpx.get(
+            engine_url + "/cubeinfo/0",
+            params={"file_path": "hostile/huge_header.fits"},
+            timeout=120,
+        )
         assert r.status_code == 413
         assert r.json()["detail"].startswith("FITS header too large:")
     assert server_rss(engine_url) - before < 40 * MB
@@ -190,17 +216,26 @@ def test_compression_bombs_are_counted_and_bounded(data_root, tmp_path):
     assert data_size_bound(bomb) >= 6000 * 6000 * 8
     plan = composite_engine.plan_composite(
         [ChannelSpec(label="b", paths=[str(bomb)], rgb=(1, 0, 0))],
-        RenderOptions(width=100, height=100))
+        RenderOptions(width=100, height=100),
+    )
     assert composite_engine.composite_cost(plan).fixed > 2 * 6000 * 6000 * 8
-    settings = Settings(STORAGE_BASE_PATH=data_root, ENGINE_WORKERS=1,
-                        MAX_FITS_ARRAY_ELEMENTS=10_000_000)
+    settings = Settings(
+        STORAGE_BASE_PATH=data_root, ENGINE_WORKERS=1, MAX_FITS_ARRAY_ELEMENTS=10_000_000
+    )
     with TestClient(create_app(settings)) as client:
-        r = client.post("/composite/generate-nchannel", json={
-            "channels": [{"file_paths": ["hostile/bomb.fits.gz"], "color": {"hue": 0}}],
-            "width": 100, "height": 100})
+        r = client.post(
+            "/composite/generate-nchannel",
+            json={
+                "channels": [{"file_paths": ["hostile/bomb.fits.gz"], "color": {"hue": 0}}],
+                "width": 100,
+                "height": 100,
+            },
+        )
         assert r.status_code == 413 and "Image too large" in r.json()["detail"]
-        r = client.post("/mosaic/generate-observation", json={
-            "file_paths": ["hostile/bomb.fits.gz", "jwst/small_i2d.fits"]})
+        r = client.post(
+            "/mosaic/generate-observation",
+            json={"file_paths": ["hostile/bomb.fits.gz", "jwst/small_i2d.fits"]},
+        )
         assert r.status_code == 413 and "Image too large" in r.json()["detail"]
 
 
@@ -223,8 +258,9 @@ def test_the_viewer_counts_a_compressed_float64_image_at_its_real_cost(tmp_path)
         fits.PrimaryHDU(np.tile(rows, (30, 1))).writeto(out)
     info, compressed = image_views.inspect(str(bomb), -1, 10**9)
     assert compressed
-    w, h = image_views.long_side_size(info.choice.width, info.choice.height,
-                                      image_views.THUMBNAIL_SIZE)
+    w, h = image_views.long_side_size(
+        info.choice.width, info.choice.height, image_views.THUMBNAIL_SIZE
+    )
     estimate = image_views.estimate_picture_bytes(info, w, h, compressed)
     # VmHWM (this process's peak RSS): ru_maxrss would include the parent's, which a
     # child inherits across exec on Linux.
@@ -236,9 +272,15 @@ def test_the_viewer_counts_a_compressed_float64_image_at_its_real_cost(tmp_path)
         "    return int(re.search(r'VmHWM:\\s+(\\d+)', text).group(1)) * 1024\n"
         "before = peak()\n"
         f"image_views.render_thumbnail({str(bomb)!r}, 10**9)\n"
-        "print(peak() - before)\n")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parents[1])
+        "print(peak() - before)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     peak = int(out.stdout.strip().splitlines()[-1])
     assert peak > 3000 * 3000 * 8  # the measurement sees the decompression
     assert estimate >= peak, (estimate / 1e6, peak / 1e6)
@@ -277,10 +319,11 @@ def test_a_header_with_too_many_cards_is_refused_before_parsing(data_root, tmp_p
         for name in ("many_cards.fits", "many_cards.fits.gz"):
             key = f"hostile/{name}"
             for method, url, kwargs in [
-                    ("post", "/thumbnail", {"json": {"file_path": key}}),
-                    ("get", "/preview/x", {"params": {"file_path": key}}),
-                    ("get", "/cubeinfo/x", {"params": {"file_path": key}}),
-                    ("post", "/mosaic/footprint", {"json": {"file_paths": [key]}})]:
+                ("post", "/thumbnail", {"json": {"file_path": key}}),
+                ("get", "/preview/x", {"params": {"file_path": key}}),
+                ("get", "/cubeinfo/x", {"params": {"file_path": key}}),
+                ("post", "/mosaic/footprint", {"json": {"file_paths": [key]}}),
+            ]:
                 r = getattr(client, method)(url, **kwargs)
                 assert r.status_code == 413, (url, r.text)
                 assert "FITS header too large" in r.json()["detail"]

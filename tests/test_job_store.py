@@ -99,7 +99,12 @@ def test_claim_takes_stopped_jobs_and_refuses_live_or_finished_ones(store, start
     assert won == (start in (S.PAUSED, S.FAILED))
     if won:
         assert (job.status, job.owner, job.control, job.error, job.completed_at) == (
-            S.QUEUED, "other@host#1", None, None, None)
+            S.QUEUED,
+            "other@host#1",
+            None,
+            None,
+            None,
+        )
         assert job.message == "Resuming download"
     else:
         assert job.status == start
@@ -120,8 +125,7 @@ def test_claims_are_exclusive(store):
     """Of many concurrent resumes of one paused job, exactly one takes it."""
     job_in(store, S.PAUSED)
     with ThreadPoolExecutor(8) as pool:
-        wins = list(pool.map(lambda i: store.claim("j1", f"{os.getpid()}@x#{i}", 60),
-                             range(8)))
+        wins = list(pool.map(lambda i: store.claim("j1", f"{os.getpid()}@x#{i}", 60), range(8)))
     assert sum(wins) == 1
     assert store.get("j1").status == S.QUEUED
 
@@ -156,8 +160,9 @@ def test_fail_orphans_in_one_transaction(store):
     thread.join(30)
     assert done == [[]]  # it saw the committed state: nothing orphaned any more
     with sqlite3.connect(store.path) as db:
-        db.execute("UPDATE jobs SET status = 'downloading', owner = ? WHERE job_id = 'dead'",
-                   (DEAD,))
+        db.execute(
+            "UPDATE jobs SET status = 'downloading', owner = ? WHERE job_id = 'dead'", (DEAD,)
+        )
     assert store.fail_orphans(10, "gone") == ["dead"]
     dead = store.get("dead")
     assert (dead.status, dead.error, dead.owner) == (S.FAILED, "gone", None)

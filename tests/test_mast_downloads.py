@@ -50,9 +50,17 @@ def standin_files(standin, tmp_path_factory) -> Path:
 
 
 def start(base, obs_id=F090W, **extra) -> str:
-    r = httpx.post(base + "/mast/download/start-chunked",
-                   json={"obs_id": obs_id, "product_type": "SCIENCE", "resume_job_id": None,
-                         "calib_level": None, **extra}, timeout=TIMEOUT)
+    r = httpx.post(
+        base + "/mast/download/start-chunked",
+        json={
+            "obs_id": obs_id,
+            "product_type": "SCIENCE",
+            "resume_job_id": None,
+            "calib_level": None,
+            **extra,
+        },
+        timeout=TIMEOUT,
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["message"] == "Chunked download started" and body["is_resume"] is False
@@ -65,8 +73,9 @@ def test_chunked_download_end_to_end(proxy, standin_files):
     job_id = start(base)
     body = wait_done(base, job_id)
     assert body["stage"] == "complete" and body["error"] is None and body["progress"] == 100
-    expected = sorted([f"{F090W}_i2d.fits", f"{F090W}_segm.fits",
-                       "jw02733001001_02101_00001_nrca1_cal.fits"])  # x1d spectra dropped
+    expected = sorted(
+        [f"{F090W}_i2d.fits", f"{F090W}_segm.fits", "jw02733001001_02101_00001_nrca1_cal.fits"]
+    )  # x1d spectra dropped
     assert sorted(Path(p).name for p in body["files"]) == expected
     for path in body["files"]:
         assert os.path.isabs(path) and path.startswith(str(root / "mast" / F090W))
@@ -102,8 +111,10 @@ def test_bad_obs_ids_and_unknown_jobs(proxy):
             assert r.status_code == 422, (path, bad)
             assert isinstance(r.json()["detail"], str)
     assert httpx.get(base + "/mast/download/progress-chunked/abcdef123456").status_code == 404
-    assert httpx.get(base + "/mast/download/progress-chunked/abcdef123456").json()["detail"] == \
-        "Job abcdef123456 not found"
+    assert (
+        httpx.get(base + "/mast/download/progress-chunked/abcdef123456").json()["detail"]
+        == "Job abcdef123456 not found"
+    )
     assert httpx.post(base + "/mast/download/pause/abcdef123456", json={}).status_code == 404
     r = httpx.post(base + "/mast/download/resume/abcdef123456", json={})
     assert r.status_code == 404 and "No resumable state" in r.json()["detail"]
@@ -163,12 +174,17 @@ def test_concurrent_resume_is_409_and_progress_from_any_worker(proxy, standin):
         assert first.status_code == 200
         assert second.status_code == 409, second.text
         assert second.json()["detail"] == f"Job {job_id} is already being resumed"
-        again = httpx.post(base + "/mast/download/start-chunked",
-                           json={"obs_id": MIRI, "resume_job_id": job_id}, timeout=TIMEOUT)
+        again = httpx.post(
+            base + "/mast/download/start-chunked",
+            json={"obs_id": MIRI, "resume_job_id": job_id},
+            timeout=TIMEOUT,
+        )
         assert again.status_code == 409
         # Fresh connections spread over both uvicorn workers: every answer is 200.
-        answers = [httpx.get(f"{base}/mast/download/progress-chunked/{job_id}").status_code
-                   for _ in range(20)]
+        answers = [
+            httpx.get(f"{base}/mast/download/progress-chunked/{job_id}").status_code
+            for _ in range(20)
+        ]
         assert answers == [200] * 20
     finally:
         control(standin, chunk_delay=0.0, chunk_size=1 << 20)
@@ -253,13 +269,15 @@ def test_synchronous_download_time_limit_stops_its_transfers(standin, tmp_path):
 
 def test_synchronous_download(proxy, standin_files):
     base, root, _ = proxy
-    r = httpx.post(base + "/mast/download", json={"obs_id": MIRI, "product_id": "_i2d"},
-                   timeout=TIMEOUT)
+    r = httpx.post(
+        base + "/mast/download", json={"obs_id": MIRI, "product_id": "_i2d"}, timeout=TIMEOUT
+    )
     body = r.json()
     assert body["status"] == "completed" and body["file_count"] == 1 and body["error"] is None
     assert Path(body["files"][0]).read_bytes() == standin_file(standin_files, f"{MIRI}_i2d.fits")
-    none = httpx.post(base + "/mast/download", json={"obs_id": "jw05555-o001_t001_miri_f560w"},
-                      timeout=TIMEOUT).json()
+    none = httpx.post(
+        base + "/mast/download", json={"obs_id": "jw05555-o001_t001_miri_f560w"}, timeout=TIMEOUT
+    ).json()
     assert none["status"] == "failed" and none["error"].startswith("NO_PRODUCTS:")
 
 
@@ -275,8 +293,9 @@ def test_unwritable_target_fails_cleanly(standin, tmp_path):
 def test_disk_full_fails_cleanly_without_corrupt_files(standin, tmp_path):
     small = tmp_path / "small"
     small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(small)],
-                             capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(small)], capture_output=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
     try:
@@ -288,7 +307,8 @@ def test_disk_full_fails_cleanly_without_corrupt_files(standin, tmp_path):
         finals = [p for p in (small / "mast" / F090W).iterdir() if not p.name.endswith(".part")]
         for final in finals:  # whatever is complete is whole
             assert final.stat().st_size == next(
-                f["total_bytes"] for f in body["file_progress"] if f["filename"] == final.name)
+                f["total_bytes"] for f in body["file_progress"] if f["filename"] == final.name
+            )
     finally:
         subprocess.run(["umount", str(small)], capture_output=True)
 
@@ -332,6 +352,7 @@ def test_orphaned_part_files_are_cleaned_at_start(standin, tmp_path):
 # S3: the public archive bucket on a real S3 server (SeaweedFS)
 # ------------------------------------------------------------------------------------------
 
+
 def test_s3_download_from_public_bucket(standin, standin_files, seaweedfs, tmp_path):
     endpoint, client = seaweedfs
     from app.mast.mast_service import default_archive_key
@@ -339,15 +360,28 @@ def test_s3_download_from_public_bucket(standin, standin_files, seaweedfs, tmp_p
     names = [f"{MIRI}_i2d.fits", f"{MIRI}_segm.fits", "jw02733001001_02101_00001_nrca1_cal.fits"]
     for name in names:
         obs = name.rsplit("_", 1)[0]
-        client.put_object(Bucket="stpubdata", Key=default_archive_key(obs, name),
-                          Body=standin_file(standin_files, name))
-    env = mast_env(standin, tmp_path, MAST_S3_ENDPOINT=endpoint, STORAGE_PROVIDER="s3",
-                   S3_ENDPOINT=endpoint, S3_BUCKET_NAME="jwst-data", S3_ACCESS_KEY="any",
-                   S3_SECRET_KEY="any", STORAGE_TEMP_CACHE_DIR=tmp_path / "cache")
+        client.put_object(
+            Bucket="stpubdata",
+            Key=default_archive_key(obs, name),
+            Body=standin_file(standin_files, name),
+        )
+    env = mast_env(
+        standin,
+        tmp_path,
+        MAST_S3_ENDPOINT=endpoint,
+        STORAGE_PROVIDER="s3",
+        S3_ENDPOINT=endpoint,
+        S3_BUCKET_NAME="jwst-data",
+        S3_ACCESS_KEY="any",
+        S3_SECRET_KEY="any",
+        STORAGE_TEMP_CACHE_DIR=tmp_path / "cache",
+    )
     with run_service("main_mast", env, tmp_path / "p.log") as (base, _):
-        r = httpx.post(base + "/mast/download/start-s3",
-                       json={"obs_id": MIRI, "product_type": "SCIENCE", "calib_level": None},
-                       timeout=TIMEOUT)
+        r = httpx.post(
+            base + "/mast/download/start-s3",
+            json={"obs_id": MIRI, "product_type": "SCIENCE", "calib_level": None},
+            timeout=TIMEOUT,
+        )
         assert r.json()["download_source"] == "s3" and r.json()["message"] == "S3 download started"
         body = wait_done(base, r.json()["job_id"])
     assert body["stage"] == "complete", body
@@ -365,11 +399,13 @@ def test_s3_missing_object_fails_the_job(standin, seaweedfs, tmp_path):
     endpoint, _ = seaweedfs
     env = mast_env(standin, tmp_path, MAST_S3_ENDPOINT=endpoint)
     with run_service("main_mast", env, tmp_path / "p.log") as (base, _):
-        r = httpx.post(base + "/mast/download/start-s3",
-                       json={"obs_id": "jw02733-o001_t001_nircam_clear-f187n"}, timeout=TIMEOUT)
+        r = httpx.post(
+            base + "/mast/download/start-s3",
+            json={"obs_id": "jw02733-o001_t001_nircam_clear-f187n"},
+            timeout=TIMEOUT,
+        )
         body = wait_done(base, r.json()["job_id"])
     assert body["stage"] == "failed" and "Not in the public bucket" in body["error"]
-
 
 
 def test_s3_parts_are_pinned_to_one_object_version(seaweedfs, tmp_path):
@@ -395,13 +431,27 @@ def test_s3_parts_are_pinned_to_one_object_version(seaweedfs, tmp_path):
 
     final = tmp_path / "pinned_i2d.fits"
     with pytest.raises(DownloadFailed, match="changed in the bucket"):
-        download_object(archive, obj, final, on_bytes=replace_after_first_part,
-                        should_stop=lambda: False, part_size=65536, parallel=1)
+        download_object(
+            archive,
+            obj,
+            final,
+            on_bytes=replace_after_first_part,
+            should_stop=lambda: False,
+            part_size=65536,
+            parallel=1,
+        )
     assert replaced and not final.exists()
     # The unchanged object downloads whole, part by part.
     obj = describe_object(archive, "stpubdata", key)
-    assert download_object(archive, obj, final, on_bytes=lambda n: None,
-                           should_stop=lambda: False, part_size=65536, parallel=2) == len(second)
+    assert download_object(
+        archive,
+        obj,
+        final,
+        on_bytes=lambda n: None,
+        should_stop=lambda: False,
+        part_size=65536,
+        parallel=2,
+    ) == len(second)
     assert final.read_bytes() == second
 
 
@@ -427,12 +477,14 @@ def test_s3_parts_retry_with_jittered_backoff(seaweedfs, tmp_path, monkeypatch):
 
     bounds, sleeps = [], []
     monkeypatch.setattr(archive, "get_object", flaky_get)
-    monkeypatch.setattr(s3_transfer.random, "uniform",
-                        lambda low, high: bounds.append((low, high)) or high / 2)
+    monkeypatch.setattr(
+        s3_transfer.random, "uniform", lambda low, high: bounds.append((low, high)) or high / 2
+    )
     monkeypatch.setattr(s3_transfer.time, "sleep", sleeps.append)
     final = tmp_path / "flaky_i2d.fits"
-    s3_transfer.download_object(archive, obj, final, on_bytes=lambda n: None,
-                                should_stop=lambda: False, backoff=0.1)
+    s3_transfer.download_object(
+        archive, obj, final, on_bytes=lambda n: None, should_stop=lambda: False, backoff=0.1
+    )
     assert final.read_bytes() == data
     assert bounds == [(0, 0.1), (0, 0.2)]  # full jitter over an exponential ceiling
     assert sleeps == [0.05, 0.1]

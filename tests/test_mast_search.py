@@ -31,22 +31,29 @@ def test_name_variants():
 
 def test_target_search_is_a_cone_and_public_only(proxy, standin):
     base, _, _ = proxy
-    r = post(base, "/mast/search/target", {"target_name": "NGC-3132", "radius": 0.2,
-                                           "calib_level": [2, 3]})
+    r = post(
+        base,
+        "/mast/search/target",
+        {"target_name": "NGC-3132", "radius": 0.2, "calib_level": [2, 3]},
+    )
     ids = obs_ids(r)
     # The stand-in also holds a proprietary observation (future release) and one inside
     # the 0.2-degree RA/Dec box but outside the 0.2-degree cone: neither is returned.
-    assert ids == ["jw02733-o001_t001_nircam_clear-f090w", "jw02733-o001_t001_nircam_clear-f187n",
-                   "jw02733-o002_t001_miri_f1130w", "jw02733001001_02101_00001_nrca1"]
+    assert ids == [
+        "jw02733-o001_t001_nircam_clear-f090w",
+        "jw02733-o001_t001_nircam_clear-f187n",
+        "jw02733-o002_t001_miri_f1130w",
+        "jw02733001001_02101_00001_nrca1",
+    ]
     body = r.json()
     assert body["search_type"] == "target"
-    assert body["query_params"] == {"target_name": "NGC-3132", "radius": 0.2,
-                                    "calib_level": [2, 3]}
+    assert body["query_params"] == {"target_name": "NGC-3132", "radius": 0.2, "calib_level": [2, 3]}
     assert body["timestamp"].endswith("+00:00")
     row = body["results"][0]
     # mast: URIs become download URLs on MAST_BASE_URL; NaN/masked become null.
     assert row["dataURL"].startswith(
-        standin + "/api/v0.1/Download/file?uri=mast%3AJWST%2Fproduct%2F")
+        standin + "/api/v0.1/Download/file?uri=mast%3AJWST%2Fproduct%2F"
+    )
     assert row["jpegURL"].endswith("_i2d.jpg")
     assert row["srcDen"] is None and row["sequence_number"] is None
     assert isinstance(row["calib_level"], int) and isinstance(row["s_ra"], float)
@@ -69,10 +76,12 @@ def test_unknown_target_is_404_with_variants(proxy):
 
 def test_coordinate_search_normalises_ra(proxy):
     base, _, _ = proxy
-    r = post(base, "/mast/search/coordinates", {"ra": 161.265 - 360, "dec": -59.6844,
-                                                "radius": 0.1, "calib_level": [3]})
-    assert obs_ids(r) == ["jw02731-o001_t017_nircam_clear-f444w",
-                          "jw05555-o001_t001_miri_f560w"]
+    r = post(
+        base,
+        "/mast/search/coordinates",
+        {"ra": 161.265 - 360, "dec": -59.6844, "radius": 0.1, "calib_level": [3]},
+    )
+    assert obs_ids(r) == ["jw02731-o001_t017_nircam_clear-f444w", "jw05555-o001_t001_miri_f560w"]
     assert r.json()["query_params"]["ra"] == pytest.approx(161.265)
     carina = [x for x in r.json()["results"] if x["obs_id"].startswith("jw05555")][0]
     assert carina["t_exptime"] is None  # NaN in MAST becomes null
@@ -82,18 +91,24 @@ def test_coordinate_search_normalises_ra(proxy):
 
 def test_observation_and_program_search(proxy):
     base, _, _ = proxy
-    r = post(base, "/mast/search/observation", {"obs_id": "jw02733-o002_t001_miri_f1130w",
-                                                "calib_level": None})
+    r = post(
+        base,
+        "/mast/search/observation",
+        {"obs_id": "jw02733-o002_t001_miri_f1130w", "calib_level": None},
+    )
     assert obs_ids(r) == ["jw02733-o002_t001_miri_f1130w"]
     assert r.json()["search_type"] == "observation_id"
-    secret = post(base, "/mast/search/observation",
-                  {"obs_id": "jw01234-o005_t002_nircam_clear-f444w"})
+    secret = post(
+        base, "/mast/search/observation", {"obs_id": "jw01234-o005_t002_nircam_clear-f444w"}
+    )
     assert obs_ids(secret) == []
     program = post(base, "/mast/search/program", {"program_id": "2733", "calib_level": [3]})
-    assert obs_ids(program) == ["jw02733-o001_t001_nircam_clear-f090w",
-                                "jw02733-o001_t001_nircam_clear-f187n",
-                                "jw02733-o002_t001_miri_f1130w",
-                                "jw02733-o009_t001_nircam_clear-f200w"]
+    assert obs_ids(program) == [
+        "jw02733-o001_t001_nircam_clear-f090w",
+        "jw02733-o001_t001_nircam_clear-f187n",
+        "jw02733-o002_t001_miri_f1130w",
+        "jw02733-o009_t001_nircam_clear-f200w",
+    ]
 
 
 def test_recent_releases_sorted_and_paged(proxy):
@@ -102,7 +117,9 @@ def test_recent_releases_sorted_and_paged(proxy):
     ids = [x["obs_id"] for x in r.json()["results"]]
     assert ids == ["jw05555-o001_t001_miri_f560w", "jw02731-o001_t017_nircam_clear-f444w"]
     page2 = post(base, "/mast/search/recent", {"days_back": 30, "limit": 1, "offset": 1})
-    assert [x["obs_id"] for x in page2.json()["results"]] == ["jw02731-o001_t017_nircam_clear-f444w"]
+    assert [x["obs_id"] for x in page2.json()["results"]] == [
+        "jw02731-o001_t017_nircam_clear-f444w"
+    ]
     miri = post(base, "/mast/search/recent", {"days_back": 30, "instrument": "miri"})
     assert [x["obs_id"] for x in miri.json()["results"]] == ["jw05555-o001_t001_miri_f560w"]
     assert post(base, "/mast/search/recent", {"offset": -1}).status_code == 422
@@ -114,16 +131,21 @@ def test_products_are_science_fits(proxy):
     r = post(base, "/mast/products", {"obs_id": "jw02733-o001_t001_nircam_clear-f090w"})
     body = r.json()
     names = sorted(p["productFilename"] for p in body["products"])
-    assert names == ["jw02733-o001_t001_nircam_clear-f090w_i2d.fits",
-                     "jw02733-o001_t001_nircam_clear-f090w_segm.fits",
-                     "jw02733-o001_t001_nircam_clear-f090w_x1d.fits",
-                     "jw02733001001_02101_00001_nrca1_cal.fits"]
+    assert names == [
+        "jw02733-o001_t001_nircam_clear-f090w_i2d.fits",
+        "jw02733-o001_t001_nircam_clear-f090w_segm.fits",
+        "jw02733-o001_t001_nircam_clear-f090w_x1d.fits",
+        "jw02733001001_02101_00001_nrca1_cal.fits",
+    ]
     assert body["product_count"] == 4
     assert all(p["productType"] == "SCIENCE" for p in body["products"])
     assert all(isinstance(p["size"], int) and p["size"] > 0 for p in body["products"])
     missing = post(base, "/mast/products", {"obs_id": "jw99999-o001_t001_none"})
-    assert missing.json() == {"obs_id": "jw99999-o001_t001_none", "products": [],
-                              "product_count": 0}
+    assert missing.json() == {
+        "obs_id": "jw99999-o001_t001_none",
+        "products": [],
+        "product_count": 0,
+    }
 
 
 def test_product_lists_are_cached_briefly(standin):
@@ -173,8 +195,12 @@ def test_mast_failures_are_502_and_timeouts_504(standin, tmp_path):
 
 def test_validation_errors_have_string_detail(proxy):
     base, _, _ = proxy
-    for body in ({}, {"target_name": ""}, {"target_name": "x", "radius": 0},
-                 {"target_name": "x", "radius": 11}):
+    for body in (
+        {},
+        {"target_name": ""},
+        {"target_name": "x", "radius": 0},
+        {"target_name": "x", "radius": 11},
+    ):
         r = post(base, "/mast/search/target", body)
         assert r.status_code == 422 and isinstance(r.json()["detail"], str)
         assert isinstance(r.json()["errors"], list)
@@ -189,17 +215,18 @@ def test_identifiers_are_checked_and_never_wildcards(proxy, standin):
     into wildcard searches over every page) and hidden names never reach MAST."""
     base, _, _ = proxy
     before = requests_seen(standin)
-    for path, body in [("/mast/search/observation", {"obs_id": "jw02733*"}),
-                       ("/mast/search/observation", {"obs_id": "%"}),
-                       ("/mast/search/program", {"program_id": "27*"}),
-                       ("/mast/search/program", {"program_id": "2733%"}),
-                       ("/mast/products", {"obs_id": "jw0273%"}),
-                       ("/mast/download", {"obs_id": "jw02733*"}),
-                       ("/mast/download/start-chunked", {"obs_id": ".download_state"}),
-                       ("/mast/download/start-s3", {"obs_id": "../elsewhere"}),
-                       ("/mast/search/recent", {"instrument": "NIRCAM*"}),
-                       ("/mast/search/target", {"target_name": "NGC 3132",
-                                                "calib_level": [9]})]:
+    for path, body in [
+        ("/mast/search/observation", {"obs_id": "jw02733*"}),
+        ("/mast/search/observation", {"obs_id": "%"}),
+        ("/mast/search/program", {"program_id": "27*"}),
+        ("/mast/search/program", {"program_id": "2733%"}),
+        ("/mast/products", {"obs_id": "jw0273%"}),
+        ("/mast/download", {"obs_id": "jw02733*"}),
+        ("/mast/download/start-chunked", {"obs_id": ".download_state"}),
+        ("/mast/download/start-s3", {"obs_id": "../elsewhere"}),
+        ("/mast/search/recent", {"instrument": "NIRCAM*"}),
+        ("/mast/search/target", {"target_name": "NGC 3132", "calib_level": [9]}),
+    ]:
         r = post(base, path, body)
         assert r.status_code == 422, (path, body, r.text)
         assert isinstance(r.json()["detail"], str)
@@ -210,8 +237,12 @@ def test_identifiers_are_checked_and_never_wildcards(proxy, standin):
 
 def test_products_are_public_jwst_data_only(proxy):
     base, _, _ = proxy
-    names = [p["productFilename"] for p in post(base, "/mast/products", {
-        "obs_id": "jw02733-o001_t001_nircam_clear-f090w"}).json()["products"]]
+    names = [
+        p["productFilename"]
+        for p in post(
+            base, "/mast/products", {"obs_id": "jw02733-o001_t001_nircam_clear-f090w"}
+        ).json()["products"]
+    ]
     assert names and not any("embargoed" in n for n in names)  # dataRights not PUBLIC
     # An observation whose release date is still to come lists nothing.
     r = post(base, "/mast/products", {"obs_id": "jw01234-o005_t002_nircam_clear-f444w"})

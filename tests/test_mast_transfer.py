@@ -13,13 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from urllib3.util import parse_url
 
 from app.mast import http_transfer, transport
 from app.mast.http_transfer import Connection, FileTarget, download_file, fetch_size
-from app.mast.stopping import StopReason, StopSignal
-from app.mast.transport import RedirectPolicy
 from app.mast.part_file import (
     WRITEBACK_EVERY,
     DownloadFailed,
@@ -27,6 +24,8 @@ from app.mast.part_file import (
     PartFile,
     exclusive_folder,
 )
+from app.mast.stopping import StopReason, StopSignal
+from app.mast.transport import RedirectPolicy
 
 DATA = os.urandom(3 * 1024 * 1024 + 12345)
 
@@ -67,14 +66,17 @@ class ScriptedServer:
                 head += piece
             lines = head.decode("latin-1").split("\r\n")
             method, path, _ = lines[0].split(" ", 2)
-            headers = {k.lower(): v.strip() for k, _, v in
-                       (line.partition(":") for line in lines[1:] if ":" in line)}
+            headers = {
+                k.lower(): v.strip()
+                for k, _, v in (line.partition(":") for line in lines[1:] if ":" in line)
+            }
             self.requests.append((method, path, headers.get("range")))
             self.headers.append(headers)
             self.calls[path] = self.calls.get(path, 0) + 1
             try:
                 getattr(self, "_" + path.strip("/").split("?")[0].replace("-", "_"))(
-                    conn, method, headers, self.calls[path])
+                    conn, method, headers, self.calls[path]
+                )
             except (BrokenPipeError, ConnectionResetError):
                 pass
 
@@ -85,9 +87,11 @@ class ScriptedServer:
         match = re.match(r"bytes=(\d+)-$", headers.get("range", ""))
         if match and not always_full:
             start = int(match.group(1))
-            conn.sendall(f"HTTP/1.1 206 Partial Content\r\nContent-Length: {len(DATA) - start}"
-                         f"\r\nContent-Range: bytes {start}-{len(DATA) - 1}/{len(DATA)}"
-                         "\r\n\r\n".encode())
+            conn.sendall(
+                f"HTTP/1.1 206 Partial Content\r\nContent-Length: {len(DATA) - start}"
+                f"\r\nContent-Range: bytes {start}-{len(DATA) - 1}/{len(DATA)}"
+                "\r\n\r\n".encode()
+            )
         else:
             conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\n\r\n".encode())
         if method != "HEAD":
@@ -104,8 +108,9 @@ class ScriptedServer:
         position, sizes = 0, [1, 7, 65536, 300000, 3]
         while position < len(DATA):
             size = min(sizes[position % len(sizes)], len(DATA) - position)
-            conn.sendall(f"{size:x};ext=1\r\n".encode() + DATA[position:position + size]
-                         + b"\r\n")
+            conn.sendall(
+                f"{size:x};ext=1\r\n".encode() + DATA[position : position + size] + b"\r\n"
+            )
             position += size
         conn.sendall(b"0\r\nX-Trailer: yes\r\n\r\n")
 
@@ -114,21 +119,25 @@ class ScriptedServer:
 
     def _drop_once(self, conn, method, headers, n) -> None:
         if n == 1:  # announces everything, sends a third, hangs up
-            conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\n\r\n".encode()
-                         + DATA[: len(DATA) // 3])
+            conn.sendall(
+                f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\n\r\n".encode()
+                + DATA[: len(DATA) // 3]
+            )
             return
         self._send_range(conn, method, headers)
 
     def _ignores_range(self, conn, method, headers, n) -> None:
         if n == 1:
-            conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\n\r\n".encode()
-                         + DATA[:1000])
+            conn.sendall(
+                f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\n\r\n".encode() + DATA[:1000]
+            )
             return
         self._send_range(conn, method, headers, always_full=True)
 
     def _stall(self, conn, method, headers, n) -> None:
-        conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\n\r\n".encode()
-                     + DATA[:1000])
+        conn.sendall(
+            f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\n\r\n".encode() + DATA[:1000]
+        )
         self.release.wait(30)
 
     def _silent(self, conn, method, headers, n) -> None:
@@ -142,36 +151,43 @@ class ScriptedServer:
 
     def _wrong_range(self, conn, method, headers, n) -> None:
         """Answers every range request with bytes from 0, labelled as such."""
-        conn.sendall(f"HTTP/1.1 206 Partial Content\r\nContent-Length: {len(DATA)}\r\n"
-                     f"Content-Range: bytes 0-{len(DATA) - 1}/{len(DATA)}\r\n\r\n".encode()
-                     + DATA)
+        conn.sendall(
+            f"HTTP/1.1 206 Partial Content\r\nContent-Length: {len(DATA)}\r\n"
+            f"Content-Range: bytes 0-{len(DATA) - 1}/{len(DATA)}\r\n\r\n".encode()
+            + DATA
+        )
 
     def _range_disagrees(self, conn, method, headers, n) -> None:
         """A Content-Range and a Content-Length that cannot both be true."""
         start = int(re.match(r"bytes=(\d+)-", headers["range"]).group(1))
-        conn.sendall(f"HTTP/1.1 206 Partial Content\r\nContent-Length: {len(DATA)}\r\n"
-                     f"Content-Range: bytes {start}-{len(DATA) - 1}/{len(DATA)}\r\n\r\n"
-                     .encode() + DATA[start:] + DATA[:start])
+        conn.sendall(
+            f"HTTP/1.1 206 Partial Content\r\nContent-Length: {len(DATA)}\r\n"
+            f"Content-Range: bytes {start}-{len(DATA) - 1}/{len(DATA)}\r\n\r\n".encode()
+            + DATA[start:]
+            + DATA[:start]
+        )
 
     def _too_long(self, conn, method, headers, n) -> None:
         """A chunked 206 that sends more than its Content-Range declares."""
         start = int(re.match(r"bytes=(\d+)-", headers["range"]).group(1))
-        conn.sendall(f"HTTP/1.1 206 Partial Content\r\nTransfer-Encoding: chunked\r\n"
-                     f"Content-Range: bytes {start}-{len(DATA) - 1}/{len(DATA)}\r\n\r\n"
-                     .encode())
+        conn.sendall(
+            f"HTTP/1.1 206 Partial Content\r\nTransfer-Encoding: chunked\r\n"
+            f"Content-Range: bytes {start}-{len(DATA) - 1}/{len(DATA)}\r\n\r\n".encode()
+        )
         body = DATA[start:] + b"extra bytes"
         conn.sendall(f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n")
 
     def _redirect_to(self, conn, method, headers, n) -> None:
-        conn.sendall(f"HTTP/1.1 302 Found\r\nLocation: {self.elsewhere}\r\n"
-                     "Content-Length: 0\r\n\r\n".encode())
+        conn.sendall(
+            f"HTTP/1.1 302 Found\r\nLocation: {self.elsewhere}\r\n"
+            "Content-Length: 0\r\n\r\n".encode()
+        )
 
     def _flaky(self, conn, method, headers, n) -> None:
         if n <= 2:
             conn.sendall(b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy")
             return
         self._send_range(conn, method, headers)
-
 
 
 @pytest.fixture()
@@ -183,17 +199,22 @@ def server():
 
 def connection(*servers, stop=None) -> Connection:
     """Transfers allowed to reach these servers only."""
-    policy = RedirectPolicy.for_archive(servers[0].base, [s.base.split("//")[1]
-                                                          for s in servers[1:]])
+    policy = RedirectPolicy.for_archive(
+        servers[0].base, [s.base.split("//")[1] for s in servers[1:]]
+    )
     return Connection(policy, stop or StopSignal())
 
 
 def fetch(server, path, tmp_path, *, allow=(), **kwargs) -> tuple[Path, list[int]]:
-    target = FileTarget(url=server.base + path, final_path=tmp_path / "out.fits",
-                        expected_size=kwargs.pop("expected_size", 0))
+    target = FileTarget(
+        url=server.base + path,
+        final_path=tmp_path / "out.fits",
+        expected_size=kwargs.pop("expected_size", 0),
+    )
     progress: list[int] = []
-    size = download_file(target, connection(server, *allow), on_bytes=progress.append,
-                         backoff=0.01, **kwargs)
+    size = download_file(
+        target, connection(server, *allow), on_bytes=progress.append, backoff=0.01, **kwargs
+    )
     assert size == len(DATA)
     return target.final_path, progress
 
@@ -236,8 +257,7 @@ def test_pause_during_a_stall_is_prompt_and_keeps_the_partial_file(server, tmp_p
 
     t0 = time.monotonic()
     with pytest.raises(DownloadStopped):
-        download_file(target, connection(server, stop=signal),
-                      on_bytes=stop_once_bytes_arrived)
+        download_file(target, connection(server, stop=signal), on_bytes=stop_once_bytes_arrived)
     assert time.monotonic() - t0 < http_transfer.READ_TIMEOUT / 4
     assert not server.release.is_set()  # the server was still stalling
     assert (tmp_path / "out.fits.part").read_bytes() == DATA[:1000]
@@ -256,8 +276,10 @@ def test_permanent_failures_are_not_retried(server, tmp_path):
         fetch(server, "/missing", tmp_path)
     assert server.calls["/missing"] == 1
     with pytest.raises(DownloadFailed, match="Cannot reach MAST"):
-        fetch_size("http://127.0.0.1:1/nothing-listens-here",
-                   Connection(RedirectPolicy.for_archive("http://127.0.0.1:1")))
+        fetch_size(
+            "http://127.0.0.1:1/nothing-listens-here",
+            Connection(RedirectPolicy.for_archive("http://127.0.0.1:1")),
+        )
 
 
 def test_a_malformed_answer_is_a_transient_failure(server, tmp_path):
@@ -281,8 +303,7 @@ def test_a_body_longer_than_declared_is_taken_back_out(server, tmp_path):
     progress: list[int] = []
     target = FileTarget(server.base + "/too-long", tmp_path / "out.fits", len(DATA))
     with pytest.raises(DownloadFailed, match="more bytes than it announced"):
-        download_file(target, connection(server), on_bytes=progress.append, retries=1,
-                      backoff=0.01)
+        download_file(target, connection(server), on_bytes=progress.append, retries=1, backoff=0.01)
     assert (tmp_path / "out.fits.part").read_bytes() == DATA[:1000]
     assert sum(progress) == 0  # every byte reported was reported back
     assert server.calls["/too-long"] == 2
@@ -303,8 +324,12 @@ def test_redirects_go_only_to_allowed_hosts(server, elsewhere, tmp_path):
     assert elsewhere.requests == []  # nothing was sent there
     # Allowed (MAST_DOWNLOAD_HOSTS): followed, without the caller's headers.
     policy = RedirectPolicy.for_archive(server.base, [elsewhere.base.split("//")[1]])
-    with transport.request(server.base + "/redirect-to", policy=policy,
-                           headers={"Authorization": "secret"}, range_from=5) as response:
+    with transport.request(
+        server.base + "/redirect-to",
+        policy=policy,
+        headers={"Authorization": "secret"},
+        range_from=5,
+    ) as response:
         assert response.status == 206 and response.read(10) == DATA[5:15]
     assert server.headers[-1]["authorization"] == "secret"
     assert "authorization" not in elsewhere.headers[-1]
@@ -316,11 +341,13 @@ def test_redirect_policy_never_downgrades_and_rejects_odd_urls():
     here = parse_url("https://mast.example.org/api/file")
     assert policy.follow(here, "https://dl.example.org/x").host == "dl.example.org"
     assert policy.follow(here, "/other").host == "mast.example.org"
-    for location, reason in [("http://dl.example.org/x", "from https to http"),
-                             ("https://evil.example.com/x", "not an archive download host"),
-                             ("https://dl.example.org:8443/x", "not an archive download host"),
-                             ("ftp://dl.example.org/x", "unsupported URL"),
-                             ("https://dl.example.org:99999/x", "invalid URL")]:
+    for location, reason in [
+        ("http://dl.example.org/x", "from https to http"),
+        ("https://evil.example.com/x", "not an archive download host"),
+        ("https://dl.example.org:8443/x", "not an archive download host"),
+        ("ftp://dl.example.org/x", "unsupported URL"),
+        ("https://dl.example.org:99999/x", "invalid URL"),
+    ]:
         with pytest.raises(transport.Refused, match=reason):
             policy.follow(here, location)
 
@@ -359,9 +386,9 @@ def test_part_file_writes_resumes_and_finalises(tmp_path):
     final = tmp_path / "f.fits"
     blob = os.urandom(2 * WRITEBACK_EVERY + 17)
     with PartFile(final) as out:
-        out.write(blob[:WRITEBACK_EVERY + 5])
+        out.write(blob[: WRITEBACK_EVERY + 5])
     with PartFile(final, offset=WRITEBACK_EVERY + 5) as out:  # a resumed download appends
-        out.write(blob[WRITEBACK_EVERY + 5:])
+        out.write(blob[WRITEBACK_EVERY + 5 :])
         assert out.size() == len(blob)
         out.finalise()
     assert final.read_bytes() == blob and not (tmp_path / "f.fits.part").exists()
@@ -409,14 +436,18 @@ def test_an_unexpected_error_fails_its_file_while_the_others_finish(tmp_path):
             return 10
 
     settings = load_settings(STORAGE_BASE_PATH=tmp_path, MAST_BASE_URL="http://127.0.0.1:9")
-    manager = download_jobs.DownloadManager(settings, LocalStorage(tmp_path),
-                                            MastService(settings.MAST_BASE_URL))
-    rows = [FileRow(filename=name, uri=f"mast:JWST/product/{name}", total_bytes=10)
-            for name in ("bad.fits", "good.fits")]
+    manager = download_jobs.DownloadManager(
+        settings, LocalStorage(tmp_path), MastService(settings.MAST_BASE_URL)
+    )
+    rows = [
+        FileRow(filename=name, uri=f"mast:JWST/product/{name}", total_bytes=10)
+        for name in ("bad.fits", "good.fits")
+    ]
     recorder = download_jobs.Recorder(manager.store, None, rows)
     try:
-        outcome = asyncio.run(manager._transfer_all(Surprising(), tmp_path, rows, recorder,
-                                                    StopSignal()))
+        outcome = asyncio.run(
+            manager._transfer_all(Surprising(), tmp_path, rows, recorder, StopSignal())
+        )
     finally:
         manager.transfers.shutdown(wait=True)
     assert finished == ["good.fits"] and outcome.complete == [str(tmp_path / "good.fits")]

@@ -14,8 +14,8 @@ from astropy.wcs import WCS
 from fastapi.testclient import TestClient
 from PIL import Image
 from reproject import reproject_interp
-from scipy.ndimage import map_coordinates
 from reproject.mosaicking import reproject_and_coadd
+from scipy.ndimage import map_coordinates
 
 from app.config import Settings
 from app.mosaic import mosaic_engine
@@ -50,11 +50,17 @@ def mos(data_root):
     for i in range(2):
         for j in range(2):
             key = f"mosaic/tile_{i}{j}_i2d.fits"
-            img = make_jwst_image(data_root / key, shape=(n, n), seed=40 + 2 * i + j,
-                                  ra=RA0 + (j - 0.5) * offset / math.cos(math.radians(DEC0)),
-                                  dec=DEC0 + (i - 0.5) * offset, rotation_deg=2 + 5 * i + 3 * j,
-                                  n_stars=25, flux_range=(200, 2000),
-                                  extra_primary={"TARGNAME": "ORION-BAR", "OBS_ID": f"o{i}{j}"})
+            img = make_jwst_image(
+                data_root / key,
+                shape=(n, n),
+                seed=40 + 2 * i + j,
+                ra=RA0 + (j - 0.5) * offset / math.cos(math.radians(DEC0)),
+                dec=DEC0 + (i - 0.5) * offset,
+                rotation_deg=2 + 5 * i + 3 * j,
+                n_stars=25,
+                flux_range=(200, 2000),
+                extra_primary={"TARGNAME": "ORION-BAR", "OBS_ID": f"o{i}{j}"},
+            )
             tiles.append(key)
             truth.extend(img.stars)
     m13 = real_image_path("m13.fits")
@@ -85,9 +91,14 @@ def coadd(paths, wcs_out, shape, method):
             d = hdu.data.astype(np.float32)
             d[d == 0] = np.nan
             inputs.append((d, WCS(hdu.header).celestial))
-    out, _ = reproject_and_coadd(inputs, wcs_out, shape_out=shape,
-                                 reproject_function=reproject_interp, combine_function=method,
-                                 blank_pixel_value=np.nan)
+    out, _ = reproject_and_coadd(
+        inputs,
+        wcs_out,
+        shape_out=shape,
+        reproject_function=reproject_interp,
+        combine_function=method,
+        blank_pixel_value=np.nan,
+    )
     return out
 
 
@@ -95,11 +106,14 @@ def coadd(paths, wcs_out, shape, method):
 # FITS path against reproject_and_coadd
 # ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", COMBINE_METHODS)
 def test_fits_mosaic_matches_reproject_and_coadd(engine_url, mos, data_root, method):
-    r = post(engine_url, "/mosaic/generate", {"files": files(mos["tiles"]),
-                                              "output_format": "fits",
-                                              "combine_method": method})
+    r = post(
+        engine_url,
+        "/mosaic/generate",
+        {"files": files(mos["tiles"]), "output_format": "fits", "combine_method": method},
+    )
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/fits"
     with read_fits(r.content) as hdul:
@@ -117,8 +131,7 @@ def test_fits_mosaic_matches_reproject_and_coadd(engine_url, mos, data_root, met
 
 def test_real_image_mosaic_matches_reproject_and_coadd(engine_url, mos, data_root):
     """m13 cut into two overlapping halves and stitched again."""
-    r = post(engine_url, "/mosaic/generate", {"files": files(mos["m13"]),
-                                              "output_format": "fits"})
+    r = post(engine_url, "/mosaic/generate", {"files": files(mos["m13"]), "output_format": "fits"})
     assert r.status_code == 200, r.text
     with read_fits(r.content) as hdul:
         ours = hdul[0].data.astype(np.float64)
@@ -132,7 +145,7 @@ def test_real_image_mosaic_matches_reproject_and_coadd(engine_url, mos, data_roo
     diff = np.abs(ours[both] - theirs[both]) / np.nanmax(theirs)
     assert np.median(diff) < 1e-5 and np.percentile(diff, 99) < 2e-3
     # Exact: the mean of scipy's bilinear interpolation of both halves at the grid pixels.
-    rows, cols = np.mgrid[0:ours.shape[0], 0:ours.shape[1]]
+    rows, cols = np.mgrid[0 : ours.shape[0], 0 : ours.shape[1]]
     world = wcs.pixel_to_world_values(cols.ravel(), rows.ravel())
     total = np.zeros(ours.size)
     count = np.zeros(ours.size)
@@ -141,8 +154,9 @@ def test_real_image_mosaic_matches_reproject_and_coadd(engine_url, mos, data_roo
             half, half_wcs = hdul[0].data.astype(np.float64), WCS(hdul[0].header)
         x, y = half_wcs.world_to_pixel_values(*world)
         inside = (x >= -0.5) & (x <= half.shape[1] - 0.5) & (y >= -0.5) & (y <= half.shape[0] - 0.5)
-        values = map_coordinates(half, [np.clip(y, 0, half.shape[0] - 1),
-                                        np.clip(x, 0, half.shape[1] - 1)], order=1)
+        values = map_coordinates(
+            half, [np.clip(y, 0, half.shape[0] - 1), np.clip(x, 0, half.shape[1] - 1)], order=1
+        )
         total[inside] += values[inside]
         count[inside] += 1
     with np.errstate(invalid="ignore"):
@@ -159,17 +173,33 @@ def test_real_image_mosaic_matches_reproject_and_coadd(engine_url, mos, data_roo
         original, m13_wcs = hdu.data.astype(np.float64), WCS(hdu.header).celestial
     x, y = m13_wcs.world_to_pixel_values(*world)
     xi, yi = np.rint(x).astype(int), np.rint(y).astype(int)
-    on_pixel = (np.abs(x - xi) < 1e-6) & (np.abs(y - yi) < 1e-6) & (xi >= 0) & (yi >= 0) \
-        & (xi < 300) & (yi < 300) & np.isfinite(ours.ravel())
+    on_pixel = (
+        (np.abs(x - xi) < 1e-6)
+        & (np.abs(y - yi) < 1e-6)
+        & (xi >= 0)
+        & (yi >= 0)
+        & (xi < 300)
+        & (yi < 300)
+        & np.isfinite(ours.ravel())
+    )
     assert on_pixel.sum() > 0.95 * 300 * 300
     assert np.allclose(ours.ravel()[on_pixel], original[yi[on_pixel], xi[on_pixel]], rtol=1e-6)
 
 
 def test_fits_output_layout_and_provenance(engine_url, mos, data_root):
-    r = post(engine_url, "/mosaic/generate", {"files": files(mos["tiles"]),
-                                              "output_format": "fits", "quality": 95,
-                                              "width": None, "height": None,
-                                              "combine_method": "mean", "cmap": "grayscale"})
+    r = post(
+        engine_url,
+        "/mosaic/generate",
+        {
+            "files": files(mos["tiles"]),
+            "output_format": "fits",
+            "quality": 95,
+            "width": None,
+            "height": None,
+            "combine_method": "mean",
+            "cmap": "grayscale",
+        },
+    )
     assert r.status_code == 200
     with read_fits(r.content) as hdul:
         h = hdul[0].header
@@ -201,7 +231,7 @@ def test_fits_output_layout_and_provenance(engine_url, mos, data_root):
         for star in bright:
             x, y = wcs.world_to_pixel_values(star.ra, star.dec)
             xi, yi = int(round(float(x))), int(round(float(y)))
-            cut = data[yi - 3:yi + 4, xi - 3:xi + 4]
+            cut = data[yi - 3 : yi + 4, xi - 3 : xi + 4]
             if cut.shape != (7, 7) or not np.isfinite(cut).all():
                 continue
             dy, dx = np.unravel_index(np.argmax(cut), cut.shape)
@@ -219,17 +249,22 @@ def test_fits_header_is_valid_for_astropy_verify(engine_url, mos):
 # Pictures
 # ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("width,height", [(300, 200), (257, None), (None, 180)])
 def test_picture_sizes(engine_url, mos, width, height):
-    r = post(engine_url, "/mosaic/generate", {"files": files(mos["tiles"]), "width": width,
-                                              "height": height, "output_format": "png"})
+    r = post(
+        engine_url,
+        "/mosaic/generate",
+        {"files": files(mos["tiles"]), "width": width, "height": height, "output_format": "png"},
+    )
     assert r.status_code == 200, r.text
     im = Image.open(io.BytesIO(r.content))
     if width and height:
         assert im.size == (width, height)
     else:
-        fits_r = post(engine_url, "/mosaic/generate", {"files": files(mos["tiles"]),
-                                                       "output_format": "fits"})
+        fits_r = post(
+            engine_url, "/mosaic/generate", {"files": files(mos["tiles"]), "output_format": "fits"}
+        )
         with read_fits(fits_r.content) as hdul:
             ny, nx = hdul[0].data.shape
         got_w, got_h = im.size
@@ -238,11 +273,15 @@ def test_picture_sizes(engine_url, mos, width, height):
 
 
 def test_picture_native_size_and_black_uncovered(engine_url, mos):
-    r = post(engine_url, "/mosaic/generate", {"files": files(mos["tiles"], stretch="linear"),
-                                              "cmap": "viridis"})
+    r = post(
+        engine_url,
+        "/mosaic/generate",
+        {"files": files(mos["tiles"], stretch="linear"), "cmap": "viridis"},
+    )
     assert r.status_code == 200
-    fits_r = post(engine_url, "/mosaic/generate", {"files": files(mos["tiles"]),
-                                                   "output_format": "fits"})
+    fits_r = post(
+        engine_url, "/mosaic/generate", {"files": files(mos["tiles"]), "output_format": "fits"}
+    )
     with read_fits(fits_r.content) as hdul:
         data = hdul[0].data
     img = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
@@ -254,18 +293,25 @@ def test_picture_native_size_and_black_uncovered(engine_url, mos):
 
 def test_picture_uses_first_files_stretch(engine_url, mos):
     body = {"files": files(mos["tiles"], stretch="linear"), "width": 200, "height": 200}
-    linear = np.asarray(Image.open(io.BytesIO(post(engine_url, "/mosaic/generate",
-                                                   body).content)))
+    linear = np.asarray(Image.open(io.BytesIO(post(engine_url, "/mosaic/generate", body).content)))
     body["files"] = files(mos["tiles"], stretch="sqrt")
     body["files"][1]["stretch"] = "linear"
-    sqrt = np.asarray(Image.open(io.BytesIO(post(engine_url, "/mosaic/generate",
-                                                 body).content)))
+    sqrt = np.asarray(Image.open(io.BytesIO(post(engine_url, "/mosaic/generate", body).content)))
     assert sqrt.mean() > linear.mean() * 1.5
 
 
 def test_jpeg_picture(engine_url, mos):
-    r = post(engine_url, "/mosaic/generate", {"files": files(mos["m13"]), "output_format": "jpeg",
-                                              "quality": 80, "width": 120, "height": 90})
+    r = post(
+        engine_url,
+        "/mosaic/generate",
+        {
+            "files": files(mos["m13"]),
+            "output_format": "jpeg",
+            "quality": 80,
+            "width": 120,
+            "height": 90,
+        },
+    )
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(r.content)).size == (120, 90)
 
@@ -274,22 +320,31 @@ def test_jpeg_picture(engine_url, mos):
 # Errors
 # ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("body,status,fragment", [
-    (lambda m: {"files": files(m["tiles"][:1])}, 422, "files"),
-    (lambda m: {"files": files(m["tiles"]), "cmap": "rainbowish"}, 400, "Invalid colormap"),
-    (lambda m: {"files": files(m["tiles"]), "output_format": "fits", "width": 100}, 400,
-     "width and height"),
-    (lambda m: {"files": files(m["tiles"]), "combine_method": "median"}, 422,
-     "combine_method"),
-    (lambda m: {"files": files(m["tiles"]), "output_format": "tiff"}, 422, "output_format"),
-    (lambda m: {"files": files(m["tiles"]), "width": 9000}, 422, "width"),
-    (lambda m: {"files": files([m["tiles"][0], "real/hst_test0.fits"])}, 400, "celestial WCS"),
-    (lambda m: {"files": files([m["tiles"][0], "bad/truncated.fits"])}, 400, ""),
-    (lambda m: {"files": files([m["tiles"][0], m["far"]]), "output_format": "fits"}, 413,
-     "MAX_MOSAIC_OUTPUT_PIXELS"),
-    (lambda m: {"files": files([m["tiles"][0], "missing.fits"])}, 404, ""),
-    (lambda m: {"files": files([m["tiles"][0], "../../x.fits"])}, 403, ""),
-])
+
+@pytest.mark.parametrize(
+    "body,status,fragment",
+    [
+        (lambda m: {"files": files(m["tiles"][:1])}, 422, "files"),
+        (lambda m: {"files": files(m["tiles"]), "cmap": "rainbowish"}, 400, "Invalid colormap"),
+        (
+            lambda m: {"files": files(m["tiles"]), "output_format": "fits", "width": 100},
+            400,
+            "width and height",
+        ),
+        (lambda m: {"files": files(m["tiles"]), "combine_method": "median"}, 422, "combine_method"),
+        (lambda m: {"files": files(m["tiles"]), "output_format": "tiff"}, 422, "output_format"),
+        (lambda m: {"files": files(m["tiles"]), "width": 9000}, 422, "width"),
+        (lambda m: {"files": files([m["tiles"][0], "real/hst_test0.fits"])}, 400, "celestial WCS"),
+        (lambda m: {"files": files([m["tiles"][0], "bad/truncated.fits"])}, 400, ""),
+        (
+            lambda m: {"files": files([m["tiles"][0], m["far"]]), "output_format": "fits"},
+            413,
+            "MAX_MOSAIC_OUTPUT_PIXELS",
+        ),
+        (lambda m: {"files": files([m["tiles"][0], "missing.fits"])}, 404, ""),
+        (lambda m: {"files": files([m["tiles"][0], "../../x.fits"])}, 403, ""),
+    ],
+)
 def test_mosaic_errors(engine_url, mos, body, status, fragment):
     r = post(engine_url, "/mosaic/generate", body(mos))
     assert r.status_code == status, r.text
@@ -312,14 +367,22 @@ def test_file_size_and_output_limits_over_http(data_root, mos):
 # Memory and Dask
 # ---------------------------------------------------------------------------------------
 
+
 def test_fits_mosaic_memory_is_bounded_by_tiles(data_root, tmp_path, monkeypatch):
     paths = []
     for i in range(2):
         for j in range(2):
             path = tmp_path / f"big_{i}{j}.fits"
-            make_jwst_image(path, shape=(1000, 1000), seed=60 + 2 * i + j, n_stars=20,
-                            ra=RA0 + (j - 0.5) * 0.0069, dec=DEC0 + (i - 0.5) * 0.0069,
-                            rotation_deg=4.0, with_err_dq=False)
+            make_jwst_image(
+                path,
+                shape=(1000, 1000),
+                seed=60 + 2 * i + j,
+                n_stars=20,
+                ra=RA0 + (j - 0.5) * 0.0069,
+                dec=DEC0 + (i - 0.5) * 0.0069,
+                rotation_deg=4.0,
+                with_err_dq=False,
+            )
             paths.append(str(path))
     peaks = {}
     for tile_pixels in (1 << 15, 1 << 17):
@@ -345,8 +408,9 @@ def test_fits_mosaic_memory_is_bounded_by_tiles(data_root, tmp_path, monkeypatch
 @pytest.fixture(scope="module")
 def dask_cluster():
     distributed = pytest.importorskip("dask.distributed")
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, host="127.0.0.1")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+    )
     try:
         yield cluster.scheduler_address
     finally:
@@ -363,8 +427,11 @@ def test_dask_path_gives_the_same_mosaic(mos, data_root, dask_cluster, tmp_path,
 
 
 def test_engine_on_dask_over_http(mos, data_root, dask_cluster, engine_url, tmp_path):
-    env = {"STORAGE_BASE_PATH": str(data_root), "ENGINE_WORKERS": "1",
-           "DASK_SCHEDULER_ADDRESS": dask_cluster}
+    env = {
+        "STORAGE_BASE_PATH": str(data_root),
+        "ENGINE_WORKERS": "1",
+        "DASK_SCHEDULER_ADDRESS": dask_cluster,
+    }
     body = {"files": files(mos["tiles"]), "output_format": "fits", "combine_method": "last"}
     with run_service("main", env, tmp_path / "engine-dask.log") as (base, _proc):
         on_dask = post(base, "/mosaic/generate", body)
@@ -378,6 +445,7 @@ def test_engine_on_dask_over_http(mos, data_root, dask_cluster, engine_url, tmp_
 # Footprints
 # ---------------------------------------------------------------------------------------
 
+
 def test_footprints_match_astropy(engine_url, mos, data_root):
     keys = mos["tiles"] + mos["m13"]
     r = post(engine_url, "/mosaic/footprint", {"file_paths": keys})
@@ -385,7 +453,7 @@ def test_footprints_match_astropy(engine_url, mos, data_root):
     body = r.json()
     assert body["n_files"] == len(keys) and len(body["footprints"]) == len(keys)
     all_ra, all_dec = [], []
-    for item, key in zip(body["footprints"], keys):
+    for item, key in zip(body["footprints"], keys, strict=True):
         assert item["file_path"] == key
         with fits.open(data_root / key) as hdul:
             hdu = next(h for h in hdul if h.data is not None and h.data.ndim == 2)
@@ -401,7 +469,9 @@ def test_footprints_match_astropy(engine_url, mos, data_root):
     assert body["footprints"][0]["instrument"] == "NIRCAM"
     box = body["bounding_box"]
     # m13 (RA 250) and Orion (RA 84): the smallest arc is the direct one.
-    assert box["min_ra"] == pytest.approx(min(all_ra)) and box["max_ra"] == pytest.approx(max(all_ra))
+    assert box["min_ra"] == pytest.approx(min(all_ra)) and box["max_ra"] == pytest.approx(
+        max(all_ra)
+    )
     assert box["min_dec"] == pytest.approx(min(all_dec))
     assert box["max_dec"] == pytest.approx(max(all_dec))
 
@@ -409,8 +479,14 @@ def test_footprints_match_astropy(engine_url, mos, data_root):
 def test_footprint_ra_wraparound(engine_url, data_root):
     keys = []
     for name, ra in (("wrap_a", 359.995), ("wrap_b", 0.004)):
-        make_jwst_image(data_root / f"mosaic/{name}.fits", shape=(100, 100), ra=ra, dec=10.0,
-                        n_stars=2, pixel_scale_arcsec=0.1)
+        make_jwst_image(
+            data_root / f"mosaic/{name}.fits",
+            shape=(100, 100),
+            ra=ra,
+            dec=10.0,
+            n_stars=2,
+            pixel_scale_arcsec=0.1,
+        )
         keys.append(f"mosaic/{name}.fits")
     box = post(engine_url, "/mosaic/footprint", {"file_paths": keys}).json()["bounding_box"]
     half = 100 * 0.1 / 3600 / math.cos(math.radians(10)) / 2
@@ -437,8 +513,10 @@ def test_footprint_honours_sip(engine_url, data_root):
     assert abs(item["corners_ra"][2] - plain_ra) > 1e-4  # the distortion really moved it
 
 
-@pytest.mark.parametrize("keys,status", [(["real/hst_test0.fits"], 400), ([], 422),
-                                         (["nope.fits"], 404), (["bad/not_fits.fits"], 400)])
+@pytest.mark.parametrize(
+    "keys,status",
+    [(["real/hst_test0.fits"], 400), ([], 422), (["nope.fits"], 404), (["bad/not_fits.fits"], 400)],
+)
 def test_footprint_errors(engine_url, keys, status):
     r = post(engine_url, "/mosaic/footprint", {"file_paths": keys})
     assert r.status_code == status, r.text
@@ -457,8 +535,11 @@ def test_a_half_written_input_is_refused_before_any_pixel(engine_url, mos, data_
     cut.write_bytes(source.read_bytes()[:middle])
     key = "mosaic/half_written_i2d.fits"
     for fmt in ("png", "fits"):
-        r = post(engine_url, "/mosaic/generate", {"files": files([mos["tiles"][0], key]),
-                                                  "output_format": fmt})
+        r = post(
+            engine_url,
+            "/mosaic/generate",
+            {"files": files([mos["tiles"][0], key]), "output_format": fmt},
+        )
         assert r.status_code == 400 and "truncated" in r.json()["detail"], r.text[:300]
     r = post(engine_url, "/mosaic/generate-observation", {"file_paths": [mos["tiles"][0], key]})
     assert r.status_code == 400 and "truncated" in r.json()["detail"]

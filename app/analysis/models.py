@@ -6,7 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-EXAMPLE_KEY = "mast/jw02733-o001_t001_nircam_clear-f090w/jw02733-o001_t001_nircam_clear-f090w_i2d.fits"
+EXAMPLE_KEY = (
+    "mast/jw02733-o001_t001_nircam_clear-f090w/jw02733-o001_t001_nircam_clear-f090w_i2d.fits"
+)
 
 
 class Rectangle(BaseModel):
@@ -34,18 +36,33 @@ MAX_POLYGON_VERTICES = 1000
 
 
 class Polygon(BaseModel):
-    points: list[tuple[float, float]] = Field(min_length=3, max_length=MAX_POLYGON_VERTICES,
-                                              description="Vertices [x, y] in "
-                                              "0-based pixels; pixels whose centre is inside "
-                                              "(even-odd rule) count")
+    points: list[tuple[float, float]] = Field(
+        min_length=3,
+        max_length=MAX_POLYGON_VERTICES,
+        description="Vertices [x, y] in "
+        "0-based pixels; pixels whose centre is inside "
+        "(even-odd rule) count",
+    )
 
 
 class RegionStatisticsRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"file_path": EXAMPLE_KEY, "region_type": "rectangle",
-         "rectangle": {"x": 100, "y": 200, "width": 50, "height": 40}, "hdu_index": -1},
-        {"file_path": EXAMPLE_KEY, "region_type": "circle",
-         "circle": {"cx": 512.5, "cy": 480.0, "r": 12}}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "file_path": EXAMPLE_KEY,
+                    "region_type": "rectangle",
+                    "rectangle": {"x": 100, "y": 200, "width": 50, "height": 40},
+                    "hdu_index": -1,
+                },
+                {
+                    "file_path": EXAMPLE_KEY,
+                    "region_type": "circle",
+                    "circle": {"cx": 512.5, "cy": 480.0, "r": 12},
+                },
+            ]
+        }
+    )
 
     file_path: str = Field(min_length=1)
     region_type: Literal["rectangle", "ellipse", "circle", "polygon"]
@@ -68,17 +85,30 @@ class RegionStatisticsResponse(BaseModel):
 
 
 class SourceDetectionRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"file_path": EXAMPLE_KEY, "threshold_sigma": 5.0, "fwhm": 3.0, "method": "auto",
-         "npixels": 10, "deblend": True}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "file_path": EXAMPLE_KEY,
+                    "threshold_sigma": 5.0,
+                    "fwhm": 3.0,
+                    "method": "auto",
+                    "npixels": 10,
+                    "deblend": True,
+                }
+            ]
+        }
+    )
 
     file_path: str = Field(min_length=1)
-    threshold_sigma: float = Field(default=5.0, ge=1, le=50, description="Detection "
-                                   "threshold in units of the background RMS")
+    threshold_sigma: float = Field(
+        default=5.0, ge=1, le=50, description="Detection threshold in units of the background RMS"
+    )
     fwhm: float = Field(default=3.0, ge=0.5, le=20, description="Expected stellar FWHM, pixels")
     method: str = Field(default="auto", description="auto, daofind, iraf or segmentation")
-    npixels: int = Field(default=10, ge=1, le=1000, description="Minimum connected pixels of "
-                         "a segment")
+    npixels: int = Field(
+        default=10, ge=1, le=1000, description="Minimum connected pixels of a segment"
+    )
     deblend: bool = Field(default=True, description="Split blended segments (segmentation)")
     hdu_index: int = Field(default=-1)
 

@@ -19,8 +19,12 @@ from app.processing.fits_io import open_plane
 
 def _bbox(c0: float, c1: float, r0: float, r1: float, height: int, width: int):
     """Integer pixel box [r0, r1) x [c0, c1) of centres in the closed ranges, clamped."""
-    return (max(0, math.ceil(r0)), min(height, math.floor(r1) + 1),
-            max(0, math.ceil(c0)), min(width, math.floor(c1) + 1))
+    return (
+        max(0, math.ceil(r0)),
+        min(height, math.floor(r1) + 1),
+        max(0, math.ceil(c0)),
+        min(width, math.floor(c1) + 1),
+    )
 
 
 def _even_odd(points: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -47,8 +51,9 @@ def region_window(region_type: str, region: dict, height: int, width: int):
         return max(0, y), min(height, y + h), max(0, x), min(width, x + w), None
     if region_type in ("ellipse", "circle"):
         cx, cy = region["cx"], region["cy"]
-        rx, ry = (region["r"], region["r"]) if region_type == "circle" else (region["rx"],
-                                                                            region["ry"])
+        rx, ry = (
+            (region["r"], region["r"]) if region_type == "circle" else (region["rx"], region["ry"])
+        )
         r0, r1, c0, c1 = _bbox(cx - rx, cx + rx, cy - ry, cy + ry, height, width)
         rows = np.arange(r0, r1, dtype=np.float64)[:, None]
         cols = np.arange(c0, c1, dtype=np.float64)[None, :]
@@ -56,30 +61,50 @@ def region_window(region_type: str, region: dict, height: int, width: int):
         return r0, r1, c0, c1, mask
     if region_type == "polygon":
         points = np.asarray(region["points"], dtype=np.float64)
-        r0, r1, c0, c1 = _bbox(points[:, 0].min(), points[:, 0].max(), points[:, 1].min(),
-                               points[:, 1].max(), height, width)
+        r0, r1, c0, c1 = _bbox(
+            points[:, 0].min(),
+            points[:, 0].max(),
+            points[:, 1].min(),
+            points[:, 1].max(),
+            height,
+            width,
+        )
         rows, cols = np.mgrid[r0:r1, c0:c1]
         return r0, r1, c0, c1, _even_odd(points, cols.astype(float), rows.astype(float))
     raise BadRequest(f"Unknown region type '{region_type}'")
 
 
-def region_statistics(path: str | os.PathLike, region_type: str, region: dict,
-                      hdu_index: int = -1, slice_index: int = -1,
-                      max_elements: int | None = None) -> dict:
+def region_statistics(
+    path: str | os.PathLike,
+    region_type: str,
+    region: dict,
+    hdu_index: int = -1,
+    slice_index: int = -1,
+    max_elements: int | None = None,
+) -> dict:
     """mean, median, std (ddof=0), min, max, sum and pixel_count of the region's finite
     pixels (float64 arithmetic)."""
-    with open_plane(path, slice_index, max_elements,
-                    hdu_index=None if hdu_index < 0 else hdu_index) as (reader, info):
+    with open_plane(
+        path, slice_index, max_elements, hdu_index=None if hdu_index < 0 else hdu_index
+    ) as (reader, info):
         height, width = info.choice.height, info.choice.width
         r0, r1, c0, c1, mask = region_window(region_type, region, height, width)
         if r0 >= r1 or c0 >= c1:
-            raise BadRequest("No valid pixels in selected region (it lies outside the image "
-                             f"of {width} x {height} pixels)")
+            raise BadRequest(
+                "No valid pixels in selected region (it lies outside the image "
+                f"of {width} x {height} pixels)"
+            )
         block = reader.rows(r0, r1)[:, c0:c1]
     values = block[mask] if mask is not None else block.ravel()
     values = values[np.isfinite(values)].astype(np.float64)
     if values.size == 0:
         raise BadRequest("No valid pixels in selected region")
-    return {"mean": float(values.mean()), "median": float(np.median(values)),
-            "std": float(values.std()), "min": float(values.min()), "max": float(values.max()),
-            "sum": float(values.sum()), "pixel_count": int(values.size)}
+    return {
+        "mean": float(values.mean()),
+        "median": float(np.median(values)),
+        "std": float(values.std()),
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "sum": float(values.sum()),
+        "pixel_count": int(values.size),
+    }

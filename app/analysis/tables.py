@@ -15,10 +15,28 @@ from astropy.io import fits
 from app.errors import BadRequest
 from app.processing.fits_io import open_fits
 
-SPECTRAL_COLUMNS = ("WAVELENGTH", "WAVE", "LAMBDA", "FLUX", "FLUX_ERROR", "ERROR",
-                    "SURF_BRIGHT", "SB_ERROR", "NET", "BACKGROUND", "BACKGROUND_ERROR", "DQ",
-                    "NPIXELS", "BERROR", "FLUX_VAR_POISSON", "FLUX_VAR_RNOISE", "FLUX_VAR_FLAT",
-                    "SB_VAR_POISSON", "SB_VAR_RNOISE", "SB_VAR_FLAT")
+SPECTRAL_COLUMNS = (
+    "WAVELENGTH",
+    "WAVE",
+    "LAMBDA",
+    "FLUX",
+    "FLUX_ERROR",
+    "ERROR",
+    "SURF_BRIGHT",
+    "SB_ERROR",
+    "NET",
+    "BACKGROUND",
+    "BACKGROUND_ERROR",
+    "DQ",
+    "NPIXELS",
+    "BERROR",
+    "FLUX_VAR_POISSON",
+    "FLUX_VAR_RNOISE",
+    "FLUX_VAR_FLAT",
+    "SB_VAR_POISSON",
+    "SB_VAR_RNOISE",
+    "SB_VAR_FLAT",
+)
 WAVELENGTH_NAMES = ("WAVELENGTH", "WAVE", "LAMBDA")
 MAX_SPECTRAL_POINTS = 500_000
 ARRAY_TEXT_LIMIT = 100
@@ -41,9 +59,14 @@ def column_info(column) -> dict:
     elif letter != "A" and repeat > 1:
         shape = [repeat]
     is_array = variable or shape is not None
-    return {"name": column.name, "dtype": str(fmt), "unit": column.unit or None,
-            "format": column.disp or None, "is_array": bool(is_array),
-            "array_shape": shape}
+    return {
+        "name": column.name,
+        "dtype": str(fmt),
+        "unit": column.unit or None,
+        "format": column.disp or None,
+        "is_array": bool(is_array),
+        "array_shape": shape,
+    }
 
 
 def _table_hdu(hdul, hdu_index: int):
@@ -63,9 +86,16 @@ def table_info(path: str | os.PathLike) -> dict:
             if not is_table(hdu):
                 continue
             columns = [column_info(c) for c in hdu.columns]
-            out.append({"index": index, "name": hdu.name or None,
-                        "hdu_type": type(hdu).__name__, "n_rows": int(hdu.header["NAXIS2"]),
-                        "n_columns": len(columns), "columns": columns})
+            out.append(
+                {
+                    "index": index,
+                    "name": hdu.name or None,
+                    "hdu_type": type(hdu).__name__,
+                    "n_rows": int(hdu.header["NAXIS2"]),
+                    "n_columns": len(columns),
+                    "columns": columns,
+                }
+            )
     return {"file_name": os.path.basename(os.fspath(path)), "table_hdus": out}
 
 
@@ -79,7 +109,7 @@ def cell(value):
         return value.rstrip()
     if isinstance(value, np.ndarray):
         text = str(value.tolist())
-        return text if len(text) <= ARRAY_TEXT_LIMIT else text[:ARRAY_TEXT_LIMIT - 3] + "..."
+        return text if len(text) <= ARRAY_TEXT_LIMIT else text[: ARRAY_TEXT_LIMIT - 3] + "..."
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
@@ -125,9 +155,15 @@ def _sort_order(values: np.ndarray, descending: bool) -> np.ndarray | None:
     return order
 
 
-def table_page(path: str | os.PathLike, hdu_index: int = 0, page: int = 0,
-               page_size: int = 100, sort_column: str | None = None,
-               sort_direction: str | None = None, search: str | None = None) -> dict:
+def table_page(
+    path: str | os.PathLike,
+    hdu_index: int = 0,
+    page: int = 0,
+    page_size: int = 100,
+    sort_column: str | None = None,
+    sort_direction: str | None = None,
+    search: str | None = None,
+) -> dict:
     """One page of rows after an optional case-insensitive search and sort."""
     if not 1 <= page_size <= 500:
         raise BadRequest("page_size must be between 1 and 500")
@@ -150,15 +186,16 @@ def table_page(path: str | os.PathLike, hdu_index: int = 0, page: int = 0,
             name = names.get(sort_column.lower())
             if name is not None:
                 values = np.asarray(data[name])
-                order = _sort_order(values[index] if len(index) != n_rows else values,
-                                    direction == "desc")
+                order = _sort_order(
+                    values[index] if len(index) != n_rows else values, direction == "desc"
+                )
                 if order is not None:
                     index = index[order]
                     used_sort = name
         total = int(len(index))
         pages = max(1, math.ceil(total / page_size))
         page = min(page, pages - 1)
-        chosen = index[page * page_size:(page + 1) * page_size]
+        chosen = index[page * page_size : (page + 1) * page_size]
         rows = []
         if len(chosen):
             subset = data[np.sort(chosen)]
@@ -167,10 +204,18 @@ def table_page(path: str | os.PathLike, hdu_index: int = 0, page: int = 0,
             for r in chosen:
                 record = subset[position[int(r)]]
                 rows.append({n: cell(record[n]) for n in names})
-        return {"hdu_index": hdu_index, "hdu_name": hdu.name or None, "total_rows": total,
-                "total_columns": len(columns), "page": page, "page_size": page_size,
-                "columns": [column_info(c) for c in columns], "rows": rows,
-                "sort_column": used_sort, "sort_direction": direction if used_sort else None}
+        return {
+            "hdu_index": hdu_index,
+            "hdu_name": hdu.name or None,
+            "total_rows": total,
+            "total_columns": len(columns),
+            "page": page,
+            "page_size": page_size,
+            "columns": [column_info(c) for c in columns],
+            "rows": rows,
+            "sort_column": used_sort,
+            "sort_direction": direction if used_sort else None,
+        }
 
 
 def spectral_data(path: str | os.PathLike, hdu_index: int = 1) -> dict:
@@ -180,14 +225,19 @@ def spectral_data(path: str | os.PathLike, hdu_index: int = 1) -> dict:
         by_upper = {c.name.upper(): c for c in hdu.columns}
         wave = next((by_upper[n] for n in WAVELENGTH_NAMES if n in by_upper), None)
         if wave is None:
-            raise BadRequest("No WAVELENGTH column found in this table (looked for "
-                             f"{', '.join(WAVELENGTH_NAMES)})")
+            raise BadRequest(
+                "No WAVELENGTH column found in this table (looked for "
+                f"{', '.join(WAVELENGTH_NAMES)})"
+            )
         n_rows = int(hdu.header["NAXIS2"])
         if n_rows > MAX_SPECTRAL_POINTS:
-            raise BadRequest(f"The table has {n_rows:,} rows; spectra are limited to "
-                             f"{MAX_SPECTRAL_POINTS:,} points")
-        chosen = [wave] + [by_upper[n] for n in SPECTRAL_COLUMNS
-                           if n in by_upper and by_upper[n] is not wave]
+            raise BadRequest(
+                f"The table has {n_rows:,} rows; spectra are limited to "
+                f"{MAX_SPECTRAL_POINTS:,} points"
+            )
+        chosen = [wave] + [
+            by_upper[n] for n in SPECTRAL_COLUMNS if n in by_upper and by_upper[n] is not wave
+        ]
         columns, data = [], {}
         for column in chosen:
             values = np.asarray(hdu.data[column.name]) if n_rows else np.zeros(0)
@@ -195,8 +245,16 @@ def spectral_data(path: str | os.PathLike, hdu_index: int = 1) -> dict:
                 continue
             as_float = values.astype(np.float64)
             finite = np.isfinite(as_float)
-            data[column.name] = [float(v) if ok else None for v, ok in zip(as_float, finite)]
-            columns.append({"name": column.name, "unit": column.unit or None,
-                            "n_points": int(values.size)})
-        return {"hdu_index": hdu_index, "hdu_name": hdu.name or None, "n_points": n_rows,
-                "columns": columns, "data": data}
+            data[column.name] = [
+                float(v) if ok else None for v, ok in zip(as_float, finite, strict=True)
+            ]
+            columns.append(
+                {"name": column.name, "unit": column.unit or None, "n_points": int(values.size)}
+            )
+        return {
+            "hdu_index": hdu_index,
+            "hdu_name": hdu.name or None,
+            "n_points": n_rows,
+            "columns": columns,
+            "data": data,
+        }

@@ -40,9 +40,14 @@ class StretchParams:
     curve: str = "s_curve"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"stretch": self.stretch, "asinh_a": self.asinh_a,
-                "black_point": self.black_point, "white_point": self.white_point,
-                "gamma": self.gamma, "curve": self.curve}
+        return {
+            "stretch": self.stretch,
+            "asinh_a": self.asinh_a,
+            "black_point": self.black_point,
+            "white_point": self.white_point,
+            "gamma": self.gamma,
+            "curve": self.curve,
+        }
 
 
 @dataclass(frozen=True)
@@ -51,12 +56,26 @@ class AutoStretch:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _meta(dynamic_range: float, noise: float, snr: float, hdr: bool, reason: str,
-          adjusted: bool, valid: int, zero_frac: float) -> dict[str, Any]:
-    return {"dynamic_range": round(dynamic_range, 1), "noise": round(noise, 6),
-            "snr": round(snr, 1), "hdr_detected": bool(hdr), "curve_reason": reason,
-            "instrument_adjusted": bool(adjusted), "valid_pixels": int(valid),
-            "zero_coverage_frac": round(zero_frac, 4)}
+def _meta(
+    dynamic_range: float,
+    noise: float,
+    snr: float,
+    hdr: bool,
+    reason: str,
+    adjusted: bool,
+    valid: int,
+    zero_frac: float,
+) -> dict[str, Any]:
+    return {
+        "dynamic_range": round(dynamic_range, 1),
+        "noise": round(noise, 6),
+        "snr": round(snr, 1),
+        "hdr_detected": bool(hdr),
+        "curve_reason": reason,
+        "instrument_adjusted": bool(adjusted),
+        "valid_pixels": int(valid),
+        "zero_coverage_frac": round(zero_frac, 4),
+    }
 
 
 def auto_stretch(data: np.ndarray, instrument: str | None = None) -> AutoStretch:
@@ -68,8 +87,10 @@ def auto_stretch(data: np.ndarray, instrument: str | None = None) -> AutoStretch
     # Exact zeros and NaN are both "no coverage" here.
     zero_frac = float(np.count_nonzero(~finite | (flat == 0)) / flat.size) if flat.size else 1.0
     if n < MIN_VALID:
-        return AutoStretch(StretchParams(), _meta(0.0, 0.0, 0.0, False, "insufficient_data",
-                                                  False, n, 1.0 - n / max(1, flat.size)))
+        return AutoStretch(
+            StretchParams(),
+            _meta(0.0, 0.0, 0.0, False, "insufficient_data", False, n, 1.0 - n / max(1, flat.size)),
+        )
     from astropy.stats import sigma_clipped_stats
 
     with warnings.catch_warnings():
@@ -79,8 +100,9 @@ def auto_stretch(data: np.ndarray, instrument: str | None = None) -> AutoStretch
     lo, hi = (float(v) for v in np.percentile(valid, [0.1, 99.9]))
     span = hi - lo
     if span < 1e-10 or sigma < 1e-15:
-        return AutoStretch(StretchParams(), _meta(0.0, sigma, 0.0, False, "constant_data",
-                                                  False, n, zero_frac))
+        return AutoStretch(
+            StretchParams(), _meta(0.0, sigma, 0.0, False, "constant_data", False, n, zero_frac)
+        )
     a = float(np.clip(2.0 * sigma / span, 0.003, 0.5))
     dynamic_range = hi / sigma
     hdr = dynamic_range > HDR_DYNAMIC_RANGE
@@ -94,8 +116,9 @@ def auto_stretch(data: np.ndarray, instrument: str | None = None) -> AutoStretch
     sample = valid
     if n > GAMMA_SAMPLE:
         sample = np.random.default_rng(42).choice(valid, GAMMA_SAMPLE, replace=False)
-    mapped = np.clip(np.arcsinh(((sample.astype(np.float64) - lo) / span) / a)
-                     / math.asinh(1.0 / a), 0.0, 1.0)
+    mapped = np.clip(
+        np.arcsinh(((sample.astype(np.float64) - lo) / span) / a) / math.asinh(1.0 / a), 0.0, 1.0
+    )
     median = float(np.median(mapped))
     if median > 0.01:
         gamma = float(np.clip(math.log(median) / math.log(TARGET_MEDIAN), 0.6, 2.5))
@@ -117,5 +140,7 @@ def auto_stretch(data: np.ndarray, instrument: str | None = None) -> AutoStretch
     if adjusted:
         a = min(a, 0.015)
         gamma = round(min(gamma * 1.15, 2.5), 2)
-    return AutoStretch(StretchParams("asinh", a, black, white, gamma, curve),
-                       _meta(dynamic_range, sigma, snr, hdr, reason, adjusted, n, zero_frac))
+    return AutoStretch(
+        StretchParams("asinh", a, black, white, gamma, curve),
+        _meta(dynamic_range, sigma, snr, hdr, reason, adjusted, n, zero_frac),
+    )

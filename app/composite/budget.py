@@ -52,20 +52,33 @@ def shape_text(shape: tuple[int, int]) -> str:
     return f"{int(shape[0])},{int(shape[1])}"
 
 
-def shrink_detail(factor: float, new_shape: tuple[int, int], shape: tuple[int, int],
-                  limit_bytes: int, threshold: float) -> str:
+def shrink_detail(
+    factor: float,
+    new_shape: tuple[int, int],
+    shape: tuple[int, int],
+    limit_bytes: int,
+    threshold: float,
+) -> str:
     """The §10.1 detail text, word for word (sizes width x height)."""
     (new_h, new_w), (h, w) = new_shape, shape
-    return (f"Composite output would shrink to {round(factor * 100)}% of requested side "
-            f"length ({new_w}x{new_h} from {w}x{h}). Memory limit MAX_COMPOSITE_MEMORY_BYTES "
-            f"= {round(limit_bytes / 1e6)} MB; COMPOSITE_DOWNSCALE_FAIL_THRESHOLD = "
-            f"{threshold:.2f}. To allow this composite: lower "
-            "COMPOSITE_DOWNSCALE_FAIL_THRESHOLD, raise MAX_COMPOSITE_MEMORY_BYTES, or reduce "
-            "inputs (fewer files / fewer channels).")
+    return (
+        f"Composite output would shrink to {round(factor * 100)}% of requested side "
+        f"length ({new_w}x{new_h} from {w}x{h}). Memory limit MAX_COMPOSITE_MEMORY_BYTES "
+        f"= {round(limit_bytes / 1e6)} MB; COMPOSITE_DOWNSCALE_FAIL_THRESHOLD = "
+        f"{threshold:.2f}. To allow this composite: lower "
+        "COMPOSITE_DOWNSCALE_FAIL_THRESHOLD, raise MAX_COMPOSITE_MEMORY_BYTES, or reduce "
+        "inputs (fewer files / fewer channels)."
+    )
 
 
-def budget_verdict(shape: tuple[int, int], per_pixel: int, fixed: int, limit_bytes: int,
-                   threshold: float, allow_force_downscale: bool = False) -> BudgetVerdict:
+def budget_verdict(
+    shape: tuple[int, int],
+    per_pixel: int,
+    fixed: int,
+    limit_bytes: int,
+    threshold: float,
+    allow_force_downscale: bool = False,
+) -> BudgetVerdict:
     """The verdict for a grid of ``shape`` whose render costs ``per_pixel`` x pixels
     + ``fixed`` bytes, against ``limit_bytes``."""
     h, w = int(shape[0]), int(shape[1])

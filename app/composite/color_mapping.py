@@ -21,8 +21,6 @@ def hue_to_rgb(hue_deg: float) -> tuple[float, float, float]:
     return colorsys.hsv_to_rgb((hue_deg % 360.0) / 360.0, 1.0, 1.0)
 
 
-
-
 def apply_curve(values: np.ndarray, curve: str) -> np.ndarray:
     """The tone curves: linear, s_curve 3x^2-2x^3, inverse_s 0.5+asin(2x-1)/pi,
     shadows x^0.7, highlights x^1.3 (in place where possible)."""
@@ -44,8 +42,7 @@ def apply_curve(values: np.ndarray, curve: str) -> np.ndarray:
     raise ValueError(f"unknown tone curve {curve!r}")
 
 
-def stretch_channel(data: np.ndarray, display: DisplayParams,
-                    curve: str = "linear") -> np.ndarray:
+def stretch_channel(data: np.ndarray, display: DisplayParams, curve: str = "linear") -> np.ndarray:
     """Stretch, levels, gamma, then tone curve: display values in [0, 1], NaN kept.
 
     Non-linear stretches normalise between the 0.1 and 99.9 percentiles of the
@@ -55,15 +52,21 @@ def stretch_channel(data: np.ndarray, display: DisplayParams,
         display = replace(display, stretch="zscale")
     if not np.isfinite(data).any():
         return np.full(data.shape, np.nan, dtype=np.float32)
-    transform = fit_display(data, display.stretch, gamma=display.gamma,
-                            asinh_a=display.asinh_a, black_point=display.black_point,
-                            white_point=display.white_point,
-                            nonlinear_range=COMPOSITE_PERCENTILES)
+    transform = fit_display(
+        data,
+        display.stretch,
+        gamma=display.gamma,
+        asinh_a=display.asinh_a,
+        black_point=display.black_point,
+        white_point=display.white_point,
+        nonlinear_range=COMPOSITE_PERCENTILES,
+    )
     return apply_curve(transform(data), curve)
 
 
-def add_colour(rgb: np.ndarray, values: np.ndarray, weights: tuple[float, float, float],
-               weight: float = 1.0) -> None:
+def add_colour(
+    rgb: np.ndarray, values: np.ndarray, weights: tuple[float, float, float], weight: float = 1.0
+) -> None:
     """rgb[..., k] += values * weight * weights[k], treating NaN as no light."""
     v = np.nan_to_num(values, nan=0.0, copy=True)
     if weight != 1.0:
@@ -104,11 +107,19 @@ def replace_lightness(rgb: np.ndarray, lum: np.ndarray, weight: float) -> np.nda
     return out.astype(np.float32, copy=False)
 
 
-def overall_adjust(rgb: np.ndarray, stretch: str, *, black_point: float, white_point: float,
-                   gamma: float, asinh_a: float) -> np.ndarray:
+def overall_adjust(
+    rgb: np.ndarray,
+    stretch: str,
+    *,
+    black_point: float,
+    white_point: float,
+    gamma: float,
+    asinh_a: float,
+) -> np.ndarray:
     """One display transform fitted on R, G and B together and applied to each."""
-    transform = fit_display(rgb, stretch, gamma=gamma, asinh_a=asinh_a,
-                            black_point=black_point, white_point=white_point)
+    transform = fit_display(
+        rgb, stretch, gamma=gamma, asinh_a=asinh_a, black_point=black_point, white_point=white_point
+    )
     out = transform(rgb)
     return np.nan_to_num(out, nan=0.0, copy=False)
 
@@ -195,8 +206,9 @@ def hls_to_rgb(hue: np.ndarray, light: np.ndarray, sat: np.ndarray) -> np.ndarra
     return out
 
 
-def adjust_saturation(rgb: np.ndarray, saturation: float = 1.0, vibrancy: float = 0.0,
-                      hue_rotation: float = 0.0) -> np.ndarray:
+def adjust_saturation(
+    rgb: np.ndarray, saturation: float = 1.0, vibrancy: float = 0.0, hue_rotation: float = 0.0
+) -> np.ndarray:
     """One round trip through HSL (§10.1 step 14): hue += rotation/360 (mod 1),
     S = clip(S x saturation), then S = clip(S + vibrancy (1 - S))."""
     hue, light, sat = rgb_to_hls(rgb)

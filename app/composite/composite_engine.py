@@ -27,8 +27,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -41,11 +42,10 @@ from app.composite.resolution import blur_keeping_coverage, match_sigma, sharpen
 from app.errors import BadRequest
 from app.processing.background import subtract_sky
 from app.processing.enhancement import STRETCHES
-from app.processing.instruments import normalise_instrument
 from app.processing.fits_io import open_plane
+from app.processing.instruments import normalise_instrument
 from app.processing.pipeline import DisplayParams
 from app.processing.render import encode_array
-from app.progress import JobHandle
 from app.processing.reprojection import (
     Grid,
     InputGeometry,
@@ -56,6 +56,7 @@ from app.processing.reprojection import (
     reduction_for,
     sample_bilinear,
 )
+from app.progress import JobHandle
 
 #: Grid pixels resampled per block (bounds the coordinate temporaries).
 BLOCK_PIXELS = 1 << 20
@@ -71,8 +72,9 @@ class ChannelSpec:
 
     label: str
     paths: list[str]
-    display: DisplayParams = field(default_factory=lambda: DisplayParams(stretch="asinh",
-                                                                         asinh_a=0.05))
+    display: DisplayParams = field(
+        default_factory=lambda: DisplayParams(stretch="asinh", asinh_a=0.05)
+    )
     curve: str = "linear"
     weight: float = 1.0
     rgb: tuple[float, float, float] | None = None
@@ -119,20 +121,19 @@ class CompositePlan:
     cache: CacheSpec | None = None
     identities: list[str] = field(default_factory=list)
     #: Where auto-stretch looks (the analysis grid), when a channel asks for it.
-    analysis: "CompositePlan | None" = None
+    analysis: CompositePlan | None = None
 
     @property
     def instruments(self) -> list[str | None]:
         """Each channel's instrument (its first file's INSTRUME, normalised)."""
-        return [normalise_instrument(geoms[0].header.get("INSTRUME")) for geoms in
-                self.geometries]
+        return [normalise_instrument(geoms[0].header.get("INSTRUME")) for geoms in self.geometries]
 
     @property
     def scales_arcsec(self) -> list[float]:
         """Each channel's native pixel scale (its finest file's, from the WCS)."""
         return [min(g.scale_deg for g in geoms) * 3600.0 for geoms in self.geometries]
 
-    def on_grid(self, grid: Grid) -> "CompositePlan":
+    def on_grid(self, grid: Grid) -> CompositePlan:
         """The same composite on another grid (same picture)."""
         plan = plan_on_grid(self.channels, self.geometries, grid, self.options, self.cache)
         plan.analysis = self.analysis
@@ -152,6 +153,7 @@ class CompositeResult:
 # Planning (headers only)
 # --------------------------------------------------------------------------------------
 
+
 def _file_identity(path: str) -> list:
     st = os.stat(path)
     return [os.path.realpath(path), st.st_size, st.st_mtime_ns]
@@ -164,62 +166,100 @@ def render_grid(inputs: list[InputGeometry], options: RenderOptions) -> Grid:
     return fit_grid(inputs, options.width, options.height)
 
 
-def read_channel_geometries(channels: list[ChannelSpec],
-                            max_elements: int | None = None) -> list[list[InputGeometry]]:
+def read_channel_geometries(
+    channels: list[ChannelSpec], max_elements: int | None = None
+) -> list[list[InputGeometry]]:
     """Every channel's files, described from their headers (400 for an unusable one, 413
     for one over ``max_elements``)."""
-    return [[read_geometry(path, label=f"Channel {channel.label}: {os.path.basename(path)}",
-                           max_elements=max_elements)
-             for path in channel.paths] for channel in channels]
+    return [
+        [
+            read_geometry(
+                path,
+                label=f"Channel {channel.label}: {os.path.basename(path)}",
+                max_elements=max_elements,
+            )
+            for path in channel.paths
+        ]
+        for channel in channels
+    ]
 
 
-def plan_composite(channels: list[ChannelSpec], options: RenderOptions,
-                   cache: CacheSpec | None = None,
-                   max_elements: int | None = None) -> CompositePlan:
+def plan_composite(
+    channels: list[ChannelSpec],
+    options: RenderOptions,
+    cache: CacheSpec | None = None,
+    max_elements: int | None = None,
+) -> CompositePlan:
     """Read every file's header, build the common grid, check the channels can overlap."""
     geometries = read_channel_geometries(channels, max_elements)
     grid = render_grid([g for geoms in geometries for g in geoms], options)
     plan = plan_on_grid(channels, geometries, grid, options, cache)
     if any(c.auto_stretch for c in channels):
-        plan.analysis = analysis_plan(channels, geometries, options.background_neutralization,
-                                      cache)
+        plan.analysis = analysis_plan(
+            channels, geometries, options.background_neutralization, cache
+        )
     return plan
 
 
-def analysis_plan(channels: list[ChannelSpec], geometries: list[list[InputGeometry]],
-                  background_neutralization: bool,
-                  cache: CacheSpec | None = None) -> "CompositePlan":
+def analysis_plan(
+    channels: list[ChannelSpec],
+    geometries: list[list[InputGeometry]],
+    background_neutralization: bool,
+    cache: CacheSpec | None = None,
+) -> CompositePlan:
     """The channels on the small analysis grid (ANALYSIS_SIZE^2) that auto-stretch and
     ``analyze-channels`` read: the same numbers whatever the picture's size."""
-    options = RenderOptions(width=ANALYSIS_SIZE, height=ANALYSIS_SIZE,
-                            background_neutralization=background_neutralization)
+    options = RenderOptions(
+        width=ANALYSIS_SIZE,
+        height=ANALYSIS_SIZE,
+        background_neutralization=background_neutralization,
+    )
     grid = fit_grid([g for geoms in geometries for g in geoms], ANALYSIS_SIZE, ANALYSIS_SIZE)
     return plan_on_grid(channels, geometries, grid, options, cache)
 
 
-def plan_on_grid(channels: list[ChannelSpec], geometries: list[list[InputGeometry]], grid: Grid,
-                 options: RenderOptions, cache: CacheSpec | None = None) -> CompositePlan:
+def plan_on_grid(
+    channels: list[ChannelSpec],
+    geometries: list[list[InputGeometry]],
+    grid: Grid,
+    options: RenderOptions,
+    cache: CacheSpec | None = None,
+) -> CompositePlan:
     """The plan for channels already read, on ``grid``; 400 when they cannot overlap."""
     boxes = []
-    for channel, geoms in zip(channels, geometries):
+    for channel, geoms in zip(channels, geometries, strict=True):
         found = [b for b in (footprint_box(g, grid) for g in geoms) if b is not None]
         if not found:
             raise BadRequest(f"No usable image data for channel {channel.label}")
-        boxes.append((min(b[0] for b in found), max(b[1] for b in found),
-                      min(b[2] for b in found), max(b[3] for b in found)))
+        boxes.append(
+            (
+                min(b[0] for b in found),
+                max(b[1] for b in found),
+                min(b[2] for b in found),
+                max(b[3] for b in found),
+            )
+        )
     r0, r1 = max(b[0] for b in boxes), min(b[1] for b in boxes)
     c0, c1 = max(b[2] for b in boxes), min(b[3] for b in boxes)
     if len(boxes) > 1 and (r0 >= r1 or c0 >= c1):
-        raise BadRequest("The channels do not overlap on the sky: their footprints are "
-                         "disjoint, so no pixel would show every channel")
+        raise BadRequest(
+            "The channels do not overlap on the sky: their footprints are "
+            "disjoint, so no pixel would show every channel"
+        )
     grid_key = grid.wcs.to_header_string() + f"|{grid.shape}"
     identities = []
     for geoms in geometries:
         parts = [[*_file_identity(g.path), g.hdu_index, list(g.choice.leading)] for g in geoms]
         text = json.dumps([CACHE_VERSION, parts, grid_key])
         identities.append(hashlib.sha256(text.encode()).hexdigest())
-    return CompositePlan(channels=channels, geometries=geometries, grid=grid, options=options,
-                         cache=cache, identities=identities)
+    return CompositePlan(
+        channels=channels,
+        geometries=geometries,
+        grid=grid,
+        options=options,
+        cache=cache,
+        identities=identities,
+    )
 
 
 @dataclass(frozen=True)
@@ -265,17 +305,22 @@ def estimate_composite_bytes(plan: CompositePlan) -> int:
 # Reprojection (streaming, coverage-weighted)
 # --------------------------------------------------------------------------------------
 
+
 def _read_reduced(geometry: InputGeometry, factor: int, label: str) -> np.ndarray:
     try:
-        with open_plane(geometry.path, geometry.choice.slice_index,
-                        hdu_index=geometry.hdu_index) as (reader, _):
+        with open_plane(
+            geometry.path, geometry.choice.slice_index, hdu_index=geometry.hdu_index
+        ) as (reader, _):
             data = reader.read_reduced(factor)
     except BadRequest as exc:
-        raise BadRequest(f"Channel {label}: {os.path.basename(geometry.path)}: "
-                         f"{exc.detail}") from None
+        raise BadRequest(
+            f"Channel {label}: {os.path.basename(geometry.path)}: {exc.detail}"
+        ) from None
     except (OSError, ValueError, TypeError) as exc:
-        raise BadRequest(f"Channel {label}: {os.path.basename(geometry.path)} could not be "
-                         f"read ({type(exc).__name__})") from None
+        raise BadRequest(
+            f"Channel {label}: {os.path.basename(geometry.path)} could not be "
+            f"read ({type(exc).__name__})"
+        ) from None
     # Exact zeros are the detector-edge fill of resampled products: no coverage.
     data[data == 0] = np.nan
     return data
@@ -316,12 +361,18 @@ def reproject_files(geometries: list[InputGeometry], grid: Grid, label: str = ""
 def _cache(spec: CacheSpec):
     from app.storage.temp_cache import TempCache
 
-    return TempCache(spec.directory, spec.max_bytes, grace_seconds=0.0,
-                     max_entries=spec.max_entries, ttl_seconds=spec.ttl_seconds)
+    return TempCache(
+        spec.directory,
+        spec.max_bytes,
+        grace_seconds=0.0,
+        max_entries=spec.max_entries,
+        ttl_seconds=spec.ttl_seconds,
+    )
 
 
-def channel_on_grid(plan: CompositePlan, index: int,
-                    on_miss: Callable[[], None] | None = None) -> np.ndarray:
+def channel_on_grid(
+    plan: CompositePlan, index: int, on_miss: Callable[[], None] | None = None
+) -> np.ndarray:
     """Channel ``index`` on the plan's grid, from the cache when it is there.
 
     ``on_miss`` is called just before the channel is reprojected (not on a hit).
@@ -346,6 +397,7 @@ def channel_on_grid(plan: CompositePlan, index: int,
 # Rendering (CONTRACT-HEAD §10.1 steps 5-15)
 # --------------------------------------------------------------------------------------
 
+
 def _progress(job: JobHandle | None, stage: str, message: str, **extra: object) -> None:
     """Report a stage (§10.2 grammar) and stop here if the job was cancelled."""
     if job is None:
@@ -359,9 +411,17 @@ def channels_on_grid(plan: CompositePlan, job: JobHandle | None = None) -> list[
     total = len(plan.channels)
     planes = []
     for index, channel in enumerate(plan.channels):
+
         def reprojecting(index: int = index, name: str = channel.label) -> None:
-            _progress(job, "reproject", f"Reprojecting {name} ({index + 1} of {total})",
-                      filter=name, index=index + 1, total=total)
+            _progress(
+                job,
+                "reproject",
+                f"Reprojecting {name} ({index + 1} of {total})",
+                filter=name,
+                index=index + 1,
+                total=total,
+            )
+
         data = channel_on_grid(plan, index, on_miss=reprojecting)
         if not np.isfinite(data).any():
             raise BadRequest(f"No usable image data for channel {channel.label}")
@@ -371,8 +431,9 @@ def channels_on_grid(plan: CompositePlan, job: JobHandle | None = None) -> list[
         for data in planes:
             in_all &= np.isfinite(data)
         if not in_all.any():
-            raise BadRequest("The channels do not overlap on the sky: no pixel has data in "
-                             "every channel")
+            raise BadRequest(
+                "The channels do not overlap on the sky: no pixel has data in every channel"
+            )
     return planes
 
 
@@ -385,14 +446,15 @@ def match_resolutions(plan: CompositePlan, planes: list[np.ndarray]) -> list[np.
     finest = min(scales)
     grid_arcsec = plan.grid.scale_deg * 3600.0
     out = []
-    for plane, scale in zip(planes, scales):
+    for plane, scale in zip(planes, scales, strict=True):
         sigma = match_sigma(scale, finest, grid_arcsec)
         out.append(blur_keeping_coverage(plane, sigma) if sigma else plane)
     return out
 
 
-def neutralised(plan: CompositePlan, planes: list[np.ndarray],
-                job: JobHandle | None = None) -> list[np.ndarray]:
+def neutralised(
+    plan: CompositePlan, planes: list[np.ndarray], job: JobHandle | None = None
+) -> list[np.ndarray]:
     if not plan.options.background_neutralization:
         return planes
     _progress(job, "background_neutralize", "Applying background neutralization")
@@ -415,9 +477,16 @@ def auto_displays(plan: CompositePlan) -> dict[int, tuple[DisplayParams, str]]:
     out = {}
     for index in wanted:
         params = auto_stretch(planes[index], instruments[index]).params
-        out[index] = (DisplayParams(stretch=params.stretch, black_point=params.black_point,
-                                    white_point=params.white_point, gamma=params.gamma,
-                                    asinh_a=params.asinh_a), params.curve)
+        out[index] = (
+            DisplayParams(
+                stretch=params.stretch,
+                black_point=params.black_point,
+                white_point=params.white_point,
+                gamma=params.gamma,
+                asinh_a=params.asinh_a,
+            ),
+            params.curve,
+        )
     return out
 
 
@@ -426,28 +495,45 @@ def analyze_channels(plan: CompositePlan, bins: int = 100) -> list[dict[str, Any
     histogram of the valid (> 0) pixels and their statistics (worker entry point)."""
     planes = analysis_planes(plan)
     out = []
-    for channel, plane, instrument in zip(plan.channels, planes, plan.instruments):
+    for plane, instrument in zip(planes, plan.instruments, strict=True):
         values = np.asarray(plane, dtype=np.float32)
         valid = values[np.isfinite(values) & (values > 0)].astype(np.float64)
         result = auto_stretch(values, instrument)
         if valid.size:
-            counts, edges = np.histogram(valid, bins=bins,
-                                         range=(float(valid.min()), float(valid.max())))
-            stats = {"min": float(valid.min()), "max": float(valid.max()),
-                     "mean": float(valid.mean()), "std": float(valid.std())}
+            counts, edges = np.histogram(
+                valid, bins=bins, range=(float(valid.min()), float(valid.max()))
+            )
+            stats = {
+                "min": float(valid.min()),
+                "max": float(valid.max()),
+                "mean": float(valid.mean()),
+                "std": float(valid.std()),
+            }
         else:
             counts, edges = np.zeros(bins, dtype=np.int64), np.zeros(bins + 1)
             stats = {"min": 0.0, "max": 0.0, "mean": 0.0, "std": 0.0}
-        out.append({"params": result.params.as_dict(), "meta": result.meta, "stats": stats,
-                    "histogram": {"counts": [int(c) for c in counts],
-                                  "bin_edges": [float(e) for e in edges],
-                                  "bin_centers": [float(c) for c in (edges[:-1] + edges[1:]) / 2],
-                                  "n_bins": bins}})
+        out.append(
+            {
+                "params": result.params.as_dict(),
+                "meta": result.meta,
+                "stats": stats,
+                "histogram": {
+                    "counts": [int(c) for c in counts],
+                    "bin_edges": [float(e) for e in edges],
+                    "bin_centers": [float(c) for c in (edges[:-1] + edges[1:]) / 2],
+                    "n_bins": bins,
+                },
+            }
+        )
     return out
 
 
-def _combine(values: list[np.ndarray | None], channels: list[ChannelSpec],
-             indices: list[int], shape: tuple[int, int]) -> np.ndarray:
+def _combine(
+    values: list[np.ndarray | None],
+    channels: list[ChannelSpec],
+    indices: list[int],
+    shape: tuple[int, int],
+) -> np.ndarray:
     """Linear colour combine of the given channels, divided by one common maximum."""
     rgb = np.zeros((*shape, 3), dtype=np.float32)
     for index in indices:
@@ -455,8 +541,9 @@ def _combine(values: list[np.ndarray | None], channels: list[ChannelSpec],
     return color_mapping.normalise_common(rgb)
 
 
-def render_rgb(plan: CompositePlan, job: JobHandle | None = None,
-               report: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def render_rgb(
+    plan: CompositePlan, job: JobHandle | None = None, report: dict[str, str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The sRGB picture on the grid (float32 (H, W, 3) in [0, 1], FITS row 0 first) and
     the coverage mask (any channel has data).
 
@@ -480,8 +567,14 @@ def render_rgb(plan: CompositePlan, job: JobHandle | None = None,
     luminance = None
     autos = auto_displays(plan)
     for index, channel in enumerate(channels):
-        _progress(job, "stretch", f"Stretching {channel.label} ({index + 1} of {total})",
-                  filter=channel.label, index=index + 1, total=total)
+        _progress(
+            job,
+            "stretch",
+            f"Stretching {channel.label} ({index + 1} of {total})",
+            filter=channel.label,
+            index=index + 1,
+            total=total,
+        )
         data = np.asarray(planes[index])
         display, curve = autos.get(index, (channel.display, channel.curve))
         if display.stretch not in STRETCHES:
@@ -503,14 +596,24 @@ def render_rgb(plan: CompositePlan, job: JobHandle | None = None,
     shape = plan.grid.shape
     colour = [i for i, c in enumerate(channels) if not c.luminance]
     colour_instruments = {instruments[i] for i in colour if instruments[i]}
-    blend = (len({i for i in instruments if i}) >= 2 and len(colour_instruments) >= 2
-             and feather.strength > 0 and len(colour) >= 2)
+    blend = (
+        len({i for i in instruments if i}) >= 2
+        and len(colour_instruments) >= 2
+        and feather.strength > 0
+        and len(colour) >= 2
+    )
     if blend:
-        rgb = feather_channels(colour, instruments, coverage, feather.strength,
-                               lambda idx: _combine(values, channels, idx, shape))
+        rgb = feather_channels(
+            colour,
+            instruments,
+            coverage,
+            feather.strength,
+            lambda idx: _combine(values, channels, idx, shape),
+        )
         if luminance is not None:  # the transfer is applied once: undo it for L
-            rgb = color_mapping.srgb_transfer(color_mapping.replace_lightness(
-                color_mapping.srgb_inverse(rgb), *luminance))
+            rgb = color_mapping.srgb_transfer(
+                color_mapping.replace_lightness(color_mapping.srgb_inverse(rgb), *luminance)
+            )
     else:
         rgb = _combine(values, channels, colour, shape)
         if luminance is not None:
@@ -535,8 +638,14 @@ def frame(rgb: np.ndarray, options: RenderOptions) -> tuple[np.ndarray, dict[str
     shown = framing.auto_crop(rgb[::-1])
     metrics = quality_metrics(shown)
     turned = framing.rotate(framing.to_8bit(shown), options.rotation_degrees)
-    pixels = framing.place(turned, options.width, options.height, options.crop_zoom,
-                           options.crop_center_x, options.crop_center_y)
+    pixels = framing.place(
+        turned,
+        options.width,
+        options.height,
+        options.crop_zoom,
+        options.crop_center_x,
+        options.crop_center_y,
+    )
     return pixels, metrics
 
 

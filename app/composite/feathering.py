@@ -11,8 +11,8 @@ CIELAB (scikit-image's conversion, D65), so the seam has no visible step.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from scipy.ndimage import distance_transform_edt
@@ -31,8 +31,9 @@ class FeatherChoice:
     auto: bool
 
 
-def feather_strength(requested: float | None, instruments: list[str | None],
-                     scales_arcsec: list[float | None]) -> FeatherChoice:
+def feather_strength(
+    requested: float | None, instruments: list[str | None], scales_arcsec: list[float | None]
+) -> FeatherChoice:
     """The effective strength: the request's, or with null and >= 2 known instruments
     min(0.3, 0.05 x coarsest / finest pixel scale) (automatic); else 0."""
     if requested is not None:
@@ -40,7 +41,7 @@ def feather_strength(requested: float | None, instruments: list[str | None],
     known = {inst for inst in instruments if inst}
     if len(known) < 2:
         return FeatherChoice(0.0, False)
-    scales = [s for inst, s in zip(instruments, scales_arcsec) if inst and s]
+    scales = [s for inst, s in zip(instruments, scales_arcsec, strict=True) if inst and s]
     if not scales:
         return FeatherChoice(0.0, True)
     return FeatherChoice(min(MAX_AUTO_STRENGTH, 0.05 * max(scales) / min(scales)), True)
@@ -65,19 +66,23 @@ def edge_weight(coverage: np.ndarray, radius: float) -> np.ndarray:
     else:
         from scipy.ndimage import zoom
 
-        small = coverage[factor // 2::factor, factor // 2::factor]
+        small = coverage[factor // 2 :: factor, factor // 2 :: factor]
         coarse = distance_transform_edt(small).astype(np.float32) * np.float32(factor)
-        distance = zoom(coarse, (coverage.shape[0] / small.shape[0],
-                                 coverage.shape[1] / small.shape[1]), order=1,
-                        grid_mode=True, mode="nearest")[:coverage.shape[0], :coverage.shape[1]]
+        distance = zoom(
+            coarse,
+            (coverage.shape[0] / small.shape[0], coverage.shape[1] / small.shape[1]),
+            order=1,
+            grid_mode=True,
+            mode="nearest",
+        )[: coverage.shape[0], : coverage.shape[1]]
         distance[~coverage] = 0.0
     return smoothstep(np.clip(distance / np.float32(radius), 0.0, 1.0))
 
 
 # sRGB primaries to CIE XYZ and the D65 white (2 degree observer): scikit-image's numbers.
-XYZ_FROM_RGB = np.array([[0.412453, 0.357580, 0.180423],
-                         [0.212671, 0.715160, 0.072169],
-                         [0.019334, 0.119193, 0.950227]])
+XYZ_FROM_RGB = np.array(
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
+)
 RGB_FROM_XYZ = np.linalg.inv(XYZ_FROM_RGB)
 D65 = np.array([0.95047, 1.0, 1.08883])
 _EPS = (6.0 / 29.0) ** 3
@@ -97,8 +102,7 @@ def linear_to_lab(linear: np.ndarray) -> np.ndarray:
     xyz = np.asarray(linear, dtype=np.float32) @ (XYZ_FROM_RGB / D65[:, None]).T.astype(np.float32)
     small = xyz <= _EPS
     f = np.cbrt(xyz)
-    f[small] = (xyz[small] * np.float32(1.0 / (3 * (6.0 / 29.0) ** 2))
-                + np.float32(4.0 / 29.0))
+    f[small] = xyz[small] * np.float32(1.0 / (3 * (6.0 / 29.0) ** 2)) + np.float32(4.0 / 29.0)
     lab = np.empty_like(f)
     lab[:, 0] = np.float32(116.0) * f[:, 1] - np.float32(16.0)
     lab[:, 1] = np.float32(500.0) * (f[:, 0] - f[:, 1])
@@ -109,8 +113,10 @@ def linear_to_lab(linear: np.ndarray) -> np.ndarray:
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
     """sRGB in [0, 1] of CIELAB (D65) pixels (n, 3): the inverse of :func:`rgb_to_lab`."""
     fy = (lab[:, 0] + np.float32(16.0)) * np.float32(1.0 / 116.0)
-    f = np.stack([fy + lab[:, 1] * np.float32(1.0 / 500.0), fy,
-                  fy - lab[:, 2] * np.float32(1.0 / 200.0)], axis=1)
+    f = np.stack(
+        [fy + lab[:, 1] * np.float32(1.0 / 500.0), fy, fy - lab[:, 2] * np.float32(1.0 / 200.0)],
+        axis=1,
+    )
     small = f <= np.float32(6.0 / 29.0)
     t = f * f * f
     t[small] = np.float32(3 * (6.0 / 29.0) ** 2) * (f[small] - np.float32(4.0 / 29.0))
@@ -143,9 +149,13 @@ def majority_group(groups: dict[str, list[int]], covered_pixels: list[int]) -> s
     return max(groups, key=lambda name: (sum(covered_pixels[i] for i in groups[name]), name))
 
 
-def feather(colour_channels: list[int], instruments: list[str | None],
-            coverage: list[np.ndarray], strength: float,
-            combine: Callable[[list[int]], np.ndarray]) -> np.ndarray:
+def feather(
+    colour_channels: list[int],
+    instruments: list[str | None],
+    coverage: list[np.ndarray],
+    strength: float,
+    combine: Callable[[list[int]], np.ndarray],
+) -> np.ndarray:
     """The blended sRGB picture.
 
     ``combine(indices)`` is the plain colour combine (common maximum) of the given

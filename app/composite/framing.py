@@ -22,7 +22,7 @@ def auto_crop(rgb: np.ndarray) -> np.ndarray:
     if rows.size == 0:
         return rgb
     cols = np.flatnonzero(lit.any(axis=0))
-    return rgb[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return rgb[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
 def rotate(pixels: np.ndarray, degrees: float) -> np.ndarray:
@@ -34,8 +34,9 @@ def rotate(pixels: np.ndarray, degrees: float) -> np.ndarray:
         return pixels
     from PIL import Image
 
-    turned = Image.fromarray(pixels).rotate(-degrees, resample=Image.Resampling.BILINEAR,
-                                            expand=True, fillcolor=(0, 0, 0))
+    turned = Image.fromarray(pixels).rotate(
+        -degrees, resample=Image.Resampling.BILINEAR, expand=True, fillcolor=(0, 0, 0)
+    )
     return np.asarray(turned)
 
 
@@ -51,8 +52,14 @@ def _offset(canvas: int, scaled: int, centre: float) -> int:
     return -int(centre * (scaled - canvas))
 
 
-def place(pixels: np.ndarray, width: int, height: int, zoom: float = 1.0,
-          centre_x: float = 0.5, centre_y: float = 0.5) -> np.ndarray:
+def place(
+    pixels: np.ndarray,
+    width: int,
+    height: int,
+    zoom: float = 1.0,
+    centre_x: float = 0.5,
+    centre_y: float = 0.5,
+) -> np.ndarray:
     """The 8-bit picture scaled by min(width/w, height/h) x zoom (Lanczos) and pasted on
     a black canvas of exactly ``width`` x ``height``."""
     from PIL import Image

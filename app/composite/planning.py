@@ -39,24 +39,36 @@ def check_colour_rules(body: NChannelCompositeRequest) -> None:
         raise Unprocessable("At least one color channel (hue or rgb) is required")
 
 
-def channel_specs(channels: list[NChannelConfig],
-                  paths: list[list[str]]) -> list[composite_engine.ChannelSpec]:
+def channel_specs(
+    channels: list[NChannelConfig], paths: list[list[str]]
+) -> list[composite_engine.ChannelSpec]:
     """Worker-side channel descriptions (plain, picklable), in request order."""
     specs = []
-    for index, (channel, files) in enumerate(zip(channels, paths)):
+    for index, (channel, files) in enumerate(zip(channels, paths, strict=True)):
         color = channel.color
         rgb = None
         if color.hue is not None:
             rgb = hue_to_rgb(color.hue)
         elif color.rgb is not None:
             rgb = (float(color.rgb[0]), float(color.rgb[1]), float(color.rgb[2]))
-        specs.append(composite_engine.ChannelSpec(
-            label=channel_name(index, channel.label), paths=files,
-            display=DisplayParams(stretch=channel.stretch, black_point=channel.black_point,
-                                  white_point=channel.white_point, gamma=channel.gamma,
-                                  asinh_a=channel.asinh_a),
-            curve=channel.curve, weight=channel.weight, rgb=rgb,
-            luminance=bool(color.luminance), auto_stretch=channel.auto_stretch))
+        specs.append(
+            composite_engine.ChannelSpec(
+                label=channel_name(index, channel.label),
+                paths=files,
+                display=DisplayParams(
+                    stretch=channel.stretch,
+                    black_point=channel.black_point,
+                    white_point=channel.white_point,
+                    gamma=channel.gamma,
+                    asinh_a=channel.asinh_a,
+                ),
+                curve=channel.curve,
+                weight=channel.weight,
+                rgb=rgb,
+                luminance=bool(color.luminance),
+                auto_stretch=channel.auto_stretch,
+            )
+        )
     return specs
 
 
@@ -64,24 +76,31 @@ def render_options(body: NChannelCompositeRequest) -> composite_engine.RenderOpt
     """The request's picture settings, plain and picklable for the worker."""
     sharp, sat = body.sharpening, body.saturation
     return composite_engine.RenderOptions(
-        width=body.width, height=body.height,
+        width=body.width,
+        height=body.height,
         background_neutralization=body.background_neutralization,
         overall=body.overall.model_dump() if body.overall else None,
-        fmt=body.output_format, quality=body.quality,
+        fmt=body.output_format,
+        quality=body.quality,
         sharpening=(sharp.radius, sharp.amount, sharp.threshold) if sharp else None,
         saturation=(sat.saturation, sat.vibrancy, sat.hue_rotation) if sat else None,
-        feather_strength=body.feather_strength, rotation_degrees=body.rotation_degrees,
-        crop_center_x=body.crop_center_x, crop_center_y=body.crop_center_y,
-        crop_zoom=body.crop_zoom)
+        feather_strength=body.feather_strength,
+        rotation_degrees=body.rotation_degrees,
+        crop_center_x=body.crop_center_x,
+        crop_center_y=body.crop_center_y,
+        crop_zoom=body.crop_zoom,
+    )
 
 
 def cache_spec(settings: Settings) -> composite_engine.CacheSpec | None:
     if settings.COMPOSITE_CACHE_MAX_ENTRIES == 0 or settings.COMPOSITE_CACHE_MAX_BYTES == 0:
         return None
     return composite_engine.CacheSpec(
-        directory=str(settings.COMPOSITE_CACHE_DIR), max_bytes=settings.COMPOSITE_CACHE_MAX_BYTES,
+        directory=str(settings.COMPOSITE_CACHE_DIR),
+        max_bytes=settings.COMPOSITE_CACHE_MAX_BYTES,
         max_entries=settings.COMPOSITE_CACHE_MAX_ENTRIES,
-        ttl_seconds=settings.COMPOSITE_CACHE_TTL_SECONDS)
+        ttl_seconds=settings.COMPOSITE_CACHE_TTL_SECONDS,
+    )
 
 
 def composite_limit(settings: Settings, engine_budget: int) -> int:
@@ -91,11 +110,11 @@ def composite_limit(settings: Settings, engine_budget: int) -> int:
     return min(int(limit), int(engine_budget))
 
 
-def resolve_channel_paths(channels: list[NChannelConfig],
-                          storage: StorageProvider) -> list[list[str]]:
+def resolve_channel_paths(
+    channels: list[NChannelConfig], storage: StorageProvider
+) -> list[list[str]]:
     """Local paths of every channel's files, in order (403/404/400; S3 may download)."""
-    return [[str(storage.local_path(key)) for key in channel.file_paths]
-            for channel in channels]
+    return [[str(storage.local_path(key)) for key in channel.file_paths] for channel in channels]
 
 
 def check_sizes(paths: list[list[str]], max_file_bytes: int) -> None:
@@ -117,16 +136,30 @@ class PreparedComposite:
         return composite_engine.estimate_composite_bytes(self.plan)
 
 
-def judge(plan: composite_engine.CompositePlan, settings: Settings, engine_budget: int,
-          allow_force_downscale: bool) -> BudgetVerdict:
+def judge(
+    plan: composite_engine.CompositePlan,
+    settings: Settings,
+    engine_budget: int,
+    allow_force_downscale: bool,
+) -> BudgetVerdict:
     cost = composite_engine.composite_cost(plan)
-    return budget_verdict(plan.grid.shape, cost.per_pixel, cost.fixed,
-                          composite_limit(settings, engine_budget),
-                          settings.COMPOSITE_DOWNSCALE_FAIL_THRESHOLD, allow_force_downscale)
+    return budget_verdict(
+        plan.grid.shape,
+        cost.per_pixel,
+        cost.fixed,
+        composite_limit(settings, engine_budget),
+        settings.COMPOSITE_DOWNSCALE_FAIL_THRESHOLD,
+        allow_force_downscale,
+    )
 
 
-def plan_request(body: NChannelCompositeRequest, paths: list[list[str]], settings: Settings,
-                 engine_budget: int, refuse: bool = True) -> PreparedComposite:
+def plan_request(
+    body: NChannelCompositeRequest,
+    paths: list[list[str]],
+    settings: Settings,
+    engine_budget: int,
+    refuse: bool = True,
+) -> PreparedComposite:
     """Worker job: size checks, headers, the grid and the verdict; the plan moved to the
     grid that fits.
 
@@ -136,8 +169,9 @@ def plan_request(body: NChannelCompositeRequest, paths: list[list[str]], setting
     check_colour_rules(body)
     check_sizes(paths, settings.max_fits_file_bytes)
     specs = channel_specs(body.channels, paths)
-    plan = composite_engine.plan_composite(specs, render_options(body), cache_spec(settings),
-                                           settings.MAX_FITS_ARRAY_ELEMENTS)
+    plan = composite_engine.plan_composite(
+        specs, render_options(body), cache_spec(settings), settings.MAX_FITS_ARRAY_ELEMENTS
+    )
     verdict = judge(plan, settings, engine_budget, body.allow_force_downscale and refuse)
     if verdict.status == "fail" and refuse:
         raise PayloadTooLarge(verdict.detail)
@@ -146,38 +180,59 @@ def plan_request(body: NChannelCompositeRequest, paths: list[list[str]], setting
     return PreparedComposite(plan=plan, verdict=verdict)
 
 
-def prepare_sync(body: NChannelCompositeRequest, settings: Settings, storage: StorageProvider,
-                 engine_budget: int, *, refuse: bool = True) -> PreparedComposite:
+def prepare_sync(
+    body: NChannelCompositeRequest,
+    settings: Settings,
+    storage: StorageProvider,
+    engine_budget: int,
+    *,
+    refuse: bool = True,
+) -> PreparedComposite:
     """Resolve and plan in this process (tools and tests; the routes use :func:`prepare`)."""
-    return plan_request(body, resolve_channel_paths(body.channels, storage), settings,
-                        engine_budget, refuse)
+    return plan_request(
+        body, resolve_channel_paths(body.channels, storage), settings, engine_budget, refuse
+    )
 
 
-async def prepare(body: NChannelCompositeRequest, settings: Settings, storage: StorageProvider,
-                  pool: WorkerPool, *, refuse: bool = True,
-                  queued: bool = False) -> PreparedComposite:
+async def prepare(
+    body: NChannelCompositeRequest,
+    settings: Settings,
+    storage: StorageProvider,
+    pool: WorkerPool,
+    *,
+    refuse: bool = True,
+    queued: bool = False,
+) -> PreparedComposite:
     """Keys resolved off the event loop, then headers read in a worker (DESIGN.md
     principle 8: nothing that grows with the input runs in the server process)."""
     check_colour_rules(body)
     paths = await run_in_threadpool(resolve_channel_paths, body.channels, storage)
-    return await pool.run(plan_request, body, paths, settings, pool.memory_budget, refuse,
-                          estimate_bytes=HEADER_JOB_BYTES, queued=queued)
+    return await pool.run(
+        plan_request,
+        body,
+        paths,
+        settings,
+        pool.memory_budget,
+        refuse,
+        estimate_bytes=HEADER_JOB_BYTES,
+        queued=queued,
+    )
 
 
-def plan_analysis(body: AnalyzeChannelsRequest, paths: list[list[str]],
-                  settings: Settings) -> composite_engine.CompositePlan:
+def plan_analysis(
+    body: AnalyzeChannelsRequest, paths: list[list[str]], settings: Settings
+) -> composite_engine.CompositePlan:
     """Worker job: the analysis plan of §10.4 (any mix of colours is fine here)."""
     check_sizes(paths, settings.max_fits_file_bytes)
     specs = channel_specs(body.channels, paths)
-    geometries = composite_engine.read_channel_geometries(specs,
-                                                          settings.MAX_FITS_ARRAY_ELEMENTS)
-    return composite_engine.analysis_plan(specs, geometries, body.background_neutralization,
-                                          cache_spec(settings))
+    geometries = composite_engine.read_channel_geometries(specs, settings.MAX_FITS_ARRAY_ELEMENTS)
+    return composite_engine.analysis_plan(
+        specs, geometries, body.background_neutralization, cache_spec(settings)
+    )
 
 
-async def prepare_analysis(body: AnalyzeChannelsRequest, settings: Settings,
-                           storage: StorageProvider,
-                           pool: WorkerPool) -> composite_engine.CompositePlan:
+async def prepare_analysis(
+    body: AnalyzeChannelsRequest, settings: Settings, storage: StorageProvider, pool: WorkerPool
+) -> composite_engine.CompositePlan:
     paths = await run_in_threadpool(resolve_channel_paths, body.channels, storage)
-    return await pool.run(plan_analysis, body, paths, settings,
-                          estimate_bytes=HEADER_JOB_BYTES)
+    return await pool.run(plan_analysis, body, paths, settings, estimate_bytes=HEADER_JOB_BYTES)

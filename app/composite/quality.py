@@ -45,24 +45,37 @@ def quality_metrics(rgb: np.ndarray) -> dict[str, float]:
     pixels = sample_pixels(rgb)
     coverage = float((pixels > DATA_LEVEL).any(axis=-1).mean()) if pixels.size else 0.0
     if coverage < 0.001:
-        return {"score": 1.0, "snr": 0.0, "balance": 0.0, "spread": 0.0,
-                "coverage": round(coverage, 2)}
+        return {
+            "score": 1.0,
+            "snr": 0.0,
+            "balance": 0.0,
+            "spread": 0.0,
+            "coverage": round(coverage, 2),
+        }
     stats = [_plane_stats(np.ascontiguousarray(pixels[:, k])) for k in range(3)]
     snr = float(np.mean([s for s, _ in stats]))
     medians = [m for _, m in stats if m > DATA_LEVEL]
     balance = min(medians) / max(medians) if len(medians) >= 2 else 0.0
     p1, p99 = np.percentile(pixels, [1, 99])
     spread = min(float(p99 - p1), 1.0)
-    score = 1 + 4 * (0.30 * min(snr / 20, 1) + 0.25 * balance + 0.25 * spread
-                     + 0.20 * coverage)
+    score = 1 + 4 * (0.30 * min(snr / 20, 1) + 0.25 * balance + 0.25 * spread + 0.20 * coverage)
     score = float(np.clip(score, 1, 5))
-    return {"score": round(score, 2), "snr": round(snr, 2), "balance": round(balance, 2),
-            "spread": round(spread, 2), "coverage": round(coverage, 2)}
+    return {
+        "score": round(score, 2),
+        "snr": round(snr, 2),
+        "balance": round(balance, 2),
+        "spread": round(spread, 2),
+        "coverage": round(coverage, 2),
+    }
 
 
 def quality_headers(metrics: dict[str, float]) -> dict[str, str]:
     """The five headers, each the shortest decimal form of its rounded value."""
-    names = {"score": "X-Quality-Score", "snr": "X-Quality-SNR",
-             "balance": "X-Quality-Balance", "spread": "X-Quality-Spread",
-             "coverage": "X-Quality-Coverage"}
+    names = {
+        "score": "X-Quality-Score",
+        "snr": "X-Quality-SNR",
+        "balance": "X-Quality-Balance",
+        "spread": "X-Quality-Spread",
+        "coverage": "X-Quality-Coverage",
+    }
     return {header: repr(float(metrics[key])) for key, header in names.items()}

@@ -19,8 +19,9 @@ MIN_SIGMA = 0.5
 
 def gaussian_blur(values: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur of a 2-D float32 array, zeros outside the border (float32)."""
-    return gaussian_filter(np.asarray(values, dtype=np.float32), sigma, mode="constant",
-                           cval=0.0, truncate=4.0)
+    return gaussian_filter(
+        np.asarray(values, dtype=np.float32), sigma, mode="constant", cval=0.0, truncate=4.0
+    )
 
 
 def match_sigma(scale_arcsec: float | None, finest_arcsec: float, grid_arcsec: float) -> float:
@@ -50,15 +51,19 @@ def blur_keeping_coverage(plane: np.ndarray, sigma: float) -> np.ndarray:
     return blurred
 
 
-def sharpen(rgb: np.ndarray, radius: float, amount: float, threshold: float,
-            coverage: np.ndarray) -> np.ndarray:
+def sharpen(
+    rgb: np.ndarray, radius: float, amount: float, threshold: float, coverage: np.ndarray
+) -> np.ndarray:
     """Unsharp mask on luma (§10.1 step 13): delta = Y - blur(Y), small deltas (below
     ``threshold``) and those outside ``coverage`` dropped, ``amount`` x delta added to
     R, G and B, clipped to [0, 1]."""
     if amount <= 0:
         return rgb
-    luma = (np.float32(0.2126) * rgb[..., 0] + np.float32(0.7152) * rgb[..., 1]
-            + np.float32(0.0722) * rgb[..., 2])
+    luma = (
+        np.float32(0.2126) * rgb[..., 0]
+        + np.float32(0.7152) * rgb[..., 1]
+        + np.float32(0.0722) * rgb[..., 2]
+    )
     delta = luma - gaussian_blur(luma, radius)
     if threshold > 0:
         delta[np.abs(delta) < threshold] = 0.0

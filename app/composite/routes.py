@@ -6,7 +6,7 @@ Planning and the budget verdict are in ``planning``, the render in
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from app.composite import composite_engine
@@ -18,26 +18,29 @@ from app.composite.models import (
 )
 from app.composite.planning import channel_name, check_colour_rules, prepare, prepare_analysis
 from app.composite.stream import MEDIA_TYPE, composite_stream
-from app.config import Settings
-from app.deps import get_pool, get_settings, get_storage
+from app.deps import PoolDep, SettingsDep, StorageDep
 from app.errors import PayloadTooLarge
 from app.http_errors import error_responses
-from app.storage.provider import StorageProvider
-from app.workers import WorkerPool
 
 router = APIRouter(prefix="/composite", tags=["Composite"])
 
 
-@router.post("/generate-nchannel", response_class=Response,
-             summary="Colour composite of several filters",
-             responses={200: {"content": {"image/png": {}, "image/jpeg": {}},
-                              "description": "The picture, exactly width x height, with the "
-                                             "X-Composite-* budget headers"},
-                        **error_responses(400, 403, 404, 413, 422, 429, 503)})
-async def generate_nchannel(body: NChannelCompositeRequest,
-                            settings: Settings = Depends(get_settings),
-                            storage: StorageProvider = Depends(get_storage),
-                            pool: WorkerPool = Depends(get_pool)):
+@router.post(
+    "/generate-nchannel",
+    response_class=Response,
+    summary="Colour composite of several filters",
+    responses={
+        200: {
+            "content": {"image/png": {}, "image/jpeg": {}},
+            "description": "The picture, exactly width x height, with the "
+            "X-Composite-* budget headers",
+        },
+        **error_responses(400, 403, 404, 413, 422, 429, 503),
+    },
+)
+async def generate_nchannel(
+    body: NChannelCompositeRequest, settings: SettingsDep, storage: StorageDep, pool: PoolDep
+):
     """Combine N filters into one colour picture. Each channel's files are placed on one
     common north-up grid (their WCS honoured, several files per channel combined by a
     coverage-weighted mean), optionally background-neutralised (sigma-clipped sky level
@@ -49,25 +52,38 @@ async def generate_nchannel(body: NChannelCompositeRequest,
     limit its grid shrinks (``X-Composite-Budget-Status: warn``), or, below the fail
     threshold, 413 unless ``allow_force_downscale`` (``forced``)."""
     prepared = await prepare(body, settings, storage, pool)
-    result = await pool.run(composite_engine.render_composite, prepared.plan,
-                            estimate_bytes=prepared.estimate_bytes)
-    return Response(content=result.content, media_type=result.media_type,
-                    headers={**prepared.verdict.headers(), **result.headers})
+    result = await pool.run(
+        composite_engine.render_composite, prepared.plan, estimate_bytes=prepared.estimate_bytes
+    )
+    return Response(
+        content=result.content,
+        media_type=result.media_type,
+        headers={**prepared.verdict.headers(), **result.headers},
+    )
 
 
-@router.post("/generate-nchannel-stream",
-             summary="The same composite as a live NDJSON progress stream (queued work)",
-             response_class=StreamingResponse,
-             responses={200: {"content": {MEDIA_TYPE: {}},
-                              "description": "One JSON object per line: progress events "
-                                             "(stage queued, reproject, "
-                                             "background_neutralize, stretch, combine, "
-                                             "encode), then exactly one complete or error"},
-                        **error_responses(422)})
-async def generate_nchannel_stream(body: NChannelCompositeRequest, request: Request,
-                                   settings: Settings = Depends(get_settings),
-                                   storage: StorageProvider = Depends(get_storage),
-                                   pool: WorkerPool = Depends(get_pool)):
+@router.post(
+    "/generate-nchannel-stream",
+    summary="The same composite as a live NDJSON progress stream (queued work)",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {MEDIA_TYPE: {}},
+            "description": "One JSON object per line: progress events "
+            "(stage queued, reproject, "
+            "background_neutralize, stretch, combine, "
+            "encode), then exactly one complete or error",
+        },
+        **error_responses(422),
+    },
+)
+async def generate_nchannel_stream(
+    body: NChannelCompositeRequest,
+    request: Request,
+    settings: SettingsDep,
+    storage: StorageDep,
+    pool: PoolDep,
+):
     """The body of ``/composite/generate-nchannel``, answered at once with 200 and a
     stream of progress lines that come from the worker as it works. This is queued
     work: when the engine is full it waits (a ``queued`` line every few seconds) instead
@@ -78,16 +94,20 @@ async def generate_nchannel_stream(body: NChannelCompositeRequest, request: Requ
     check_colour_rules(body)
     return StreamingResponse(
         composite_stream(body, settings, storage, pool, request.is_disconnected),
-        media_type=MEDIA_TYPE, headers={"Cache-Control": "no-cache",
-                                        "X-Accel-Buffering": "no"})
+        media_type=MEDIA_TYPE,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
-@router.post("/estimate", response_model=CompositeEstimate,
-             summary="The budget verdict of a composite, without rendering it",
-             responses=error_responses(400, 403, 404, 413, 422))
-async def estimate(body: NChannelCompositeRequest, settings: Settings = Depends(get_settings),
-                   storage: StorageProvider = Depends(get_storage),
-                   pool: WorkerPool = Depends(get_pool)):
+@router.post(
+    "/estimate",
+    response_model=CompositeEstimate,
+    summary="The budget verdict of a composite, without rendering it",
+    responses=error_responses(400, 403, 404, 413, 422),
+)
+async def estimate(
+    body: NChannelCompositeRequest, settings: SettingsDep, storage: StorageDep, pool: PoolDep
+):
     """Reads only headers: the grid the composite would use and whether it fits the
     memory limit as it is (``ok``), shrunk by a side factor at or above the fail
     threshold (``warn``), or only with ``allow_force_downscale`` (``fail``: a render
@@ -98,23 +118,29 @@ async def estimate(body: NChannelCompositeRequest, settings: Settings = Depends(
         raise PayloadTooLarge(
             f"Estimate input exceeds soft cap: {total} files across {len(body.channels)} "
             f"channels (limit: {limit}). Submit smaller batches or generate without "
-            "pre-flight.")
+            "pre-flight."
+        )
     verdict = (await prepare(body, settings, storage, pool, refuse=False)).verdict
-    return CompositeEstimate(status="fail" if verdict.status == "fail" else verdict.status,
-                             original_shape=list(verdict.original_shape),
-                             output_shape=list(verdict.output_shape),
-                             side_factor=round(verdict.side_factor, 6), detail=verdict.detail,
-                             memory_limit_mb=verdict.limit_bytes // 1_000_000,
-                             fail_threshold=verdict.threshold)
+    return CompositeEstimate(
+        status="fail" if verdict.status == "fail" else verdict.status,
+        original_shape=list(verdict.original_shape),
+        output_shape=list(verdict.output_shape),
+        side_factor=round(verdict.side_factor, 6),
+        detail=verdict.detail,
+        memory_limit_mb=verdict.limit_bytes // 1_000_000,
+        fail_threshold=verdict.threshold,
+    )
 
 
-@router.post("/analyze-channels", response_model=AnalyzeChannelsResponse,
-             summary="Auto-stretch parameters, histogram and statistics of each channel",
-             responses=error_responses(400, 403, 404, 413, 422, 429, 503))
-async def analyze_channels(body: AnalyzeChannelsRequest,
-                           settings: Settings = Depends(get_settings),
-                           storage: StorageProvider = Depends(get_storage),
-                           pool: WorkerPool = Depends(get_pool)):
+@router.post(
+    "/analyze-channels",
+    response_model=AnalyzeChannelsResponse,
+    summary="Auto-stretch parameters, histogram and statistics of each channel",
+    responses=error_responses(400, 403, 404, 413, 422, 429, 503),
+)
+async def analyze_channels(
+    body: AnalyzeChannelsRequest, settings: SettingsDep, storage: StorageDep, pool: PoolDep
+):
     """Each channel is reprojected onto a small common grid (512 x 512, cached),
     resolution-matched and, with ``background_neutralization``, neutralised; then, per
     channel in request order: the stretch, levels, gamma, asinh softening and tone curve
@@ -122,7 +148,14 @@ async def analyze_channels(body: AnalyzeChannelsRequest,
     range that chose them), a 100-bin histogram of the pixels above 0 and their
     statistics."""
     plan = await prepare_analysis(body, settings, storage, pool)
-    results = await pool.run(composite_engine.analyze_channels, plan,
-                             estimate_bytes=composite_engine.estimate_composite_bytes(plan))
-    return {"channels": [{"channel_name": channel_name(i, c.label), "label": c.label, **r}
-                         for i, (c, r) in enumerate(zip(body.channels, results))]}
+    results = await pool.run(
+        composite_engine.analyze_channels,
+        plan,
+        estimate_bytes=composite_engine.estimate_composite_bytes(plan),
+    )
+    return {
+        "channels": [
+            {"channel_name": channel_name(i, c.label), "label": c.label, **r}
+            for i, (c, r) in enumerate(zip(body.channels, results, strict=True))
+        ]
+    }

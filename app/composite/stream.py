@@ -14,7 +14,8 @@ import asyncio
 import base64
 import json
 import logging
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from app.composite import composite_engine
 from app.composite.models import NChannelCompositeRequest
@@ -37,25 +38,36 @@ def ndjson(event: dict[str, Any]) -> bytes:
 
 def queued_event(position: int) -> dict[str, Any]:
     ahead = position - 1
-    message = ("Waiting for a free worker" if ahead == 0 else
-               f"Waiting for a free worker ({ahead} job{'s' if ahead != 1 else ''} ahead)")
+    message = (
+        "Waiting for a free worker"
+        if ahead == 0
+        else f"Waiting for a free worker ({ahead} job{'s' if ahead != 1 else ''} ahead)"
+    )
     return {"event": "progress", "stage": "queued", "message": message}
 
 
-def complete_event(result: composite_engine.CompositeResult,
-                   headers: dict[str, str]) -> dict[str, Any]:
+def complete_event(
+    result: composite_engine.CompositeResult, headers: dict[str, str]
+) -> dict[str, Any]:
     """The §10.2 ``complete`` event: every header value a string, names lower-case."""
     names = {k.lower(): str(v) for k, v in headers.items()}
     names["content-type"] = result.media_type
     names["content-length"] = str(len(result.content))
-    return {"event": "complete", "image_b64": base64.b64encode(result.content).decode("ascii"),
-            "content_type": result.media_type, "headers": names}
+    return {
+        "event": "complete",
+        "image_b64": base64.b64encode(result.content).decode("ascii"),
+        "content_type": result.media_type,
+        "headers": names,
+    }
 
 
 def error_event(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, ServiceError):
-        event: dict[str, Any] = {"event": "error", "detail": str(exc.detail),
-                                 "status_code": int(exc.status_code)}
+        event: dict[str, Any] = {
+            "event": "error",
+            "detail": str(exc.detail),
+            "status_code": int(exc.status_code),
+        }
         if exc.status_code == 429:
             event["retry_after"] = int(exc.headers.get("Retry-After", "15"))
         return event
@@ -63,9 +75,13 @@ def error_event(exc: BaseException) -> dict[str, Any]:
     return {"event": "error", "detail": "An internal error occurred", "status_code": 500}
 
 
-async def composite_stream(body: NChannelCompositeRequest, settings: Settings,
-                           storage: StorageProvider, pool: WorkerPool,
-                           disconnected: Callable[[], Awaitable[bool]]) -> AsyncIterator[bytes]:
+async def composite_stream(
+    body: NChannelCompositeRequest,
+    settings: Settings,
+    storage: StorageProvider,
+    pool: WorkerPool,
+    disconnected: Callable[[], Awaitable[bool]],
+) -> AsyncIterator[bytes]:
     """The lines of one composite stream; always ends with a terminal event unless the
     client has gone."""
     loop = asyncio.get_running_loop()
@@ -82,14 +98,20 @@ async def composite_stream(body: NChannelCompositeRequest, settings: Settings,
             if loop.time() > deadline:
                 raise TimeLimitExceeded(
                     f"The composite did not start within its time limit of "
-                    f"{settings.QUEUED_JOB_TIME_LIMIT_SECONDS:g} s; the engine is busy")
+                    f"{settings.QUEUED_JOB_TIME_LIMIT_SECONDS:g} s; the engine is busy"
+                )
             yield ndjson(queued_event(1))
         prepared = planning.result()
-        steps = pool.stream(composite_engine.render_composite, prepared.plan,
-                            estimate_bytes=prepared.estimate_bytes, queued=True,
-                            waiting=queued_event, wait_tick=QUEUED_TICK,
-                            time_limit=max(1.0, deadline - loop.time()),
-                            disconnected=disconnected)
+        steps = pool.stream(
+            composite_engine.render_composite,
+            prepared.plan,
+            estimate_bytes=prepared.estimate_bytes,
+            queued=True,
+            waiting=queued_event,
+            wait_tick=QUEUED_TICK,
+            time_limit=max(1.0, deadline - loop.time()),
+            disconnected=disconnected,
+        )
         try:
             async for kind, value in steps:
                 if kind == "event":

@@ -39,6 +39,7 @@ _WIDTH_ORDER = {"N": 0, "M": 1, "W": 2}
 # Observations
 # --------------------------------------------------------------------------------------
 
+
 @dataclass
 class Obs:
     """One usable observation, normalised."""
@@ -109,8 +110,12 @@ def drop_duplicate_mosaics(observations: list[dict]) -> list[dict]:
     out = list(without_id)
     for members in groups.values():
         mosaics = [o for o in members if _MOSAIC_ID.search(o["observation_id"])]
-        individual = [o for o in members if not _MOSAIC_ID.search(o["observation_id"])
-                      and _INDIVIDUAL_ID.search(o["observation_id"])]
+        individual = [
+            o
+            for o in members
+            if not _MOSAIC_ID.search(o["observation_id"])
+            and _INDIVIDUAL_ID.search(o["observation_id"])
+        ]
         others = [o for o in members if o not in mosaics and o not in individual]
         out += ([] if individual else mosaics) + individual + others
     return out
@@ -118,8 +123,7 @@ def drop_duplicate_mosaics(observations: list[dict]) -> list[dict]:
 
 def is_background_target(target_name: str | None) -> bool:
     name = (target_name or "").upper()
-    return any(m in name for m in cat.BACKGROUND_MARKERS) or \
-        name.endswith(cat.BACKGROUND_SUFFIXES)
+    return any(m in name for m in cat.BACKGROUND_MARKERS) or name.endswith(cat.BACKGROUND_SUFFIXES)
 
 
 def usable_observations(observations: list[dict], today_mjd: int) -> list[Obs]:
@@ -138,15 +142,23 @@ def usable_observations(observations: list[dict], today_mjd: int) -> list[Obs]:
             continue
         ra, dec = o.get("s_ra"), o.get("s_dec")
         coords = ra is not None and dec is not None
-        out.append(Obs(filter=name, instrument=(o.get("instrument") or "").strip().upper(),
-                       wavelength=wave, observation_id=o.get("observation_id"),
-                       ra=float(ra) if coords else None, dec=float(dec) if coords else None))
+        out.append(
+            Obs(
+                filter=name,
+                instrument=(o.get("instrument") or "").strip().upper(),
+                wavelength=wave,
+                observation_id=o.get("observation_id"),
+                ra=float(ra) if coords else None,
+                dec=float(dec) if coords else None,
+            )
+        )
     return out
 
 
 # --------------------------------------------------------------------------------------
 # Filters, names, colours
 # --------------------------------------------------------------------------------------
+
 
 def representatives(observations: list[Obs]) -> dict[str, Obs]:
     """The first observation of each filter, in order of appearance."""
@@ -204,8 +216,8 @@ def hues_for(n: int) -> list[float]:
 def instrument_colours(filters: list[str]) -> dict[str, str]:
     """Per-instrument recipes: two filters blue-orange, else hues by wavelength rank."""
     if len(filters) == 2:
-        return dict(zip(filters, cat.BICOLOUR))
-    return {f: hue_hex(h) for f, h in zip(filters, hues_for(len(filters)))}
+        return dict(zip(filters, cat.BICOLOUR, strict=True))
+    return {f: hue_hex(h) for f, h in zip(filters, hues_for(len(filters)), strict=True)}
 
 
 def _spread(count: int, start: float, stop: float, single: float) -> list[float]:
@@ -217,14 +229,15 @@ def _spread(count: int, start: float, stop: float, single: float) -> list[float]
 def cross_colours(filters: list[str], reps: dict[str, Obs]) -> dict[str, str]:
     """Cross-instrument recipes: the near-infrared filters from blue (240) to green (120),
     MIRI's from yellow (60) to red (0)."""
+
     def is_miri(f: str) -> bool:
         inst = reps[f].instrument
         return inst.startswith("MIRI") if inst else reps[f].wavelength >= 5.0
 
     near = [f for f in filters if not is_miri(f)]
     mid = [f for f in filters if is_miri(f)]
-    out = {f: hue_hex(h) for f, h in zip(near, _spread(len(near), 240, 120, 180))}
-    out.update({f: hue_hex(h) for f, h in zip(mid, _spread(len(mid), 60, 0, 30))})
+    out = {f: hue_hex(h) for f, h in zip(near, _spread(len(near), 240, 120, 180), strict=True)}
+    out.update({f: hue_hex(h) for f, h in zip(mid, _spread(len(mid), 60, 0, 30), strict=True)})
     return {f: out[f] for f in filters}
 
 
@@ -232,15 +245,22 @@ def cross_colours(filters: list[str], reps: dict[str, Obs]) -> dict[str, str]:
 # Space
 # --------------------------------------------------------------------------------------
 
+
 def requires_mosaic(observations: list[Obs]) -> bool:
     """Two observations of one filter more than 10" apart."""
     by_filter: dict[str, list[Obs]] = {}
     for o in observations:
         if o.has_coords:
             by_filter.setdefault(o.filter, []).append(o)
-    return any(spread_exceeds([o.ra for o in obs], [o.dec for o in obs],  # type: ignore[misc]
-                              cat.MOSAIC_SEPARATION_ARCSEC)
-               for obs in by_filter.values() if len(obs) > 1)
+    return any(
+        spread_exceeds(
+            [o.ra for o in obs],
+            [o.dec for o in obs],  # type: ignore[misc]
+            cat.MOSAIC_SEPARATION_ARCSEC,
+        )
+        for obs in by_filter.values()
+        if len(obs) > 1
+    )
 
 
 def pointing_groups(observations: list[Obs], fixed_arcmin: float | None = None) -> list[list[Obs]]:
@@ -258,8 +278,12 @@ def pointing_groups(observations: list[Obs], fixed_arcmin: float | None = None) 
     else:
         classes = [0] * len(placed)
         thresholds = {(0, 0): fixed_arcmin}
-    groups = linked_groups([o.ra for o in placed], [o.dec for o in placed],  # type: ignore[misc]
-                           classes, thresholds)
+    groups = linked_groups(
+        [o.ra for o in placed],
+        [o.dec for o in placed],  # type: ignore[misc]
+        classes,
+        thresholds,
+    )
     return [[placed[i] for i in g] + loose for g in groups]
 
 
@@ -296,13 +320,16 @@ def coverage_warning(low: set[str]) -> str | None:
     if not low:
         return None
     verb = "has" if len(low) == 1 else "have"
-    return (f"Uneven coverage: {', '.join(sorted(low))} {verb} significantly less spatial "
-            "coverage than other filters")
+    return (
+        f"Uneven coverage: {', '.join(sorted(low))} {verb} significantly less spatial "
+        "coverage than other filters"
+    )
 
 
 # --------------------------------------------------------------------------------------
 # Filter selection
 # --------------------------------------------------------------------------------------
+
 
 def prune(filters: list[str], reps: dict[str, Obs]) -> list[str]:
     """Drop near-duplicate wavelengths: walking by wavelength, a filter within a factor
@@ -324,8 +351,11 @@ def prune(filters: list[str], reps: dict[str, Obs]) -> list[str]:
 
 def best_n(filters: list[str], reps: dict[str, Obs], low: set[str] | None) -> list[str]:
     """Best-N selection for cross recipes with more than 7 filters (§10.7)."""
-    known = [f for f in filters if defining_filter(f) in cat.FILTER_WAVELENGTHS
-             or f in cat.FILTER_WAVELENGTHS]
+    known = [
+        f
+        for f in filters
+        if defining_filter(f) in cat.FILTER_WAVELENGTHS or f in cat.FILTER_WAVELENGTHS
+    ]
     wave = {f: reps[f].wavelength for f in filters}
     if len(filters) <= 5 or len(known) < 3:
         return sorted(filters, key=lambda f: wave[f])
@@ -334,16 +364,27 @@ def best_n(filters: list[str], reps: dict[str, Obs], low: set[str] | None) -> li
     centres = [lo + (hi - lo) * i / (cat.BEST_N_TARGET - 1) for i in range(cat.BEST_N_TARGET)]
     bins: dict[int, list[str]] = {}
     for f in known:
-        bins.setdefault(min(range(len(centres)), key=lambda i: abs(logs[f] - centres[i])),
-                        []).append(f)
-    chosen = [min(members, key=lambda f: (int(f in low) if low else 0, filter_priority(f),
-                                          abs(logs[f] - centres[b])))
-              for b, members in sorted(bins.items())]
+        bins.setdefault(
+            min(range(len(centres)), key=lambda i: abs(logs[f] - centres[i])), []
+        ).append(f)
+    chosen = [
+        min(
+            members,
+            key=lambda f: (
+                int(f in low) if low else 0,
+                filter_priority(f),
+                abs(logs[f] - centres[b]),
+            ),
+        )
+        for b, members in sorted(bins.items())
+    ]
     inst = {f: reps[f].instrument for f in known}
     for instrument in sorted(set(inst.values())):
         have = [f for f in chosen if inst[f] == instrument]
-        spare = sorted((f for f in known if inst[f] == instrument and f not in chosen),
-                       key=lambda f: (filter_priority(f), wave[f]))
+        spare = sorted(
+            (f for f in known if inst[f] == instrument and f not in chosen),
+            key=lambda f: (filter_priority(f), wave[f]),
+        )
         while len(have) < 2 and spare and len(have) + len(spare) >= 2:
             f = spare.pop(0)
             chosen.append(f)
@@ -351,15 +392,19 @@ def best_n(filters: list[str], reps: dict[str, Obs], low: set[str] | None) -> li
     while len(chosen) > cat.MAX_FILTERS:
         chosen.sort(key=lambda f: wave[f])
         counts = {i: sum(1 for f in chosen if inst[f] == i) for i in set(inst.values())}
-        removable = [f for f in sorted(chosen, key=lambda f: (-filter_priority(f), wave[f]))
-                     if counts[inst[f]] > 2]
+        removable = [
+            f
+            for f in sorted(chosen, key=lambda f: (-filter_priority(f), wave[f]))
+            if counts[inst[f]] > 2
+        ]
         if not removable:
-            chosen = chosen[:cat.MAX_FILTERS]
+            chosen = chosen[: cat.MAX_FILTERS]
             break
         chosen.remove(removable[0])
     if len(chosen) < 5:
-        for f in sorted((f for f in known if f not in chosen),
-                        key=lambda f: (filter_priority(f), wave[f])):
+        for f in sorted(
+            (f for f in known if f not in chosen), key=lambda f: (filter_priority(f), wave[f])
+        ):
             if len(chosen) >= 5:
                 break
             chosen.append(f)
@@ -369,6 +414,7 @@ def best_n(filters: list[str], reps: dict[str, Obs], low: set[str] | None) -> li
 # --------------------------------------------------------------------------------------
 # Recipes
 # --------------------------------------------------------------------------------------
+
 
 @dataclass
 class Recipe:
@@ -389,18 +435,29 @@ class Recipe:
         seconds = cat.SECONDS_PER_FILTER * len(self.filters)
         if self.requires_mosaic:
             seconds = int(seconds * cat.MOSAIC_TIME_FACTOR)
-        return {"name": self.name, "rank": self.rank, "filters": self.filters,
-                "color_mapping": self.color_mapping, "instruments": self.instruments,
-                "requires_mosaic": self.requires_mosaic, "estimated_time_seconds": seconds,
-                "observation_ids": self.observation_ids, "description": self.description,
-                "overlap_warning": self.overlap_warning, "tag": self.tag,
-                "recommended_feather_strength": feather_strength(self)}
+        return {
+            "name": self.name,
+            "rank": self.rank,
+            "filters": self.filters,
+            "color_mapping": self.color_mapping,
+            "instruments": self.instruments,
+            "requires_mosaic": self.requires_mosaic,
+            "estimated_time_seconds": seconds,
+            "observation_ids": self.observation_ids,
+            "description": self.description,
+            "overlap_warning": self.overlap_warning,
+            "tag": self.tag,
+            "recommended_feather_strength": feather_strength(self),
+        }
 
 
 def ids_of(observations: list[Obs], filters: list[str] | None = None) -> list[str] | None:
     wanted = None if filters is None else set(filters)
-    ids = [o.observation_id for o in observations
-           if o.observation_id and (wanted is None or o.filter in wanted)]
+    ids = [
+        o.observation_id
+        for o in observations
+        if o.observation_id and (wanted is None or o.filter in wanted)
+    ]
     return ids or None
 
 
@@ -421,13 +478,25 @@ def feather_strength(recipe: Recipe) -> float | None:
     return round(min(0.3, 0.05 * max(scales) / min(scales)), 3)
 
 
-def _recipe(name: str, rank: int, filters: list[str], colours: dict[str, str],
-            observations: list[Obs], **extra: Any) -> Recipe:
+def _recipe(
+    name: str,
+    rank: int,
+    filters: list[str],
+    colours: dict[str, str],
+    observations: list[Obs],
+    **extra: Any,
+) -> Recipe:
     reps = representatives(observations)
     used = [o for o in observations if o.filter in set(filters)]
-    return Recipe(name=name, rank=rank, filters=filters, color_mapping=colours,
-                  instruments=sorted({o.instrument for o in used}),
-                  members={f: reps[f] for f in filters if f in reps}, **extra)
+    return Recipe(
+        name=name,
+        rank=rank,
+        filters=filters,
+        color_mapping=colours,
+        instruments=sorted({o.instrument for o in used}),
+        members={f: reps[f] for f in filters if f in reps},
+        **extra,
+    )
 
 
 def cross_recipes(groups: dict[str, list[Obs]], observations: list[Obs]) -> list[Recipe]:
@@ -448,20 +517,47 @@ def cross_recipes(groups: dict[str, list[Obs]], observations: list[Obs]) -> list
         warning = None if with_coords else cat.NO_COORDINATES
         common = {"requires_mosaic": mosaic, "overlap_warning": warning}
         if len(filters) <= cat.MAX_FILTERS:
-            out.append(_recipe(f"{n_filters(len(filters))} \u00b7 {label}", 1, filters,
-                               cross_colours(filters, reps), group, description=cat.STARS_AND_DUST,
-                               observation_ids=ids_of(group), **common))
+            out.append(
+                _recipe(
+                    f"{n_filters(len(filters))} \u00b7 {label}",
+                    1,
+                    filters,
+                    cross_colours(filters, reps),
+                    group,
+                    description=cat.STARS_AND_DUST,
+                    observation_ids=ids_of(group),
+                    **common,
+                )
+            )
             continue
         low = low_coverage(coverage_areas(group)) if with_coords else None
         best = best_n(filters, reps, low)
-        out.append(_recipe(f"Best {len(best)} filters \u00b7 {label}", 1, best,
-                           cross_colours(best, reps), group, tag="Recommended",
-                           description="Optimally spaced filters for best color separation",
-                           observation_ids=ids_of(group, best), **common))
-        out.append(_recipe(f"{n_filters(len(filters))} \u00b7 {label}", 10, filters,
-                           cross_colours(filters, reps), group, tag="All data",
-                           description=cat.STARS_AND_DUST, observation_ids=ids_of(group),
-                           **common))
+        out.append(
+            _recipe(
+                f"Best {len(best)} filters \u00b7 {label}",
+                1,
+                best,
+                cross_colours(best, reps),
+                group,
+                tag="Recommended",
+                description="Optimally spaced filters for best color separation",
+                observation_ids=ids_of(group, best),
+                **common,
+            )
+        )
+        out.append(
+            _recipe(
+                f"{n_filters(len(filters))} \u00b7 {label}",
+                10,
+                filters,
+                cross_colours(filters, reps),
+                group,
+                tag="All data",
+                description=cat.STARS_AND_DUST,
+                observation_ids=ids_of(group),
+                **common,
+            )
+        )
     return out
 
 
@@ -479,50 +575,109 @@ def instrument_recipes(instrument: str, group: list[Obs], offset: int) -> list[R
     out = []
     pruned = prune(filters, reps) if n > cat.MAX_FILTERS else filters
     if n <= cat.MAX_FILTERS or len(pruned) == n:
-        out.append(_recipe(f"{n_filters(n)} \u00b7 {inst}", 1 + offset, filters,
-                           instrument_colours(filters), group, requires_mosaic=mosaic,
-                           description=everything, overlap_warning=warning,
-                           observation_ids=ids_of(group)))
+        out.append(
+            _recipe(
+                f"{n_filters(n)} \u00b7 {inst}",
+                1 + offset,
+                filters,
+                instrument_colours(filters),
+                group,
+                requires_mosaic=mosaic,
+                description=everything,
+                overlap_warning=warning,
+                observation_ids=ids_of(group),
+            )
+        )
     else:
         k = len(pruned)
-        out.append(_recipe(f"{n_filters(k)} \u00b7 {inst}", 1 + offset, pruned,
-                           instrument_colours(pruned), group, requires_mosaic=mosaic,
-                           description=f"{k} {inst} filters \u2014 redundant wavelengths removed",
-                           overlap_warning=warning, observation_ids=ids_of(group, pruned)))
-        out.append(_recipe(f"{n_filters(n)} \u00b7 {inst}", 10 + offset, filters,
-                           instrument_colours(filters), group, requires_mosaic=mosaic,
-                           description=everything, overlap_warning=warning, tag="All data",
-                           observation_ids=ids_of(group, filters)))
+        out.append(
+            _recipe(
+                f"{n_filters(k)} \u00b7 {inst}",
+                1 + offset,
+                pruned,
+                instrument_colours(pruned),
+                group,
+                requires_mosaic=mosaic,
+                description=f"{k} {inst} filters \u2014 redundant wavelengths removed",
+                overlap_warning=warning,
+                observation_ids=ids_of(group, pruned),
+            )
+        )
+        out.append(
+            _recipe(
+                f"{n_filters(n)} \u00b7 {inst}",
+                10 + offset,
+                filters,
+                instrument_colours(filters),
+                group,
+                requires_mosaic=mosaic,
+                description=everything,
+                overlap_warning=warning,
+                tag="All data",
+                observation_ids=ids_of(group, filters),
+            )
+        )
     if n >= 3:
         # Filters whose coverage is not known to be poor (without coordinates, nothing is).
         candidates = [f for f in filters if f not in low]
         if len(candidates) >= 3:
             chosen = [candidates[0], candidates[len(candidates) // 2], candidates[-1]]
-            out.append(_recipe(f"Classic 3-color {inst}", 2 + offset, chosen,
-                               instrument_colours(chosen), group,
-                               description="Three well-separated wavelengths for balanced color",
-                               observation_ids=ids_of(group, chosen)))
+            out.append(
+                _recipe(
+                    f"Classic 3-color {inst}",
+                    2 + offset,
+                    chosen,
+                    instrument_colours(chosen),
+                    group,
+                    description="Three well-separated wavelengths for balanced color",
+                    observation_ids=ids_of(group, chosen),
+                )
+            )
         elif len(candidates) == 2:
-            out.append(_recipe(f"2 filters \u00b7 {inst}", 2 + offset, candidates,
-                               instrument_colours(candidates), group,
-                               description="Best coverage filters with complementary colors",
-                               observation_ids=ids_of(group, candidates)))
+            out.append(
+                _recipe(
+                    f"2 filters \u00b7 {inst}",
+                    2 + offset,
+                    candidates,
+                    instrument_colours(candidates),
+                    group,
+                    description="Best coverage filters with complementary colors",
+                    observation_ids=ids_of(group, candidates),
+                )
+            )
     narrow = [f for f in filters if filter_class(f) == "narrow"]
     if 2 <= len(narrow) < n:
-        out.append(_recipe(f"Narrowband {inst}", 3 + offset, narrow, instrument_colours(narrow),
-                           group, description="Emission-line filters highlighting gas structures",
-                           observation_ids=ids_of(group, narrow)))
+        out.append(
+            _recipe(
+                f"Narrowband {inst}",
+                3 + offset,
+                narrow,
+                instrument_colours(narrow),
+                group,
+                description="Emission-line filters highlighting gas structures",
+                observation_ids=ids_of(group, narrow),
+            )
+        )
     broad = [f for f in filters if filter_class(f) == "broad"]
     if 3 <= len(broad) < n:
-        out.append(_recipe(f"Broadband {inst}", 4 + offset, broad, instrument_colours(broad),
-                           group, description="Broadband filters for a clean continuum view",
-                           observation_ids=ids_of(group, broad)))
+        out.append(
+            _recipe(
+                f"Broadband {inst}",
+                4 + offset,
+                broad,
+                instrument_colours(broad),
+                group,
+                description="Broadband filters for a clean continuum view",
+                observation_ids=ids_of(group, broad),
+            )
+        )
     return out
 
 
 # --------------------------------------------------------------------------------------
 # Curated recipes
 # --------------------------------------------------------------------------------------
+
 
 def target_keys(target_name: str | None) -> list[str]:
     """The catalogue keys a typed name may mean: the name as typed, with and without a
@@ -552,29 +707,53 @@ def curated_recipes(target_name: str | None, observations: list[Obs]) -> list[Re
         if not wanted <= present:
             continue
         relevant = [o for o in observations if o.filter in wanted]
-        groups = [g for g in pointing_groups(relevant, cat.CURATED_POINTING_ARCSEC / 60.0)
-                  if {o.filter for o in g} >= wanted]
-        groups.sort(key=lambda g: (len(g), sum(o.radius ** 2 for o in g)), reverse=True)
+        groups = [
+            g
+            for g in pointing_groups(relevant, cat.CURATED_POINTING_ARCSEC / 60.0)
+            if {o.filter for o in g} >= wanted
+        ]
+        groups.sort(key=lambda g: (len(g), sum(o.radius**2 for o in g)), reverse=True)
 
-        def make(name: str, rank: int, description: str, group: list[Obs],
-                 warning: str | None = None) -> Recipe:
+        def make(
+            name: str,
+            rank: int,
+            description: str,
+            group: list[Obs],
+            warning: str | None = None,
+            definition: cat.CuratedRecipe = definition,
+        ) -> Recipe:
             reps = representatives(group)
-            return Recipe(name=name, rank=rank, filters=definition.filters,
-                          color_mapping=dict(definition.colours),
-                          instruments=list(definition.instruments),
-                          requires_mosaic=requires_mosaic(group), observation_ids=ids_of(group),
-                          description=description, overlap_warning=warning, tag="NASA-style",
-                          members={f: reps[f] for f in definition.filters if f in reps})
+            return Recipe(
+                name=name,
+                rank=rank,
+                filters=definition.filters,
+                color_mapping=dict(definition.colours),
+                instruments=list(definition.instruments),
+                requires_mosaic=requires_mosaic(group),
+                observation_ids=ids_of(group),
+                description=description,
+                overlap_warning=warning,
+                tag="NASA-style",
+                members={f: reps[f] for f in definition.filters if f in reps},
+            )
 
         if not groups:
-            firsts.append(make(definition.name, 0, definition.description, relevant,
-                               cat.NON_OVERLAPPING_TILES))
+            firsts.append(
+                make(
+                    definition.name, 0, definition.description, relevant, cat.NON_OVERLAPPING_TILES
+                )
+            )
             continue
         firsts.append(make(definition.name, 0, definition.description, groups[0]))
         for k, group in enumerate(groups[1:], start=1):
-            alternates.append(make(f"{definition.name} (alt tile {k})", 10,
-                                   f"{definition.description} \u2014 alternate spatial tile group",
-                                   group))
+            alternates.append(
+                make(
+                    f"{definition.name} (alt tile {k})",
+                    10,
+                    f"{definition.description} \u2014 alternate spatial tile group",
+                    group,
+                )
+            )
     return firsts + alternates
 
 
@@ -582,8 +761,10 @@ def curated_recipes(target_name: str | None, observations: list[Obs]) -> list[Re
 # The whole list
 # --------------------------------------------------------------------------------------
 
-def suggest_recipes(target_name: str | None, observations: list[dict],
-                    today_mjd: int) -> list[dict[str, Any]]:
+
+def suggest_recipes(
+    target_name: str | None, observations: list[dict], today_mjd: int
+) -> list[dict[str, Any]]:
     """The recipes of §10.7, in the browser's order (the first is "Recommended")."""
     if is_background_target(target_name):
         return []

@@ -16,8 +16,12 @@ from app.http_errors import error_responses
 router = APIRouter(prefix="/discovery", tags=["Discovery"])
 
 
-@router.post("/suggest-recipes", response_model=SuggestRecipesResponse,
-             summary="Suggest colour-composite recipes", responses=error_responses(400, 422))
+@router.post(
+    "/suggest-recipes",
+    response_model=SuggestRecipesResponse,
+    summary="Suggest colour-composite recipes",
+    responses=error_responses(400, 422),
+)
 async def suggest(body: SuggestRecipesRequest):
     """Recipes for a target's observations, in the order the browser shows them (the
     first is "Recommended"): curated press-release colour assignments for well-known
@@ -33,7 +37,10 @@ async def suggest(body: SuggestRecipesRequest):
         if target is None:
             raise BadRequest("observations list is required (or a target_name)")
         return {"target": target, "recipes": []}
-    recipes = await run_in_threadpool(suggest_recipes, body.target_name,
-                                      [o.model_dump() for o in body.observations],
-                                      math.floor(Time.now().mjd))
+    recipes = await run_in_threadpool(
+        suggest_recipes,
+        body.target_name,
+        [o.model_dump() for o in body.observations],
+        math.floor(Time.now().mjd),
+    )
     return {"target": target, "recipes": recipes}

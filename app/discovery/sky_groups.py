@@ -48,8 +48,12 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def linked_groups(ra_deg: list[float], dec_deg: list[float], classes: list[int],
-                  threshold_arcmin: dict[tuple[int, int], float]) -> list[list[int]]:
+def linked_groups(
+    ra_deg: list[float],
+    dec_deg: list[float],
+    classes: list[int],
+    threshold_arcmin: dict[tuple[int, int], float],
+) -> list[list[int]]:
     """Single-linkage groups of points (indices in input order, groups ordered by their
     first index). Points i and j are linked when their separation is below
     ``threshold_arcmin[(classes[i], classes[j])]`` (symmetric)."""

@@ -123,8 +123,14 @@ class Recorder:
         self._change(filename, **values)
 
     def finished(self, filename: str, size: int, path: Path) -> None:
-        self._change(filename, status=FileStatus.COMPLETE, total_bytes=size,
-                     downloaded_bytes=size, local_path=str(path), error=None)
+        self._change(
+            filename,
+            status=FileStatus.COMPLETE,
+            total_bytes=size,
+            downloaded_bytes=size,
+            local_path=str(path),
+            error=None,
+        )
 
     def failed(self, filename: str, message: str) -> None:
         self._change(filename, status=FileStatus.FAILED, error=message)
@@ -186,8 +192,9 @@ class DownloadManager:
         self.root.mkdir(parents=True, exist_ok=True)
         self.store = JobStore(self.root)
         self.owner = owner_token()
-        self.policy = RedirectPolicy.for_archive(settings.MAST_BASE_URL,
-                                                 settings.MAST_DOWNLOAD_HOSTS)
+        self.policy = RedirectPolicy.for_archive(
+            settings.MAST_BASE_URL, settings.MAST_DOWNLOAD_HOSTS
+        )
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.signals: dict[str, StopSignal] = {}
         self._background: list[asyncio.Task[None]] = []
@@ -195,14 +202,19 @@ class DownloadManager:
         # a fast download never delays the server's loop (progress polls, /health),
         # and store reads and writes (default executor) never queue behind transfers.
         self.transfers = concurrent.futures.ThreadPoolExecutor(
-            max_workers=16, thread_name_prefix="transfer", initializer=_background_priority,
-            initargs=(settings.MAST_TRANSFER_NICE,))
+            max_workers=16,
+            thread_name_prefix="transfer",
+            initializer=_background_priority,
+            initargs=(settings.MAST_TRANSFER_NICE,),
+        )
 
-    # -- life cycle -------------------------------------------------------------------------
+    # -- life cycle ---------------------------------------------------------------------------
     async def startup(self) -> None:
         await asyncio.to_thread(self.cleanup)
-        self._background = [asyncio.create_task(self._heartbeat_loop()),
-                            asyncio.create_task(self._control_loop())]
+        self._background = [
+            asyncio.create_task(self._heartbeat_loop()),
+            asyncio.create_task(self._control_loop()),
+        ]
 
     async def shutdown(self) -> None:
         for signal in list(self.signals.values()):
@@ -248,7 +260,8 @@ class DownloadManager:
                 continue
             try:
                 jobs = await asyncio.to_thread(
-                    lambda: [self.store.get(j) for j in list(self.tasks)])
+                    lambda: [self.store.get(j) for j in list(self.tasks)]
+                )
             except Exception:
                 logger.exception("control poll failed")
                 continue
@@ -258,7 +271,7 @@ class DownloadManager:
                     if signal is not None:
                         signal.stop(StopReason(job.control))
 
-    # -- paths ----------------------------------------------------------------------------------
+    # -- paths --------------------------------------------------------------------------------
     def obs_path(self, obs_id: str) -> Path:
         """The observation's folder (400 for a name that is not one, e.g. the store's)."""
         path = safe_join(self.root, obs_id)
@@ -280,18 +293,29 @@ class DownloadManager:
 
     def strategy(self, source: str, obs_id: str) -> TransferStrategy:
         if source == "s3":
-            client = make_archive_client(self.settings.MAST_S3_ENDPOINT,
-                                         self.settings.MAST_S3_REGION)
+            client = make_archive_client(
+                self.settings.MAST_S3_ENDPOINT, self.settings.MAST_S3_REGION
+            )
             return S3Transfers(client, self.settings.MAST_S3_BUCKET, obs_id)
         return HttpTransfers(self.mast, self.policy)
 
-    # -- starting ---------------------------------------------------------------------------------
-    async def start(self, obs_id: str, product_type: str, calib_level: list[int] | None,
-                    source: str) -> str:
+    # -- starting -----------------------------------------------------------------------------
+    async def start(
+        self, obs_id: str, product_type: str, calib_level: list[int] | None, source: str
+    ) -> str:
         self.obs_path(obs_id)  # refuses names that are not a folder of the download root
         job_id = uuid.uuid4().hex[:12]
-        await asyncio.to_thread(self.store.create_job, job_id, obs_id, source, product_type,
-                                calib_level, str(self.root / obs_id), utc_now_iso(), self.owner)
+        await asyncio.to_thread(
+            self.store.create_job,
+            job_id,
+            obs_id,
+            source,
+            product_type,
+            calib_level,
+            str(self.root / obs_id),
+            utc_now_iso(),
+            self.owner,
+        )
         self._launch(job_id, resume=False)
         return job_id
 
@@ -315,14 +339,15 @@ class DownloadManager:
             raise BadRequest(f"Job {job_id} is not resumable (status: {job.status})")
         if not await asyncio.to_thread(self.store.claim, job_id, self.owner, STALE_AFTER):
             raise Conflict(f"Job {job_id} is already being resumed")
-        pending = [replace(f, downloaded_bytes=size_or_zero(part), status=FileStatus.PENDING,
-                           error=None)
-                   for f, part in zip(job.files, self._part_files(job.obs_id, job.files))
-                   if f.status != FileStatus.COMPLETE]
+        pending = [
+            replace(f, downloaded_bytes=size_or_zero(part), status=FileStatus.PENDING, error=None)
+            for f, part in zip(job.files, self._part_files(job.obs_id, job.files), strict=True)
+            if f.status != FileStatus.COMPLETE
+        ]
         await asyncio.to_thread(self.store.save_files, job_id, pending)
         self._launch(job_id, resume=True)
 
-    # -- running -------------------------------------------------------------------------------------
+    # -- running ------------------------------------------------------------------------------
     async def _run(self, job_id: str, resume: bool) -> None:
         store = self.store
         try:
@@ -332,7 +357,7 @@ class DownloadManager:
             obs_dir = self.obs_dir(job.obs_id)
             with exclusive_folder(obs_dir, job.obs_id):
                 await self._run_locked(job, obs_dir, resume)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self._fail(job_id, "Timed out while asking MAST for the product list")
         except (UpstreamError, BadRequest) as exc:
             await self._fail(job_id, exc.detail)
@@ -346,8 +371,12 @@ class DownloadManager:
             # task that ended without one (e.g. the store refused the write).
             if self.tasks.get(job_id) is asyncio.current_task():
                 try:
-                    await asyncio.to_thread(store.fail, job_id, "Download stopped "
-                                            "unexpectedly; resume to continue", self.owner)
+                    await asyncio.to_thread(
+                        store.fail,
+                        job_id,
+                        "Download stopped unexpectedly; resume to continue",
+                        self.owner,
+                    )
                 except Exception:
                     logger.exception("could not close job %s", job_id)
 
@@ -369,29 +398,44 @@ class DownloadManager:
         pending = [f for f in job.files if f.status != FileStatus.COMPLETE]
         self._check_space(obs_dir, pending)
         await asyncio.to_thread(
-            store.begin_downloading, job_id,
-            f"Downloading {len(job.files)} files ({total / 1e6:.1f} MB)...")
+            store.begin_downloading,
+            job_id,
+            f"Downloading {len(job.files)} files ({total / 1e6:.1f} MB)...",
+        )
         recorder = Recorder(store, job_id, job.files)
         flusher = asyncio.create_task(recorder.flush_forever())
         try:
-            outcome = await self._transfer_all(strategy, obs_dir, pending, recorder,
-                                               self.signals[job_id])
+            outcome = await self._transfer_all(
+                strategy, obs_dir, pending, recorder, self.signals[job_id]
+            )
         finally:
             flusher.cancel()
             await asyncio.to_thread(recorder.flush)
         await self._finish(job, obs_dir, outcome)
 
-    async def _list_files(self, job: JobRow, strategy: TransferStrategy,
-                          obs_dir: Path) -> list[FileRow]:
+    async def _list_files(
+        self, job: JobRow, strategy: TransferStrategy, obs_dir: Path
+    ) -> list[FileRow]:
         loop = asyncio.get_running_loop()
-        products = await asyncio.wait_for(loop.run_in_executor(
-            self.mast.executor, self.mast.files_to_download, job.obs_id, job.product_type,
-            job.calib_level), self.settings.MAST_SEARCH_TIMEOUT)
+        products = await asyncio.wait_for(
+            loop.run_in_executor(
+                self.mast.executor,
+                self.mast.files_to_download,
+                job.obs_id,
+                job.product_type,
+                job.calib_level,
+            ),
+            self.settings.MAST_SEARCH_TIMEOUT,
+        )
         keys: dict[str, str] = {}
         if products and strategy.source == "s3":
             keys = await asyncio.to_thread(self.mast.archive_keys, products, job.obs_id)
-        rows = [FileRow(filename=p.filename, uri=p.uri, archive_key=keys.get(p.filename),
-                        total_bytes=p.size) for p in products]
+        rows = [
+            FileRow(
+                filename=p.filename, uri=p.uri, archive_key=keys.get(p.filename), total_bytes=p.size
+            )
+            for p in products
+        ]
         if strategy.keeps_partial_files:
             for row in rows:
                 row.downloaded_bytes = size_or_zero(part_path(obs_dir / row.filename))
@@ -405,7 +449,8 @@ class DownloadManager:
             raise DownloadFailed(
                 f"Disk full: the files need {needed / 1e6:.1f} MB (plus "
                 f"{self.settings.MAST_MIN_FREE_BYTES / 1e6:.0f} MB kept free) and only "
-                f"{free / 1e6:.1f} MB are free")
+                f"{free / 1e6:.1f} MB are free"
+            )
 
     async def _fail(self, job_id: str, message: str) -> None:
         await asyncio.to_thread(self.store.fail, job_id, message)
@@ -441,9 +486,14 @@ class DownloadManager:
         for path in paths:
             self.storage.put_file(f"mast/{obs_id}/{Path(path).name}", Path(path))
 
-    async def _transfer_all(self, strategy: TransferStrategy, obs_dir: Path,
-                            files: Sequence[FileRow], recorder: Recorder,
-                            signal: StopSignal) -> Outcome:
+    async def _transfer_all(
+        self,
+        strategy: TransferStrategy,
+        obs_dir: Path,
+        files: Sequence[FileRow],
+        recorder: Recorder,
+        signal: StopSignal,
+    ) -> Outcome:
         """Every file through ``strategy``, a few at once, each in a transfer thread.
 
         If this coroutine is cancelled (the synchronous download's time limit), the
@@ -461,10 +511,16 @@ class DownloadManager:
                     recorder.paused(row.filename, strategy.keeps_partial_files)
                     return
                 final = obs_dir / row.filename
-                future = self.transfers.submit(strategy.transfer, FileTransfer(
-                    row, final,
-                    on_size=lambda total, zero: recorder.started(row.filename, total, zero),
-                    on_bytes=lambda n: recorder.add(row.filename, n), stop=signal))
+                future = self.transfers.submit(
+                    strategy.transfer,
+                    FileTransfer(
+                        row,
+                        final,
+                        on_size=lambda total, zero: recorder.started(row.filename, total, zero),
+                        on_bytes=lambda n: recorder.add(row.filename, n),
+                        stop=signal,
+                    ),
+                )
                 running.append(future)
                 try:
                     size = await asyncio.wrap_future(future)
@@ -490,7 +546,7 @@ class DownloadManager:
             raise
         return outcome
 
-    # -- control -----------------------------------------------------------------------------------
+    # -- control ------------------------------------------------------------------------------
     async def _stop(self, job: JobRow, reason: StopReason, wait: float = 10.0) -> None:
         """Ask the owner (this process or another) to stop, and wait until it has."""
         job_id = job.job_id
@@ -538,7 +594,7 @@ class DownloadManager:
             await self._stop(job, StopReason.CANCEL)
         deleted = 0
         if delete_files:
-            for f, part in zip(job.files, self._part_files(job.obs_id, job.files)):
+            for f, part in zip(job.files, self._part_files(job.obs_id, job.files), strict=True):
                 for candidate in (f.local_path, str(part)):
                     if not candidate:
                         continue
@@ -549,21 +605,27 @@ class DownloadManager:
         await asyncio.to_thread(self.store.delete_job, job_id)
         return {"job_id": job_id, "dismissed": True, "deleted_files": deleted}
 
-    # -- reading --------------------------------------------------------------------------------------
+    # -- reading ------------------------------------------------------------------------------
     async def progress(self, job_id: str) -> dict[str, Any]:
         # A primary-key read of a few rows (well under a millisecond): done inline, as
         # handing it to a thread costs more than it saves while transfers hold the GIL.
         job = self.store.get(job_id)
         if job is None:
             raise NotFound(f"Job {job_id} not found")
-        if job.status in ACTIVE and job_id not in self.tasks and (
+        if (
+            job.status in ACTIVE
+            and job_id not in self.tasks
+            and (
                 (job.heartbeat is not None and time.time() - job.heartbeat > STALE_AFTER)
-                or (job.owner and not owner_alive(job.owner))):
+                or (job.owner and not owner_alive(job.owner))
+            )
+        ):
             # Its owner stopped beating (crashed, or cannot write): say so rather than
             # letting clients poll a frozen job forever.
             job.status = JobStatus.FAILED
-            job.error = job.message = ("Interrupted: the download stopped unexpectedly; "
-                                       "resume to continue")
+            job.error = job.message = (
+                "Interrupted: the download stopped unexpectedly; resume to continue"
+            )
         return progress_body(job)
 
     async def resumable(self) -> list[dict[str, Any]]:
@@ -575,7 +637,7 @@ class DownloadManager:
                 continue
             if not any(f.status != FileStatus.COMPLETE for f in job.files):
                 continue
-            for f, part in zip(job.files, self._part_files(job.obs_id, job.files)):
+            for f, part in zip(job.files, self._part_files(job.obs_id, job.files), strict=True):
                 if f.status != FileStatus.COMPLETE:
                     f.downloaded_bytes = size_or_zero(part)
             summary = resumable_summary(job)
@@ -584,19 +646,32 @@ class DownloadManager:
                 best[job.obs_id] = summary
         return sorted(best.values(), key=lambda s: s["started_at"] or "")
 
-    # -- synchronous download (M8) -------------------------------------------------------------------
-    async def download_now(self, obs_id: str, product_type: str,
-                           product_id: str | None) -> dict[str, Any]:
+    # -- synchronous download (M8) ------------------------------------------------------------
+    async def download_now(
+        self, obs_id: str, product_type: str, product_id: str | None
+    ) -> dict[str, Any]:
         obs_dir = self.obs_dir(obs_id)
 
         def answer(files: list[str], error: str | None) -> dict[str, Any]:
-            return {"status": "failed" if error else "completed", "obs_id": obs_id,
-                    "files": sorted(files), "file_count": len(files),
-                    "download_dir": str(obs_dir), "error": error, "timestamp": utc_now_iso()}
+            return {
+                "status": "failed" if error else "completed",
+                "obs_id": obs_id,
+                "files": sorted(files),
+                "file_count": len(files),
+                "download_dir": str(obs_dir),
+                "error": error,
+                "timestamp": utc_now_iso(),
+            }
 
         products = await asyncio.get_running_loop().run_in_executor(
-            self.mast.executor, self.mast.files_to_download, obs_id, product_type, None, False,
-            product_id)
+            self.mast.executor,
+            self.mast.files_to_download,
+            obs_id,
+            product_type,
+            None,
+            False,
+            product_id,
+        )
         if not products:
             return answer([], NO_PRODUCTS)
         rows = [FileRow(filename=p.filename, uri=p.uri, total_bytes=p.size) for p in products]
@@ -604,9 +679,13 @@ class DownloadManager:
         signal = self.signals[key] = StopSignal()  # a shutdown interrupts it too
         try:
             with exclusive_folder(obs_dir, obs_id):
-                outcome = await self._transfer_all(HttpTransfers(self.mast, self.policy),
-                                                   obs_dir, rows, Recorder(self.store, None, rows),
-                                                   signal)
+                outcome = await self._transfer_all(
+                    HttpTransfers(self.mast, self.policy),
+                    obs_dir,
+                    rows,
+                    Recorder(self.store, None, rows),
+                    signal,
+                )
         except DownloadFailed as exc:
             return answer([], str(exc))
         finally:
@@ -618,4 +697,3 @@ class DownloadManager:
             return answer(outcome.complete, INTERRUPTED)
         await asyncio.to_thread(self._persist, obs_id, outcome.complete)
         return answer(outcome.complete, None)
-

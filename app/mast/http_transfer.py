@@ -59,13 +59,20 @@ class Connection:
     policy: transport.RedirectPolicy
     stop: ShouldStop = never
 
-    def request(self, url: str, *, method: str = "GET",
-                range_from: int | None = None) -> transport.Response:
+    def request(
+        self, url: str, *, method: str = "GET", range_from: int | None = None
+    ) -> transport.Response:
         signal = self.stop if isinstance(self.stop, StopSignal) else None
         return transport.request(
-            url, policy=self.policy, method=method, range_from=range_from,
-            connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT, should_stop=self.stop,
-            on_abort=None if signal is None else signal.register)
+            url,
+            policy=self.policy,
+            method=method,
+            range_from=range_from,
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
+            should_stop=self.stop,
+            on_abort=None if signal is None else signal.register,
+        )
 
 
 def _refusal(status: int, name: str) -> DownloadFailed | None:
@@ -117,8 +124,14 @@ class _Attempt:
     gained: int = 0
 
 
-def download_file(target: FileTarget, connection: Connection, *, on_bytes: OnBytes,
-                  retries: int = 3, backoff: float = 0.5) -> int:
+def download_file(
+    target: FileTarget,
+    connection: Connection,
+    *,
+    on_bytes: OnBytes,
+    retries: int = 3,
+    backoff: float = 0.5,
+) -> int:
     """Download ``target``; returns its size. Calls ``on_bytes(n)`` as bytes arrive
     (negative when bytes are discarded).
 
@@ -165,8 +178,9 @@ def _resume_offset(part: Path, size: int, on_bytes: OnBytes) -> int:
     return offset
 
 
-def _fetch(target: FileTarget, connection: Connection, attempt: _Attempt, size: int,
-           on_bytes: OnBytes) -> int:
+def _fetch(
+    target: FileTarget, connection: Connection, attempt: _Attempt, size: int, on_bytes: OnBytes
+) -> int:
     """One request from ``attempt.offset``; returns the file's size as now known."""
     name = target.final_path.name
     with connection.request(target.url, range_from=attempt.offset or None) as response:
@@ -200,8 +214,9 @@ def _declared_total(response: transport.Response, offset: int) -> int:
         raise transport.TransportError("a 206 answer without a valid Content-Range")
     first, last, total_text = int(match.group(1)), int(match.group(2)), match.group(3)
     if first != offset:
-        raise transport.TransportError(f"asked for bytes from {offset}, the server sent "
-                                       f"bytes from {first}")
+        raise transport.TransportError(
+            f"asked for bytes from {offset}, the server sent bytes from {first}"
+        )
     total = 0 if total_text == "*" else int(total_text)
     if last < first or (total and last >= total):
         raise transport.TransportError("an impossible Content-Range")
@@ -210,8 +225,14 @@ def _declared_total(response: transport.Response, offset: int) -> int:
     return total
 
 
-def _copy_body(response: transport.Response, target: FileTarget, attempt: _Attempt,
-               limit: int | None, on_bytes: OnBytes, should_stop: ShouldStop) -> None:
+def _copy_body(
+    response: transport.Response,
+    target: FileTarget,
+    attempt: _Attempt,
+    limit: int | None,
+    on_bytes: OnBytes,
+    should_stop: ShouldStop,
+) -> None:
     """Append the body to the ``.part`` file; a body longer than ``limit`` is undone."""
     with PartFile(target.final_path, offset=attempt.offset) as out:
         while True:
@@ -230,4 +251,3 @@ def _copy_body(response: transport.Response, target: FileTarget, attempt: _Attem
     on_bytes(-attempt.gained)
     attempt.gained = 0
     raise transport.TransportError("the server sent more bytes than it announced")
-

@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator, Sequence, Set
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
@@ -69,7 +69,6 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (job_id, filename)
 );
 """
-
 
 
 class JobStatus(StrEnum):
@@ -143,8 +142,10 @@ class JobRow:
 
     @property
     def downloaded_bytes(self) -> int:
-        return sum(min(f.downloaded_bytes, f.total_bytes) if f.total_bytes else f.downloaded_bytes
-                   for f in self.files)
+        return sum(
+            min(f.downloaded_bytes, f.total_bytes) if f.total_bytes else f.downloaded_bytes
+            for f in self.files
+        )
 
 
 class JobStore:
@@ -202,17 +203,35 @@ class JobStore:
             raise
 
     # -- writes ---------------------------------------------------------------------------
-    def create_job(self, job_id: str, obs_id: str, source: str, product_type: str,
-                   calib_level: list[int] | None, download_dir: str, started_at: str,
-                   owner: str) -> None:
+    def create_job(
+        self,
+        job_id: str,
+        obs_id: str,
+        source: str,
+        product_type: str,
+        calib_level: list[int] | None,
+        download_dir: str,
+        started_at: str,
+        owner: str,
+    ) -> None:
         with self._connect() as db:
             db.execute(
                 "INSERT INTO jobs (job_id, obs_id, source, product_type, calib_level, status, "
                 "message, download_dir, started_at, updated_at, owner, heartbeat) "
                 "VALUES (?, ?, ?, ?, ?, 'queued', 'Queued', ?, ?, ?, ?, ?)",
-                (job_id, obs_id, source, product_type,
-                 json.dumps(calib_level) if calib_level is not None else None,
-                 download_dir, started_at, time.time(), owner, time.time()))
+                (
+                    job_id,
+                    obs_id,
+                    source,
+                    product_type,
+                    json.dumps(calib_level) if calib_level is not None else None,
+                    download_dir,
+                    started_at,
+                    time.time(),
+                    owner,
+                    time.time(),
+                ),
+            )
 
     def set_files(self, job_id: str, files: Sequence[FileRow]) -> None:
         """The job's file list (replacing any earlier one)."""
@@ -222,8 +241,22 @@ class JobStore:
             db.executemany(
                 "INSERT INTO files (job_id, position, filename, uri, archive_key, total_bytes, "
                 "downloaded_bytes, status, error, local_path) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [(job_id, i, f.filename, f.uri, f.archive_key, f.total_bytes, f.downloaded_bytes,
-                  str(f.status), f.error, f.local_path) for i, f in enumerate(files)])
+                [
+                    (
+                        job_id,
+                        i,
+                        f.filename,
+                        f.uri,
+                        f.archive_key,
+                        f.total_bytes,
+                        f.downloaded_bytes,
+                        str(f.status),
+                        f.error,
+                        f.local_path,
+                    )
+                    for i, f in enumerate(files)
+                ],
+            )
             db.execute("COMMIT")
 
     def save_files(self, job_id: str, files: Sequence[FileRow]) -> None:
@@ -235,44 +268,65 @@ class JobStore:
             db.executemany(
                 "UPDATE files SET total_bytes = ?, downloaded_bytes = ?, status = ?, error = ?, "
                 "local_path = ? WHERE job_id = ? AND filename = ?",
-                [(f.total_bytes, f.downloaded_bytes, str(f.status), f.error, f.local_path,
-                  job_id, f.filename) for f in files])
+                [
+                    (
+                        f.total_bytes,
+                        f.downloaded_bytes,
+                        str(f.status),
+                        f.error,
+                        f.local_path,
+                        job_id,
+                        f.filename,
+                    )
+                    for f in files
+                ],
+            )
             db.execute("UPDATE jobs SET updated_at = ? WHERE job_id = ?", (time.time(), job_id))
             db.execute("COMMIT")
 
     def record_speed(self, job_id: str, speed: float, current_file: str | None) -> None:
         """The running job's transfer figures (no change of state)."""
         with self._connect() as db:
-            db.execute(f"UPDATE jobs SET speed = ?, current_file = ?, updated_at = ? "
-                       f"WHERE job_id = ? AND status IN ({_marks(ACTIVE)})",
-                       (speed, current_file, time.time(), job_id, *ACTIVE))
+            db.execute(
+                f"UPDATE jobs SET speed = ?, current_file = ?, updated_at = ? "
+                f"WHERE job_id = ? AND status IN ({_marks(ACTIVE)})",
+                (speed, current_file, time.time(), job_id, *ACTIVE),
+            )
 
     def request_control(self, job_id: str, reason: str) -> None:
         """Ask the job's owner (another process) to pause or cancel it."""
         with self._connect() as db:
-            db.execute(f"UPDATE jobs SET control = ?, updated_at = ? WHERE job_id = ? AND "
-                       f"status IN ({_marks(ACTIVE)})", (reason, time.time(), job_id, *ACTIVE))
+            db.execute(
+                f"UPDATE jobs SET control = ?, updated_at = ? WHERE job_id = ? AND "
+                f"status IN ({_marks(ACTIVE)})",
+                (reason, time.time(), job_id, *ACTIVE),
+            )
 
     # -- transitions: each one conditional UPDATE; False when the job is elsewhere --------------
     def begin_fetching(self, job_id: str) -> bool:
-        return self._advance(job_id, JobStatus.FETCHING_PRODUCTS, {JobStatus.QUEUED},
-                             "Fetching the product list from MAST")
+        return self._advance(
+            job_id,
+            JobStatus.FETCHING_PRODUCTS,
+            {JobStatus.QUEUED},
+            "Fetching the product list from MAST",
+        )
 
     def begin_downloading(self, job_id: str, message: str) -> bool:
-        return self._advance(job_id, JobStatus.DOWNLOADING,
-                             {JobStatus.QUEUED, JobStatus.FETCHING_PRODUCTS}, message)
+        return self._advance(
+            job_id, JobStatus.DOWNLOADING, {JobStatus.QUEUED, JobStatus.FETCHING_PRODUCTS}, message
+        )
 
     def complete(self, job_id: str, message: str) -> bool:
         return self._settle(job_id, JobStatus.COMPLETE, {JobStatus.DOWNLOADING}, message)
 
     def fail(self, job_id: str, message: str, owner: str | None = None) -> bool:
         """An active job failed (resumable); with ``owner``, only if that process owns it."""
-        return self._settle(job_id, JobStatus.FAILED, ACTIVE, message, error=message,
-                            owner=owner)
+        return self._settle(job_id, JobStatus.FAILED, ACTIVE, message, error=message, owner=owner)
 
     def pause(self, job_id: str) -> bool:
-        return self._settle(job_id, JobStatus.PAUSED, ACTIVE, "Job paused - can be resumed",
-                            finished=False)
+        return self._settle(
+            job_id, JobStatus.PAUSED, ACTIVE, "Job paused - can be resumed", finished=False
+        )
 
     def cancel(self, job_id: str) -> bool:
         return self._settle(job_id, JobStatus.CANCELLED, CANCELLABLE, "Download cancelled")
@@ -295,8 +349,18 @@ class JobStore:
                 f"updated_at = ? WHERE job_id = ? AND status IN ({_marks(RESUMABLE)}) AND "
                 f"(status NOT IN ({_marks(ACTIVE)}) OR owner IS NULL OR heartbeat IS NULL "
                 f"OR heartbeat < ? OR owner = ?)",
-                (JobStatus.QUEUED, owner, now, now, job_id, *RESUMABLE, *ACTIVE,
-                 now - stale_after, dead))
+                (
+                    JobStatus.QUEUED,
+                    owner,
+                    now,
+                    now,
+                    job_id,
+                    *RESUMABLE,
+                    *ACTIVE,
+                    now - stale_after,
+                    dead,
+                ),
+            )
             return cur.rowcount == 1
 
     def fail_orphans(self, stale_after: float, message: str) -> list[str]:
@@ -308,32 +372,52 @@ class JobStore:
         now = time.time()
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
-            rows = db.execute(f"SELECT job_id, owner, heartbeat FROM jobs WHERE status IN "
-                              f"({_marks(ACTIVE)})", tuple(ACTIVE)).fetchall()
-            ids = [r["job_id"] for r in rows
-                   if not r["owner"] or r["heartbeat"] is None
-                   or r["heartbeat"] < now - stale_after or not owner_alive(r["owner"])]
+            rows = db.execute(
+                f"SELECT job_id, owner, heartbeat FROM jobs WHERE status IN ({_marks(ACTIVE)})",
+                tuple(ACTIVE),
+            ).fetchall()
+            ids = [
+                r["job_id"]
+                for r in rows
+                if not r["owner"]
+                or r["heartbeat"] is None
+                or r["heartbeat"] < now - stale_after
+                or not owner_alive(r["owner"])
+            ]
             for job_id in ids:
-                db.execute("UPDATE jobs SET status = ?, error = ?, message = ?, owner = NULL, "
-                           "heartbeat = NULL, speed = 0, updated_at = ? WHERE job_id = ?",
-                           (JobStatus.FAILED, message, message, now, job_id))
-                db.execute("UPDATE files SET status = ? WHERE job_id = ? AND status = ?",
-                           (FileStatus.PAUSED, job_id, FileStatus.DOWNLOADING))
+                db.execute(
+                    "UPDATE jobs SET status = ?, error = ?, message = ?, owner = NULL, "
+                    "heartbeat = NULL, speed = 0, updated_at = ? WHERE job_id = ?",
+                    (JobStatus.FAILED, message, message, now, job_id),
+                )
+                db.execute(
+                    "UPDATE files SET status = ? WHERE job_id = ? AND status = ?",
+                    (FileStatus.PAUSED, job_id, FileStatus.DOWNLOADING),
+                )
             db.execute("COMMIT")
         return ids
 
-    def _advance(self, job_id: str, to: JobStatus, sources: Set[JobStatus],
-                 message: str) -> bool:
+    def _advance(self, job_id: str, to: JobStatus, sources: Set[JobStatus], message: str) -> bool:
         """Into an active state: the owner keeps the job."""
         with self._connect() as db:
-            cur = db.execute(f"UPDATE jobs SET status = ?, message = ?, updated_at = ? "
-                             f"WHERE job_id = ? AND status IN ({_marks(sources)})",
-                             (to, message, time.time(), job_id, *sources))
+            cur = db.execute(
+                f"UPDATE jobs SET status = ?, message = ?, updated_at = ? "
+                f"WHERE job_id = ? AND status IN ({_marks(sources)})",
+                (to, message, time.time(), job_id, *sources),
+            )
             return cur.rowcount == 1
 
-    def _settle(self, job_id: str, to: JobStatus, sources: Set[JobStatus], message: str, *,
-                error: str | None = None, owner: str | None = None,
-                finished: bool = True) -> bool:
+    def _settle(
+        self,
+        job_id: str,
+        to: JobStatus,
+        sources: Set[JobStatus],
+        message: str,
+        *,
+        error: str | None = None,
+        owner: str | None = None,
+        finished: bool = True,
+    ) -> bool:
         """Into a stopped state: ownership, control flag and speed are given up with it."""
         owned = " AND owner = ?" if owner is not None else ""
         completed = utc_now_iso() if finished else None
@@ -342,14 +426,25 @@ class JobStore:
                 f"UPDATE jobs SET status = ?, message = ?, error = ?, speed = 0, control = NULL, "
                 f"owner = NULL, heartbeat = NULL, current_file = NULL, completed_at = ?, "
                 f"updated_at = ? WHERE job_id = ? AND status IN ({_marks(sources)}){owned}",
-                (to, message, error, completed, time.time(), job_id, *sources,
-                 *((owner,) if owner is not None else ())))
+                (
+                    to,
+                    message,
+                    error,
+                    completed,
+                    time.time(),
+                    job_id,
+                    *sources,
+                    *((owner,) if owner is not None else ()),
+                ),
+            )
             return cur.rowcount == 1
 
     def heartbeat(self, owner: str) -> None:
         with self._connect() as db:
-            db.execute(f"UPDATE jobs SET heartbeat = ? WHERE owner = ? AND status IN "
-                       f"({_marks(ACTIVE)})", (time.time(), owner, *ACTIVE))
+            db.execute(
+                f"UPDATE jobs SET heartbeat = ? WHERE owner = ? AND status IN ({_marks(ACTIVE)})",
+                (time.time(), owner, *ACTIVE),
+            )
 
     def delete_job(self, job_id: str) -> None:
         with self._connect() as db:
@@ -358,8 +453,10 @@ class JobStore:
     def purge_finished(self, older_than_seconds: float) -> int:
         cutoff = time.time() - older_than_seconds
         with self._connect() as db:
-            cur = db.execute("DELETE FROM jobs WHERE status IN (?, ?) AND updated_at < ?",
-                             (JobStatus.COMPLETE, JobStatus.CANCELLED, cutoff))
+            cur = db.execute(
+                "DELETE FROM jobs WHERE status IN (?, ?) AND updated_at < ?",
+                (JobStatus.COMPLETE, JobStatus.CANCELLED, cutoff),
+            )
             return cur.rowcount
 
     # -- reads ------------------------------------------------------------------------------
@@ -368,8 +465,9 @@ class JobStore:
             row = db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
             if row is None:
                 return None
-            files = db.execute("SELECT * FROM files WHERE job_id = ? ORDER BY position",
-                               (job_id,)).fetchall()
+            files = db.execute(
+                "SELECT * FROM files WHERE job_id = ? ORDER BY position", (job_id,)
+            ).fetchall()
         return _job(row, files)
 
     def all_jobs(self) -> list[JobRow]:
@@ -383,12 +481,14 @@ class JobStore:
 
     def referenced_paths(self) -> set[str]:
         with self._connect() as db:
-            rows = db.execute("SELECT local_path FROM files WHERE local_path IS NOT NULL").fetchall()
+            rows = db.execute(
+                "SELECT local_path FROM files WHERE local_path IS NOT NULL"
+            ).fetchall()
         return {r["local_path"] for r in rows}
 
 
 def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def _marks(values: Set[object]) -> str:
@@ -432,25 +532,47 @@ def owner_alive(owner: str) -> bool:
 def _storage_error(exc: sqlite3.Error) -> ServiceError:
     text = str(exc).lower()
     if "full" in text:
-        return ServiceError("The download directory is full: cannot record download jobs",
-                            status_code=507)
+        return ServiceError(
+            "The download directory is full: cannot record download jobs", status_code=507
+        )
     if "readonly" in text or "read-only" in text or "unable to open" in text:
-        return ServiceError("The download directory is not writable: cannot record download "
-                            "jobs", status_code=507)
+        return ServiceError(
+            "The download directory is not writable: cannot record download jobs", status_code=507
+        )
     return ServiceError(f"Download job store error: {exc}", status_code=503)
 
 
 def _job(row: sqlite3.Row, files) -> JobRow:
     return JobRow(
-        job_id=row["job_id"], obs_id=row["obs_id"], source=row["source"],
+        job_id=row["job_id"],
+        obs_id=row["obs_id"],
+        source=row["source"],
         product_type=row["product_type"],
         calib_level=json.loads(row["calib_level"]) if row["calib_level"] else None,
-        status=JobStatus(row["status"]), message=row["message"], error=row["error"],
-        download_dir=row["download_dir"], started_at=row["started_at"],
-        completed_at=row["completed_at"], updated_at=row["updated_at"], owner=row["owner"],
-        heartbeat=row["heartbeat"], control=row["control"], speed=row["speed"] or 0.0,
+        status=JobStatus(row["status"]),
+        message=row["message"],
+        error=row["error"],
+        download_dir=row["download_dir"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        updated_at=row["updated_at"],
+        owner=row["owner"],
+        heartbeat=row["heartbeat"],
+        control=row["control"],
+        speed=row["speed"] or 0.0,
         current_file=row["current_file"],
-        files=[FileRow(filename=f["filename"], uri=f["uri"], archive_key=f["archive_key"],
-                       total_bytes=f["total_bytes"], downloaded_bytes=f["downloaded_bytes"],
-                       status=FileStatus(f["status"]), error=f["error"], local_path=f["local_path"],
-                       position=f["position"]) for f in files])
+        files=[
+            FileRow(
+                filename=f["filename"],
+                uri=f["uri"],
+                archive_key=f["archive_key"],
+                total_bytes=f["total_bytes"],
+                downloaded_bytes=f["downloaded_bytes"],
+                status=FileStatus(f["status"]),
+                error=f["error"],
+                local_path=f["local_path"],
+                position=f["position"],
+            )
+            for f in files
+        ],
+    )

@@ -50,12 +50,13 @@ def now_mjd() -> float:
 def name_variants(name: str) -> list[str]:
     """Spellings tried in turn when resolving a target name (CONTRACT.md §2.1)."""
     base = re.sub(r"\s+", " ", name).strip()
-    variants = [base,
-                re.sub(r"[-_]", " ", base),
-                re.sub(r"[\s_]+", "-", base),
-                re.sub(r"(?<=[A-Za-z])\s+(?=\d)|(?<=\d)\s+(?=[A-Za-z])", "",
-                       re.sub(r"[-_]", " ", base)),
-                re.sub(r"[\s_-]+", "", base)]
+    variants = [
+        base,
+        re.sub(r"[-_]", " ", base),
+        re.sub(r"[\s_]+", "-", base),
+        re.sub(r"(?<=[A-Za-z])\s+(?=\d)|(?<=\d)\s+(?=[A-Za-z])", "", re.sub(r"[-_]", " ", base)),
+        re.sub(r"[\s_-]+", "", base),
+    ]
     out: list[str] = []
     for v in variants:
         v = re.sub(r"\s+", " ", v).strip()
@@ -119,8 +120,9 @@ class ProductFile:
 class MastService:
     """All calls to MAST, bound to one base URL."""
 
-    def __init__(self, base_url: str, name_resolver_url: str | None = None,
-                 timeout: float = 120.0) -> None:
+    def __init__(
+        self, base_url: str, name_resolver_url: str | None = None, timeout: float = 120.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.host = urlparse(self.base_url).netloc
         self.name_resolver_url = name_resolver_url
@@ -132,8 +134,9 @@ class MastService:
         self._products_lock = threading.Lock()
         # Searches wait on MAST for long: their own threads, bounded, so that slow or
         # abandoned searches never hold up the job store's heartbeat and reads.
-        self.executor = ThreadPoolExecutor(max_workers=SEARCH_THREADS,
-                                           thread_name_prefix="mast-search")
+        self.executor = ThreadPoolExecutor(
+            max_workers=SEARCH_THREADS, thread_name_prefix="mast-search"
+        )
 
     def close(self) -> None:
         """Stop the search threads (waiting searches are dropped)."""
@@ -172,7 +175,8 @@ class MastService:
                 # page=1: one request for one page (astroquery fetches every page
                 # when no page is given).
                 table = self.observations().query_criteria(
-                    pagesize=pagesize or SEARCH_PAGE_SIZE, page=1, **criteria)
+                    pagesize=pagesize or SEARCH_PAGE_SIZE, page=1, **criteria
+                )
         except RemoteServiceError as exc:
             raise UpstreamError(f"MAST reported an error: {exc}") from None
         except Exception as exc:  # requests/connection errors and astroquery's own
@@ -211,29 +215,38 @@ class MastService:
                 failures.append(variant)
         raise NotFound(f"Could not resolve target name '{name}' using variants: {variants}")
 
-    def search_position(self, ra: float, dec: float, radius: float,
-                        calib_level: list[int] | None) -> list[dict]:
+    def search_position(
+        self, ra: float, dec: float, radius: float, calib_level: list[int] | None
+    ) -> list[dict]:
         from astropy import units as u
         from astropy.coordinates import SkyCoord
 
         coord = SkyCoord(ra % 360.0, dec, unit="deg")
-        return self.rewrite_urls(self._query(coordinates=coord, radius=radius * u.deg,
-                                             **self._public(**self._levels(calib_level))))
+        return self.rewrite_urls(
+            self._query(
+                coordinates=coord,
+                radius=radius * u.deg,
+                **self._public(**self._levels(calib_level)),
+            )
+        )
 
     def search_target(self, name: str, radius: float, calib_level: list[int] | None) -> list[dict]:
         ra, dec = self.resolve_target(name)
         return self.search_position(ra, dec, radius, calib_level)
 
     def search_observation(self, obs_id: str, calib_level: list[int] | None) -> list[dict]:
-        return self.rewrite_urls(self._query(obs_id=obs_id,
-                                             **self._public(**self._levels(calib_level))))
+        return self.rewrite_urls(
+            self._query(obs_id=obs_id, **self._public(**self._levels(calib_level)))
+        )
 
     def search_program(self, program_id: str, calib_level: list[int] | None) -> list[dict]:
-        return self.rewrite_urls(self._query(proposal_id=program_id,
-                                             **self._public(**self._levels(calib_level))))
+        return self.rewrite_urls(
+            self._query(proposal_id=program_id, **self._public(**self._levels(calib_level)))
+        )
 
-    def search_recent(self, days_back: int, instrument: str | None, limit: int,
-                      offset: int) -> list[dict]:
+    def search_recent(
+        self, days_back: int, instrument: str | None, limit: int, offset: int
+    ) -> list[dict]:
         today = now_mjd()
         criteria = {"obs_collection": "JWST", "t_obs_release": [today - days_back, today]}
         if instrument:
@@ -241,7 +254,7 @@ class MastService:
             criteria["instrument_name"] = instrument.strip().upper() + "*"
         rows = self._query(pagesize=RECENT_PAGE_SIZE, **criteria)
         rows.sort(key=lambda r: r.get("t_obs_release") or 0.0, reverse=True)
-        return self.rewrite_urls(rows[offset:offset + limit])
+        return self.rewrite_urls(rows[offset : offset + limit])
 
     # -- products -------------------------------------------------------------------------
     def product_rows(self, obs_id: str, product_type: str = "SCIENCE") -> list[dict]:
@@ -262,19 +275,24 @@ class MastService:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                table = obs.query_criteria(pagesize=SEARCH_PAGE_SIZE, page=1,
-                                           **self._public(obs_id=obs_id))
+                table = obs.query_criteria(
+                    pagesize=SEARCH_PAGE_SIZE, page=1, **self._public(obs_id=obs_id)
+                )
                 if table is None or len(table) == 0:
                     return []
                 products = obs.get_product_list(table)
                 if products is None or len(products) == 0:
                     return []
-                products = obs.filter_products(products, productType=[product_type],
-                                               extension="fits")
+                products = obs.filter_products(
+                    products, productType=[product_type], extension="fits"
+                )
         except Exception as exc:
             raise UpstreamError(f"MAST request failed: {_describe(exc)}") from None
-        return [row for row in table_rows(products)
-                if str(row.get("dataRights") or "PUBLIC").upper() == "PUBLIC"]
+        return [
+            row
+            for row in table_rows(products)
+            if str(row.get("dataRights") or "PUBLIC").upper() == "PUBLIC"
+        ]
 
     def download_url(self, uri: str) -> str:
         if not _URI_RE.match(uri):
@@ -289,10 +307,14 @@ class MastService:
                     row[key] = f"{self.base_url}/api/v0.1/Download/file?uri={quote(value, safe='')}"
         return rows
 
-    def files_to_download(self, obs_id: str, product_type: str = "SCIENCE",
-                          calib_level: list[int] | None = None,
-                          drop_spectra: bool = True, name_contains: str | None = None
-                          ) -> list[ProductFile]:
+    def files_to_download(
+        self,
+        obs_id: str,
+        product_type: str = "SCIENCE",
+        calib_level: list[int] | None = None,
+        drop_spectra: bool = True,
+        name_contains: str | None = None,
+    ) -> list[ProductFile]:
         """The product files of an observation after the contract's filters."""
         from app.storage.helpers import sanitize_filename
 
@@ -314,8 +336,14 @@ class MastService:
             if filename in seen:
                 continue
             seen.add(filename)
-            out.append(ProductFile(filename=filename, uri=uri, size=int(row.get("size") or 0),
-                                   calib_level=None if level is None else int(level)))
+            out.append(
+                ProductFile(
+                    filename=filename,
+                    uri=uri,
+                    size=int(row.get("size") or 0),
+                    calib_level=None if level is None else int(level),
+                )
+            )
         return out
 
     def archive_keys(self, files: list[ProductFile], obs_id: str) -> dict[str, str]:
@@ -326,20 +354,23 @@ class MastService:
         keys: dict[str, str] = {}
         url = self.base_url + "/api/v0.1/path_lookup/"
         for start in range(0, len(files), 50):
-            chunk = files[start:start + 50]
+            chunk = files[start : start + 50]
             try:
-                response = requests.get(url, params={"uri": [f.uri for f in chunk]},
-                                        timeout=self.timeout)
+                response = requests.get(
+                    url, params={"uri": [f.uri for f in chunk]}, timeout=self.timeout
+                )
                 response.raise_for_status()
                 found = response.json()
             except Exception as exc:
-                logger.warning("MAST path lookup failed (%s); using the default layout",
-                               _describe(exc))
+                logger.warning(
+                    "MAST path lookup failed (%s); using the default layout", _describe(exc)
+                )
                 found = {}
             for f in chunk:
                 path = (found.get(f.uri) or {}).get("path")
-                keys[f.filename] = path.lstrip("/") if path else default_archive_key(obs_id,
-                                                                                     f.filename)
+                keys[f.filename] = (
+                    path.lstrip("/") if path else default_archive_key(obs_id, f.filename)
+                )
         return keys
 
 

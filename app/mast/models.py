@@ -25,47 +25,77 @@ def _check(pattern: re.Pattern[str], what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-CalibLevels = Annotated[list[Annotated[int, Field(ge=0, le=4)]] | None,
-                        Field(max_length=5, description="MAST calibration levels (0-4); null "
-                              "or [] for all")]
-ProductType = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z_]+$",
-                                   description="MAST productType, e.g. SCIENCE")]
-ObsId = Annotated[str, Field(min_length=1, max_length=200, description="MAST obs_id, e.g. "
-                             f"{EXAMPLE_OBS} (letters, digits, '.', '_', '-'; no wildcards)"),
-                  _check(OBS_ID_PATTERN, "obs_id must start with a letter or digit and "
-                         "contain only letters, digits, '.', '_' and '-' (1-200 characters; "
-                         "no wildcards)")]
-ProgramId = Annotated[str, Field(min_length=1, max_length=50, description="JWST program "
-                                 "(proposal) id: 1-6 digits, e.g. 2733"),
-                      _check(PROGRAM_ID_PATTERN, "program_id must be 1-6 digits (no "
-                             "wildcards)")]
+CalibLevels = Annotated[
+    list[Annotated[int, Field(ge=0, le=4)]] | None,
+    Field(max_length=5, description="MAST calibration levels (0-4); null or [] for all"),
+]
+ProductType = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=40,
+        pattern=r"^[A-Za-z_]+$",
+        description="MAST productType, e.g. SCIENCE",
+    ),
+]
+ObsId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        description="MAST obs_id, e.g. "
+        f"{EXAMPLE_OBS} (letters, digits, '.', '_', '-'; no wildcards)",
+    ),
+    _check(
+        OBS_ID_PATTERN,
+        "obs_id must start with a letter or digit and "
+        "contain only letters, digits, '.', '_' and '-' (1-200 characters; "
+        "no wildcards)",
+    ),
+]
+ProgramId = Annotated[
+    str,
+    Field(
+        min_length=1, max_length=50, description="JWST program (proposal) id: 1-6 digits, e.g. 2733"
+    ),
+    _check(PROGRAM_ID_PATTERN, "program_id must be 1-6 digits (no wildcards)"),
+]
 
 
 class TargetSearchRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"target_name": "NGC 3132", "radius": 0.2, "calib_level": [2, 3]}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"target_name": "NGC 3132", "radius": 0.2, "calib_level": [2, 3]}]
+        }
+    )
 
-    target_name: str = Field(min_length=1, max_length=200,
-                             description="Object name, resolved to coordinates by Sesame")
+    target_name: str = Field(
+        min_length=1, max_length=200, description="Object name, resolved to coordinates by Sesame"
+    )
     radius: float = Field(default=0.2, gt=0, le=10, description="Cone radius in degrees")
     filters: dict | None = Field(default=None, description="Accepted and ignored (compatibility)")
     calib_level: CalibLevels = [2, 3]
 
 
 class CoordinateSearchRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"ra": 151.7567, "dec": -40.4372, "radius": 0.2, "calib_level": [3]}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"ra": 151.7567, "dec": -40.4372, "radius": 0.2, "calib_level": [3]}]
+        }
+    )
 
-    ra: float = Field(ge=-360, le=360, description="Right ascension in degrees; normalised to "
-                                                   "[0, 360)")
+    ra: float = Field(
+        ge=-360, le=360, description="Right ascension in degrees; normalised to [0, 360)"
+    )
     dec: float = Field(ge=-90, le=90, description="Declination in degrees")
     radius: float = Field(default=0.2, gt=0, le=10, description="Cone radius in degrees")
     calib_level: CalibLevels = [2, 3]
 
 
 class ObservationSearchRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"obs_id": EXAMPLE_OBS,
-                                                               "calib_level": None}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"obs_id": EXAMPLE_OBS, "calib_level": None}]}
+    )
 
     obs_id: ObsId
     calib_level: CalibLevels = None
@@ -79,12 +109,18 @@ class ProgramSearchRequest(BaseModel):
 
 
 class RecentReleasesRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"days_back": 30, "instrument": "NIRCAM", "limit": 50, "offset": 0}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"days_back": 30, "instrument": "NIRCAM", "limit": 50, "offset": 0}]
+        }
+    )
 
     days_back: int = Field(default=30, ge=1, le=365)
-    instrument: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9/_ -]{0,39}$",
-                                   description="e.g. NIRCAM, MIRI, NIRSPEC, NIRISS")
+    instrument: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z][A-Za-z0-9/_ -]{0,39}$",
+        description="e.g. NIRCAM, MIRI, NIRSPEC, NIRISS",
+    )
     limit: int = Field(default=50, ge=1, le=200)
     offset: int = Field(default=0, ge=0)
 
@@ -110,14 +146,20 @@ class ProductsResponse(BaseModel):
 
 
 class DownloadRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"obs_id": EXAMPLE_OBS, "product_type": "SCIENCE", "product_id": "_i2d"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"obs_id": EXAMPLE_OBS, "product_type": "SCIENCE", "product_id": "_i2d"}]
+        }
+    )
 
     obs_id: ObsId
     product_type: ProductType = "SCIENCE"
-    product_id: str | None = Field(default=None, max_length=200, pattern=r"^[A-Za-z0-9._-]*$",
-                                   description="Only files whose name contains "
-                                                             "this text")
+    product_id: str | None = Field(
+        default=None,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="Only files whose name contains this text",
+    )
 
 
 class DownloadResponse(BaseModel):
@@ -131,9 +173,18 @@ class DownloadResponse(BaseModel):
 
 
 class ChunkedDownloadRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"obs_id": EXAMPLE_OBS, "product_type": "SCIENCE", "resume_job_id": None,
-         "calib_level": [3]}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "obs_id": EXAMPLE_OBS,
+                    "product_type": "SCIENCE",
+                    "resume_job_id": None,
+                    "calib_level": [3],
+                }
+            ]
+        }
+    )
 
     obs_id: ObsId
     product_type: ProductType = "SCIENCE"
@@ -142,8 +193,11 @@ class ChunkedDownloadRequest(BaseModel):
 
 
 class S3DownloadRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"obs_id": EXAMPLE_OBS, "product_type": "SCIENCE", "calib_level": None}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"obs_id": EXAMPLE_OBS, "product_type": "SCIENCE", "calib_level": None}]
+        }
+    )
 
     obs_id: ObsId
     product_type: ProductType = "SCIENCE"
@@ -169,8 +223,9 @@ class FileProgress(BaseModel):
 class ProgressResponse(BaseModel):
     job_id: str
     obs_id: str
-    stage: str = Field(description="queued, fetching_products, downloading, complete, failed, "
-                                   "paused or cancelled")
+    stage: str = Field(
+        description="queued, fetching_products, downloading, complete, failed, paused or cancelled"
+    )
     message: str
     progress: int = Field(description="0-100, byte-based once sizes are known")
     total_files: int

@@ -16,9 +16,9 @@ import ctypes.util
 import errno
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 WRITEBACK_EVERY = 8 << 20
 _SYNC_FILE_RANGE_WRITE = 2
@@ -164,8 +164,10 @@ def exclusive_folder(folder: Path, what: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise DownloadFailed(f"Another download of {what} is running; wait for it to "
-                                 f"finish (or pause it) and try again") from None
+            raise DownloadFailed(
+                f"Another download of {what} is running; wait for it to "
+                f"finish (or pause it) and try again"
+            ) from None
         yield
     finally:
         os.close(fd)

@@ -82,13 +82,19 @@ def progress_body(job: JobRow) -> dict:
         "speed_bytes_per_sec": round(speed, 1),
         "eta_seconds": eta,
         "file_progress": [
-            {"filename": f.filename, "total_bytes": int(f.total_bytes),
-             "downloaded_bytes": int(min(f.downloaded_bytes, f.total_bytes) if f.total_bytes
-                                     else f.downloaded_bytes),
-             "progress_percent": 100.0 if f.status == FileStatus.COMPLETE else
-             _percent(f.downloaded_bytes, f.total_bytes),
-             "status": f.status}
-            for f in job.files],
+            {
+                "filename": f.filename,
+                "total_bytes": int(f.total_bytes),
+                "downloaded_bytes": int(
+                    min(f.downloaded_bytes, f.total_bytes) if f.total_bytes else f.downloaded_bytes
+                ),
+                "progress_percent": 100.0
+                if f.status == FileStatus.COMPLETE
+                else _percent(f.downloaded_bytes, f.total_bytes),
+                "status": f.status,
+            }
+            for f in job.files
+        ],
         "is_resumable": bool(resumable),
     }
 
@@ -97,9 +103,12 @@ def resumable_summary(job: JobRow) -> dict:
     total = int(job.total_bytes)
     done = int(job.downloaded_bytes)
     return {
-        "job_id": job.job_id, "obs_id": job.obs_id, "total_bytes": total,
+        "job_id": job.job_id,
+        "obs_id": job.obs_id,
+        "total_bytes": total,
         "downloaded_bytes": min(done, total) if total else done,
-        "progress_percent": _percent(done, total), "status": job.status,
+        "progress_percent": _percent(done, total),
+        "status": job.status,
         "total_files": len(job.files),
         "completed_files": sum(1 for f in job.files if f.status == FileStatus.COMPLETE),
         "started_at": job.started_at,

@@ -6,14 +6,13 @@ import asyncio
 from typing import Annotated
 
 from cachetools import TTLCache
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 
 from app.config import Settings
-from app.deps import get_settings
+from app.deps import DownloadsDep, MastDep, SettingsDep
 from app.errors import UpstreamTimeout
 from app.http_errors import ErrorBody
 from app.mast import models
-from app.mast.download_jobs import DownloadManager
 from app.mast.job_store import JobStatus, utc_now_iso
 from app.mast.mast_service import MastService
 
@@ -34,35 +33,34 @@ _target_cache: TTLCache = TTLCache(maxsize=100, ttl=300)
 _recent_cache: TTLCache = TTLCache(maxsize=100, ttl=300)
 
 
-def get_mast(request: Request) -> MastService:
-    return request.app.state.mast
-
-
-def get_downloads(request: Request) -> DownloadManager:
-    return request.app.state.downloads
-
-
 def _response(search_type: str, params: dict, rows: list[dict]) -> dict:
-    return {"search_type": search_type, "query_params": params, "results": rows,
-            "result_count": len(rows), "timestamp": utc_now_iso()}
+    return {
+        "search_type": search_type,
+        "query_params": params,
+        "results": rows,
+        "result_count": len(rows),
+        "timestamp": utc_now_iso(),
+    }
 
 
 async def with_timeout(coro, seconds: float, message: str):
     """Await ``coro``; 504 with ``message`` when it takes longer than ``seconds``."""
     try:
         return await asyncio.wait_for(coro, seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise UpstreamTimeout(message) from None
 
 
-async def _search(settings: Settings, mast: MastService, fn, *args, hint: str = "",
-                  what: str = "MAST search"):
+async def _search(
+    settings: Settings, mast: MastService, fn, *args, hint: str = "", what: str = "MAST search"
+):
     """Run a blocking MAST call in a search thread under ``MAST_SEARCH_TIMEOUT`` (504
     after it; the call itself gives up at the same limit)."""
     message = f"{what} timed out after {settings.MAST_SEARCH_TIMEOUT:g} seconds.{hint}"
     loop = asyncio.get_running_loop()
-    return await with_timeout(loop.run_in_executor(mast.executor, fn, *args),
-                              settings.MAST_SEARCH_TIMEOUT, message)
+    return await with_timeout(
+        loop.run_in_executor(mast.executor, fn, *args), settings.MAST_SEARCH_TIMEOUT, message
+    )
 
 
 async def _cached(cache: TTLCache, key: str, fetch):
@@ -74,189 +72,290 @@ async def _cached(cache: TTLCache, key: str, fetch):
     return rows
 
 
-@router.post("/search/target", response_model=models.SearchResponse, responses=SEARCH_ERRORS,
-             summary="Observations around a named target")
-async def search_target(body: models.TargetSearchRequest,
-                        settings: Settings = Depends(get_settings),
-                        mast: MastService = Depends(get_mast)):
+@router.post(
+    "/search/target",
+    response_model=models.SearchResponse,
+    responses=SEARCH_ERRORS,
+    summary="Observations around a named target",
+)
+async def search_target(body: models.TargetSearchRequest, settings: SettingsDep, mast: MastDep):
     """Resolve the name with Sesame (trying spelling variants such as `NGC-3132` ->
     `NGC 3132`), then list public JWST observations within `radius` degrees (a true
     cone) at the requested calibration levels."""
     name = " ".join(body.target_name.split())
     levels = sorted(body.calib_level) if body.calib_level else None
     key = f"{name.lower()}:{body.radius}:{levels if levels else 'default'}"
-    rows = await _cached(_target_cache, key, lambda: _search(
-        settings, mast, mast.search_target, name, body.radius, body.calib_level,
-        hint=" Try a smaller search radius or more specific target name."))
-    return _response("target", {"target_name": body.target_name, "radius": body.radius,
-                                "calib_level": body.calib_level}, rows)
+    rows = await _cached(
+        _target_cache,
+        key,
+        lambda: _search(
+            settings,
+            mast,
+            mast.search_target,
+            name,
+            body.radius,
+            body.calib_level,
+            hint=" Try a smaller search radius or more specific target name.",
+        ),
+    )
+    return _response(
+        "target",
+        {"target_name": body.target_name, "radius": body.radius, "calib_level": body.calib_level},
+        rows,
+    )
 
 
-@router.post("/search/coordinates", response_model=models.SearchResponse,
-             responses=SEARCH_ERRORS, summary="Observations in a cone around a sky position")
-async def search_coordinates(body: models.CoordinateSearchRequest,
-                             settings: Settings = Depends(get_settings),
-                             mast: MastService = Depends(get_mast)):
+@router.post(
+    "/search/coordinates",
+    response_model=models.SearchResponse,
+    responses=SEARCH_ERRORS,
+    summary="Observations in a cone around a sky position",
+)
+async def search_coordinates(
+    body: models.CoordinateSearchRequest, settings: SettingsDep, mast: MastDep
+):
     """Public JWST observations whose position lies within `radius` degrees of
     (`ra`, `dec`); `ra` may be given in [-360, 360] and is normalised to [0, 360)."""
     ra = body.ra % 360.0
-    rows = await _search(settings, mast, mast.search_position, ra, body.dec, body.radius,
-                         body.calib_level, hint=" Try a smaller search radius.")
-    return _response("coordinates", {"ra": ra, "dec": body.dec, "radius": body.radius,
-                                     "calib_level": body.calib_level}, rows)
+    rows = await _search(
+        settings,
+        mast,
+        mast.search_position,
+        ra,
+        body.dec,
+        body.radius,
+        body.calib_level,
+        hint=" Try a smaller search radius.",
+    )
+    return _response(
+        "coordinates",
+        {"ra": ra, "dec": body.dec, "radius": body.radius, "calib_level": body.calib_level},
+        rows,
+    )
 
 
-@router.post("/search/observation", response_model=models.SearchResponse,
-             responses=SEARCH_ERRORS, summary="One observation by its MAST obs_id")
-async def search_observation(body: models.ObservationSearchRequest,
-                             settings: Settings = Depends(get_settings),
-                             mast: MastService = Depends(get_mast)):
+@router.post(
+    "/search/observation",
+    response_model=models.SearchResponse,
+    responses=SEARCH_ERRORS,
+    summary="One observation by its MAST obs_id",
+)
+async def search_observation(
+    body: models.ObservationSearchRequest, settings: SettingsDep, mast: MastDep
+):
     """The public observation(s) whose MAST `obs_id` is given, e.g.
     `jw02733-o001_t001_nircam_clear-f090w`, at the requested calibration levels."""
-    rows = await _search(settings, mast, mast.search_observation, body.obs_id.strip(),
-                         body.calib_level)
-    return _response("observation_id", {"obs_id": body.obs_id, "calib_level": body.calib_level},
-                     rows)
+    rows = await _search(
+        settings, mast, mast.search_observation, body.obs_id.strip(), body.calib_level
+    )
+    return _response(
+        "observation_id", {"obs_id": body.obs_id, "calib_level": body.calib_level}, rows
+    )
 
 
-@router.post("/search/program", response_model=models.SearchResponse, responses=SEARCH_ERRORS,
-             summary="Observations of a JWST program")
-async def search_program(body: models.ProgramSearchRequest,
-                         settings: Settings = Depends(get_settings),
-                         mast: MastService = Depends(get_mast)):
+@router.post(
+    "/search/program",
+    response_model=models.SearchResponse,
+    responses=SEARCH_ERRORS,
+    summary="Observations of a JWST program",
+)
+async def search_program(body: models.ProgramSearchRequest, settings: SettingsDep, mast: MastDep):
     """Every public JWST observation of a proposal (program) id such as `2733`, at the
     requested calibration levels."""
-    rows = await _search(settings, mast, mast.search_program, body.program_id.strip(),
-                         body.calib_level)
-    return _response("program_id", {"program_id": body.program_id,
-                                    "calib_level": body.calib_level}, rows)
+    rows = await _search(
+        settings, mast, mast.search_program, body.program_id.strip(), body.calib_level
+    )
+    return _response(
+        "program_id", {"program_id": body.program_id, "calib_level": body.calib_level}, rows
+    )
 
 
-@router.post("/search/recent", response_model=models.SearchResponse, responses=SEARCH_ERRORS,
-             summary="Recently released JWST observations")
-async def search_recent(body: models.RecentReleasesRequest,
-                        settings: Settings = Depends(get_settings),
-                        mast: MastService = Depends(get_mast)):
+@router.post(
+    "/search/recent",
+    response_model=models.SearchResponse,
+    responses=SEARCH_ERRORS,
+    summary="Recently released JWST observations",
+)
+async def search_recent(body: models.RecentReleasesRequest, settings: SettingsDep, mast: MastDep):
     """Observations released in the last `days_back` days, newest first, paged with
     `limit` and `offset`; optionally one instrument."""
     key = f"{body.days_back}:{body.instrument or 'all'}:{body.limit}:{body.offset}"
-    rows = await _cached(_recent_cache, key, lambda: _search(
-        settings, mast, mast.search_recent, body.days_back, body.instrument, body.limit,
-        body.offset))
+    rows = await _cached(
+        _recent_cache,
+        key,
+        lambda: _search(
+            settings,
+            mast,
+            mast.search_recent,
+            body.days_back,
+            body.instrument,
+            body.limit,
+            body.offset,
+        ),
+    )
     return _response("recent_releases", body.model_dump(), rows)
 
 
-@router.post("/products", response_model=models.ProductsResponse, responses=SEARCH_ERRORS,
-             summary="Science FITS products of an observation")
-async def products(body: models.ProductsRequest, settings: Settings = Depends(get_settings),
-                   mast: MastService = Depends(get_mast)):
+@router.post(
+    "/products",
+    response_model=models.ProductsResponse,
+    responses=SEARCH_ERRORS,
+    summary="Science FITS products of an observation",
+)
+async def products(body: models.ProductsRequest, settings: SettingsDep, mast: MastDep):
     """The FITS science products (uncal, rate, cal, i2d, x1d, s3d...) MAST lists for an
     observation, with sizes, calibration levels and download URLs."""
     rows = await _search(settings, mast, mast.product_rows, body.obs_id.strip(), what="Request")
     return {"obs_id": body.obs_id, "products": rows, "product_count": len(rows)}
 
 
-@router.post("/download", response_model=models.DownloadResponse, responses=SEARCH_ERRORS,
-             summary="Download an observation's files and wait for them")
-async def download(body: models.DownloadRequest, settings: Settings = Depends(get_settings),
-                   downloads: DownloadManager = Depends(get_downloads)):
+@router.post(
+    "/download",
+    response_model=models.DownloadResponse,
+    responses=SEARCH_ERRORS,
+    summary="Download an observation's files and wait for them",
+)
+async def download(body: models.DownloadRequest, settings: SettingsDep, downloads: DownloadsDep):
     """Synchronous download into `<MAST_DOWNLOAD_DIR>/<obs_id>/`. File-level failures
     answer 200 with `status: "failed"` and an `error`, as the .NET client expects."""
     return await with_timeout(
         downloads.download_now(body.obs_id, body.product_type, body.product_id),
         settings.MAST_DOWNLOAD_TIMEOUT,
         f"Download timed out after {settings.MAST_DOWNLOAD_TIMEOUT:g} seconds. "
-        "The files may be very large.")
+        "The files may be very large.",
+    )
 
 
-@router.post("/download/start-chunked", response_model=models.JobStarted,
-             response_model_exclude_none=True,
-             responses={409: {"model": ErrorBody, "description": "Already being resumed"},
-                        422: {"model": ErrorBody, "description": "Invalid obs_id"}},
-             summary="Start (or resume) a background HTTP download")
-async def start_chunked(body: models.ChunkedDownloadRequest,
-                        downloads: DownloadManager = Depends(get_downloads)):
+@router.post(
+    "/download/start-chunked",
+    response_model=models.JobStarted,
+    response_model_exclude_none=True,
+    responses={
+        409: {"model": ErrorBody, "description": "Already being resumed"},
+        422: {"model": ErrorBody, "description": "Invalid obs_id"},
+    },
+    summary="Start (or resume) a background HTTP download",
+)
+async def start_chunked(body: models.ChunkedDownloadRequest, downloads: DownloadsDep):
     """Files are fetched with byte ranges, three at a time, into `.part` files renamed
     only when complete. Poll `/mast/download/progress-chunked/{job_id}`."""
     if body.resume_job_id:
         job = await asyncio.to_thread(downloads.store.get, body.resume_job_id)
         if job is not None and job.status in RESUMABLE_BY_START:
             await downloads.resume(body.resume_job_id)  # 409 when someone else is on it
-            return {"job_id": body.resume_job_id, "obs_id": job.obs_id,
-                    "message": "Download resumed", "is_resume": True}
+            return {
+                "job_id": body.resume_job_id,
+                "obs_id": job.obs_id,
+                "message": "Download resumed",
+                "is_resume": True,
+            }
     job_id = await downloads.start(body.obs_id, body.product_type, body.calib_level, "http")
-    return {"job_id": job_id, "obs_id": body.obs_id, "message": "Chunked download started",
-            "is_resume": False}
+    return {
+        "job_id": job_id,
+        "obs_id": body.obs_id,
+        "message": "Chunked download started",
+        "is_resume": False,
+    }
 
 
-@router.post("/download/start-s3", response_model=models.JobStarted,
-             response_model_exclude_none=True,
-             responses={422: {"model": ErrorBody, "description": "Invalid obs_id"}},
-             summary="Start a background download from the public S3 bucket")
-async def start_s3(body: models.S3DownloadRequest,
-                   downloads: DownloadManager = Depends(get_downloads)):
+@router.post(
+    "/download/start-s3",
+    response_model=models.JobStarted,
+    response_model_exclude_none=True,
+    responses={422: {"model": ErrorBody, "description": "Invalid obs_id"}},
+    summary="Start a background download from the public S3 bucket",
+)
+async def start_s3(body: models.S3DownloadRequest, downloads: DownloadsDep):
     """Files come from the archive's public bucket (anonymous), located through MAST's
     path lookup, in ranged parts fetched in parallel."""
     job_id = await downloads.start(body.obs_id, body.product_type, body.calib_level, "s3")
-    return {"job_id": job_id, "obs_id": body.obs_id, "message": "S3 download started",
-            "download_source": "s3", "is_resume": False}
+    return {
+        "job_id": job_id,
+        "obs_id": body.obs_id,
+        "message": "S3 download started",
+        "download_source": "s3",
+        "is_resume": False,
+    }
 
 
-@router.get("/download/progress-chunked/{job_id}", response_model=models.ProgressResponse,
-            responses={404: {"model": ErrorBody, "description": "Unknown job"}},
-            summary="Byte-level progress of a download job")
-async def progress(job_id: JobId, downloads: DownloadManager = Depends(get_downloads)):
+@router.get(
+    "/download/progress-chunked/{job_id}",
+    response_model=models.ProgressResponse,
+    responses={404: {"model": ErrorBody, "description": "Unknown job"}},
+    summary="Byte-level progress of a download job",
+)
+async def progress(job_id: JobId, downloads: DownloadsDep):
     """Bytes done and total, speed, ETA and per-file progress of a download job, read
     from the durable job store (any worker process answers for any job)."""
     return await downloads.progress(job_id)
 
 
-@router.post("/download/pause/{job_id}", response_model=models.PauseResumeResponse,
-             responses={404: {"model": ErrorBody, "description": "No active download"}},
-             summary="Pause a running download (partial files are kept)")
-async def pause(job_id: JobId, downloads: DownloadManager = Depends(get_downloads)):
+@router.post(
+    "/download/pause/{job_id}",
+    response_model=models.PauseResumeResponse,
+    responses={404: {"model": ErrorBody, "description": "No active download"}},
+    summary="Pause a running download (partial files are kept)",
+)
+async def pause(job_id: JobId, downloads: DownloadsDep):
     """Stop a running download; its `.part` files stay, so a resume continues each file
     from the byte it reached."""
     return await downloads.pause(job_id)
 
 
-@router.post("/download/resume/{job_id}", response_model=models.PauseResumeResponse,
-             responses={400: {"model": ErrorBody, "description": "Job not resumable"},
-                        404: {"model": ErrorBody, "description": "Unknown job"},
-                        409: {"model": ErrorBody, "description": "Already being resumed"}},
-             summary="Resume a paused or failed download from its byte offsets")
-async def resume(job_id: JobId, downloads: DownloadManager = Depends(get_downloads)):
+@router.post(
+    "/download/resume/{job_id}",
+    response_model=models.PauseResumeResponse,
+    responses={
+        400: {"model": ErrorBody, "description": "Job not resumable"},
+        404: {"model": ErrorBody, "description": "Unknown job"},
+        409: {"model": ErrorBody, "description": "Already being resumed"},
+    },
+    summary="Resume a paused or failed download from its byte offsets",
+)
+async def resume(job_id: JobId, downloads: DownloadsDep):
     """Continue a paused, failed or interrupted download from each file's byte offset
     (HTTP Range); 409 when another request is already resuming it."""
     await downloads.resume(job_id)
     return {"job_id": job_id, "status": "resuming", "message": "Download resumed"}
 
 
-@router.post("/download/cancel/{job_id}", response_model=models.PauseResumeResponse,
-             responses={404: {"model": ErrorBody, "description": "Unknown job"}},
-             summary="Cancel a download (partial files are removed)")
-async def cancel(job_id: JobId, downloads: DownloadManager = Depends(get_downloads)):
+@router.post(
+    "/download/cancel/{job_id}",
+    response_model=models.PauseResumeResponse,
+    responses={404: {"model": ErrorBody, "description": "Unknown job"}},
+    summary="Cancel a download (partial files are removed)",
+)
+async def cancel(job_id: JobId, downloads: DownloadsDep):
     """Stop a download for good and remove its partial files; finished files stay."""
     return await downloads.cancel(job_id)
 
 
-@router.get("/download/resumable", response_model=models.ResumableJobsResponse,
-            summary="Downloads that can be resumed")
-async def resumable(downloads: DownloadManager = Depends(get_downloads)):
+@router.get(
+    "/download/resumable",
+    response_model=models.ResumableJobsResponse,
+    summary="Downloads that can be resumed",
+)
+async def resumable(downloads: DownloadsDep):
     """Paused, failed or interrupted HTTP downloads with files still to fetch, one per
     observation (the one with the most bytes). Reading this list changes nothing."""
     jobs = await downloads.resumable()
     return {"jobs": jobs, "count": len(jobs)}
 
 
-@router.delete("/download/resumable/{job_id}", response_model=models.DismissResponse,
-               responses={404: {"model": ErrorBody, "description": "Unknown job"}},
-               summary="Forget a resumable download, optionally deleting its files")
-async def dismiss(job_id: JobId,
-                  delete_files: Annotated[bool, Query(description="Also delete the job's "
-                                                      "files (only inside the download "
-                                                      "directory)")] = False,
-                  downloads: DownloadManager = Depends(get_downloads)):
+@router.delete(
+    "/download/resumable/{job_id}",
+    response_model=models.DismissResponse,
+    responses={404: {"model": ErrorBody, "description": "Unknown job"}},
+    summary="Forget a resumable download, optionally deleting its files",
+)
+async def dismiss(
+    *,
+    job_id: JobId,
+    delete_files: Annotated[
+        bool, Query(description="Also delete the job's files (only inside the download directory)")
+    ] = False,
+    downloads: DownloadsDep,
+):
     """Remove a job from the resumable list; with `delete_files=true` its files are
     deleted too (never anything outside the download directory)."""
     return await downloads.dismiss(job_id, delete_files)

@@ -63,14 +63,22 @@ def describe_object(client: Any, bucket: str, key: str) -> ArchiveObject:
     return ArchiveObject(bucket, key, int(head["ContentLength"]), str(head.get("ETag", "")))
 
 
-def download_object(client: Any, obj: ArchiveObject, final_path: Path, *,
-                    on_bytes: Callable[[int], None], should_stop: Callable[[], bool],
-                    part_size: int = PART_SIZE, parallel: int = PARALLEL_PARTS,
-                    backoff: float = BACKOFF_SECONDS) -> int:
+def download_object(
+    client: Any,
+    obj: ArchiveObject,
+    final_path: Path,
+    *,
+    on_bytes: Callable[[int], None],
+    should_stop: Callable[[], bool],
+    part_size: int = PART_SIZE,
+    parallel: int = PARALLEL_PARTS,
+    backoff: float = BACKOFF_SECONDS,
+) -> int:
     """Fetch ``obj`` into ``final_path`` in parallel parts; returns its size."""
     out = PartFile(final_path, size=obj.size)
     lock = threading.Lock()
     try:
+
         def fetch(start: int) -> int:
             end = min(obj.size, start + part_size) - 1
             if should_stop():
@@ -100,27 +108,36 @@ def download_object(client: Any, obj: ArchiveObject, final_path: Path, *,
     return obj.size
 
 
-def _get_part(client: Any, obj: ArchiveObject, start: int, end: int, name: str,
-              backoff: float, should_stop: Callable[[], bool]) -> bytes:
+def _get_part(
+    client: Any,
+    obj: ArchiveObject,
+    start: int,
+    end: int,
+    name: str,
+    backoff: float,
+    should_stop: Callable[[], bool],
+) -> bytes:
     """Bytes ``start..end`` of the object's version ``obj.etag``, retried with jitter."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     extra = {"IfMatch": obj.etag} if obj.etag else {}
     for attempt in range(PART_ATTEMPTS):
         try:
-            answer = client.get_object(Bucket=obj.bucket, Key=obj.key,
-                                       Range=f"bytes={start}-{end}", **extra)
+            answer = client.get_object(
+                Bucket=obj.bucket, Key=obj.key, Range=f"bytes={start}-{end}", **extra
+            )
             return bytes(answer["Body"].read())
         except ClientError as exc:
             if _code(exc) in _CHANGED:
-                raise DownloadFailed(f"{name} changed in the bucket during the download; "
-                                     "start it again") from None
+                raise DownloadFailed(
+                    f"{name} changed in the bucket during the download; start it again"
+                ) from None
             failure: Exception = exc
         except BotoCoreError as exc:
             failure = exc
         if attempt == PART_ATTEMPTS - 1:
             break
-        time.sleep(random.uniform(0, backoff * 2 ** attempt))  # full jitter
+        time.sleep(random.uniform(0, backoff * 2**attempt))  # full jitter
         if should_stop():
             raise DownloadStopped()
     raise DownloadFailed(f"S3 download of {name} failed: {failure}")

@@ -64,8 +64,9 @@ class HttpTransfers:
         url = self.mast.download_url(file.row.uri)
         size = file.row.total_bytes or fetch_size(url, connection)
         file.on_size(size, False)
-        return download_file(FileTarget(url, file.final_path, size), connection,
-                             on_bytes=file.on_bytes)
+        return download_file(
+            FileTarget(url, file.final_path, size), connection, on_bytes=file.on_bytes
+        )
 
 
 @dataclass(frozen=True)
@@ -81,5 +82,6 @@ class S3Transfers:
         key = file.row.archive_key or default_archive_key(self.obs_id, file.row.filename)
         obj = describe_object(self.client, self.bucket, key)
         file.on_size(obj.size, True)
-        return download_object(self.client, obj, file.final_path, on_bytes=file.on_bytes,
-                               should_stop=file.stop)
+        return download_object(
+            self.client, obj, file.final_path, on_bytes=file.on_bytes, should_stop=file.stop
+        )

@@ -82,8 +82,10 @@ class RedirectPolicy:
         if url.scheme not in _DEFAULT_PORTS or not url.host:
             raise Refused(f"unsupported URL {str(url)[:200]!r}")
         if (url.host.lower(), _port(url)) not in self.allowed:
-            raise Refused(f"refusing to fetch from {url.host}:{_port(url)}: not an archive "
-                          "download host (MAST_DOWNLOAD_HOSTS)")
+            raise Refused(
+                f"refusing to fetch from {url.host}:{_port(url)}: not an archive "
+                "download host (MAST_DOWNLOAD_HOSTS)"
+            )
 
     def follow(self, current: Url, location: str) -> Url:
         """The redirect target, if the policy lets a request go there."""
@@ -97,8 +99,13 @@ class RedirectPolicy:
 class Response:
     """An answer whose head is read; the body comes with :meth:`read`."""
 
-    def __init__(self, connection: HTTPConnection, raw: urllib3.BaseHTTPResponse,
-                 should_stop: Callable[[], bool], release: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        connection: HTTPConnection,
+        raw: urllib3.BaseHTTPResponse,
+        should_stop: Callable[[], bool],
+        release: Callable[[], None],
+    ) -> None:
         self._connection = connection
         self._raw = raw
         self._should_stop = should_stop
@@ -134,17 +141,27 @@ class Response:
     def __enter__(self) -> Response:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
 
-def request(url: str, *, policy: RedirectPolicy, method: str = "GET",
-            headers: Mapping[str, str] | None = None, range_from: int | None = None,
-            connect_timeout: float = 30.0, read_timeout: float = 120.0,
-            should_stop: Callable[[], bool] = never,
-            on_abort: Callable[[Callable[[], None]], Callable[[], None]] | None = None,
-            ) -> Response:
+def request(
+    url: str,
+    *,
+    policy: RedirectPolicy,
+    method: str = "GET",
+    headers: Mapping[str, str] | None = None,
+    range_from: int | None = None,
+    connect_timeout: float = 30.0,
+    read_timeout: float = 120.0,
+    should_stop: Callable[[], bool] = never,
+    on_abort: Callable[[Callable[[], None]], Callable[[], None]] | None = None,
+) -> Response:
     """Send one request and return the response with its head read.
 
     ``range_from`` asks for the bytes from that offset on. ``on_abort(abort)``
@@ -158,8 +175,9 @@ def request(url: str, *, policy: RedirectPolicy, method: str = "GET",
         sent = {"User-Agent": USER_AGENT, **caller_headers}
         if range_from:
             sent["Range"] = f"bytes={range_from}-"
-        connection, raw, release = _exchange(current, method, sent, connect_timeout,
-                                             read_timeout, should_stop, on_abort)
+        connection, raw, release = _exchange(
+            current, method, sent, connect_timeout, read_timeout, should_stop, on_abort
+        )
         location = raw.headers.get("location")
         if raw.status in _REDIRECTS and location:
             release()
@@ -173,10 +191,15 @@ def request(url: str, *, policy: RedirectPolicy, method: str = "GET",
     raise TransportError(f"more than {MAX_REDIRECTS} redirects")
 
 
-def _exchange(url: Url, method: str, headers: dict[str, str], connect_timeout: float,
-              read_timeout: float, should_stop: Callable[[], bool],
-              on_abort: Callable[[Callable[[], None]], Callable[[], None]] | None,
-              ) -> tuple[HTTPConnection, urllib3.BaseHTTPResponse, Callable[[], None]]:
+def _exchange(
+    url: Url,
+    method: str,
+    headers: dict[str, str],
+    connect_timeout: float,
+    read_timeout: float,
+    should_stop: Callable[[], bool],
+    on_abort: Callable[[Callable[[], None]], Callable[[], None]] | None,
+) -> tuple[HTTPConnection, urllib3.BaseHTTPResponse, Callable[[], None]]:
     """Connect, send, read the head; the connection is closed on any failure."""
     connection = _connection(url, connect_timeout)
     release: Callable[[], None] = _nothing
@@ -187,8 +210,14 @@ def _exchange(url: Url, method: str, headers: dict[str, str], connect_timeout: f
         if should_stop():
             raise Stopped()
         connection.timeout = read_timeout
-        connection.request(method, url.request_uri, headers=headers, preload_content=False,
-                           decode_content=False, enforce_content_length=True)
+        connection.request(
+            method,
+            url.request_uri,
+            headers=headers,
+            preload_content=False,
+            decode_content=False,
+            enforce_content_length=True,
+        )
         raw = connection.getresponse()
     except (ValueError, LocationParseError) as exc:  # control characters, odd ports
         release()
@@ -210,8 +239,9 @@ def _exchange(url: Url, method: str, headers: dict[str, str], connect_timeout: f
 def _connection(url: Url, timeout: float) -> HTTPConnection:
     assert url.host is not None
     if url.scheme == "https":
-        return HTTPSConnection(url.host, _port(url), timeout=timeout, ssl_context=_tls(),
-                               cert_reqs="CERT_REQUIRED")
+        return HTTPSConnection(
+            url.host, _port(url), timeout=timeout, ssl_context=_tls(), cert_reqs="CERT_REQUIRED"
+        )
     return HTTPConnection(url.host, _port(url), timeout=timeout)
 
 

@@ -6,14 +6,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-EXAMPLE_KEYS = ["mast/jw02733-o001_t001_nircam_clear-f090w/jw02733001001_02101_00001_nrca1_cal.fits",
-                "mast/jw02733-o001_t001_nircam_clear-f090w/jw02733001001_02101_00001_nrca2_cal.fits"]
+EXAMPLE_KEYS = [
+    "mast/jw02733-o001_t001_nircam_clear-f090w/jw02733001001_02101_00001_nrca1_cal.fits",
+    "mast/jw02733-o001_t001_nircam_clear-f090w/jw02733001001_02101_00001_nrca2_cal.fits",
+]
 
 
 class MosaicFileConfig(BaseModel):
     file_path: str = Field(min_length=1, description="Storage key of the FITS file")
-    stretch: str = Field(default="asinh", description="Display stretch (only files[0]'s "
-                         "settings are used, for the whole mosaic; unknown names mean zscale)")
+    stretch: str = Field(
+        default="asinh",
+        description="Display stretch (only files[0]'s "
+        "settings are used, for the whole mosaic; unknown names mean zscale)",
+    )
     black_point: float = Field(default=0.0, ge=0, le=1)
     white_point: float = Field(default=1.0, ge=0, le=1)
     gamma: float = Field(default=1.0, gt=0, le=5)
@@ -21,60 +26,108 @@ class MosaicFileConfig(BaseModel):
 
 
 class MosaicRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"files": [{"file_path": k, "stretch": "asinh"} for k in EXAMPLE_KEYS],
-         "output_format": "png", "width": 2048, "height": None, "combine_method": "mean",
-         "cmap": "inferno"},
-        {"files": [{"file_path": k} for k in EXAMPLE_KEYS], "output_format": "fits",
-         "quality": 95, "width": None, "height": None, "combine_method": "mean",
-         "cmap": "grayscale"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "files": [{"file_path": k, "stretch": "asinh"} for k in EXAMPLE_KEYS],
+                    "output_format": "png",
+                    "width": 2048,
+                    "height": None,
+                    "combine_method": "mean",
+                    "cmap": "inferno",
+                },
+                {
+                    "files": [{"file_path": k} for k in EXAMPLE_KEYS],
+                    "output_format": "fits",
+                    "quality": 95,
+                    "width": None,
+                    "height": None,
+                    "combine_method": "mean",
+                    "cmap": "grayscale",
+                },
+            ]
+        }
+    )
 
-    files: list[MosaicFileConfig] = Field(min_length=2, description="The exposures to "
-                                          "stitch, in order (first/last refer to it)")
+    files: list[MosaicFileConfig] = Field(
+        min_length=2, description="The exposures to stitch, in order (first/last refer to it)"
+    )
     output_format: Literal["png", "jpeg", "fits"] = Field(
-        default="png", description="png/jpeg: a rendered picture; fits: the float32 mosaic "
-        "at the finest input pixel scale with NaN where nothing covers, streamed")
+        default="png",
+        description="png/jpeg: a rendered picture; fits: the float32 mosaic "
+        "at the finest input pixel scale with NaN where nothing covers, streamed",
+    )
     quality: int = Field(default=95, ge=1, le=100, description="JPEG quality")
-    width: int | None = Field(default=None, gt=0, le=8000, description="Picture width; with "
-                              "height both exact, alone the height follows the sky's aspect; "
-                              "neither: native resolution. Not allowed with fits")
+    width: int | None = Field(
+        default=None,
+        gt=0,
+        le=8000,
+        description="Picture width; with "
+        "height both exact, alone the height follows the sky's aspect; "
+        "neither: native resolution. Not allowed with fits",
+    )
     height: int | None = Field(default=None, gt=0, le=8000, description="Picture height")
     combine_method: Literal["mean", "sum", "first", "last", "min", "max"] = Field(
-        default="mean", description="How overlapping pixels combine: mean (of the inputs "
-        "covering the pixel), sum, first or last input in order, min, max")
+        default="mean",
+        description="How overlapping pixels combine: mean (of the inputs "
+        "covering the pixel), sum, first or last input in order, min, max",
+    )
     cmap: str = Field(default="grayscale", description="Colormap of the picture")
 
 
 class ObservationMosaicRequest(BaseModel):
     """Every per-detector file of one filter of one observation (CONTRACT-HEAD §10.5)."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"file_paths": EXAMPLE_KEYS, "combine_method": "mean",
-         "max_output_pixels": 64_000_000, "batch_size": 10}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "file_paths": EXAMPLE_KEYS,
+                    "combine_method": "mean",
+                    "max_output_pixels": 64_000_000,
+                    "batch_size": 10,
+                }
+            ]
+        }
+    )
 
-    file_paths: list[str] = Field(min_length=2, max_length=500,
-                                  description="Storage keys of the files, in order")
+    file_paths: list[str] = Field(
+        min_length=2, max_length=500, description="Storage keys of the files, in order"
+    )
     combine_method: Literal["mean", "sum", "first", "last", "min", "max"] = Field(
-        default="mean", description="How overlapping pixels combine")
+        default="mean", description="How overlapping pixels combine"
+    )
     max_output_pixels: int = Field(
-        default=64_000_000, ge=1, le=256_000_000,
-        description="A larger native grid is made coarser to this many pixels (never refused)")
-    batch_size: int = Field(default=10, ge=4, le=20, description="Accepted for "
-                            "compatibility; the tiled engine combines all files at once "
-                            "(one global mean), so it needs no batches")
+        default=64_000_000,
+        ge=1,
+        le=256_000_000,
+        description="A larger native grid is made coarser to this many pixels (never refused)",
+    )
+    batch_size: int = Field(
+        default=10,
+        ge=4,
+        le=20,
+        description="Accepted for "
+        "compatibility; the tiled engine combines all files at once "
+        "(one global mean), so it needs no batches",
+    )
 
 
 class FootprintRequest(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"file_paths": EXAMPLE_KEYS}]})
 
-    file_paths: list[str] = Field(min_length=1, max_length=500,
-                                  description="Storage keys; only headers are read")
+    file_paths: list[str] = Field(
+        min_length=1, max_length=500, description="Storage keys; only headers are read"
+    )
 
 
 class Footprint(BaseModel):
     file_path: str
-    corners_ra: list[float] = Field(description="RA (deg) of the pixel corners (0,0), "
-                                    "(w-1,0), (w-1,h-1), (0,h-1), 0-based pixel centres")
+    corners_ra: list[float] = Field(
+        description="RA (deg) of the pixel corners (0,0), "
+        "(w-1,0), (w-1,h-1), (0,h-1), 0-based pixel centres"
+    )
     corners_dec: list[float] = Field(description="Dec (deg) of the same corners")
     center_ra: float = Field(description="RA (deg) at pixel (w/2, h/2)")
     center_dec: float
@@ -82,10 +135,12 @@ class Footprint(BaseModel):
 
 
 class BoundingBox(BaseModel):
-    min_ra: float = Field(description="Start (deg) of the smallest RA arc that holds "
-                          "every corner, in [0, 360)")
-    max_ra: float = Field(description="min_ra plus the arc's width: above 360 when the box "
-                          "crosses RA 0")
+    min_ra: float = Field(
+        description="Start (deg) of the smallest RA arc that holds every corner, in [0, 360)"
+    )
+    max_ra: float = Field(
+        description="min_ra plus the arc's width: above 360 when the box crosses RA 0"
+    )
     min_dec: float
     max_dec: float
 
@@ -95,6 +150,8 @@ class FootprintResponse(BaseModel):
     bounding_box: BoundingBox
     n_files: int
     overlap_warning: str | None = Field(
-        default=None, description="When the files form several groups that do not overlap "
+        default=None,
+        description="When the files form several groups that do not overlap "
         "on the sky (fields of view from their instruments): the groups, one per line; "
-        "else null")
+        "else null",
+    )

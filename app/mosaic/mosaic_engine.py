@@ -24,16 +24,15 @@ import io
 import math
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 import numpy as np
 from astropy.io import fits
 
 from app.errors import BadRequest, PayloadTooLarge
 from app.processing.fits_io import block_mean, open_plane
-from app.storage.helpers import check_file_size
 from app.processing.reprojection import (
     Grid,
     InputGeometry,
@@ -47,6 +46,7 @@ from app.processing.reprojection import (
     sample_bilinear,
     scaled_grid,
 )
+from app.storage.helpers import check_file_size
 
 COMBINE_METHODS = ("mean", "sum", "first", "last", "min", "max")
 #: Output pixels per tile (a row block of the output).
@@ -55,15 +55,43 @@ TILE_PIXELS = 1 << 21
 DASK_TILES_IN_FLIGHT = 8
 MB = 1024 * 1024
 
-COPIED_KEYS = ("TELESCOP", "INSTRUME", "DETECTOR", "FILTER", "PUPIL", "CHANNEL", "BAND",
-               "EXP_TYPE", "TARGNAME", "OBS_ID", "PROPOSID", "PI_NAME", "RADESYS", "EQUINOX",
-               "DATE-OBS", "TIME-OBS", "MJD-OBS", "MJD-END", "EXPSTART", "EXPEND", "EXPTIME",
-               "XPOSURE", "EFFEXPTM", "BUNIT")
+COPIED_KEYS = (
+    "TELESCOP",
+    "INSTRUME",
+    "DETECTOR",
+    "FILTER",
+    "PUPIL",
+    "CHANNEL",
+    "BAND",
+    "EXP_TYPE",
+    "TARGNAME",
+    "OBS_ID",
+    "PROPOSID",
+    "PI_NAME",
+    "RADESYS",
+    "EQUINOX",
+    "DATE-OBS",
+    "TIME-OBS",
+    "MJD-OBS",
+    "MJD-END",
+    "EXPSTART",
+    "EXPEND",
+    "EXPTIME",
+    "XPOSURE",
+    "EFFEXPTM",
+    "BUNIT",
+)
 #: Widest text kept per SRCMETA column: a card's value and comment fit a FITS card
 #: (68 and 72 characters); longer ones (CONTINUE strings) end in "...".
 SRCMETA_WIDTHS = {"FILENAME": 255, "KEYWORD": 72, "VALUE": 68, "COMMENT": 72}
-SUMMARY_KEYS = (("SRCINST", "INSTRUME"), ("SRCDETS", "DETECTOR"), ("SRCFILT", "FILTER"),
-                ("SRCTARG", "TARGNAME"), ("SRCOBS", "OBS_ID"), ("SRCPROP", "PROPOSID"))
+SUMMARY_KEYS = (
+    ("SRCINST", "INSTRUME"),
+    ("SRCDETS", "DETECTOR"),
+    ("SRCFILT", "FILTER"),
+    ("SRCTARG", "TARGNAME"),
+    ("SRCOBS", "OBS_ID"),
+    ("SRCPROP", "PROPOSID"),
+)
 
 
 @dataclass
@@ -89,8 +117,10 @@ class MosaicPlan:
 # Planning
 # --------------------------------------------------------------------------------------
 
-def read_inputs(paths: list[str], max_file_bytes: int | None = None,
-                max_elements: int | None = None) -> list[InputGeometry]:
+
+def read_inputs(
+    paths: list[str], max_file_bytes: int | None = None, max_elements: int | None = None
+) -> list[InputGeometry]:
     """Geometries of the inputs, with the per-file size and element limits (413)."""
     inputs = []
     for path in paths:
@@ -100,8 +130,9 @@ def read_inputs(paths: list[str], max_file_bytes: int | None = None,
     return inputs
 
 
-def picture_grid(inputs: list[InputGeometry], width: int | None, height: int | None,
-                 max_pixels: int) -> Grid:
+def picture_grid(
+    inputs: list[InputGeometry], width: int | None, height: int | None, max_pixels: int
+) -> Grid:
     """The grid of a picture: both sizes exact, one size with the sky's aspect, or native."""
     if width is None and height is None:
         return native_grid(inputs, max_pixels)
@@ -115,10 +146,17 @@ def picture_grid(inputs: list[InputGeometry], width: int | None, height: int | N
     return fit_grid(inputs, int(width), int(height))
 
 
-def plan_mosaic(paths: list[str], combine_method: str = "mean", *,
-                max_output_pixels: int = 64_000_000, width: int | None = None,
-                height: int | None = None, max_file_bytes: int | None = None,
-                shrink_to_fit: bool = False, max_elements: int | None = None) -> MosaicPlan:
+def plan_mosaic(
+    paths: list[str],
+    combine_method: str = "mean",
+    *,
+    max_output_pixels: int = 64_000_000,
+    width: int | None = None,
+    height: int | None = None,
+    max_file_bytes: int | None = None,
+    shrink_to_fit: bool = False,
+    max_elements: int | None = None,
+) -> MosaicPlan:
     """Headers only: the inputs' geometry and the output grid.
 
     A native grid larger than ``max_output_pixels`` is 413, or with
@@ -126,8 +164,9 @@ def plan_mosaic(paths: list[str], combine_method: str = "mean", *,
     centre kept) so that it fits, and finer inputs are block-averaged to it.
     """
     if combine_method not in COMBINE_METHODS:
-        raise BadRequest(f"Unknown combine method {combine_method!r}; use one of "
-                         f"{', '.join(COMBINE_METHODS)}")
+        raise BadRequest(
+            f"Unknown combine method {combine_method!r}; use one of {', '.join(COMBINE_METHODS)}"
+        )
     if len(paths) < 2:
         raise BadRequest("A mosaic needs at least two files")
     inputs = read_inputs(paths, max_file_bytes, max_elements)
@@ -139,14 +178,16 @@ def plan_mosaic(paths: list[str], combine_method: str = "mean", *,
     else:
         grid = picture_grid(inputs, width, height, max_output_pixels)
     if grid.width * grid.height > max_output_pixels:
-        raise PayloadTooLarge(f"Mosaic output too large: exceeds MAX_MOSAIC_OUTPUT_PIXELS "
-                              f"({max_output_pixels:,})")
+        raise PayloadTooLarge(
+            f"Mosaic output too large: exceeds MAX_MOSAIC_OUTPUT_PIXELS ({max_output_pixels:,})"
+        )
     boxes = [footprint_box(g, grid) for g in inputs]
-    for g, box in zip(inputs, boxes):
+    for g, box in zip(inputs, boxes, strict=True):
         if box is None:
             raise BadRequest(f"{os.path.basename(g.path)} does not overlap the mosaic's area")
-    return MosaicPlan(inputs=inputs, grid=grid, combine_method=combine_method, boxes=boxes,
-                      reduce=shrink_to_fit)
+    return MosaicPlan(
+        inputs=inputs, grid=grid, combine_method=combine_method, boxes=boxes, reduce=shrink_to_fit
+    )
 
 
 def estimate_mosaic_bytes(plan: MosaicPlan, in_memory: bool) -> int:
@@ -166,17 +207,21 @@ def estimate_mosaic_bytes(plan: MosaicPlan, in_memory: bool) -> int:
 # Tiles
 # --------------------------------------------------------------------------------------
 
+
 def _read_window(geometry: InputGeometry, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-    with open_plane(geometry.path, geometry.choice.slice_index,
-                    hdu_index=geometry.hdu_index) as (reader, _):
+    with open_plane(geometry.path, geometry.choice.slice_index, hdu_index=geometry.hdu_index) as (
+        reader,
+        _,
+    ):
         rows = reader.rows(r0, r1)
     window = np.ascontiguousarray(rows[:, c0:c1])
     window[window == 0] = np.nan  # detector-edge fill: no coverage
     return window
 
 
-def _input_samples(plan: MosaicPlan, geometry: InputGeometry, tr0: int, tr1: int, c0: int,
-                   c1: int) -> np.ndarray | None:
+def _input_samples(
+    plan: MosaicPlan, geometry: InputGeometry, tr0: int, tr1: int, c0: int, c1: int
+) -> np.ndarray | None:
     """The input resampled onto grid rows ``tr0:tr1``, columns ``c0:c1`` (NaN uncovered).
 
     With ``plan.reduce`` an input finer than the grid is first averaged over
@@ -190,8 +235,13 @@ def _input_samples(plan: MosaicPlan, geometry: InputGeometry, tr0: int, tr1: int
     if window is None:
         return None
     wr0, wr1, wc0, wc1 = window
-    data = _read_window(geometry, wr0 * factor, min(geometry.height, wr1 * factor),
-                        wc0 * factor, min(geometry.width, wc1 * factor))
+    data = _read_window(
+        geometry,
+        wr0 * factor,
+        min(geometry.height, wr1 * factor),
+        wc0 * factor,
+        min(geometry.width, wc1 * factor),
+    )
     if factor > 1:
         data = block_mean(data, factor)
     return sample_bilinear(data, x, y, origin=(wr0, wc0))
@@ -207,7 +257,7 @@ def compute_tile(plan: MosaicPlan, r0: int, r1: int) -> np.ndarray:
     else:
         out = np.full(shape, np.nan, dtype=np.float32)
     boxes = plan.boxes or [footprint_box(g, grid) for g in plan.inputs]
-    for geometry, box in zip(plan.inputs, boxes):
+    for geometry, box in zip(plan.inputs, boxes, strict=True):
         if box is None or box[1] <= r0 or box[0] >= r1:
             continue
         tr0, tr1, c0, c1 = max(r0, box[0]), min(r1, box[1]), box[2], box[3]
@@ -258,12 +308,16 @@ class DaskTarget:
         if self.address.startswith("tls://") or self.ca_file:
             from distributed.security import Security
 
-            security = Security(tls_ca_file=self.ca_file, tls_client_cert=self.cert_file,
-                                tls_client_key=self.key_file, require_encryption=True)
+            security = Security(
+                tls_ca_file=self.ca_file,
+                tls_client_cert=self.cert_file,
+                tls_client_key=self.key_file,
+                require_encryption=True,
+            )
         return Client(self.address, timeout=30, security=security)
 
 
-def iter_tiles(plan: MosaicPlan, dask_address: "str | DaskTarget | None" = None):
+def iter_tiles(plan: MosaicPlan, dask_address: str | DaskTarget | None = None):
     """Yield ``(r0, r1, tile)`` in row order, locally or on a Dask cluster."""
     if not dask_address:
         for r0, r1 in plan.tiles():
@@ -274,20 +328,20 @@ def iter_tiles(plan: MosaicPlan, dask_address: "str | DaskTarget | None" = None)
         shared = client.scatter(plan, broadcast=True)
         bounds = plan.tiles()
         # A few tiles in flight per worker, so finished tiles do not pile up here.
-        in_flight = min(DASK_TILES_IN_FLIGHT,
-                        max(2, 2 * len(client.scheduler_info()["workers"])))
+        in_flight = min(DASK_TILES_IN_FLIGHT, max(2, 2 * len(client.scheduler_info()["workers"])))
         pending: deque = deque()
         submitted = 0
         while submitted < len(bounds) or pending:
             while submitted < len(bounds) and len(pending) < in_flight:
-                pending.append((submitted, client.submit(compute_tile, shared,
-                                                         *bounds[submitted], pure=False)))
+                pending.append(
+                    (submitted, client.submit(compute_tile, shared, *bounds[submitted], pure=False))
+                )
                 submitted += 1
             index, future = pending.popleft()
             yield (*bounds[index], future.result())
 
 
-def mosaic_array(plan: MosaicPlan, dask_address: "str | DaskTarget | None" = None) -> np.ndarray:
+def mosaic_array(plan: MosaicPlan, dask_address: str | DaskTarget | None = None) -> np.ndarray:
     """The whole mosaic in memory (for pictures; FITS goes through write_mosaic_fits)."""
     out = np.empty(plan.grid.shape, dtype=np.float32)
     for r0, r1, tile in iter_tiles(plan, dask_address):
@@ -299,6 +353,7 @@ def mosaic_array(plan: MosaicPlan, dask_address: "str | DaskTarget | None" = Non
 # FITS output
 # --------------------------------------------------------------------------------------
 
+
 def _short(values: list[str]) -> str:
     text = "|".join(values)
     return text if len(text) <= 68 else text[:65] + "..."
@@ -308,8 +363,7 @@ def _add_source_keywords(header: fits.Header, plan: MosaicPlan) -> None:
     """Keys shared by every input (copied), distinct-value summaries, HISTORY (P9)."""
     for key in COPIED_KEYS:
         values = [g.header.get(key) for g in plan.inputs]
-        if values[0] is not None and all(v == values[0] for v in values) \
-                and key not in header:
+        if values[0] is not None and all(v == values[0] for v in values) and key not in header:
             header[key] = values[0]
     for key, source in SUMMARY_KEYS:
         seen: list[str] = []
@@ -319,10 +373,14 @@ def _add_source_keywords(header: fits.Header, plan: MosaicPlan) -> None:
                 seen.append(str(value))
         if seen:
             header[key] = (_short(seen), f"Distinct {source} values of the inputs")
-    header.add_history(f"Mosaic of {len(plan.inputs)} inputs by jwst-processing-engine, "
-                       f"combine method '{plan.combine_method}'")
-    header.add_history("Inputs resampled bilinearly onto a common north-up TAN grid; "
-                       "exact zeros treated as no coverage")
+    header.add_history(
+        f"Mosaic of {len(plan.inputs)} inputs by jwst-processing-engine, "
+        f"combine method '{plan.combine_method}'"
+    )
+    header.add_history(
+        "Inputs resampled bilinearly onto a common north-up TAN grid; "
+        "exact zeros treated as no coverage"
+    )
 
 
 def mosaic_header(plan: MosaicPlan) -> fits.Header:
@@ -332,8 +390,10 @@ def mosaic_header(plan: MosaicPlan) -> fits.Header:
     header.update(plan.grid.to_header())
     header["ORIGIN"] = ("JWST-DA", "Organisation that made the file")
     header["CREATOR"] = ("jwst-processing-engine", "Software that made the file")
-    header["DATE"] = (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
-                      "UTC date the file was written")
+    header["DATE"] = (
+        datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+        "UTC date the file was written",
+    )
     header["MOSAIC"] = (True, "This image is a mosaic")
     header["NINPUTS"] = (len(plan.inputs), "Number of input files")
     header["COMBMETH"] = (plan.combine_method, "How overlapping pixels were combined")
@@ -350,8 +410,10 @@ def observation_header(plan: MosaicPlan) -> fits.Header:
     header.update(plan.grid.to_header())
     header["ORIGIN"] = ("JWST-DataAnalysis", "Organisation that made the file")
     header["CREATOR"] = ("observation-mosaic-generator", "Software that made the file")
-    header["DATE"] = (datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                      "UTC time the file was written")
+    header["DATE"] = (
+        datetime.now(UTC).isoformat(timespec="seconds"),
+        "UTC time the file was written",
+    )
     header["NCOMBINE"] = (len(plan.inputs), "Number of input files")
     header["COMBMETH"] = (plan.combine_method, "How overlapping pixels were combined")
     header["HIERARCH OBS_MOSAIC"] = True
@@ -379,16 +441,19 @@ def source_table(plan: MosaicPlan) -> fits.BinTableHDU:
         # A FITS table pads every row to the column's width: bounded widths keep one
         # long value (a CONTINUE string) from widening every row of every input.
         encoded = [v.encode("ascii", "replace") for v in items]
-        encoded = [e if len(e) <= cap else e[:cap - 3] + b"..." for e in encoded]
+        encoded = [e if len(e) <= cap else e[: cap - 3] + b"..." for e in encoded]
         width = max([1] + [len(e) for e in encoded])
-        return fits.Column(name=name, format=f"{width}A",
-                           array=np.array(encoded, dtype=f"S{width}"))
+        return fits.Column(
+            name=name, format=f"{width}A", array=np.array(encoded, dtype=f"S{width}")
+        )
 
-    columns = [fits.Column(name="SRCINDEX", format="J", array=np.array(index, dtype=np.int32)),
-               text_column("FILENAME", names, SRCMETA_WIDTHS["FILENAME"]),
-               text_column("KEYWORD", keys, SRCMETA_WIDTHS["KEYWORD"]),
-               text_column("VALUE", values, SRCMETA_WIDTHS["VALUE"]),
-               text_column("COMMENT", comments, SRCMETA_WIDTHS["COMMENT"])]
+    columns = [
+        fits.Column(name="SRCINDEX", format="J", array=np.array(index, dtype=np.int32)),
+        text_column("FILENAME", names, SRCMETA_WIDTHS["FILENAME"]),
+        text_column("KEYWORD", keys, SRCMETA_WIDTHS["KEYWORD"]),
+        text_column("VALUE", values, SRCMETA_WIDTHS["VALUE"]),
+        text_column("COMMENT", comments, SRCMETA_WIDTHS["COMMENT"]),
+    ]
     table = fits.BinTableHDU.from_columns(columns, name="SRCMETA")
     table.header["NINPUTS"] = (len(plan.inputs), "Number of input files")
     table.header["METAVERS"] = ("1.0", "Version of this table's layout")
@@ -402,11 +467,16 @@ def _hdu_bytes(hdu) -> bytes:
     return buf.getvalue()[2880:]  # an empty primary header is exactly one block
 
 
-def write_mosaic_fits(plan: MosaicPlan, path: str,
-                      dask_address: "str | DaskTarget | None" = None, *,
-                      header: fits.Header | None = None, fill: float | None = None,
-                      on_start: Callable[[int], None] | None = None,
-                      on_rows: Callable[[int], None] | None = None) -> int:
+def write_mosaic_fits(
+    plan: MosaicPlan,
+    path: str,
+    dask_address: str | DaskTarget | None = None,
+    *,
+    header: fits.Header | None = None,
+    fill: float | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_rows: Callable[[int], None] | None = None,
+) -> int:
     """Write the mosaic FITS file tile by tile; returns its size in bytes.
 
     The primary HDU's header is written first, then each tile's rows as
@@ -456,6 +526,7 @@ def write_mosaic_fits(plan: MosaicPlan, path: str,
 # Footprints (headers only)
 # --------------------------------------------------------------------------------------
 
+
 def ra_bounds(ra: np.ndarray) -> tuple[float, float]:
     """The smallest RA arc holding every value: (start in [0, 360), start + width)."""
     values = np.sort(np.mod(np.asarray(ra, dtype=float), 360.0))
@@ -476,9 +547,13 @@ def footprint(geometry: InputGeometry) -> dict:
     ra = np.mod(np.asarray(ra, dtype=float), 360.0)
     dec = np.asarray(dec, dtype=float)
     instrument = geometry.header.get("INSTRUME")
-    return {"corners_ra": [float(v) for v in ra[:4]], "corners_dec": [float(v) for v in dec[:4]],
-            "center_ra": float(ra[4]), "center_dec": float(dec[4]),
-            "instrument": str(instrument) if instrument is not None else None}
+    return {
+        "corners_ra": [float(v) for v in ra[:4]],
+        "corners_dec": [float(v) for v in dec[:4]],
+        "center_ra": float(ra[4]),
+        "center_dec": float(dec[4]),
+        "instrument": str(instrument) if instrument is not None else None,
+    }
 
 
 def footprints(paths: list[str]) -> dict:
@@ -487,7 +562,13 @@ def footprints(paths: list[str]) -> dict:
     all_ra = np.concatenate([f["corners_ra"] for f in items])
     all_dec = np.concatenate([f["corners_dec"] for f in items])
     min_ra, max_ra = ra_bounds(all_ra)
-    return {"footprints": items,
-            "bounding_box": {"min_ra": min_ra, "max_ra": max_ra,
-                             "min_dec": float(all_dec.min()), "max_dec": float(all_dec.max())},
-            "n_files": len(items)}
+    return {
+        "footprints": items,
+        "bounding_box": {
+            "min_ra": min_ra,
+            "max_ra": max_ra,
+            "min_dec": float(all_dec.min()),
+            "max_dec": float(all_dec.max()),
+        },
+        "n_files": len(items),
+    }

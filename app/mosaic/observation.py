@@ -36,18 +36,27 @@ def estimate_observation_bytes(file_sizes: list[int], on_dask: bool = False) -> 
     return int(tile * 64 + 3 * largest + in_flight + 64 * MB)
 
 
-def build_observation_mosaic(paths: list[str], combine_method: str, max_output_pixels: int,
-                             directory: str,
-                             dask_address: "mosaic_engine.DaskTarget | str | None" = None, *,
-                             max_elements: int | None = None,
-                             job: JobHandle | None = None) -> tuple[str, int]:
+def build_observation_mosaic(
+    paths: list[str],
+    combine_method: str,
+    max_output_pixels: int,
+    directory: str,
+    dask_address: mosaic_engine.DaskTarget | str | None = None,
+    *,
+    max_elements: int | None = None,
+    job: JobHandle | None = None,
+) -> tuple[str, int]:
     """Worker job: write the observation mosaic into a new file in ``directory``.
 
     Returns (path, size). Pixels no input covers are 0 (§10.5), not NaN.
     """
-    plan = mosaic_engine.plan_mosaic(paths, combine_method,
-                                     max_output_pixels=max_output_pixels, shrink_to_fit=True,
-                                     max_elements=max_elements)
+    plan = mosaic_engine.plan_mosaic(
+        paths,
+        combine_method,
+        max_output_pixels=max_output_pixels,
+        shrink_to_fit=True,
+        max_elements=max_elements,
+    )
     header = mosaic_engine.observation_header(plan)
     os.makedirs(directory, exist_ok=True)
     fd, path = tempfile.mkstemp(suffix="_i2d.fits", prefix="mosaic-", dir=directory)
@@ -63,8 +72,9 @@ def build_observation_mosaic(paths: list[str], combine_method: str, max_output_p
             job.emit({"event": "rows", "upto": upto})
 
     try:
-        size = mosaic_engine.write_mosaic_fits(plan, path, dask_address, header=header,
-                                               fill=0.0, on_start=started, on_rows=rows)
+        size = mosaic_engine.write_mosaic_fits(
+            plan, path, dask_address, header=header, fill=0.0, on_start=started, on_rows=rows
+        )
     except BaseException:
         os.unlink(path)
         raise

@@ -12,8 +12,14 @@ from app.processing.pipeline import DisplayParams, fit
 from app.processing.render import colormap_table, encode_array, to_indices
 
 
-def render_mosaic_picture(plan: MosaicPlan, display: DisplayParams, cmap: str, fmt: str,
-                          quality: int, dask_address: "DaskTarget | str | None" = None) -> bytes:
+def render_mosaic_picture(
+    plan: MosaicPlan,
+    display: DisplayParams,
+    cmap: str,
+    fmt: str,
+    quality: int,
+    dask_address: DaskTarget | str | None = None,
+) -> bytes:
     """The mosaic stretched, coloured (no coverage is black), row 0 at the bottom."""
     data = mosaic_array(plan, dask_address)
     if display.stretch not in STRETCHES:

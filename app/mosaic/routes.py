@@ -7,16 +7,17 @@ import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
-from app.deps import get_pool, get_settings, get_storage, resolve_files
+from app.deps import PoolDep, SettingsDep, StorageDep, resolve_files
 from app.errors import BadRequest
 from app.http_errors import error_responses
 from app.mosaic import mosaic_engine
@@ -33,8 +34,7 @@ from app.processing.fits_io import data_size_bound
 from app.processing.pipeline import DisplayParams
 from app.processing.render import COLORMAPS
 from app.storage.helpers import check_file_size
-from app.storage.provider import StorageProvider
-from app.workers import HEADER_JOB_BYTES, WorkerPool
+from app.workers import HEADER_JOB_BYTES
 
 router = APIRouter(prefix="/mosaic", tags=["Mosaic"])
 logger = logging.getLogger(__name__)
@@ -62,8 +62,11 @@ def dask_target(settings: Settings) -> mosaic_engine.DaskTarget | None:
     if not settings.DASK_SCHEDULER_ADDRESS:
         return None
     return mosaic_engine.DaskTarget(
-        settings.DASK_SCHEDULER_ADDRESS, ca_file=settings.DASK_TLS_CA_FILE,
-        cert_file=settings.DASK_TLS_CERT_FILE, key_file=settings.DASK_TLS_KEY_FILE)
+        settings.DASK_SCHEDULER_ADDRESS,
+        ca_file=settings.DASK_TLS_CA_FILE,
+        cert_file=settings.DASK_TLS_CERT_FILE,
+        key_file=settings.DASK_TLS_KEY_FILE,
+    )
 
 
 def _build_fits(plan, directory: str, dask_address: mosaic_engine.DaskTarget | None) -> str:
@@ -79,17 +82,23 @@ def _build_fits(plan, directory: str, dask_address: mosaic_engine.DaskTarget | N
     return path
 
 
-@router.post("/generate", response_class=Response,
-             summary="Stitch exposures into one mosaic (picture or FITS)",
-             responses={200: {"content": {"image/png": {}, "image/jpeg": {},
-                                          "application/fits": {}},
-                              "description": "PNG/JPEG picture, or the FITS mosaic (primary "
-                                             "float32 image with WCS and provenance, SRCMETA "
-                                             "table of the source headers), streamed"},
-                        **error_responses(400, 403, 404, 413, 422, 429, 503)})
-async def generate_mosaic(body: MosaicRequest, settings: Settings = Depends(get_settings),
-                          storage: StorageProvider = Depends(get_storage),
-                          pool: WorkerPool = Depends(get_pool)):
+@router.post(
+    "/generate",
+    response_class=Response,
+    summary="Stitch exposures into one mosaic (picture or FITS)",
+    responses={
+        200: {
+            "content": {"image/png": {}, "image/jpeg": {}, "application/fits": {}},
+            "description": "PNG/JPEG picture, or the FITS mosaic (primary "
+            "float32 image with WCS and provenance, SRCMETA "
+            "table of the source headers), streamed",
+        },
+        **error_responses(400, 403, 404, 413, 422, 429, 503),
+    },
+)
+async def generate_mosaic(
+    body: MosaicRequest, settings: SettingsDep, storage: StorageDep, pool: PoolDep
+):
     """Resample every file onto one north-up gnomonic grid (bilinear, WCS honoured, SIP
     included) and combine overlaps with ``combine_method``. FITS: at the finest input pixel
     scale, NaN where nothing covers, built tile by tile on disk and streamed. Pictures:
@@ -99,28 +108,51 @@ async def generate_mosaic(body: MosaicRequest, settings: Settings = Depends(get_
     if body.cmap not in COLORMAPS:
         raise BadRequest(f"Invalid colormap '{body.cmap}'. Valid options: {', '.join(COLORMAPS)}")
     if fmt == "fits" and (body.width is not None or body.height is not None):
-        raise BadRequest("width and height cannot be used with output_format 'fits': the FITS "
-                         "mosaic is always at the inputs' native resolution")
+        raise BadRequest(
+            "width and height cannot be used with output_format 'fits': the FITS "
+            "mosaic is always at the inputs' native resolution"
+        )
     paths = [str(p) for p in await resolve_files(storage, [f.file_path for f in body.files])]
-    plan = await pool.run(mosaic_engine.plan_mosaic, paths, body.combine_method,
-                          max_output_pixels=settings.MAX_MOSAIC_OUTPUT_PIXELS,
-                          width=body.width, height=body.height,
-                          max_file_bytes=settings.max_fits_file_bytes,
-                          max_elements=settings.MAX_FITS_ARRAY_ELEMENTS,
-                          estimate_bytes=HEADER_JOB_BYTES)
+    plan = await pool.run(
+        mosaic_engine.plan_mosaic,
+        paths,
+        body.combine_method,
+        max_output_pixels=settings.MAX_MOSAIC_OUTPUT_PIXELS,
+        width=body.width,
+        height=body.height,
+        max_file_bytes=settings.max_fits_file_bytes,
+        max_elements=settings.MAX_FITS_ARRAY_ELEMENTS,
+        estimate_bytes=HEADER_JOB_BYTES,
+    )
     estimate = mosaic_engine.estimate_mosaic_bytes(plan, in_memory=fmt != "fits")
     dask = dask_target(settings)
     if fmt == "fits":
         directory = str(settings.STORAGE_TEMP_CACHE_DIR / MOSAIC_OUTPUT_DIR)
         path = await pool.run(_build_fits, plan, directory, dask, estimate_bytes=estimate)
-        return FileResponse(path, media_type=MEDIA["fits"], filename="mosaic.fits",
-                            background=BackgroundTask(os.unlink, path))
+        return FileResponse(
+            path,
+            media_type=MEDIA["fits"],
+            filename="mosaic.fits",
+            background=BackgroundTask(os.unlink, path),
+        )
     first = body.files[0]
-    display = DisplayParams(stretch=first.stretch, gamma=first.gamma,
-                            black_point=first.black_point, white_point=first.white_point,
-                            asinh_a=first.asinh_a)
-    content = await pool.run(render_mosaic_picture, plan, display, body.cmap, fmt, body.quality,
-                             dask, estimate_bytes=estimate)
+    display = DisplayParams(
+        stretch=first.stretch,
+        gamma=first.gamma,
+        black_point=first.black_point,
+        white_point=first.white_point,
+        asinh_a=first.asinh_a,
+    )
+    content = await pool.run(
+        render_mosaic_picture,
+        plan,
+        display,
+        body.cmap,
+        fmt,
+        body.quality,
+        dask,
+        estimate_bytes=estimate,
+    )
     return Response(content=content, media_type=MEDIA[fmt])
 
 
@@ -128,8 +160,9 @@ async def generate_mosaic(body: MosaicRequest, settings: Settings = Depends(get_
 STREAM_PIECE = 1 << 20
 
 
-async def _follow_file(steps: AsyncIterator[tuple[str, Any]], path: str,
-                       size: int) -> AsyncIterator[bytes]:
+async def _follow_file(
+    steps: AsyncIterator[tuple[str, Any]], path: str, size: int
+) -> AsyncIterator[bytes]:
     """The file's bytes as the worker declares them final; the file is removed after.
 
     If the job fails mid-way the exception ends the response early (shorter than its
@@ -157,18 +190,28 @@ async def _follow_file(steps: AsyncIterator[tuple[str, Any]], path: str,
             os.unlink(path)
 
 
-@router.post("/generate-observation", response_class=StreamingResponse,
-             summary="One FITS mosaic of an observation's detector files (queued work)",
-             responses={200: {"content": {"application/fits": {}},
-                              "description": "The mosaic: a primary float32 image with its "
-                                             "WCS, provenance keywords and 0 where nothing "
-                                             "covers, then the SRCMETA table of the source "
-                                             "headers; streamed as it is written"},
-                        **error_responses(400, 403, 404, 413, 422, 503, 504)})
-async def generate_observation(body: ObservationMosaicRequest, request: Request,
-                               settings: Settings = Depends(get_settings),
-                               storage: StorageProvider = Depends(get_storage),
-                               pool: WorkerPool = Depends(get_pool)):
+@router.post(
+    "/generate-observation",
+    response_class=StreamingResponse,
+    summary="One FITS mosaic of an observation's detector files (queued work)",
+    responses={
+        200: {
+            "content": {"application/fits": {}},
+            "description": "The mosaic: a primary float32 image with its "
+            "WCS, provenance keywords and 0 where nothing "
+            "covers, then the SRCMETA table of the source "
+            "headers; streamed as it is written",
+        },
+        **error_responses(400, 403, 404, 413, 422, 503, 504),
+    },
+)
+async def generate_observation(
+    body: ObservationMosaicRequest,
+    request: Request,
+    settings: SettingsDep,
+    storage: StorageDep,
+    pool: PoolDep,
+):
     """Resample 2-500 files onto one north-up TAN grid at the finest input pixel scale
     (bilinear, WCS and SIP honoured) and combine overlaps with ``combine_method``. A grid
     larger than ``max_output_pixels`` is made coarser to fit (inputs block-averaged to it)
@@ -189,12 +232,19 @@ async def generate_observation(body: ObservationMosaicRequest, request: Request,
     paths, sizes = await run_in_threadpool(resolve)
     dask = dask_target(settings)
     directory = str(settings.STORAGE_TEMP_CACHE_DIR / MOSAIC_OUTPUT_DIR)
-    steps = pool.stream(build_observation_mosaic, paths, body.combine_method,
-                        body.max_output_pixels, directory, dask,
-                        max_elements=settings.MAX_FITS_ARRAY_ELEMENTS,
-                        estimate_bytes=estimate_observation_bytes(sizes, on_dask=bool(dask)),
-                        queued=True, time_limit=settings.QUEUED_JOB_TIME_LIMIT_SECONDS,
-                        disconnected=request.is_disconnected)
+    steps = pool.stream(
+        build_observation_mosaic,
+        paths,
+        body.combine_method,
+        body.max_output_pixels,
+        directory,
+        dask,
+        max_elements=settings.MAX_FITS_ARRAY_ELEMENTS,
+        estimate_bytes=estimate_observation_bytes(sizes, on_dask=bool(dask)),
+        queued=True,
+        time_limit=settings.QUEUED_JOB_TIME_LIMIT_SECONDS,
+        disconnected=request.is_disconnected,
+    )
     started: dict[str, Any] | None = None
     try:
         async for kind, value in steps:
@@ -210,31 +260,40 @@ async def generate_observation(body: ObservationMosaicRequest, request: Request,
     return StreamingResponse(
         _follow_file(steps, started["path"], int(started["size"])),
         media_type=MEDIA["fits"],
-        headers={"Content-Disposition": "attachment; filename=observation-mosaic.fits",
-                 "Content-Length": str(int(started["size"]))})
+        headers={
+            "Content-Disposition": "attachment; filename=observation-mosaic.fits",
+            "Content-Length": str(int(started["size"])),
+        },
+    )
 
 
-@router.post("/footprint", response_model=FootprintResponse,
-             summary="Sky footprints of FITS files, from their headers",
-             responses=error_responses(400, 403, 404, 422, 429, 503))
-async def footprint(body: FootprintRequest, storage: StorageProvider = Depends(get_storage),
-                    pool: WorkerPool = Depends(get_pool)):
+@router.post(
+    "/footprint",
+    response_model=FootprintResponse,
+    summary="Sky footprints of FITS files, from their headers",
+    responses=error_responses(400, 403, 404, 422, 429, 503),
+)
+async def footprint(body: FootprintRequest, storage: StorageDep, pool: PoolDep):
     """Corners (pixel centres of the four corner pixels) and centre of each file on the sky,
     from its WCS alone (astropy: PC, CD and SIP honoured; no pixel is read), and the
     bounding box of all of them, which handles RA wrap-around at 0/360. ``overlap_warning``
     lists the groups when the files form several that do not overlap on the sky."""
     paths = [str(p) for p in await resolve_files(storage, body.file_paths)]
-    return await pool.run(footprints_with_warning, paths, body.file_paths,
-                          estimate_bytes=HEADER_JOB_BYTES)
+    return await pool.run(
+        footprints_with_warning, paths, body.file_paths, estimate_bytes=HEADER_JOB_BYTES
+    )
 
 
 def footprints_with_warning(paths: list[str], keys: list[str]) -> dict:
     """Worker job: the footprints (headers only) and the overlap warning of the keys."""
     result = mosaic_engine.footprints(paths)
     items = result["footprints"]
-    for item, key in zip(items, keys):
+    for item, key in zip(items, keys, strict=True):
         item["file_path"] = key
     result["overlap_warning"] = overlap_warning(
-        keys, [f["center_ra"] for f in items], [f["center_dec"] for f in items],
-        [f["instrument"] for f in items])
+        keys,
+        [f["center_ra"] for f in items],
+        [f["center_dec"] for f in items],
+        [f["instrument"] for f in items],
+    )
     return result

@@ -19,8 +19,15 @@ from app.errors import BadRequest
 from app.processing.fits_io import scale_and_rotation
 
 _XMP_JPEG_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
-_SPECTRAL_BANDS = {"radio", "millimeter", "infrared", "optical", "ultraviolet", "x-ray",
-                   "gamma-ray"}
+_SPECTRAL_BANDS = {
+    "radio",
+    "millimeter",
+    "infrared",
+    "optical",
+    "ultraviolet",
+    "x-ray",
+    "gamma-ray",
+}
 
 
 def _seq(values) -> str:
@@ -32,8 +39,9 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
-def spatial_tags(wcs, image_width: int, image_height: int, data_width: int,
-                 data_height: int) -> dict[str, str]:
+def spatial_tags(
+    wcs, image_width: int, image_height: int, data_width: int, data_height: int
+) -> dict[str, str]:
     """AVM ``Spatial.*`` tags (XML fragments) for a picture of the given size.
 
     ``wcs`` is a 2-D celestial astropy WCS of the data, ``data_width`` x
@@ -57,7 +65,11 @@ def spatial_tags(wcs, image_width: int, image_height: int, data_width: int,
         frame = "ECL"
     tags = {
         "Spatial.CoordinateFrame": escape(frame),
-        "Spatial.Equinox": "J2000" if frame in ("ICRS", "FK5") else "B1950" if frame == "FK4" else "J2000",
+        "Spatial.Equinox": "J2000"
+        if frame in ("ICRS", "FK5")
+        else "B1950"
+        if frame == "FK4"
+        else "J2000",
         "Spatial.ReferenceValue": _seq([_num(v) for v in wcs.wcs.crval]),
         "Spatial.ReferenceDimension": _seq([_num(image_width), _num(image_height)]),
         "Spatial.ReferencePixel": _seq([_num(v) for v in ref_pixel]),
@@ -81,13 +93,19 @@ def build_xmp(metadata: dict[str, str] | None = None, spatial: dict[str, str] | 
     meta.setdefault("facility", "JWST")
     parts: list[str] = []
     if "target_name" in meta:
-        parts.append(f"<dc:subject><rdf:Bag><rdf:li>{escape(meta['target_name'])}</rdf:li>"
-                     "</rdf:Bag></dc:subject>")
-        parts.append(f"<dc:title><rdf:Alt><rdf:li xml:lang=\"x-default\">"
-                     f"{escape(meta['target_name'])}</rdf:li></rdf:Alt></dc:title>")
+        parts.append(
+            f"<dc:subject><rdf:Bag><rdf:li>{escape(meta['target_name'])}</rdf:li>"
+            "</rdf:Bag></dc:subject>"
+        )
+        parts.append(
+            f'<dc:title><rdf:Alt><rdf:li xml:lang="x-default">'
+            f"{escape(meta['target_name'])}</rdf:li></rdf:Alt></dc:title>"
+        )
     if "description" in meta:
-        parts.append("<dc:description><rdf:Alt><rdf:li xml:lang=\"x-default\">"
-                     f"{escape(meta['description'])}</rdf:li></rdf:Alt></dc:description>")
+        parts.append(
+            '<dc:description><rdf:Alt><rdf:li xml:lang="x-default">'
+            f"{escape(meta['description'])}</rdf:li></rdf:Alt></dc:description>"
+        )
     parts.append(f"<avm:Facility>{_seq([meta['facility']])}</avm:Facility>")
     if "instrument" in meta:
         parts.append(f"<avm:Instrument>{_seq([meta['instrument']])}</avm:Instrument>")
@@ -126,9 +144,11 @@ def embed_xmp_jpeg(jpeg: bytes, xmp: str) -> bytes:
         raise ValueError("not a JPEG stream")
     payload = _XMP_JPEG_HEADER + xmp.encode("utf-8")
     if len(payload) + 2 > 0xFFFF:
-        raise BadRequest(f"The AVM metadata ({len(payload):,} bytes) is larger than one JPEG "
-                         "metadata segment holds (64 KB); ask for the picture without AVM tags "
-                         "or as PNG")
+        raise BadRequest(
+            f"The AVM metadata ({len(payload):,} bytes) is larger than one JPEG "
+            "metadata segment holds (64 KB); ask for the picture without AVM tags "
+            "or as PNG"
+        )
     segment = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
     pos = 2
     # Keep JFIF (APP0) first, as readers expect.

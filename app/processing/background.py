@@ -52,8 +52,9 @@ def subtract_sky(data: np.ndarray, sigma: float = 3.0) -> np.ndarray:
     return out
 
 
-def background_model(data: np.ndarray, box_size: int = 64, filter_size: int = 3,
-                     sigma: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+def background_model(
+    data: np.ndarray, box_size: int = 64, filter_size: int = 3, sigma: float = 3.0
+) -> tuple[np.ndarray, np.ndarray]:
     """2-D background and RMS maps (photutils Background2D, sigma-clipped medians per
     box, median-filtered), non-finite pixels masked. Falls back to a flat sigma-clipped
     level and standard deviation when the image is too small or too empty for boxes.
@@ -70,10 +71,16 @@ def background_model(data: np.ndarray, box_size: int = 64, filter_size: int = 3,
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            bkg = Background2D(data, box, mask=invalid, filter_size=filter_size,
-                               sigma_clip=SigmaClip(sigma=sigma, maxiters=5),
-                               bkg_estimator=MedianBackground(),
-                               bkg_rms_estimator=StdBackgroundRMS(), exclude_percentile=50.0)
+            bkg = Background2D(
+                data,
+                box,
+                mask=invalid,
+                filter_size=filter_size,
+                sigma_clip=SigmaClip(sigma=sigma, maxiters=5),
+                bkg_estimator=MedianBackground(),
+                bkg_rms_estimator=StdBackgroundRMS(),
+                exclude_percentile=50.0,
+            )
         level = upsample_mesh(bkg.background_mesh, box, data.shape)
         rms = upsample_mesh(bkg.background_rms_mesh, box, data.shape)
     except ValueError:

@@ -46,10 +46,8 @@ def _star_finder(method: str, threshold: float, fwhm: float):
     # classic DAOFIND rule), which spares photutils a per-pixel Python loop over ring
     # candidates that costs seconds on a noisy 2k image.
     if method == "daofind":
-        return DAOStarFinder(threshold=threshold, fwhm=fwhm, exclude_border=True,
-                             min_separation=0)
-    return IRAFStarFinder(threshold=threshold, fwhm=fwhm, exclude_border=True,
-                          min_separation=0)
+        return DAOStarFinder(threshold=threshold, fwhm=fwhm, exclude_border=True, min_separation=0)
+    return IRAFStarFinder(threshold=threshold, fwhm=fwhm, exclude_border=True, min_separation=0)
 
 
 def _point_sources(residual, invalid, method, threshold, fwhm) -> list[dict]:
@@ -64,15 +62,27 @@ def _point_sources(residual, invalid, method, threshold, fwhm) -> list[dict]:
     sharp = _column(table, "sharpness")
     rnd = _column(table, "roundness1", "roundness")
     width = _column(table, "fwhm")
-    return [{"xcentroid": float(x[i]), "ycentroid": float(y[i]), "flux": _number(flux[i]),
-             "sharpness": _number(sharp[i]), "roundness": _number(rnd[i]),
-             "fwhm": _number(width[i]) if width is not None else None, "peak": _number(peak[i])}
-            for i in range(len(table))]
+    return [
+        {
+            "xcentroid": float(x[i]),
+            "ycentroid": float(y[i]),
+            "flux": _number(flux[i]),
+            "sharpness": _number(sharp[i]),
+            "roundness": _number(rnd[i]),
+            "fwhm": _number(width[i]) if width is not None else None,
+            "peak": _number(peak[i]),
+        }
+        for i in range(len(table))
+    ]
 
 
 def _segments(residual, invalid, rms, threshold_sigma, fwhm, npixels, deblend) -> list[dict]:
-    from photutils.segmentation import (SourceCatalog, deblend_sources, detect_sources,
-                                        make_2dgaussian_kernel)
+    from photutils.segmentation import (
+        SourceCatalog,
+        deblend_sources,
+        detect_sources,
+        make_2dgaussian_kernel,
+    )
     from scipy.ndimage import convolve
 
     size = int(2 * math.ceil(1.5 * fwhm) + 1)
@@ -94,24 +104,40 @@ def _segments(residual, invalid, rms, threshold_sigma, fwhm, npixels, deblend) -
         new_names = hasattr(catalog, "x_centroid")
         x = np.asarray(catalog.x_centroid if new_names else catalog.xcentroid)
         y = np.asarray(catalog.y_centroid if new_names else catalog.ycentroid)
-        radius = np.asarray(getattr(catalog.equivalent_radius, "value",
-                                    catalog.equivalent_radius), dtype=float)
+        radius = np.asarray(
+            getattr(catalog.equivalent_radius, "value", catalog.equivalent_radius), dtype=float
+        )
         flux = np.asarray(catalog.segment_flux, dtype=float)
         peak = np.asarray(catalog.max_value, dtype=float)
         labels = np.asarray(catalog.label)
-    return [{"id": int(labels[i]), "xcentroid": float(x[i]), "ycentroid": float(y[i]),
-             "flux": _number(flux[i]), "sharpness": None, "roundness": None,
-             "fwhm": _number(2.0 * radius[i]), "peak": _number(peak[i])}
-            for i in range(labels.size)]
+    return [
+        {
+            "id": int(labels[i]),
+            "xcentroid": float(x[i]),
+            "ycentroid": float(y[i]),
+            "flux": _number(flux[i]),
+            "sharpness": None,
+            "roundness": None,
+            "fwhm": _number(2.0 * radius[i]),
+            "peak": _number(peak[i]),
+        }
+        for i in range(labels.size)
+    ]
 
 
 #: Sources one detection returns at most (the brightest).
 MAX_SOURCES = 10_000
 
 
-def detect_sources(data: np.ndarray, method: str = "auto", threshold_sigma: float = 5.0,
-                   fwhm: float = 3.0, npixels: int = 10, deblend: bool = True,
-                   max_sources: int = MAX_SOURCES) -> dict:
+def detect_sources(
+    data: np.ndarray,
+    method: str = "auto",
+    threshold_sigma: float = 5.0,
+    fwhm: float = 3.0,
+    npixels: int = 10,
+    deblend: bool = True,
+    max_sources: int = MAX_SOURCES,
+) -> dict:
     """Detect sources in a 2-D image; returns the response fields of CONTRACT.md §3.12
     (at most ``max_sources``, the brightest by flux)."""
     if method not in METHODS:
@@ -127,8 +153,9 @@ def detect_sources(data: np.ndarray, method: str = "auto", threshold_sigma: floa
     valid_rms = rms[~invalid]
     median_rms = float(np.median(valid_rms)) if valid_rms.size else 0.0
     if not median_rms > 0:
-        raise BadRequest("The image has no measurable noise (a constant image?): no "
-                         "threshold can be set")
+        raise BadRequest(
+            "The image has no measurable noise (a constant image?): no threshold can be set"
+        )
     used = method
     if method == "auto":
         spread = float(np.std(valid_rms)) / float(np.mean(valid_rms))
@@ -155,6 +182,11 @@ def detect_sources(data: np.ndarray, method: str = "auto", threshold_sigma: floa
         s.setdefault("id", number)
         if used != "segmentation":
             s["id"] = number
-    return {"sources": kept, "n_sources": len(kept), "method": used,
-            "threshold_sigma": float(threshold_sigma), "threshold_value": float(threshold_value),
-            "estimated_fwhm": None}
+    return {
+        "sources": kept,
+        "n_sources": len(kept),
+        "method": used,
+        "threshold_sigma": float(threshold_sigma),
+        "threshold_value": float(threshold_value),
+        "estimated_fwhm": None,
+    }

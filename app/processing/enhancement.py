@@ -42,8 +42,9 @@ def minmax_limits(values: np.ndarray, assume_finite: bool = False) -> tuple[floa
     return float(values.min()), float(values.max())
 
 
-def zscale_limits(values: np.ndarray, contrast: float = ZSCALE_CONTRAST,
-                  assume_finite: bool = False) -> tuple[float, float]:
+def zscale_limits(
+    values: np.ndarray, contrast: float = ZSCALE_CONTRAST, assume_finite: bool = False
+) -> tuple[float, float]:
     """IRAF zscale limits via astropy's ZScaleInterval, over the finite values.
 
     astropy samples ``n_samples`` values at a regular stride of the finite
@@ -150,9 +151,16 @@ def percentile_limits(values: np.ndarray, q_low: float, q_high: float) -> tuple[
     return low, high
 
 
-def fit_display(data: np.ndarray, stretch: str = "zscale", *, gamma: float = 1.0,
-                asinh_a: float = 0.1, black_point: float = 0.0, white_point: float = 1.0,
-                nonlinear_range: tuple[float, float] | None = None) -> DisplayTransform:
+def fit_display(
+    data: np.ndarray,
+    stretch: str = "zscale",
+    *,
+    gamma: float = 1.0,
+    asinh_a: float = 0.1,
+    black_point: float = 0.0,
+    white_point: float = 1.0,
+    nonlinear_range: tuple[float, float] | None = None,
+) -> DisplayTransform:
     """Fit the display transform of Appendix A on the finite values of ``data``.
 
     ``nonlinear_range`` = (q_low, q_high): the non-linear stretches normalise between
@@ -169,23 +177,36 @@ def fit_display(data: np.ndarray, stretch: str = "zscale", *, gamma: float = 1.0
         z_low, z_high = zscale_limits(values, assume_finite=True)
         if z_high > z_low:  # flat data: keep min-max
             low, high = z_low, z_high
-    transform = DisplayTransform(stretch=stretch, low=low, high=high, asinh_a=asinh_a,
-                                 gamma=gamma)
+    transform = DisplayTransform(stretch=stretch, low=low, high=high, asinh_a=asinh_a, gamma=gamma)
     if stretch == "histeq":
         transform.eq_values = np.sort(rescale(values, low, high))
     if (black_point > 0.0 or white_point < 1.0) and values.size:
-        lv_low, lv_high = percentiles(values, [black_point * 100.0, white_point * 100.0],
-                                      transform=transform.base)
+        lv_low, lv_high = percentiles(
+            values, [black_point * 100.0, white_point * 100.0], transform=transform.base
+        )
         if lv_high > lv_low:
             transform.level_low, transform.level_high = lv_low, lv_high
     return transform
 
 
-def apply_stretch(data: np.ndarray, stretch: str, *, gamma: float = 1.0, asinh_a: float = 0.1,
-                  black_point: float = 0.0, white_point: float = 1.0) -> np.ndarray:
+def apply_stretch(
+    data: np.ndarray,
+    stretch: str,
+    *,
+    gamma: float = 1.0,
+    asinh_a: float = 0.1,
+    black_point: float = 0.0,
+    white_point: float = 1.0,
+) -> np.ndarray:
     """Fit on ``data`` and apply: display values in [0, 1], NaN where data is not finite."""
-    transform = fit_display(data, stretch, gamma=gamma, asinh_a=asinh_a,
-                            black_point=black_point, white_point=white_point)
+    transform = fit_display(
+        data,
+        stretch,
+        gamma=gamma,
+        asinh_a=asinh_a,
+        black_point=black_point,
+        white_point=white_point,
+    )
     return transform(data)
 
 

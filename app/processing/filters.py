@@ -56,6 +56,7 @@ def smooth(data: np.ndarray, method: str, sigma: float = 1.0, size: int = 3) -> 
         from astropy.convolution import Box2DKernel, Gaussian2DKernel, convolve
 
         kernel = Gaussian2DKernel(sigma) if method == "astropy_gaussian" else Box2DKernel(size)
-        return convolve(data, kernel, boundary="extend", nan_treatment="interpolate",
-                        preserve_nan=True).astype(np.float32)
+        return convolve(
+            data, kernel, boundary="extend", nan_treatment="interpolate", preserve_nan=True
+        ).astype(np.float32)
     raise ValueError(f"unknown smoothing method {method!r}")

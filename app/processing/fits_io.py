@@ -22,9 +22,9 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 from astropy.io import fits
@@ -41,6 +41,7 @@ _BLOCK_BYTES = 8 * 1024 * 1024
 # --------------------------------------------------------------------------------------
 # Opening and choosing an HDU
 # --------------------------------------------------------------------------------------
+
 
 def is_whole_file_compressed(path: str) -> bool:
     with open(path, "rb") as handle:
@@ -66,8 +67,7 @@ def open_fits(path: str | os.PathLike) -> Iterator[fits.HDUList]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            hdul = fits.open(path, memmap=False, lazy_load_hdus=True,
-                             ignore_missing_simple=False)
+            hdul = fits.open(path, memmap=False, lazy_load_hdus=True, ignore_missing_simple=False)
     except (OSError, ValueError, TypeError, EOFError) as exc:
         raise BadRequest(f"Not a valid FITS file: {exc}") from None
     try:
@@ -132,6 +132,7 @@ def find_image_hdu(hdul: fits.HDUList, min_ndim: int = 2, hdu_index: int | None 
 # Describing the plane to read
 # --------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class PlaneChoice:
     """Which 2-D plane of an N-D image is shown.
@@ -187,13 +188,13 @@ def check_element_limit(shape: tuple[int, ...], max_elements: int) -> None:
     """413 when the image holds more elements than allowed (before loading)."""
     total = math.prod(shape)
     if total > max_elements:
-        raise PayloadTooLarge(
-            f"Image too large: {total:,} pixels exceeds maximum {max_elements:,}")
+        raise PayloadTooLarge(f"Image too large: {total:,} pixels exceeds maximum {max_elements:,}")
 
 
 # --------------------------------------------------------------------------------------
 # Raw reading
 # --------------------------------------------------------------------------------------
+
 
 def check_data_present(path: str, hdu, shape: tuple[int, ...]) -> int:
     """400 when an uncompressed image HDU's file holds fewer data bytes than its header
@@ -205,7 +206,8 @@ def check_data_present(path: str, hdu, shape: tuple[int, ...]) -> int:
     if available < total:
         raise BadRequest(
             "FITS file is truncated: the header declares "
-            f"{total:,} data bytes but only {max(available, 0):,} are present")
+            f"{total:,} data bytes but only {max(available, 0):,} are present"
+        )
     return data_offset
 
 
@@ -239,7 +241,9 @@ class PlaneReader:
             plane_elems = self.choice.height * self.choice.width
             flat = 0
             stride = 1
-            for axis_len, idx in zip(reversed(self.choice.shape[:-2]), reversed(self.choice.leading)):
+            for axis_len, idx in zip(
+                reversed(self.choice.shape[:-2]), reversed(self.choice.leading), strict=True
+            ):
                 flat += idx * stride
                 stride *= axis_len
             self.plane_offset = self.data_offset + flat * plane_elems * self.dtype.itemsize
@@ -275,7 +279,9 @@ class PlaneReader:
                         handle.seek(self.plane_offset + row * row_bytes)
                         line = np.fromfile(handle, dtype=self.dtype, count=width)
                         if line.size != width:
-                            raise BadRequest("FITS file is truncated: fewer data bytes than declared")
+                            raise BadRequest(
+                                "FITS file is truncated: fewer data bytes than declared"
+                            )
                         raw[i] = line
             return self._scale(raw)
         return self._rows_via_astropy(start, stop, step)
@@ -361,11 +367,13 @@ class PlaneReader:
             blocks = (block for _, _, block in self.iter_blocks(self.block_rows()))
         else:
             rows_per_block = max(step, (self.block_rows() // step) * step)
-            blocks = (self.rows(start, min(height, start + rows_per_block), step)[:, ::step]
-                      for start in range(0, height, rows_per_block))
+            blocks = (
+                self.rows(start, min(height, start + rows_per_block), step)[:, ::step]
+                for start in range(0, height, rows_per_block)
+            )
         for block in blocks:
             kept = block[np.isfinite(block)]
-            out[filled:filled + kept.size] = kept
+            out[filled : filled + kept.size] = kept
             filled += kept.size
         return out[:filled]
 
@@ -383,7 +391,7 @@ class PlaneReader:
         out = np.empty((out_h, out_w), dtype=np.float32)
         rows_per_block = max(factor, (self.block_rows() // factor) * factor)
         for start, stop, block in self.iter_blocks(rows_per_block):
-            out[start // factor:-(-stop // factor)] = block_mean(block, factor)
+            out[start // factor : -(-stop // factor)] = block_mean(block, factor)
         return out
 
 
@@ -442,6 +450,7 @@ def block_mean(block: np.ndarray, factor: int) -> np.ndarray:
 # The entry point the services use
 # --------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ImageInfo:
     """What is known about an image from its header alone."""
@@ -452,17 +461,29 @@ class ImageInfo:
     header: fits.Header
 
 
-def inspect_image(path: str | os.PathLike, slice_index: int = -1, max_elements: int | None = None,
-                  hdu_index: int | None = None) -> ImageInfo:
+def inspect_image(
+    path: str | os.PathLike,
+    slice_index: int = -1,
+    max_elements: int | None = None,
+    hdu_index: int | None = None,
+) -> ImageInfo:
     """Header-only look at the image a viewer would show (no pixel is read)."""
     with open_plane(path, slice_index, max_elements, hdu_index) as (_, info):
-        return ImageInfo(hdu_index=info.hdu_index, shape=info.shape, choice=info.choice,
-                         header=info.header.copy())
+        return ImageInfo(
+            hdu_index=info.hdu_index,
+            shape=info.shape,
+            choice=info.choice,
+            header=info.header.copy(),
+        )
 
 
 @contextmanager
-def open_plane(path: str | os.PathLike, slice_index: int = -1, max_elements: int | None = None,
-               hdu_index: int | None = None) -> Iterator[tuple[PlaneReader, ImageInfo]]:
+def open_plane(
+    path: str | os.PathLike,
+    slice_index: int = -1,
+    max_elements: int | None = None,
+    hdu_index: int | None = None,
+) -> Iterator[tuple[PlaneReader, ImageInfo]]:
     """Open the image and yield a reader for the chosen plane with its info."""
     path = os.fspath(path)
     with open_fits(path) as hdul:
@@ -493,6 +514,7 @@ def reduction_factor(height: int, width: int, target_long_side: int) -> int:
 # --------------------------------------------------------------------------------------
 # World coordinates (always astropy's WCS: PC, CD, CDELT and SIP honoured)
 # --------------------------------------------------------------------------------------
+
 
 def celestial_wcs(header: fits.Header):
     """The celestial part of the header's WCS, or None when there is none."""

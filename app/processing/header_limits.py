@@ -71,7 +71,7 @@ def _read_header(stream: BinaryIO, max_cards: int, index: int) -> dict[str, int]
         if len(block) < BLOCK:
             return None
         for start in range(0, BLOCK, CARD):
-            image = block[start:start + CARD]
+            image = block[start : start + CARD]
             if image.startswith(b"END     ") or image.rstrip() == b"END":
                 return structure
             cards += 1
@@ -79,8 +79,9 @@ def _read_header(stream: BinaryIO, max_cards: int, index: int) -> dict[str, int]
                 _keep(structure, image)
         if cards > max_cards:
             where = "primary header" if index == 0 else f"header of HDU {index}"
-            raise PayloadTooLarge(f"FITS header too large: the {where} holds more than "
-                                  f"{max_cards:,} cards")
+            raise PayloadTooLarge(
+                f"FITS header too large: the {where} holds more than {max_cards:,} cards"
+            )
 
 
 def _keep(structure: dict[str, int], image: bytes) -> None:

@@ -32,8 +32,14 @@ def smoothed(data: np.ndarray, params: DisplayParams) -> np.ndarray:
 
 def fit(data: np.ndarray, params: DisplayParams) -> DisplayTransform:
     """The display transform for (already smoothed) ``data``."""
-    return fit_display(data, params.stretch, gamma=params.gamma, asinh_a=params.asinh_a,
-                       black_point=params.black_point, white_point=params.white_point)
+    return fit_display(
+        data,
+        params.stretch,
+        gamma=params.gamma,
+        asinh_a=params.asinh_a,
+        black_point=params.black_point,
+        white_point=params.white_point,
+    )
 
 
 def display_values(data: np.ndarray, params: DisplayParams) -> np.ndarray:

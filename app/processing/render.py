@@ -10,19 +10,29 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-COLORMAPS = ("grayscale", "gray", "inferno", "magma", "viridis", "plasma", "hot", "cool",
-             "rainbow", "jet")
+COLORMAPS = (
+    "grayscale",
+    "gray",
+    "inferno",
+    "magma",
+    "viridis",
+    "plasma",
+    "hot",
+    "cool",
+    "rainbow",
+    "jet",
+)
 _ALIASES = {"grayscale": "gray"}
 _TABLES = Path(__file__).with_name("colormaps.npz")
 
 
-@lru_cache(maxsize=None)
+@cache
 def colormap_table(name: str) -> np.ndarray:
     """The (256, 3) uint8 RGB table of a colormap named in :data:`COLORMAPS`."""
     key = _ALIASES.get(name, name)
@@ -75,8 +85,12 @@ def indices_to_image(indices: np.ndarray, size: tuple[int, int], cmap: str = "gr
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return (struct.pack(">I", len(data)) + kind + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    return (
+        struct.pack(">I", len(data))
+        + kind
+        + data
+        + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
 
 
 def encode_png(pixels: np.ndarray, xmp: str | None = None, level: int = 1) -> bytes:
@@ -99,15 +113,17 @@ def encode_png(pixels: np.ndarray, xmp: str | None = None, level: int = 1) -> by
     header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
     parts = [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", header)]
     if xmp:
-        parts.append(_png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00"
-                                + xmp.encode("utf-8")))
+        parts.append(
+            _png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp.encode("utf-8"))
+        )
     parts.append(_png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), level)))
     parts.append(_png_chunk(b"IEND", b""))
     return b"".join(parts)
 
 
-def encode(image: Image.Image, fmt: str = "png", quality: int = 90,
-           xmp: str | None = None) -> bytes:
+def encode(
+    image: Image.Image, fmt: str = "png", quality: int = 90, xmp: str | None = None
+) -> bytes:
     """PNG (fast, see :func:`encode_png`) or JPEG at ``quality``; optional XMP embedded."""
     from app.processing.avm import embed_xmp_jpeg
 

@@ -49,6 +49,7 @@ from app.processing.fits_io import (
 # Input geometry, from headers only
 # --------------------------------------------------------------------------------------
 
+
 @dataclass
 class InputGeometry:
     """Where an input image lies on the sky, read from its header alone.
@@ -91,10 +92,12 @@ class InputGeometry:
         w, h = self.width, self.height
         t = np.linspace(0.0, 1.0, per_side, endpoint=False)
         x0, x1, y0, y1 = -0.5, w - 0.5, -0.5, h - 0.5
-        xs = np.concatenate([x0 + (x1 - x0) * t, np.full_like(t, x1),
-                             x1 - (x1 - x0) * t, np.full_like(t, x0)])
-        ys = np.concatenate([np.full_like(t, y0), y0 + (y1 - y0) * t,
-                             np.full_like(t, y1), y1 - (y1 - y0) * t])
+        xs = np.concatenate(
+            [x0 + (x1 - x0) * t, np.full_like(t, x1), x1 - (x1 - x0) * t, np.full_like(t, x0)]
+        )
+        ys = np.concatenate(
+            [np.full_like(t, y0), y0 + (y1 - y0) * t, np.full_like(t, y1), y1 - (y1 - y0) * t]
+        )
         return xs, ys
 
     def edge_world(self) -> tuple[np.ndarray, np.ndarray]:
@@ -117,15 +120,23 @@ def merged_header(hdul: fits.HDUList, index: int) -> fits.Header:
     if index != 0:
         for card in hdul[0].header.cards:
             key = card.keyword
-            if key and key not in header and key not in ("COMMENT", "HISTORY", "") \
-                    and not key.startswith(("NAXIS", "SIMPLE", "BITPIX", "EXTEND")):
+            if (
+                key
+                and key not in header
+                and key not in ("COMMENT", "HISTORY", "")
+                and not key.startswith(("NAXIS", "SIMPLE", "BITPIX", "EXTEND"))
+            ):
                 header.append(card, end=True)
     return header
 
 
-def read_geometry(path: str | os.PathLike, slice_index: int = -1,
-                  hdu_index: int | None = None, label: str | None = None,
-                  max_elements: int | None = None) -> InputGeometry:
+def read_geometry(
+    path: str | os.PathLike,
+    slice_index: int = -1,
+    hdu_index: int | None = None,
+    label: str | None = None,
+    max_elements: int | None = None,
+) -> InputGeometry:
     """Header-only description of an input (no pixel is read).
 
     400 when the file is not a readable FITS image or has no usable celestial WCS; 413
@@ -153,15 +164,24 @@ def read_geometry(path: str | os.PathLike, slice_index: int = -1,
         raise BadRequest(f"{name} is not a readable FITS image ({type(exc).__name__})") from None
     wcs = celestial_wcs(header)
     if wcs is None:
-        raise BadRequest(f"{name}: the image has no usable celestial WCS "
-                         "(RA/Dec axes in its header), so it cannot be placed on the sky")
-    return InputGeometry(path=path, hdu_index=index, choice=choice, wcs=wcs,
-                         scale_deg=pixel_scale_deg(wcs), header=header)
+        raise BadRequest(
+            f"{name}: the image has no usable celestial WCS "
+            "(RA/Dec axes in its header), so it cannot be placed on the sky"
+        )
+    return InputGeometry(
+        path=path,
+        hdu_index=index,
+        choice=choice,
+        wcs=wcs,
+        scale_deg=pixel_scale_deg(wcs),
+        header=header,
+    )
 
 
 # --------------------------------------------------------------------------------------
 # The common grid
 # --------------------------------------------------------------------------------------
+
 
 @dataclass
 class Grid:
@@ -203,7 +223,7 @@ def _tan_wcs(ra0: float, dec0: float, scale_deg: float, crpix: tuple[float, floa
 
 
 def _union_points(inputs: list[InputGeometry]) -> tuple[np.ndarray, np.ndarray]:
-    ras, decs = zip(*(g.edge_world() for g in inputs))
+    ras, decs = zip(*(g.edge_world() for g in inputs), strict=True)
     return np.concatenate(ras), np.concatenate(decs)
 
 
@@ -245,8 +265,9 @@ def fit_grid(inputs: list[InputGeometry], width: int, height: int) -> Grid:
     return Grid(wcs=_tan_wcs(ra0, dec0, scale, (crpix1, crpix2)), shape=(int(height), int(width)))
 
 
-def native_grid(inputs: list[InputGeometry], max_pixels: int,
-                scale_deg: float | None = None) -> Grid:
+def native_grid(
+    inputs: list[InputGeometry], max_pixels: int, scale_deg: float | None = None
+) -> Grid:
     """A grid at the finest input pixel scale (or ``scale_deg``) covering the union.
 
     413 when it would hold more than ``max_pixels`` pixels.
@@ -260,7 +281,8 @@ def native_grid(inputs: list[InputGeometry], max_pixels: int,
     if width * height > max_pixels:
         raise PayloadTooLarge(
             f"Mosaic output too large: {width} x {height} = {width * height:,} pixels exceeds "
-            f"MAX_MOSAIC_OUTPUT_PIXELS ({max_pixels:,})")
+            f"MAX_MOSAIC_OUTPUT_PIXELS ({max_pixels:,})"
+        )
     cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
     crpix1 = (width - 1) / 2.0 + 1.0 - cx / scale
     crpix2 = (height - 1) / 2.0 + 1.0 - cy / scale
@@ -284,8 +306,10 @@ def scaled_grid(grid: Grid, factor: float) -> Grid:
     width = max(1, int(math.floor(grid.width * factor)))
     wcs = grid.wcs.deepcopy()
     crpix = wcs.wcs.crpix
-    wcs.wcs.crpix = [(width + 1) / 2.0 + (crpix[0] - (grid.width + 1) / 2.0) * factor,
-                     (height + 1) / 2.0 + (crpix[1] - (grid.height + 1) / 2.0) * factor]
+    wcs.wcs.crpix = [
+        (width + 1) / 2.0 + (crpix[0] - (grid.width + 1) / 2.0) * factor,
+        (height + 1) / 2.0 + (crpix[1] - (grid.height + 1) / 2.0) * factor,
+    ]
     if wcs.wcs.has_cd():
         wcs.wcs.cd = wcs.wcs.cd / factor
     else:
@@ -315,6 +339,7 @@ def footprint_box(geometry: InputGeometry, grid: Grid, margin: int = 1):
 # Grid pixel -> input pixel
 # --------------------------------------------------------------------------------------
 
+
 class PixelMapper:
     """Input pixel coordinates for blocks of grid pixels.
 
@@ -323,8 +348,9 @@ class PixelMapper:
     j*f + (f-1)/2, so coordinates are divided accordingly.
     """
 
-    def __init__(self, grid: Grid, input_wcs, factor: int = 1, tolerance: float = 0.01,
-                 step: int = 32) -> None:
+    def __init__(
+        self, grid: Grid, input_wcs, factor: int = 1, tolerance: float = 0.01, step: int = 32
+    ) -> None:
         self.grid = grid
         self.input_wcs = input_wcs
         self.factor = int(factor)
@@ -398,8 +424,10 @@ class PixelMapper:
 # Sampling
 # --------------------------------------------------------------------------------------
 
-def sample_bilinear(data: np.ndarray, x: np.ndarray, y: np.ndarray,
-                    origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+
+def sample_bilinear(
+    data: np.ndarray, x: np.ndarray, y: np.ndarray, origin: tuple[int, int] = (0, 0)
+) -> np.ndarray:
     """Bilinear samples of ``data`` at pixel coordinates (x, y).
 
     ``origin`` = (row, column) of ``data[0, 0]`` in the coordinates' frame, for
@@ -438,8 +466,14 @@ def sample_bilinear(data: np.ndarray, x: np.ndarray, y: np.ndarray,
 def input_window(x: np.ndarray, y: np.ndarray, height: int, width: int, pad: int = 1):
     """Rows and columns (half-open) of the input that coordinates (x, y) touch, or None."""
     with np.errstate(invalid="ignore"):
-        ok = np.isfinite(x) & np.isfinite(y) & (x >= -0.5) & (x <= width - 0.5) \
-            & (y >= -0.5) & (y <= height - 0.5)
+        ok = (
+            np.isfinite(x)
+            & np.isfinite(y)
+            & (x >= -0.5)
+            & (x <= width - 0.5)
+            & (y >= -0.5)
+            & (y <= height - 0.5)
+        )
     if not ok.any():
         return None
     xs, ys = x[ok], y[ok]

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 
@@ -23,13 +23,22 @@ _CHUNK = 1 << 18  # elements per cache-sized chunk
 _SELECT_BINS = 1 << 16
 _SELECT_DIRECT = 1 << 18  # below this many values, numpy's partition is faster
 _PARALLEL_MIN = 1 << 21  # arrays smaller than this are not worth splitting across threads
-_THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                      else (os.cpu_count() or 1)))
+_THREADS = max(
+    1,
+    min(
+        4,
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+    ),
+)
 _pool: ThreadPoolExecutor | None = None
 
 
-def map_chunks(values: np.ndarray, fn: Callable[[np.ndarray], object],
-               reduce: Callable[[object, object], object] | None = None, initial=None):
+def map_chunks(
+    values: np.ndarray,
+    fn: Callable[[np.ndarray], object],
+    reduce: Callable[[object, object], object] | None = None,
+    initial=None,
+):
     """``fn`` over cache-sized chunks of a 1-D array, on a few threads when large.
 
     numpy releases the GIL inside ufuncs, so the chunks of a big image run on
@@ -38,7 +47,7 @@ def map_chunks(values: np.ndarray, fn: Callable[[np.ndarray], object],
     starting from ``initial``), so per-chunk results never pile up in memory.
     """
     global _pool
-    chunks = (values[start:start + _CHUNK] for start in range(0, values.size, _CHUNK))
+    chunks = (values[start : start + _CHUNK] for start in range(0, values.size, _CHUNK))
     if values.size < _PARALLEL_MIN or _THREADS == 1:
         results = map(fn, chunks)
     else:
@@ -67,7 +76,7 @@ def finite_values(data: np.ndarray) -> np.ndarray:
     return flat[np.isfinite(flat)]
 
 
-def order_statistics(values: np.ndarray, ranks, buckets: "Buckets | None" = None) -> dict[int, float]:
+def order_statistics(values: np.ndarray, ranks, buckets: Buckets | None = None) -> dict[int, float]:
     """Exact k-th smallest values (0-based ranks) of a 1-D finite array.
 
     ``buckets`` may carry the first bucketing pass if it was already made.
@@ -101,9 +110,12 @@ class Buckets:
         if self.high > self.low:
             self.scale = np.float32(_SELECT_BINS / (self.high - self.low))
             low32, scale = np.float32(self.low), self.scale
-            self.counts = map_chunks(values, lambda c: np.bincount(
-                _bucket_index(c, low32, scale), minlength=_SELECT_BINS), reduce=_add_into,
-                initial=np.zeros(_SELECT_BINS, dtype=np.int64))
+            self.counts = map_chunks(
+                values,
+                lambda c: np.bincount(_bucket_index(c, low32, scale), minlength=_SELECT_BINS),
+                reduce=_add_into,
+                initial=np.zeros(_SELECT_BINS, dtype=np.int64),
+            )
         else:
             self.counts[0] = self.size
 
@@ -114,8 +126,14 @@ class Buckets:
         return self.counts.reshape(bins, _SELECT_BINS // bins).sum(axis=1)
 
 
-def _select(values: np.ndarray, ranks: np.ndarray, offset: int, out: dict, depth: int,
-            buckets: Buckets | None = None) -> None:
+def _select(
+    values: np.ndarray,
+    ranks: np.ndarray,
+    offset: int,
+    out: dict,
+    depth: int,
+    buckets: Buckets | None = None,
+) -> None:
     n = values.size
     if n <= _SELECT_DIRECT or depth >= 4:
         part = np.partition(values, ranks)
@@ -136,6 +154,7 @@ def _select(values: np.ndarray, ranks: np.ndarray, offset: int, out: dict, depth
     wanted = np.unique(bucket_of_rank)
     lookup = np.zeros(_SELECT_BINS, dtype=bool)
     lookup[wanted] = True
+
     # Pass 2: keep only the values of the wanted buckets.
     def keep_wanted(chunk):
         idx = _bucket_index(chunk, lo32, scale)
@@ -163,9 +182,12 @@ def percentile_ranks(n: int, qs) -> list[tuple[int, int, float]]:
     return out
 
 
-def percentiles(values: np.ndarray, qs,
-                transform: Callable[[np.ndarray], np.ndarray] | None = None,
-                buckets: Buckets | None = None) -> list[float]:
+def percentiles(
+    values: np.ndarray,
+    qs,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    buckets: Buckets | None = None,
+) -> list[float]:
     """Percentiles (0-100) of the finite values, numpy's linear method, exactly.
 
     With ``transform`` (a monotone non-decreasing function), these are the
@@ -183,7 +205,7 @@ def percentiles(values: np.ndarray, qs,
     points = np.array([stats[k] for k in keys], dtype=np.float64)
     if transform is not None:
         points = np.asarray(transform(points.astype(np.float32)), dtype=np.float64)
-    lookup = dict(zip(keys, points))
+    lookup = dict(zip(keys, points, strict=True))
     out = []
     for lo, hi, frac in plan:
         a, b = lookup[lo], lookup[hi]
@@ -196,8 +218,9 @@ def _edges(bins: int, value_range) -> tuple[np.ndarray, np.ndarray]:
     return edges, (edges[:-1] + edges[1:]) / 2.0
 
 
-def _bin_chunk(chunk: np.ndarray, low32, high32, scale, bins: int,
-               in_range: bool = False) -> np.ndarray:
+def _bin_chunk(
+    chunk: np.ndarray, low32, high32, scale, bins: int, in_range: bool = False
+) -> np.ndarray:
     if not in_range:
         inside = (chunk >= low32) & (chunk <= high32)
         if not inside.all():
@@ -224,9 +247,13 @@ def histogram_from_counts(counts: np.ndarray, label_range=(0.0, 1.0)) -> dict:
     return _histogram_dict(np.asarray(counts), len(counts), label_range)
 
 
-def histogram(values: np.ndarray, bins: int, value_range: tuple[float, float] = (0.0, 1.0),
-              transform: Callable[[np.ndarray], np.ndarray] | None = None,
-              label_range: tuple[float, float] | None = None) -> dict:
+def histogram(
+    values: np.ndarray,
+    bins: int,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    label_range: tuple[float, float] | None = None,
+) -> dict:
     """Counts of the finite values in ``bins`` equal bins spanning ``value_range``.
 
     Values outside the range are not counted; a value equal to the upper edge
@@ -256,8 +283,9 @@ def histogram(values: np.ndarray, bins: int, value_range: tuple[float, float] = 
     return _histogram_dict(counts, bins, label_range or (low, high))
 
 
-def display_histogram(values: np.ndarray, bins: int,
-                      transform: Callable[[np.ndarray], np.ndarray]) -> tuple[dict, dict]:
+def display_histogram(
+    values: np.ndarray, bins: int, transform: Callable[[np.ndarray], np.ndarray]
+) -> tuple[dict, dict]:
     """Histogram over [0, 1] and summary of ``transform(values)`` in one pass.
 
     ``values`` must be finite. Returns ``(histogram dict, summary dict)``.
@@ -299,8 +327,13 @@ class _Moments:
             return (0, 0.0, 0.0, math.inf, -math.inf)
         shifted = chunk.astype(np.float64)
         shifted -= self.shift or 0.0
-        return (shifted.size, float(shifted.sum()), float(np.dot(shifted, shifted)),
-                float(chunk.min()), float(chunk.max()))
+        return (
+            shifted.size,
+            float(shifted.sum()),
+            float(np.dot(shifted, shifted)),
+            float(chunk.min()),
+            float(chunk.max()),
+        )
 
     def merge(self, part: tuple) -> None:
         n, total, total_sq, low, high = part
@@ -320,12 +353,17 @@ class _Moments:
             return {"min": None, "max": None, "mean": None, "std": None}
         mean_shifted = self.total / self.n
         var = max(0.0, self.total_sq / self.n - mean_shifted * mean_shifted)
-        return {"min": self.low, "max": self.high, "mean": (self.shift or 0.0) + mean_shifted,
-                "std": math.sqrt(var)}
+        return {
+            "min": self.low,
+            "max": self.high,
+            "mean": (self.shift or 0.0) + mean_shifted,
+            "std": math.sqrt(var),
+        }
 
 
-def summary(values: np.ndarray,
-            transform: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
+def summary(
+    values: np.ndarray, transform: Callable[[np.ndarray], np.ndarray] | None = None
+) -> dict:
     """``{min, max, mean, std}`` of the finite values (or of ``transform(values)``).
 
     None for each when there is no finite value.
@@ -333,7 +371,7 @@ def summary(values: np.ndarray,
     values = finite_values(values)
     acc = _Moments()
     for start in range(0, values.size, _CHUNK):
-        chunk = values[start:start + _CHUNK]
+        chunk = values[start : start + _CHUNK]
         if transform is not None:
             chunk = transform(chunk)
             chunk = chunk[np.isfinite(chunk)]

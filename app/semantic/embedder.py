@@ -43,7 +43,8 @@ def require_model() -> None:
     if missing:
         raise ServiceUnavailable(
             f"Semantic search is unavailable: the package(s) {', '.join(missing)} holding "
-            f"or reading the {MODEL_NAME} model are not installed on this engine")
+            f"or reading the {MODEL_NAME} model are not installed on this engine"
+        )
 
 
 def model_dir() -> Path:
@@ -92,9 +93,11 @@ class MiniLMEmbedder:
         st_config = json.loads((directory / "sentence_bert_config.json").read_text())
         self.max_length = int(st_config.get("max_seq_length", 256))
         self.batch_size = batch_size
-        self.w = {k: v.astype(np.float32) for k, v in
-                  load_file(str(directory / "model.safetensors")).items()
-                  if not k.endswith("position_ids")}
+        self.w = {
+            k: v.astype(np.float32)
+            for k, v in load_file(str(directory / "model.safetensors")).items()
+            if not k.endswith("position_ids")
+        }
         # Pre-transpose the dense weights (torch stores them as out x in).
         for key in list(self.w):
             if key.endswith(".weight") and self.w[key].ndim == 2 and "embeddings" not in key:
@@ -108,18 +111,21 @@ class MiniLMEmbedder:
     def _encode_batch(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         w = self.w
         n, length = ids.shape
-        x = (w["embeddings.word_embeddings.weight"][ids]
-             + w["embeddings.position_embeddings.weight"][:length][None]
-             + w["embeddings.token_type_embeddings.weight"][0][None, None])
-        x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"],
-                        self.eps)
+        x = (
+            w["embeddings.word_embeddings.weight"][ids]
+            + w["embeddings.position_embeddings.weight"][:length][None]
+            + w["embeddings.token_type_embeddings.weight"][0][None, None]
+        )
+        x = _layer_norm(
+            x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], self.eps
+        )
         head_dim = self.hidden // self.heads
         # Padding tokens get -inf-like scores so no real token attends to them.
         bias = np.where(mask[:, None, None, :] > 0, 0.0, -1e9).astype(np.float32)
         for i in range(self.layers):
             p = f"encoder.layer.{i}."
 
-            def dense(t, name):
+            def dense(t, name, p=p):
                 return t @ w[p + name + ".weight"] + w[p + name + ".bias"]
 
             def split(t):
@@ -133,12 +139,19 @@ class MiniLMEmbedder:
             np.exp(scores, out=scores)
             scores /= scores.sum(axis=-1, keepdims=True)
             context = (scores @ v).transpose(0, 2, 1, 3).reshape(n, length, self.hidden)
-            x = _layer_norm(dense(context, "attention.output.dense") + x,
-                            w[p + "attention.output.LayerNorm.weight"],
-                            w[p + "attention.output.LayerNorm.bias"], self.eps)
+            x = _layer_norm(
+                dense(context, "attention.output.dense") + x,
+                w[p + "attention.output.LayerNorm.weight"],
+                w[p + "attention.output.LayerNorm.bias"],
+                self.eps,
+            )
             inner = _gelu(dense(x, "intermediate.dense")).astype(np.float32)
-            x = _layer_norm(dense(inner, "output.dense") + x, w[p + "output.LayerNorm.weight"],
-                            w[p + "output.LayerNorm.bias"], self.eps)
+            x = _layer_norm(
+                dense(inner, "output.dense") + x,
+                w[p + "output.LayerNorm.weight"],
+                w[p + "output.LayerNorm.bias"],
+                self.eps,
+            )
         weights = mask[..., None].astype(np.float32)
         pooled = (x * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
@@ -155,14 +168,14 @@ class MiniLMEmbedder:
         order = np.argsort(lengths, kind="stable")
         with self._lock:
             for start in range(0, len(order), self.batch_size):
-                chunk = order[start:start + self.batch_size]
+                chunk = order[start : start + self.batch_size]
                 width = int(lengths[chunk].max())
                 ids = np.zeros((len(chunk), width), dtype=np.int64)
                 mask = np.zeros((len(chunk), width), dtype=np.int64)
                 for row, index in enumerate(chunk):
                     e = encodings[index]
-                    ids[row, :len(e.ids)] = e.ids
-                    mask[row, :len(e.ids)] = 1
+                    ids[row, : len(e.ids)] = e.ids
+                    mask[row, : len(e.ids)] = 1
                 out[chunk] = self._encode_batch(ids, mask)
         return out
 

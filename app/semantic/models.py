@@ -8,16 +8,30 @@ from pydantic import BaseModel, ConfigDict, Field
 class FileMetadata(BaseModel):
     """What is known of one file; its prose form is what gets embedded."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "file_id": "6650f1c2a9b8e4d3c2b1a0f9", "target_name": "Crab Nebula",
-        "instrument": "MIRI", "filter_name": "F770W", "exposure_time": 1332.0,
-        "wavelength_range": "mid-infrared", "processing_level": "L3", "calibration_level": 3,
-        "observation_date": "2023-01-07", "proposal_pi": "Temim, Tea", "proposal_id": "1714",
-        "observation_title": "The Crab Nebula with MIRI", "data_type": "image",
-        "file_name": "jw01714-o002_t001_miri_f770w_i2d.fits"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "file_id": "6650f1c2a9b8e4d3c2b1a0f9",
+                    "target_name": "Crab Nebula",
+                    "instrument": "MIRI",
+                    "filter_name": "F770W",
+                    "exposure_time": 1332.0,
+                    "wavelength_range": "mid-infrared",
+                    "processing_level": "L3",
+                    "calibration_level": 3,
+                    "observation_date": "2023-01-07",
+                    "proposal_pi": "Temim, Tea",
+                    "proposal_id": "1714",
+                    "observation_title": "The Crab Nebula with MIRI",
+                    "data_type": "image",
+                    "file_name": "jw01714-o002_t001_miri_f770w_i2d.fits",
+                }
+            ]
+        }
+    )
 
-    file_id: str = Field(min_length=1, max_length=256, description="Record id of the .NET "
-                         "side")
+    file_id: str = Field(min_length=1, max_length=256, description="Record id of the .NET side")
     target_name: str | None = None
     instrument: str | None = None
     filter_name: str | None = None
@@ -39,8 +53,10 @@ EXAMPLE_RECORD = FileMetadata.model_config["json_schema_extra"]["examples"][0]
 class EmbedBatchRequest(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"items": [EXAMPLE_RECORD]}]})
 
-    items: list[FileMetadata] = Field(description="Any number of records (embedded in "
-                                      "chunks); re-embedding an id replaces its vector")
+    items: list[FileMetadata] = Field(
+        description="Any number of records (embedded in "
+        "chunks); re-embedding an id replaces its vector"
+    )
 
 
 class EmbedBatchResponse(BaseModel):
@@ -62,8 +78,11 @@ class EmbedResponse(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"query": "MIRI images of the Crab Nebula", "top_k": 10, "min_score": 0.3}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"query": "MIRI images of the Crab Nebula", "top_k": 10, "min_score": 0.3}]
+        }
+    )
 
     query: str = Field(min_length=1, max_length=500, description="Plain-language question")
     top_k: int = Field(default=20, ge=1, le=100)
@@ -87,10 +106,13 @@ class SearchResponse(BaseModel):
 class IndexStatus(BaseModel):
     total_indexed: int
     model_loaded: bool = Field(description="The model is loaded in the server process")
-    model_available: bool = Field(default=True, description="The model's package is "
-                                  "installed, so search and embedding can work")
-    missing_packages: list[str] = Field(default_factory=list, description="What to install "
-                                        "when the model is not available")
+    model_available: bool = Field(
+        default=True,
+        description="The model's package is installed, so search and embedding can work",
+    )
+    missing_packages: list[str] = Field(
+        default_factory=list, description="What to install when the model is not available"
+    )
     index_file_exists: bool
     model_name: str = "all-MiniLM-L6-v2"
     embedding_dim: int = 384

@@ -53,8 +53,9 @@ class SemanticService:
             async with gate:
                 return await pool.run(embed_texts, chunk, estimate_bytes=EMBED_JOB_BYTES)
 
-        parts = await asyncio.gather(*(embed_chunk(texts[i:i + CHUNK])
-                                       for i in range(0, len(texts), CHUNK)))
+        parts = await asyncio.gather(
+            *(embed_chunk(texts[i : i + CHUNK]) for i in range(0, len(texts), CHUNK))
+        )
         vectors = np.concatenate(parts)
         async with self._write_lock:
             await run_in_threadpool(self.index.upsert, ids, vectors, texts)
@@ -68,22 +69,37 @@ class SemanticService:
         if len(self.index) == 0:
             await run_in_threadpool(self.index.reload)
         if len(self.index) == 0:
-            return {"results": [], "query": query, "embed_time_ms": 0.0,
-                    "search_time_ms": 0.0, "total_indexed": 0}
+            return {
+                "results": [],
+                "query": query,
+                "embed_time_ms": 0.0,
+                "search_time_ms": 0.0,
+                "total_indexed": 0,
+            }
         t0 = time.perf_counter()
         vector = (await run_in_threadpool(embedder.get_embedder().encode, [text]))[0]
         t1 = time.perf_counter()
         hits = await run_in_threadpool(self.index.search, vector, top_k, min_score)
         t2 = time.perf_counter()
-        return {"results": [{"file_id": i, "score": round(s, 6), "matched_text": t}
-                            for i, s, t in hits],
-                "query": query, "embed_time_ms": round((t1 - t0) * 1000, 1),
-                "search_time_ms": round((t2 - t1) * 1000, 1), "total_indexed": len(self.index)}
+        return {
+            "results": [
+                {"file_id": i, "score": round(s, 6), "matched_text": t} for i, s, t in hits
+            ],
+            "query": query,
+            "embed_time_ms": round((t1 - t0) * 1000, 1),
+            "search_time_ms": round((t2 - t1) * 1000, 1),
+            "total_indexed": len(self.index),
+        }
 
     def status(self) -> dict:
         self.index.reload()
         missing = embedder.missing_packages()
-        return {"total_indexed": len(self.index), "model_loaded": embedder.is_loaded(),
-                "model_available": not missing, "missing_packages": missing,
-                "index_file_exists": self.index.file_exists, "model_name": embedder.MODEL_NAME,
-                "embedding_dim": embedder.EMBEDDING_DIM}
+        return {
+            "total_indexed": len(self.index),
+            "model_loaded": embedder.is_loaded(),
+            "model_available": not missing,
+            "missing_packages": missing,
+            "index_file_exists": self.index.file_exists,
+            "model_name": embedder.MODEL_NAME,
+            "embedding_dim": embedder.EMBEDDING_DIM,
+        }

@@ -37,7 +37,7 @@ def pack_strings(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
 def unpack_strings(blob: np.ndarray, ends: np.ndarray) -> list[str]:
     data = blob.tobytes()
     starts = np.concatenate([[0], ends[:-1]]) if ends.size else ends
-    return [data[a:b].decode("utf-8", "surrogatepass") for a, b in zip(starts, ends)]
+    return [data[a:b].decode("utf-8", "surrogatepass") for a, b in zip(starts, ends, strict=True)]
 
 
 class VectorIndex:
@@ -77,8 +77,11 @@ class VectorIndex:
                     else:  # the first layout: padded string arrays
                         ids = [str(v) for v in data["ids"]]
                         texts = [str(v) for v in data["texts"]]
-                if vectors.ndim != 2 or vectors.shape[1] != self.dim or \
-                        not (len(ids) == len(texts) == vectors.shape[0]):
+                if (
+                    vectors.ndim != 2
+                    or vectors.shape[1] != self.dim
+                    or not (len(ids) == len(texts) == vectors.shape[0])
+                ):
                     raise ValueError("inconsistent arrays")
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
                 self._move_aside(exc)
@@ -93,8 +96,14 @@ class VectorIndex:
             os.replace(self.path, aside)
         except OSError:
             aside = self.path
-        logger.warning("The semantic index %s could not be read (%s: %s); it was moved to %s "
-                       "and the index starts empty", self.path, type(exc).__name__, exc, aside)
+        logger.warning(
+            "The semantic index %s could not be read (%s: %s); it was moved to %s "
+            "and the index starts empty",
+            self.path,
+            type(exc).__name__,
+            exc,
+            aside,
+        )
         self.vectors = np.zeros((0, self.dim), dtype=np.float32)
         self.ids, self.texts, self._mtime = [], [], None
 
@@ -104,8 +113,14 @@ class VectorIndex:
             with open(tmp, "wb") as handle:
                 id_blob, id_ends = pack_strings(self.ids)
                 text_blob, text_ends = pack_strings(self.texts)
-                np.savez(handle, vectors=self.vectors, id_blob=id_blob, id_ends=id_ends,
-                         text_blob=text_blob, text_ends=text_ends)
+                np.savez(
+                    handle,
+                    vectors=self.vectors,
+                    id_blob=id_blob,
+                    id_ends=id_ends,
+                    text_blob=text_blob,
+                    text_ends=text_ends,
+                )
         self._mtime = self.path.stat().st_mtime_ns
 
     def upsert(self, ids: list[str], vectors: np.ndarray, texts: list[str]) -> None:
@@ -117,8 +132,9 @@ class VectorIndex:
             # The last occurrence of an id within one batch wins.
             latest = {v: i for i, v in enumerate(ids)}
             order = sorted(latest.values())
-            self.vectors = np.concatenate([self.vectors[keep],
-                                           np.asarray(vectors, dtype=np.float32)[order]])
+            self.vectors = np.concatenate(
+                [self.vectors[keep], np.asarray(vectors, dtype=np.float32)[order]]
+            )
             self.ids = [self.ids[i] for i in keep] + [ids[i] for i in order]
             self.texts = [self.texts[i] for i in keep] + [texts[i] for i in order]
             self.save()
@@ -133,5 +149,8 @@ class VectorIndex:
             k = min(top_k, scores.size)
             best = np.argpartition(-scores, k - 1)[:k]
             best = best[np.argsort(-scores[best], kind="stable")]
-            return [(self.ids[i], float(scores[i]), self.texts[i]) for i in best
-                    if scores[i] >= min_score]
+            return [
+                (self.ids[i], float(scores[i]), self.texts[i])
+                for i in best
+                if scores[i] >= min_score
+            ]

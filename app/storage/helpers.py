@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import unquote
 
 from app.errors import AccessDenied, BadRequest, NotFound, PayloadTooLarge
@@ -63,9 +63,12 @@ def normalize_key(key: str) -> str:
     canonical = "/".join(parts)
     # The filesystem's own limits (NAME_MAX, PATH_MAX): longer keys name nothing.
     if len(canonical.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES or any(
-            len(seg.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES for seg in parts):
-        raise BadRequest(f"Storage key too long: at most {MAX_KEY_BYTES} bytes, "
-                         f"{MAX_SEGMENT_BYTES} per folder or file name")
+        len(seg.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES for seg in parts
+    ):
+        raise BadRequest(
+            f"Storage key too long: at most {MAX_KEY_BYTES} bytes, "
+            f"{MAX_SEGMENT_BYTES} per folder or file name"
+        )
     return canonical
 
 
@@ -145,5 +148,6 @@ def check_size(size: int, max_bytes: int) -> None:
     """413 when ``size`` bytes are more than ``max_bytes``."""
     if size > max_bytes:
         mb = 1024 * 1024
-        raise PayloadTooLarge(f"File too large: {size / mb:.1f}MB exceeds maximum "
-                              f"{max_bytes / mb:.1f}MB")
+        raise PayloadTooLarge(
+            f"File too large: {size / mb:.1f}MB exceeds maximum {max_bytes / mb:.1f}MB"
+        )

@@ -38,8 +38,7 @@ class StorageProvider(ABC):
         """True when ``key`` names an existing file."""
 
     @abstractmethod
-    def read_bytes(self, key: str) -> bytes:
-        ...
+    def read_bytes(self, key: str) -> bytes: ...
 
     @abstractmethod
     def write_bytes(self, key: str, data: bytes) -> None:

@@ -13,8 +13,14 @@ from app.storage.provider import FileStat, StorageProvider
 from app.storage.temp_cache import TempCache
 
 
-def make_s3_client(endpoint: str | None, region: str, access_key: str | None,
-                   secret_key: str | None, path_style: bool = True, anonymous: bool = False):
+def make_s3_client(
+    endpoint: str | None,
+    region: str,
+    access_key: str | None,
+    secret_key: str | None,
+    path_style: bool = True,
+    anonymous: bool = False,
+):
     """A boto3 S3 client; unsigned when ``anonymous`` (public buckets)."""
     import boto3
     from botocore import UNSIGNED
@@ -47,8 +53,9 @@ def _is_missing(exc: Exception) -> bool:
 class S3Storage(StorageProvider):
     name = "s3"
 
-    def __init__(self, bucket: str, client, cache: TempCache,
-                 max_object_bytes: int | None = None) -> None:
+    def __init__(
+        self, bucket: str, client, cache: TempCache, max_object_bytes: int | None = None
+    ) -> None:
         self.bucket = bucket
         self.client = client
         self.cache = cache
@@ -73,8 +80,9 @@ class S3Storage(StorageProvider):
             raise ServiceUnavailable(f"Object storage unreachable: {exc}") from None
 
     def _is_prefix(self, key: str) -> bool:
-        listing = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key.rstrip("/") + "/",
-                                              MaxKeys=1)
+        listing = self.client.list_objects_v2(
+            Bucket=self.bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1
+        )
         return listing.get("KeyCount", 0) > 0
 
     # -- interface -------------------------------------------------------------------
@@ -91,14 +99,16 @@ class S3Storage(StorageProvider):
         def fetch(tmp: Path) -> None:
             self.client.download_file(self.bucket, key, str(tmp))
 
-        return self.cache.get_or_fetch(identity, fetch, suffix=suffix, expected_size=size,
-                                       pin=PIN_SCOPE.get())
+        return self.cache.get_or_fetch(
+            identity, fetch, suffix=suffix, expected_size=size, pin=PIN_SCOPE.get()
+        )
 
     def stat(self, key: str) -> FileStat:
         head = self._head(normalize_key(key))
         modified = head.get("LastModified")
-        return FileStat(size=int(head["ContentLength"]),
-                        mtime=modified.timestamp() if modified else 0.0)
+        return FileStat(
+            size=int(head["ContentLength"]), mtime=modified.timestamp() if modified else 0.0
+        )
 
     def exists(self, key: str) -> bool:
         try:
@@ -134,5 +144,7 @@ class S3Storage(StorageProvider):
 
     def presigned_url(self, key: str, expires: int = 3600) -> str:
         return self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": normalize_key(key)},
-            ExpiresIn=expires)
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": normalize_key(key)},
+            ExpiresIn=expires,
+        )

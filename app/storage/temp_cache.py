@@ -60,8 +60,14 @@ STALE_SECONDS = 600.0
 class TempCache:
     """An on-disk LRU bounded to ``max_bytes``."""
 
-    def __init__(self, directory: str | os.PathLike, max_bytes: int, grace_seconds: float = 30.0,
-                 max_entries: int | None = None, ttl_seconds: float | None = None):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        max_bytes: int,
+        grace_seconds: float = 30.0,
+        max_entries: int | None = None,
+        ttl_seconds: float | None = None,
+    ):
         self.directory = Path(directory)
         self.max_bytes = int(max_bytes)
         self.grace_seconds = grace_seconds
@@ -79,8 +85,14 @@ class TempCache:
     def path_for(self, identity: str, suffix: str = "") -> Path:
         return self.directory / self.entry_name(identity, suffix)
 
-    def get_or_fetch(self, identity: str, fetch: Callable[[Path], None], suffix: str = "",
-                     expected_size: int | None = None, pin: ExitStack | None = None) -> Path:
+    def get_or_fetch(
+        self,
+        identity: str,
+        fetch: Callable[[Path], None],
+        suffix: str = "",
+        expected_size: int | None = None,
+        pin: ExitStack | None = None,
+    ) -> Path:
         """The cached file for ``identity``; ``fetch(tmp_path)`` fills it on a miss.
 
         With ``pin``, the entry stays pinned (never evicted) until ``pin`` closes.
@@ -106,8 +118,9 @@ class TempCache:
         self.make_room(0, keep=target)
         return target
 
-    def _fetch(self, target: Path, fetch: Callable[[Path], None],
-               expected_size: int | None) -> None:
+    def _fetch(
+        self, target: Path, fetch: Callable[[Path], None], expected_size: int | None
+    ) -> None:
         if expected_size is not None:
             self.make_room(expected_size)
         with atomic_target(target) as tmp:
@@ -191,7 +204,7 @@ class TempCache:
             name = entry.name
             if name == "evict.lock" or not name.endswith(".lock"):
                 continue
-            if (self.directory / name[:-len(".lock")]).exists():
+            if (self.directory / name[: -len(".lock")]).exists():
                 continue
             try:
                 if now - entry.stat().st_mtime >= older_than:

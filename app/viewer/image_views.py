@@ -24,8 +24,8 @@ from app.processing.fits_io import (
     find_image_hdu,
     hdu_shape,
     inspect_image,
-    is_whole_file_compressed,
     is_image_hdu,
+    is_whole_file_compressed,
     iter_hdus,
     open_fits,
     open_plane,
@@ -33,7 +33,7 @@ from app.processing.fits_io import (
     scale_and_rotation,
 )
 from app.processing.pipeline import DisplayParams, display_values, fit, smoothed
-from app.processing.render import fit_within, encode, indices_to_image, long_side_size, to_indices
+from app.processing.render import encode, fit_within, indices_to_image, long_side_size, to_indices
 
 THUMBNAIL_SIZE = 256
 HISTOGRAM_MAX_SIDE = 4096
@@ -55,6 +55,7 @@ class PreviewParams:
 # --------------------------------------------------------------------------------------
 # Sizing and memory estimates (used by the routes before admitting a job)
 # --------------------------------------------------------------------------------------
+
 
 def picture_factor(height: int, width: int, out_w: int, out_h: int) -> int:
     """Integer reduction that keeps the reduced image at least as large as the output."""
@@ -80,8 +81,9 @@ def _read_overhead(info: ImageInfo, path_is_compressed: bool) -> int:
     return overhead
 
 
-def estimate_picture_bytes(info: ImageInfo, out_w: int, out_h: int, compressed: bool,
-                           smoothing: bool = False) -> int:
+def estimate_picture_bytes(
+    info: ImageInfo, out_w: int, out_h: int, compressed: bool, smoothing: bool = False
+) -> int:
     choice = info.choice
     factor = picture_factor(choice.height, choice.width, out_w, out_h)
     reduced = _reduced_pixels(choice.height, choice.width, factor)
@@ -112,13 +114,16 @@ def pixeldata_factor(height: int, width: int, max_size: int) -> int:
 def estimate_pixeldata_bytes(info: ImageInfo, max_size: int, compressed: bool) -> int:
     choice = info.choice
     factor = pixeldata_factor(choice.height, choice.width, max_size)
-    return _read_overhead(info, compressed) + _reduced_pixels(choice.height, choice.width,
-                                                              factor) * 4 * 6
+    return (
+        _read_overhead(info, compressed)
+        + _reduced_pixels(choice.height, choice.width, factor) * 4 * 6
+    )
 
 
 # --------------------------------------------------------------------------------------
 # Work
 # --------------------------------------------------------------------------------------
+
 
 def render_thumbnail(path: str, max_elements: int) -> str:
     """Base64 PNG, 256 px on its long side, zscale, grey (CONTRACT.md §3.2)."""
@@ -149,8 +154,9 @@ def render_preview(path: str, params: PreviewParams, max_elements: int) -> tuple
         spatial = None
         if wcs is not None:
             # The picture spans the reduced grid, which covers factor x its size.
-            spatial = spatial_tags(wcs, out_w, out_h, data.shape[1] * factor,
-                                   data.shape[0] * factor)
+            spatial = spatial_tags(
+                wcs, out_w, out_h, data.shape[1] * factor, data.shape[0] * factor
+            )
         xmp = build_xmp(params.avm_metadata, spatial)
     return encode(image, params.fmt, params.quality, xmp), choice.n_slices, choice.slice_index
 
@@ -159,15 +165,16 @@ def _percentile_keys(values: list[float]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     clean = [None if not math.isfinite(v) else float(v) for v in values]
     # Old keys: "p" + int(p); 0.5 -> p0 and 99.5 overwrites p99, as before.
-    for p, v in zip(statistics.REPORTED_PERCENTILES, clean):
+    for p, v in zip(statistics.REPORTED_PERCENTILES, clean, strict=True):
         out[f"p{int(p)}"] = v
-    for p, v in zip(statistics.REPORTED_PERCENTILES, clean):
+    for p, v in zip(statistics.REPORTED_PERCENTILES, clean, strict=True):
         out["p_" + f"{p:g}".replace(".", "_")] = v
     return out
 
 
-def compute_histogram(path: str, bins: int, slice_index: int, display: DisplayParams,
-                      max_elements: int) -> dict:
+def compute_histogram(
+    path: str, bins: int, slice_index: int, display: DisplayParams, max_elements: int
+) -> dict:
     """The body of ``GET /histogram`` without ``data_id``.
 
     Works on the 1-D array of finite values: the display transform is fitted once
@@ -191,13 +198,17 @@ def compute_histogram(path: str, bins: int, slice_index: int, display: DisplayPa
     if raw_counts is not None:
         raw_hist = statistics.histogram_from_counts(raw_counts, (0.0, 1.0))
     else:
-        raw_hist = statistics.histogram(values, bins, (buckets.low, buckets.high),
-                                        label_range=(0.0, 1.0))
+        raw_hist = statistics.histogram(
+            values, bins, (buckets.low, buckets.high), label_range=(0.0, 1.0)
+        )
     return {
         "histogram": display_hist,
         "raw_histogram": raw_hist,
-        "percentiles": _percentile_keys(statistics.percentiles(
-            values, statistics.REPORTED_PERCENTILES, transform=transform, buckets=buckets)),
+        "percentiles": _percentile_keys(
+            statistics.percentiles(
+                values, statistics.REPORTED_PERCENTILES, transform=transform, buckets=buckets
+            )
+        ),
         "stats": display_stats,
         "cube_info": {"n_slices": choice.n_slices, "current_slice": choice.slice_index},
     }
@@ -212,12 +223,18 @@ def wcs_params(header) -> dict | None:
     cdelt1, cdelt2, _ = scale_and_rotation(cd)
     ctype = list(wcs.wcs.ctype)
     values = {
-        "crpix1": float(wcs.wcs.crpix[0]), "crpix2": float(wcs.wcs.crpix[1]),
-        "crval1": float(wcs.wcs.crval[0]), "crval2": float(wcs.wcs.crval[1]),
-        "cdelt1": cdelt1, "cdelt2": cdelt2,
-        "cd1_1": float(cd[0, 0]), "cd1_2": float(cd[0, 1]),
-        "cd2_1": float(cd[1, 0]), "cd2_2": float(cd[1, 1]),
-        "ctype1": str(ctype[0]), "ctype2": str(ctype[1]),
+        "crpix1": float(wcs.wcs.crpix[0]),
+        "crpix2": float(wcs.wcs.crpix[1]),
+        "crval1": float(wcs.wcs.crval[0]),
+        "crval2": float(wcs.wcs.crval[1]),
+        "cdelt1": cdelt1,
+        "cdelt2": cdelt2,
+        "cd1_1": float(cd[0, 0]),
+        "cd1_2": float(cd[0, 1]),
+        "cd2_1": float(cd[1, 0]),
+        "cd2_2": float(cd[1, 1]),
+        "ctype1": str(ctype[0]),
+        "ctype2": str(ctype[1]),
     }
     if not all(math.isfinite(v) for v in values.values() if isinstance(v, float)):
         return None
@@ -245,8 +262,9 @@ def compute_pixeldata(path: str, max_size: int, slice_index: int, max_elements: 
     }
 
 
-def pixeldata_json(data_id: str, path: str, max_size: int, slice_index: int,
-                   max_elements: int) -> bytes:
+def pixeldata_json(
+    data_id: str, path: str, max_size: int, slice_index: int, max_elements: int
+) -> bytes:
     """``GET /pixeldata``'s JSON body as bytes, built in the worker.
 
     The base64 payload is ASCII and needs no escaping, so it is spliced in
@@ -259,10 +277,20 @@ def pixeldata_json(data_id: str, path: str, max_size: int, slice_index: int,
 
 
 _SLICE_UNITS = {
-    "m": "m", "meter": "m", "meters": "m",
-    "um": "um", "micron": "um", "microns": "um", "micrometer": "um", "µm": "um",
-    "nm": "nm", "nanometer": "nm",
-    "a": "A", "angstrom": "A", "angstroms": "A", "aa": "A",
+    "m": "m",
+    "meter": "m",
+    "meters": "m",
+    "um": "um",
+    "micron": "um",
+    "microns": "um",
+    "micrometer": "um",
+    "µm": "um",
+    "nm": "nm",
+    "nanometer": "nm",
+    "a": "A",
+    "angstrom": "A",
+    "angstroms": "A",
+    "aa": "A",
     "hz": "Hz",
 }
 
@@ -294,8 +322,13 @@ def compute_cubeinfo(path: str) -> dict:
                 header = hdu.header
                 break
         else:
-            return {"is_cube": False, "n_slices": 1, "axis3": None, "slice_unit": "",
-                    "slice_label": "Frame"}
+            return {
+                "is_cube": False,
+                "n_slices": 1,
+                "axis3": None,
+                "slice_unit": "",
+                "slice_label": "Frame",
+            }
     ctype3 = str(header.get("CTYPE3", "") or "").strip()
     cunit3 = str(header.get("CUNIT3", "") or "").strip()
     crval3 = header.get("CRVAL3")
@@ -303,9 +336,13 @@ def compute_cubeinfo(path: str) -> dict:
     axis3 = None
     if isinstance(crval3, (int, float)) and isinstance(cdelt3, (int, float)):
         crpix3 = header.get("CRPIX3", 1.0)
-        axis3 = {"crval3": float(crval3), "cdelt3": float(cdelt3),
-                 "crpix3": float(crpix3) if isinstance(crpix3, (int, float)) else 1.0,
-                 "cunit3": cunit3, "ctype3": ctype3}
+        axis3 = {
+            "crval3": float(crval3),
+            "cdelt3": float(cdelt3),
+            "crpix3": float(crpix3) if isinstance(crpix3, (int, float)) else 1.0,
+            "cunit3": cunit3,
+            "ctype3": ctype3,
+        }
         if not all(math.isfinite(axis3[k]) for k in ("crval3", "cdelt3", "crpix3")):
             axis3 = None
     return {

@@ -6,18 +6,28 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class ThumbnailRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={
-        "examples": [{"file_path": "mast/jw02733-o001_t001_nircam_clear-f090w/"
-                                   "jw02733-o001_t001_nircam_clear-f090w_i2d.fits"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "file_path": "mast/jw02733-o001_t001_nircam_clear-f090w/"
+                    "jw02733-o001_t001_nircam_clear-f090w_i2d.fits"
+                }
+            ]
+        }
+    )
 
-    file_path: str = Field(min_length=1, description="Storage key of the FITS file, relative "
-                                                     "to the storage root")
+    file_path: str = Field(
+        min_length=1, description="Storage key of the FITS file, relative to the storage root"
+    )
 
 
 class ThumbnailResponse(BaseModel):
-    thumbnail_base64: str = Field(description="PNG, 256 px on its long side, base64 without a "
-                                              "data: prefix; zscale stretch, grey, north of the "
-                                              "array's row 0 at the bottom")
+    thumbnail_base64: str = Field(
+        description="PNG, 256 px on its long side, base64 without a "
+        "data: prefix; zscale stretch, grey, north of the "
+        "array's row 0 at the bottom"
+    )
 
 
 class HistogramBins(BaseModel):
@@ -41,14 +51,17 @@ class HistogramStats(BaseModel):
 
 class HistogramResponse(BaseModel):
     data_id: str
-    histogram: HistogramBins = Field(description="Histogram of the stretched display values "
-                                                 "in [0, 1]")
-    raw_histogram: HistogramBins = Field(description="Histogram of the raw pixel values, "
-                                                     "min-max normalised to [0, 1]")
+    histogram: HistogramBins = Field(
+        description="Histogram of the stretched display values in [0, 1]"
+    )
+    raw_histogram: HistogramBins = Field(
+        description="Histogram of the raw pixel values, min-max normalised to [0, 1]"
+    )
     percentiles: dict[str, float | None] = Field(
         description="Percentiles of the stretched values. Old keys p0 p1 p5 p25 p50 p75 p95 p99 "
-                    "(p0 is the 0.5th and p99 the 99.5th percentile, kept for compatibility) "
-                    "and unambiguous keys p_0_5 p_1 p_5 p_25 p_50 p_75 p_95 p_99 p_99_5")
+        "(p0 is the 0.5th and p99 the 99.5th percentile, kept for compatibility) "
+        "and unambiguous keys p_0_5 p_1 p_5 p_25 p_50 p_75 p_95 p_99 p_99_5"
+    )
     stats: HistogramStats = Field(description="Statistics of the stretched values")
     cube_info: CubeState
 
@@ -73,12 +86,15 @@ class PixelDataResponse(BaseModel):
     original_shape: list[int] = Field(description="[height, width] of the image plane")
     preview_shape: list[int] = Field(description="[height, width] of the returned pixels")
     scale_factor: float = Field(description="Original pixels per returned pixel along each axis")
-    wcs: WcsParams | None = Field(description="Celestial WCS of the original pixels (astropy), "
-                                              "null when the file has none")
+    wcs: WcsParams | None = Field(
+        description="Celestial WCS of the original pixels (astropy), null when the file has none"
+    )
     units: str = Field(description="BUNIT of the data, or empty")
-    pixels: str = Field(description="base64 of little-endian float32, row-major, "
-                                    "preview_shape[0] x preview_shape[1]; NaN sent as 0; each "
-                                    "value is the mean of a scale_factor x scale_factor block")
+    pixels: str = Field(
+        description="base64 of little-endian float32, row-major, "
+        "preview_shape[0] x preview_shape[1]; NaN sent as 0; each "
+        "value is the mean of a scale_factor x scale_factor block"
+    )
 
 
 class Axis3(BaseModel):

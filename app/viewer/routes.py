@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse, Response
 
 from app.config import Settings
-from app.deps import get_pool, get_settings, get_storage, resolve_file
+from app.deps import PoolDep, SettingsDep, StorageDep, resolve_file
 from app.errors import BadRequest
 from app.http_errors import ErrorBody
 from app.processing.enhancement import STRETCHES
 from app.processing.filters import SMOOTH_METHODS
 from app.processing.pipeline import DisplayParams
 from app.processing.render import COLORMAPS
-from app.storage.provider import StorageProvider
 from app.viewer import image_views
 from app.viewer.models import (
     CubeInfoResponse,
@@ -30,21 +29,34 @@ from app.workers import HEADER_JOB_BYTES, WorkerPool
 router = APIRouter(tags=["Viewer"])
 
 ERRORS = {
-    400: {"model": ErrorBody, "description": "Bad parameter, or a file that is not a usable "
-                                             "FITS image (truncated, empty, all NaN...)"},
+    400: {
+        "model": ErrorBody,
+        "description": "Bad parameter, or a file that is not a usable "
+        "FITS image (truncated, empty, all NaN...)",
+    },
     403: {"model": ErrorBody, "description": "The path leaves the storage root"},
     404: {"model": ErrorBody, "description": "No such file"},
     413: {"model": ErrorBody, "description": "The image holds more pixels than allowed"},
     429: {"model": ErrorBody, "description": "Busy: retry after the Retry-After seconds"},
 }
 
-DataId = Annotated[str, Path(description="Record id of the .NET side (a 24-hex ObjectId); "
-                                         "only echoed")]
-FilePath = Annotated[str, Query(description="Storage key of the FITS file",
-                                examples=["mast/jw02733-o001_t001_nircam_clear-f090w/"
-                                          "jw02733-o001_t001_nircam_clear-f090w_i2d.fits"])]
-SliceIndex = Annotated[int, Query(description="Cube slice along the first axis; -1 = middle; "
-                                              "clamped to the last slice")]
+DataId = Annotated[
+    str, Path(description="Record id of the .NET side (a 24-hex ObjectId); only echoed")
+]
+FilePath = Annotated[
+    str,
+    Query(
+        description="Storage key of the FITS file",
+        examples=[
+            "mast/jw02733-o001_t001_nircam_clear-f090w/"
+            "jw02733-o001_t001_nircam_clear-f090w_i2d.fits"
+        ],
+    ),
+]
+SliceIndex = Annotated[
+    int,
+    Query(description="Cube slice along the first axis; -1 = middle; clamped to the last slice"),
+]
 
 
 def _range(name: str, value: float, low: float, high: float, label: str | None = None) -> None:
@@ -52,9 +64,16 @@ def _range(name: str, value: float, low: float, high: float, label: str | None =
         raise BadRequest(f"{label or name} must be between {low:g} and {high:g} (got {value:g})")
 
 
-def display_params(stretch: str, gamma: float, black_point: float, white_point: float,
-                   asinh_a: float, smooth_method: str, smooth_sigma: float,
-                   smooth_size: int) -> DisplayParams:
+def display_params(
+    stretch: str,
+    gamma: float,
+    black_point: float,
+    white_point: float,
+    asinh_a: float,
+    smooth_method: str,
+    smooth_sigma: float,
+    smooth_size: int,
+) -> DisplayParams:
     """Validate the shared display parameters (400 with the reason, as the contract says)."""
     if stretch not in STRETCHES:
         raise BadRequest(f"Invalid stretch '{stretch}'. Valid options: {', '.join(STRETCHES)}")
@@ -65,15 +84,24 @@ def display_params(stretch: str, gamma: float, black_point: float, white_point: 
         raise BadRequest("Black point must be less than white point")
     _range("asinh_a", asinh_a, 0.001, 1.0, "Asinh softening parameter")
     if smooth_method and smooth_method not in SMOOTH_METHODS:
-        raise BadRequest(f"Invalid smooth_method '{smooth_method}'. Must be empty or one of: "
-                         f"{', '.join(SMOOTH_METHODS)}")
+        raise BadRequest(
+            f"Invalid smooth_method '{smooth_method}'. Must be empty or one of: "
+            f"{', '.join(SMOOTH_METHODS)}"
+        )
     _range("smooth_sigma", smooth_sigma, 0.1, 10.0)
     _range("smooth_size", smooth_size, 1, 25)
     if smooth_size % 2 == 0:
         raise BadRequest("smooth_size must be odd")
-    return DisplayParams(stretch=stretch, gamma=gamma, black_point=black_point,
-                         white_point=white_point, asinh_a=asinh_a, smooth_method=smooth_method,
-                         smooth_sigma=smooth_sigma, smooth_size=smooth_size)
+    return DisplayParams(
+        stretch=stretch,
+        gamma=gamma,
+        black_point=black_point,
+        white_point=white_point,
+        asinh_a=asinh_a,
+        smooth_method=smooth_method,
+        smooth_sigma=smooth_sigma,
+        smooth_size=smooth_size,
+    )
 
 
 def parse_avm_metadata(text: str) -> dict:
@@ -90,35 +118,56 @@ def parse_avm_metadata(text: str) -> dict:
 
 async def _inspect(path, slice_index: int, settings: Settings, pool: WorkerPool):
     """The image's shape and compression, read in a worker (never in the server)."""
-    return await pool.run(image_views.inspect, str(path), slice_index,
-                          settings.MAX_FITS_ARRAY_ELEMENTS, estimate_bytes=HEADER_JOB_BYTES)
+    return await pool.run(
+        image_views.inspect,
+        str(path),
+        slice_index,
+        settings.MAX_FITS_ARRAY_ELEMENTS,
+        estimate_bytes=HEADER_JOB_BYTES,
+    )
 
 
-@router.post("/thumbnail", response_model=ThumbnailResponse, responses=ERRORS,
-             summary="256 px PNG thumbnail of a FITS image")
-async def thumbnail(body: ThumbnailRequest,
-                    settings: Settings = Depends(get_settings),
-                    storage: StorageProvider = Depends(get_storage),
-                    pool: WorkerPool = Depends(get_pool)):
+@router.post(
+    "/thumbnail",
+    response_model=ThumbnailResponse,
+    responses=ERRORS,
+    summary="256 px PNG thumbnail of a FITS image",
+)
+async def thumbnail(
+    body: ThumbnailRequest, settings: SettingsDep, storage: StorageDep, pool: PoolDep
+):
     """A quick-look thumbnail: the first image HDU (middle slice of a cube), zscale
     stretch, grey, 256 px on its long side with the aspect kept, row 0 at the bottom.
     Returned as base64 PNG inside JSON."""
     path = await resolve_file(storage, body.file_path)
     info, compressed = await _inspect(path, -1, settings, pool)
-    w, h = image_views.long_side_size(info.choice.width, info.choice.height,
-                                      image_views.THUMBNAIL_SIZE)
+    w, h = image_views.long_side_size(
+        info.choice.width, info.choice.height, image_views.THUMBNAIL_SIZE
+    )
     estimate = image_views.estimate_picture_bytes(info, w, h, compressed)
-    encoded = await pool.run(image_views.render_thumbnail, str(path),
-                             settings.MAX_FITS_ARRAY_ELEMENTS, estimate_bytes=estimate)
+    encoded = await pool.run(
+        image_views.render_thumbnail,
+        str(path),
+        settings.MAX_FITS_ARRAY_ELEMENTS,
+        estimate_bytes=estimate,
+    )
     return {"thumbnail_base64": encoded}
 
 
-@router.get("/preview/{data_id}", responses={
-    **ERRORS,
-    200: {"content": {"image/png": {}, "image/jpeg": {}},
-          "description": "The rendered picture; headers X-Cube-Slices and X-Cube-Current"}},
-    response_class=Response, summary="Rendered PNG/JPEG preview of a FITS image")
+@router.get(
+    "/preview/{data_id}",
+    responses={
+        **ERRORS,
+        200: {
+            "content": {"image/png": {}, "image/jpeg": {}},
+            "description": "The rendered picture; headers X-Cube-Slices and X-Cube-Current",
+        },
+    },
+    response_class=Response,
+    summary="Rendered PNG/JPEG preview of a FITS image",
+)
 async def preview(
+    *,
     data_id: DataId,
     file_path: FilePath,
     cmap: Annotated[str, Query(description="Colormap: " + ", ".join(COLORMAPS))] = "grayscale",
@@ -126,25 +175,35 @@ async def preview(
     height: Annotated[int, Query(description="Box height in pixels, 10-8000")] = 1000,
     stretch: Annotated[str, Query(description="Stretch: " + ", ".join(STRETCHES))] = "zscale",
     gamma: Annotated[float, Query(description="Gamma 0.1-5; output = x^(1/gamma)")] = 1.0,
-    black_point: Annotated[float, Query(description="Black point as a percentile fraction, "
-                                                    "0-1, below white_point")] = 0.0,
-    white_point: Annotated[float, Query(description="White point as a percentile fraction, "
-                                                    "0-1")] = 1.0,
+    black_point: Annotated[
+        float, Query(description="Black point as a percentile fraction, 0-1, below white_point")
+    ] = 0.0,
+    white_point: Annotated[
+        float, Query(description="White point as a percentile fraction, 0-1")
+    ] = 1.0,
     asinh_a: Annotated[float, Query(description="Asinh softening, 0.001-1")] = 0.1,
     slice_index: SliceIndex = -1,
     format: Annotated[str, Query(description="png or jpeg")] = "png",
     quality: Annotated[int, Query(description="JPEG quality 1-100")] = 90,
-    embed_avm: Annotated[bool, Query(description="Embed AVM XMP (sky position, target, "
-                                                 "instrument) in the picture")] = False,
-    avm_metadata: Annotated[str, Query(description="JSON object: target_name, instrument, "
-                                                   "filter, description, facility, "
-                                                   "spectral_band, publisher")] = "",
-    smooth_method: Annotated[str, Query(description="Empty, or: " + ", ".join(SMOOTH_METHODS))] = "",
+    embed_avm: Annotated[
+        bool, Query(description="Embed AVM XMP (sky position, target, instrument) in the picture")
+    ] = False,
+    avm_metadata: Annotated[
+        str,
+        Query(
+            description="JSON object: target_name, instrument, "
+            "filter, description, facility, "
+            "spectral_band, publisher"
+        ),
+    ] = "",
+    smooth_method: Annotated[
+        str, Query(description="Empty, or: " + ", ".join(SMOOTH_METHODS))
+    ] = "",
     smooth_sigma: Annotated[float, Query(description="Gaussian sigma in pixels, 0.1-10")] = 1.0,
     smooth_size: Annotated[int, Query(description="Median/box kernel size, odd, 1-25")] = 3,
-    settings: Settings = Depends(get_settings),
-    storage: StorageProvider = Depends(get_storage),
-    pool: WorkerPool = Depends(get_pool),
+    settings: SettingsDep,
+    storage: StorageDep,
+    pool: PoolDep,
 ):
     """Render one image plane with a stretch and a colormap, scaled to fit the
     ``width`` x ``height`` box with its aspect kept (one side equals the box side).
@@ -158,27 +217,48 @@ async def preview(
     _range("quality", quality, 1, 100, "Quality")
     if slice_index < -1:
         raise BadRequest("Slice index must be -1 or greater")
-    display = display_params(stretch, gamma, black_point, white_point, asinh_a, smooth_method,
-                             smooth_sigma, smooth_size)
+    display = display_params(
+        stretch, gamma, black_point, white_point, asinh_a, smooth_method, smooth_sigma, smooth_size
+    )
     avm = parse_avm_metadata(avm_metadata) if embed_avm else None
-    params = image_views.PreviewParams(display=display, cmap=cmap, width=width, height=height,
-                                       slice_index=slice_index, fmt=format, quality=quality,
-                                       avm_metadata=avm)
+    params = image_views.PreviewParams(
+        display=display,
+        cmap=cmap,
+        width=width,
+        height=height,
+        slice_index=slice_index,
+        fmt=format,
+        quality=quality,
+        avm_metadata=avm,
+    )
     path = await resolve_file(storage, file_path)
     info, compressed = await _inspect(path, slice_index, settings, pool)
     out_w, out_h = image_views.fit_within(info.choice.width, info.choice.height, width, height)
-    estimate = image_views.estimate_picture_bytes(info, out_w, out_h, compressed,
-                                                  smoothing=bool(smooth_method))
+    estimate = image_views.estimate_picture_bytes(
+        info, out_w, out_h, compressed, smoothing=bool(smooth_method)
+    )
     content, n_slices, current = await pool.run(
-        image_views.render_preview, str(path), params, settings.MAX_FITS_ARRAY_ELEMENTS,
-        estimate_bytes=estimate)
-    return Response(content=content, media_type="image/jpeg" if format == "jpeg" else "image/png",
-                    headers={"X-Cube-Slices": str(n_slices), "X-Cube-Current": str(current)})
+        image_views.render_preview,
+        str(path),
+        params,
+        settings.MAX_FITS_ARRAY_ELEMENTS,
+        estimate_bytes=estimate,
+    )
+    return Response(
+        content=content,
+        media_type="image/jpeg" if format == "jpeg" else "image/png",
+        headers={"X-Cube-Slices": str(n_slices), "X-Cube-Current": str(current)},
+    )
 
 
-@router.get("/histogram/{data_id}", response_model=HistogramResponse, responses=ERRORS,
-            summary="Histogram and percentiles of a stretched FITS image")
+@router.get(
+    "/histogram/{data_id}",
+    response_model=HistogramResponse,
+    responses=ERRORS,
+    summary="Histogram and percentiles of a stretched FITS image",
+)
 async def histogram(
+    *,
     data_id: DataId,
     file_path: FilePath,
     bins: Annotated[int, Query(description="Number of bins, 10-10000")] = 256,
@@ -188,12 +268,14 @@ async def histogram(
     black_point: Annotated[float, Query(description="Black point fraction 0-1")] = 0.0,
     white_point: Annotated[float, Query(description="White point fraction 0-1")] = 1.0,
     asinh_a: Annotated[float, Query(description="Asinh softening, 0.001-1")] = 0.1,
-    smooth_method: Annotated[str, Query(description="Empty, or: " + ", ".join(SMOOTH_METHODS))] = "",
+    smooth_method: Annotated[
+        str, Query(description="Empty, or: " + ", ".join(SMOOTH_METHODS))
+    ] = "",
     smooth_sigma: Annotated[float, Query(description="Gaussian sigma, 0.1-10")] = 1.0,
     smooth_size: Annotated[int, Query(description="Kernel size, odd, 1-25")] = 3,
-    settings: Settings = Depends(get_settings),
-    storage: StorageProvider = Depends(get_storage),
-    pool: WorkerPool = Depends(get_pool),
+    settings: SettingsDep,
+    storage: StorageDep,
+    pool: PoolDep,
 ):
     """Histograms of the display values (after stretch, levels and gamma) and of the
     raw values (min-max normalised), percentiles and statistics of the display values.
@@ -202,27 +284,42 @@ async def histogram(
     _range("bins", bins, 10, 10000, "Bins")
     if slice_index < -1:
         raise BadRequest("Slice index must be -1 or greater")
-    display = display_params(stretch, gamma, black_point, white_point, asinh_a, smooth_method,
-                             smooth_sigma, smooth_size)
+    display = display_params(
+        stretch, gamma, black_point, white_point, asinh_a, smooth_method, smooth_sigma, smooth_size
+    )
     path = await resolve_file(storage, file_path)
     info, compressed = await _inspect(path, slice_index, settings, pool)
     estimate = image_views.estimate_histogram_bytes(info, compressed, bool(smooth_method))
-    result = await pool.run(image_views.compute_histogram, str(path), bins, slice_index, display,
-                            settings.MAX_FITS_ARRAY_ELEMENTS, estimate_bytes=estimate)
+    result = await pool.run(
+        image_views.compute_histogram,
+        str(path),
+        bins,
+        slice_index,
+        display,
+        settings.MAX_FITS_ARRAY_ELEMENTS,
+        estimate_bytes=estimate,
+    )
     # Built by the worker in the declared shape; skip re-validating thousands of numbers.
     return JSONResponse({"data_id": data_id, **result})
 
 
-@router.get("/pixeldata/{data_id}", response_model=PixelDataResponse, responses=ERRORS,
-            summary="Downsampled float32 pixels and WCS for hover read-outs")
+@router.get(
+    "/pixeldata/{data_id}",
+    response_model=PixelDataResponse,
+    responses=ERRORS,
+    summary="Downsampled float32 pixels and WCS for hover read-outs",
+)
 async def pixeldata(
+    *,
     data_id: DataId,
     file_path: FilePath,
-    max_size: Annotated[int, Query(description="Longest side of the returned grid, 100-8000")] = 1200,
+    max_size: Annotated[
+        int, Query(description="Longest side of the returned grid, 100-8000")
+    ] = 1200,
     slice_index: SliceIndex = -1,
-    settings: Settings = Depends(get_settings),
-    storage: StorageProvider = Depends(get_storage),
-    pool: WorkerPool = Depends(get_pool),
+    settings: SettingsDep,
+    storage: StorageDep,
+    pool: PoolDep,
 ):
     """Pixel values reduced by an integer block mean so that the long side is at most
     ``max_size``, with the celestial WCS of the original pixels (astropy: PC, CD, SIP
@@ -233,23 +330,35 @@ async def pixeldata(
     path = await resolve_file(storage, file_path)
     info, compressed = await _inspect(path, slice_index, settings, pool)
     estimate = image_views.estimate_pixeldata_bytes(info, max_size, compressed)
-    body = await pool.run(image_views.pixeldata_json, data_id, str(path), max_size, slice_index,
-                          settings.MAX_FITS_ARRAY_ELEMENTS, estimate_bytes=estimate)
+    body = await pool.run(
+        image_views.pixeldata_json,
+        data_id,
+        str(path),
+        max_size,
+        slice_index,
+        settings.MAX_FITS_ARRAY_ELEMENTS,
+        estimate_bytes=estimate,
+    )
     # A multi-megabyte base64 string: the worker built the JSON bytes already.
     return Response(content=body, media_type="application/json")
 
 
-@router.get("/cubeinfo/{data_id}", response_model=CubeInfoResponse, responses=ERRORS,
-            summary="Slice count and spectral axis of a data cube")
+@router.get(
+    "/cubeinfo/{data_id}",
+    response_model=CubeInfoResponse,
+    responses=ERRORS,
+    summary="Slice count and spectral axis of a data cube",
+)
 async def cubeinfo(
     data_id: DataId,
     file_path: FilePath,
-    storage: StorageProvider = Depends(get_storage),
-    pool: WorkerPool = Depends(get_pool),
+    storage: StorageDep,
+    pool: PoolDep,
 ):
     """Whether the file holds a cube (an image HDU with 3 or more axes), how many
     slices it has and what its third axis measures (from CTYPE3/CUNIT3/CRVAL3...)."""
     path = await resolve_file(storage, file_path)
-    result = await pool.run(image_views.compute_cubeinfo, str(path),
-                            estimate_bytes=HEADER_JOB_BYTES)
+    result = await pool.run(
+        image_views.compute_cubeinfo, str(path), estimate_bytes=HEADER_JOB_BYTES
+    )
     return {"data_id": data_id, **result}

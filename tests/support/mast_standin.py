@@ -45,52 +45,124 @@ NAMES = {
     "M16": (274.70000, -13.80700),
 }
 OBS_FIELDS = [
-    ("intentType", "string"), ("obs_collection", "string"), ("provenance_name", "string"),
-    ("instrument_name", "string"), ("project", "string"), ("filters", "string"),
-    ("wavelength_region", "string"), ("target_name", "string"),
-    ("target_classification", "string"), ("obs_id", "string"), ("s_ra", "float"),
-    ("s_dec", "float"), ("dataproduct_type", "string"), ("proposal_pi", "string"),
-    ("calib_level", "int"), ("t_min", "float"), ("t_max", "float"), ("t_exptime", "float"),
-    ("em_min", "float"), ("em_max", "float"), ("obs_title", "string"),
-    ("t_obs_release", "float"), ("proposal_id", "string"), ("proposal_type", "string"),
-    ("sequence_number", "int"), ("s_region", "string"), ("jpegURL", "string"),
-    ("dataURL", "string"), ("dataRights", "string"), ("mtFlag", "boolean"), ("srcDen", "float"),
-    ("obsid", "string"), ("objID", "string"),
+    ("intentType", "string"),
+    ("obs_collection", "string"),
+    ("provenance_name", "string"),
+    ("instrument_name", "string"),
+    ("project", "string"),
+    ("filters", "string"),
+    ("wavelength_region", "string"),
+    ("target_name", "string"),
+    ("target_classification", "string"),
+    ("obs_id", "string"),
+    ("s_ra", "float"),
+    ("s_dec", "float"),
+    ("dataproduct_type", "string"),
+    ("proposal_pi", "string"),
+    ("calib_level", "int"),
+    ("t_min", "float"),
+    ("t_max", "float"),
+    ("t_exptime", "float"),
+    ("em_min", "float"),
+    ("em_max", "float"),
+    ("obs_title", "string"),
+    ("t_obs_release", "float"),
+    ("proposal_id", "string"),
+    ("proposal_type", "string"),
+    ("sequence_number", "int"),
+    ("s_region", "string"),
+    ("jpegURL", "string"),
+    ("dataURL", "string"),
+    ("dataRights", "string"),
+    ("mtFlag", "boolean"),
+    ("srcDen", "float"),
+    ("obsid", "string"),
+    ("objID", "string"),
 ]
 PRODUCT_FIELDS = [
-    ("obsID", "string"), ("obs_collection", "string"), ("dataproduct_type", "string"),
-    ("obs_id", "string"), ("description", "string"), ("type", "string"), ("dataURI", "string"),
-    ("productType", "string"), ("productGroupDescription", "string"),
-    ("productSubGroupDescription", "string"), ("productDocumentationURL", "string"),
-    ("project", "string"), ("prvversion", "string"), ("proposal_id", "string"),
-    ("productFilename", "string"), ("size", "int"), ("parent_obsid", "string"),
-    ("dataRights", "string"), ("calib_level", "int"),
+    ("obsID", "string"),
+    ("obs_collection", "string"),
+    ("dataproduct_type", "string"),
+    ("obs_id", "string"),
+    ("description", "string"),
+    ("type", "string"),
+    ("dataURI", "string"),
+    ("productType", "string"),
+    ("productGroupDescription", "string"),
+    ("productSubGroupDescription", "string"),
+    ("productDocumentationURL", "string"),
+    ("project", "string"),
+    ("prvversion", "string"),
+    ("proposal_id", "string"),
+    ("productFilename", "string"),
+    ("size", "int"),
+    ("parent_obsid", "string"),
+    ("dataRights", "string"),
+    ("calib_level", "int"),
 ]
 # Column types as MAST's columns config reports them (what build_filter_set reads).
-COLUMN_CONFIG = {name: {"vot.datatype": {"float": "double", "int": "int", "string": "char",
-                                         "boolean": "boolean"}[kind]}
-                 for name, kind in OBS_FIELDS}
+COLUMN_CONFIG = {
+    name: {
+        "vot.datatype": {"float": "double", "int": "int", "string": "char", "boolean": "boolean"}[
+            kind
+        ]
+    }
+    for name, kind in OBS_FIELDS
+}
 
 
 def today_mjd() -> float:
     return time.time() / 86400.0 + MJD_UNIX_EPOCH
 
 
-def _observation(obsid, obs_id, instrument, filters, calib, ra, dec, release, program,
-                 target="NGC 3132", dataproduct_type="image", exptime=1288.5):
+def _observation(
+    obsid,
+    obs_id,
+    instrument,
+    filters,
+    calib,
+    ra,
+    dec,
+    release,
+    program,
+    target="NGC 3132",
+    dataproduct_type="image",
+    exptime=1288.5,
+):
     return {
-        "intentType": "science", "obs_collection": "JWST", "provenance_name": "CALJWST",
-        "instrument_name": instrument, "project": "JWST", "filters": filters,
-        "wavelength_region": "INFRARED", "target_name": target,
-        "target_classification": "Planetary nebula", "obs_id": obs_id, "s_ra": ra,
-        "s_dec": dec, "dataproduct_type": dataproduct_type, "proposal_pi": "Pontoppidan, Klaus",
-        "calib_level": calib, "t_min": 59769.1, "t_max": 59769.5, "t_exptime": exptime,
-        "em_min": 795.0, "em_max": 1005.0, "obs_title": "Early Release Observations",
-        "t_obs_release": release, "proposal_id": program, "proposal_type": "ERO",
-        "sequence_number": None, "s_region": f"CIRCLE ICRS {ra} {dec} 0.02",
-        "jpegURL": f"mast:JWST/product/{obs_id}_i2d.jpg", "dataURL": f"mast:JWST/product/{obs_id}_i2d.fits",
+        "intentType": "science",
+        "obs_collection": "JWST",
+        "provenance_name": "CALJWST",
+        "instrument_name": instrument,
+        "project": "JWST",
+        "filters": filters,
+        "wavelength_region": "INFRARED",
+        "target_name": target,
+        "target_classification": "Planetary nebula",
+        "obs_id": obs_id,
+        "s_ra": ra,
+        "s_dec": dec,
+        "dataproduct_type": dataproduct_type,
+        "proposal_pi": "Pontoppidan, Klaus",
+        "calib_level": calib,
+        "t_min": 59769.1,
+        "t_max": 59769.5,
+        "t_exptime": exptime,
+        "em_min": 795.0,
+        "em_max": 1005.0,
+        "obs_title": "Early Release Observations",
+        "t_obs_release": release,
+        "proposal_id": program,
+        "proposal_type": "ERO",
+        "sequence_number": None,
+        "s_region": f"CIRCLE ICRS {ra} {dec} 0.02",
+        "jpegURL": f"mast:JWST/product/{obs_id}_i2d.jpg",
+        "dataURL": f"mast:JWST/product/{obs_id}_i2d.fits",
         "dataRights": "PUBLIC" if release < today_mjd() else "EXCLUSIVE_ACCESS",
-        "mtFlag": False, "srcDen": math.nan, "obsid": obsid, "objID": str(int(obsid) + 1000),
+        "mtFlag": False,
+        "srcDen": math.nan,
+        "obsid": obsid,
+        "objID": str(int(obsid) + 1000),
     }
 
 
@@ -98,24 +170,98 @@ def build_catalogue() -> tuple[list[dict], dict[str, list[dict]]]:
     """Observations and their products (product file names, without bytes)."""
     now = today_mjd()
     obs = [
-        _observation("87600001", "jw02733-o001_t001_nircam_clear-f090w", "NIRCAM/IMAGE",
-                     "F090W", 3, 151.7567, -40.4372, 59772.0, "2733"),
-        _observation("87600002", "jw02733-o001_t001_nircam_clear-f187n", "NIRCAM/IMAGE",
-                     "F187N", 3, 151.7580, -40.4365, 59772.0, "2733"),
-        _observation("87600003", "jw02733-o002_t001_miri_f1130w", "MIRI/IMAGE", "F1130W", 3,
-                     151.7590, -40.4380, 59772.0, "2733"),
-        _observation("87600004", "jw02733001001_02101_00001_nrca1", "NIRCAM/IMAGE", "F090W", 2,
-                     151.7560, -40.4375, 59772.0, "2733"),
-        _observation("87600005", "jw01234-o005_t002_nircam_clear-f444w", "NIRCAM/IMAGE",
-                     "F444W", 3, 151.7570, -40.4370, now + 200, "1234"),
-        _observation("87600006", "jw05555-o001_t001_miri_f560w", "MIRI/IMAGE", "F560W", 3,
-                     161.2650, -59.6844, now - 3, "5555", target="CARINA", exptime=math.nan),
-        _observation("87600007", "jw02731-o001_t017_nircam_clear-f444w", "NIRCAM/IMAGE", "F444W",
-                     3, 161.2700, -59.6900, now - 10, "2731", target="CARINA"),
+        _observation(
+            "87600001",
+            "jw02733-o001_t001_nircam_clear-f090w",
+            "NIRCAM/IMAGE",
+            "F090W",
+            3,
+            151.7567,
+            -40.4372,
+            59772.0,
+            "2733",
+        ),
+        _observation(
+            "87600002",
+            "jw02733-o001_t001_nircam_clear-f187n",
+            "NIRCAM/IMAGE",
+            "F187N",
+            3,
+            151.7580,
+            -40.4365,
+            59772.0,
+            "2733",
+        ),
+        _observation(
+            "87600003",
+            "jw02733-o002_t001_miri_f1130w",
+            "MIRI/IMAGE",
+            "F1130W",
+            3,
+            151.7590,
+            -40.4380,
+            59772.0,
+            "2733",
+        ),
+        _observation(
+            "87600004",
+            "jw02733001001_02101_00001_nrca1",
+            "NIRCAM/IMAGE",
+            "F090W",
+            2,
+            151.7560,
+            -40.4375,
+            59772.0,
+            "2733",
+        ),
+        _observation(
+            "87600005",
+            "jw01234-o005_t002_nircam_clear-f444w",
+            "NIRCAM/IMAGE",
+            "F444W",
+            3,
+            151.7570,
+            -40.4370,
+            now + 200,
+            "1234",
+        ),
+        _observation(
+            "87600006",
+            "jw05555-o001_t001_miri_f560w",
+            "MIRI/IMAGE",
+            "F560W",
+            3,
+            161.2650,
+            -59.6844,
+            now - 3,
+            "5555",
+            target="CARINA",
+            exptime=math.nan,
+        ),
+        _observation(
+            "87600007",
+            "jw02731-o001_t017_nircam_clear-f444w",
+            "NIRCAM/IMAGE",
+            "F444W",
+            3,
+            161.2700,
+            -59.6900,
+            now - 10,
+            "2731",
+            target="CARINA",
+        ),
         # Far from NGC 3132 but inside a 0.2 deg RA/Dec *box* (not a cone) around it.
-        _observation("87600008", "jw02733-o009_t001_nircam_clear-f200w", "NIRCAM/IMAGE",
-                     "F200W", 3, 151.7567 + 0.19 / math.cos(math.radians(40.4372)), -40.4372 + 0.19,
-                     59772.0, "2733"),
+        _observation(
+            "87600008",
+            "jw02733-o009_t001_nircam_clear-f200w",
+            "NIRCAM/IMAGE",
+            "F200W",
+            3,
+            151.7567 + 0.19 / math.cos(math.radians(40.4372)),
+            -40.4372 + 0.19,
+            59772.0,
+            "2733",
+        ),
     ]
     products: dict[str, list[dict]] = {}
     product = make_product
@@ -127,35 +273,54 @@ def build_catalogue() -> tuple[list[dict], dict[str, list[dict]]]:
             continue
         if o["calib_level"] == 3:
             base = oid
-            items = [product(o, f"{base}_i2d.fits"),
-                     product(o, f"{base}_segm.fits", sub="SEGM"),
-                     product(o, f"{base}_cat.ecsv", ptype="SCIENCE", sub="CAT"),
-                     product(o, f"{base}_i2d.jpg", ptype="PREVIEW", sub="JPG"),
-                     product(o, f"{base}_x1d.fits", sub="X1D"),
-                     product(o, f"{oid.split('-')[0]}001001_02101_00001_nrca1_cal.fits",
-                             sub="CAL", calib=2)]
+            items = [
+                product(o, f"{base}_i2d.fits"),
+                product(o, f"{base}_segm.fits", sub="SEGM"),
+                product(o, f"{base}_cat.ecsv", ptype="SCIENCE", sub="CAT"),
+                product(o, f"{base}_i2d.jpg", ptype="PREVIEW", sub="JPG"),
+                product(o, f"{base}_x1d.fits", sub="X1D"),
+                product(
+                    o, f"{oid.split('-')[0]}001001_02101_00001_nrca1_cal.fits", sub="CAL", calib=2
+                ),
+            ]
         else:
-            items = [product(o, f"{oid}_cal.fits", sub="CAL", calib=2),
-                     product(o, f"{oid}_rate.fits", sub="RATE", calib=2),
-                     product(o, f"{oid}_uncal.fits", sub="UNCAL", calib=1)]
+            items = [
+                product(o, f"{oid}_cal.fits", sub="CAL", calib=2),
+                product(o, f"{oid}_rate.fits", sub="RATE", calib=2),
+                product(o, f"{oid}_uncal.fits", sub="UNCAL", calib=1),
+            ]
         if oid == "jw02733-o001_t001_nircam_clear-f090w":  # a product still embargoed
-            items.append(dict(product(o, f"{oid}_embargoed_i2d.fits"),
-                              dataRights="EXCLUSIVE_ACCESS"))
+            items.append(
+                dict(product(o, f"{oid}_embargoed_i2d.fits"), dataRights="EXCLUSIVE_ACCESS")
+            )
         products[o["obsid"]] = items
     return obs, products
 
 
-def make_product(o: dict, filename: str, ptype: str = "SCIENCE", sub: str = "I2D",
-                 calib: int = 3, size: int = 0) -> dict:
+def make_product(
+    o: dict, filename: str, ptype: str = "SCIENCE", sub: str = "I2D", calib: int = 3, size: int = 0
+) -> dict:
     """A MAST product row of observation ``o``."""
     return {
-        "obsID": o["obsid"], "obs_collection": "JWST", "dataproduct_type": "image",
-        "obs_id": filename.rsplit("_", 1)[0], "description": "exposure/target (L3) : "
-        + sub.lower(), "type": "S", "dataURI": f"mast:JWST/product/{filename}",
-        "productType": ptype, "productGroupDescription": "Minimum Recommended Products",
-        "productSubGroupDescription": sub, "productDocumentationURL": "", "project": "CALJWST",
-        "prvversion": "1.11.4", "proposal_id": o["proposal_id"], "productFilename": filename,
-        "size": size, "parent_obsid": o["obsid"], "dataRights": "PUBLIC", "calib_level": calib,
+        "obsID": o["obsid"],
+        "obs_collection": "JWST",
+        "dataproduct_type": "image",
+        "obs_id": filename.rsplit("_", 1)[0],
+        "description": "exposure/target (L3) : " + sub.lower(),
+        "type": "S",
+        "dataURI": f"mast:JWST/product/{filename}",
+        "productType": ptype,
+        "productGroupDescription": "Minimum Recommended Products",
+        "productSubGroupDescription": sub,
+        "productDocumentationURL": "",
+        "project": "CALJWST",
+        "prvversion": "1.11.4",
+        "proposal_id": o["proposal_id"],
+        "productFilename": filename,
+        "size": size,
+        "parent_obsid": o["obsid"],
+        "dataRights": "PUBLIC",
+        "calib_level": calib,
     }
 
 
@@ -165,8 +330,13 @@ class StandIn:
     def __init__(self, files_dir: Path):
         self.files_dir = Path(files_dir)
         self.observations, self.products = build_catalogue()
-        self.faults = {"drop_after": None, "fail_next": 0, "invoke_delay": 0.0,
-                       "chunk_delay": 0.0, "chunk_size": 1 << 20}
+        self.faults = {
+            "drop_after": None,
+            "fail_next": 0,
+            "invoke_delay": 0.0,
+            "chunk_delay": 0.0,
+            "chunk_size": 1 << 20,
+        }
         self.requests: list[str] = []
         self.extra_files: dict[str, Path] = {}
         self._materialise()
@@ -181,8 +351,9 @@ class StandIn:
                 path = self.files_dir / item["productFilename"]
                 if not path.exists():
                     if path.suffix == ".fits":
-                        make_jwst_image(path, shape=(96, 128), seed=seed + 1, n_stars=10,
-                                        n_galaxies=1)
+                        make_jwst_image(
+                            path, shape=(96, 128), seed=seed + 1, n_stars=10, n_galaxies=1
+                        )
                     else:
                         path.write_bytes(os.urandom(5000))
                 item["size"] = path.stat().st_size
@@ -190,7 +361,8 @@ class StandIn:
     def add_large_product(self, obsid: str, filename: str, path: Path) -> None:
         o = next(x for x in self.observations if x["obsid"] == obsid)
         self.products.setdefault(obsid, []).append(
-            make_product(o, filename, size=path.stat().st_size))
+            make_product(o, filename, size=path.stat().st_size)
+        )
         self.extra_files[filename] = path
 
     def file_for(self, uri: str) -> Path | None:
@@ -207,6 +379,7 @@ class StandIn:
 # Mashup query evaluation
 # ------------------------------------------------------------------------------------------
 
+
 def _matches(row: dict, flt: dict) -> bool:
     name = flt["paramName"]
     value = row.get(name)
@@ -214,8 +387,11 @@ def _matches(row: dict, flt: dict) -> bool:
     free = flt.get("freeText")
     if values and isinstance(values[0], dict):  # continuous
         lo, hi = values[0]["min"], values[0]["max"]
-        return value is not None and not (isinstance(value, float) and math.isnan(value)) \
+        return (
+            value is not None
+            and not (isinstance(value, float) and math.isnan(value))
             and lo <= value <= hi
+        )
     ok = False
     if values:
         ok = str(value) in [str(v) for v in values]
@@ -238,11 +414,18 @@ def _json_safe(row: dict) -> dict:
 def _paged(rows: list[dict], fields, pagesize: int, page: int) -> dict:
     pagesize = max(1, int(pagesize or 50000))
     pages = max(1, math.ceil(len(rows) / pagesize))
-    chunk = rows[(page - 1) * pagesize: page * pagesize]
+    chunk = rows[(page - 1) * pagesize : page * pagesize]
     return {
-        "status": "COMPLETE", "msg": "",
-        "paging": {"page": page, "pageSize": pagesize, "pagesFiltered": pages,
-                   "rows": len(chunk), "rowsFiltered": len(rows), "rowsTotal": len(rows)},
+        "status": "COMPLETE",
+        "msg": "",
+        "paging": {
+            "page": page,
+            "pageSize": pagesize,
+            "pagesFiltered": pages,
+            "rows": len(chunk),
+            "rowsFiltered": len(rows),
+            "rowsTotal": len(rows),
+        },
         "fields": [{"name": n, "type": t} for n, t in fields],
         "data": [_json_safe(r) for r in chunk],
     }
@@ -283,19 +466,24 @@ def create_app(state: StandIn) -> Starlette:
         params = req.get("params", {})
         page, pagesize = int(req.get("page", 1)), int(req.get("pagesize", 50000))
         if service in ("Mast.Caom.Filtered", "Mast.Caom.Filtered.Position"):
-            rows = [o for o in state.observations
-                    if all(_matches(o, f) for f in params.get("filters", []))]
+            rows = [
+                o
+                for o in state.observations
+                if all(_matches(o, f) for f in params.get("filters", []))
+            ]
             if service == "Mast.Caom.Filtered.Position":
                 ra, dec, radius = (float(x) for x in str(params["position"]).split(","))
-                rows = [o for o in rows
-                        if _angular_distance(ra, dec, o["s_ra"], o["s_dec"]) <= radius]
+                rows = [
+                    o for o in rows if _angular_distance(ra, dec, o["s_ra"], o["s_dec"]) <= radius
+                ]
             return JSONResponse(_paged(rows, OBS_FIELDS, pagesize, page))
         if service == "Mast.Caom.Products":
             ids = str(params.get("obsid", "")).split(",")
             rows = [p for i in ids for p in state.products.get(i, [])]
             return JSONResponse(_paged(rows, PRODUCT_FIELDS, pagesize, page))
-        return JSONResponse({"status": "ERROR", "msg": f"Unknown service {service}",
-                             "data": [], "fields": []})
+        return JSONResponse(
+            {"status": "ERROR", "msg": f"Unknown service {service}", "data": [], "fields": []}
+        )
 
     async def download(request: Request):
         failed = await maybe_fail(request)
@@ -319,13 +507,17 @@ def create_app(state: StandIn) -> Starlette:
                 return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
             end = min(end, size - 1)
             status = 206
-        headers = {"Accept-Ranges": "bytes", "Content-Length": str(end - start + 1),
-                   "Content-Disposition": f"attachment; filename={path.name}"}
+        headers = {
+            "Accept-Ranges": "bytes",
+            "Content-Length": str(end - start + 1),
+            "Content-Disposition": f"attachment; filename={path.name}",
+        }
         if status == 206:
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         if request.method == "HEAD":
-            return Response(status_code=status, headers=headers,
-                            media_type="application/octet-stream")
+            return Response(
+                status_code=status, headers=headers, media_type="application/octet-stream"
+            )
         drop_after = state.faults["drop_after"]
         chunk_delay = state.faults["chunk_delay"]
         chunk_size = int(state.faults["chunk_size"])
@@ -350,8 +542,9 @@ def create_app(state: StandIn) -> Starlette:
                     if chunk_delay:
                         await asyncio.sleep(chunk_delay)
 
-        return StreamingResponse(body(), status_code=status, headers=headers,
-                                 media_type="application/octet-stream")
+        return StreamingResponse(
+            body(), status_code=status, headers=headers, media_type="application/octet-stream"
+        )
 
     async def path_lookup(request: Request):
         failed = await maybe_fail(request)
@@ -362,8 +555,9 @@ def create_app(state: StandIn) -> Starlette:
             name = uri.rsplit("/", 1)[-1]
             obs_id = name.rsplit("_", 1)[0]
             program = name[2:7] if name.startswith("jw") else "00000"
-            out[uri] = {"path": f"/jwst/public/jw{program}/{obs_id}/{name}"
-                        if state.file_for(uri) else None}
+            out[uri] = {
+                "path": f"/jwst/public/jw{program}/{obs_id}/{name}" if state.file_for(uri) else None
+            }
         return JSONResponse(out)
 
     async def sesame(request: Request):
@@ -399,8 +593,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--files", required=True)
-    parser.add_argument("--large", nargs="*", default=[],
-                        help="obsid=filename=path entries served as extra products")
+    parser.add_argument(
+        "--large",
+        nargs="*",
+        default=[],
+        help="obsid=filename=path entries served as extra products",
+    )
     args = parser.parse_args()
     state = StandIn(Path(args.files))
     for entry in args.large:

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 import httpx
 from PIL import Image
 
-STAGES = {"queued", "mosaic", "reproject", "background_neutralize", "stretch", "combine",
-          "encode"}
+STAGES = {"queued", "mosaic", "reproject", "background_neutralize", "stretch", "combine", "encode"}
 INDEXED = {"reproject", "stretch"}
 
 
@@ -29,8 +28,7 @@ class StreamResult:
 
     def image(self) -> Image.Image:
         assert self.terminal is not None and self.terminal["event"] == "complete"
-        return Image.open(io.BytesIO(base64.b64decode(self.terminal["image_b64"],
-                                                      validate=True)))
+        return Image.open(io.BytesIO(base64.b64decode(self.terminal["image_b64"], validate=True)))
 
 
 def check_line(raw: str) -> dict:
@@ -54,8 +52,7 @@ def check_line(raw: str) -> dict:
         assert event["content_type"] in ("image/png", "image/jpeg"), event["content_type"]
         headers = event["headers"]
         assert isinstance(headers, dict)
-        assert all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()), \
-            headers
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()), headers
         assert all(k == k.lower() for k in headers), headers
     elif kind == "error":
         assert isinstance(event["detail"], str), event
@@ -87,8 +84,9 @@ def read_lines(response: httpx.Response, result: StreamResult, stop_after: int |
 def stream_composite(base: str, body: dict, timeout: float = 300.0) -> StreamResult:
     """POST the body to the stream route and read it to its end (200 required)."""
     result = StreamResult()
-    with httpx.stream("POST", base + "/composite/generate-nchannel-stream", json=body,
-                      timeout=timeout) as response:
+    with httpx.stream(
+        "POST", base + "/composite/generate-nchannel-stream", json=body, timeout=timeout
+    ) as response:
         assert response.status_code == 200, response.read()[:500]
         assert response.headers["content-type"].startswith("application/x-ndjson")
         read_lines(response, result)

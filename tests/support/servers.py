@@ -53,15 +53,22 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 
 
 @contextmanager
-def run_process(args: list[str], env: dict[str, str], log_path: Path, port: int,
-                health_path: str = "/health"):
+def run_process(
+    args: list[str], env: dict[str, str], log_path: Path, port: int, health_path: str = "/health"
+):
     """Run a Python module command (``python <args>``) and wait for its health URL."""
     full_env = dict(os.environ)
     full_env.update(env)
     full_env["PYTHONPATH"] = str(ROOT)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable] + args, cwd=ROOT, env=full_env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable] + args,
+            cwd=ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(base + health_path, proc=proc)
@@ -71,12 +78,24 @@ def run_process(args: list[str], env: dict[str, str], log_path: Path, port: int,
 
 
 @contextmanager
-def run_service(module: str, env: dict[str, str], log_path: Path, workers: int = 1,
-                port: int | None = None):
+def run_service(
+    module: str, env: dict[str, str], log_path: Path, workers: int = 1, port: int | None = None
+):
     """Run ``uvicorn <module>:app`` with ``env`` on a free port; yield the base URL."""
     port = port or free_port()
-    args = ["-m", "uvicorn", f"{module}:app", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", str(workers), "--log-level", "warning"]
+    args = [
+        "-m",
+        "uvicorn",
+        f"{module}:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+    ]
     with run_process(args, env, log_path, port) as running:
         yield running
 
@@ -108,12 +127,24 @@ def run_seaweedfs(workdir: Path, buckets: list[str]):
     workdir.mkdir(parents=True, exist_ok=True)
     ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
     grpc = {name: free_port() for name in ("master", "volume", "filer", "s3")}
-    cmd = [weed, "server", f"-dir={workdir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-           f"-master.port={ports['master']}", f"-master.port.grpc={grpc['master']}",
-           f"-volume.port={ports['volume']}", f"-volume.port.grpc={grpc['volume']}",
-           f"-filer.port={ports['filer']}", f"-filer.port.grpc={grpc['filer']}",
-           "-s3", f"-s3.port={ports['s3']}", f"-s3.port.grpc={grpc['s3']}",
-           "-volume.max=20", "-master.volumeSizeLimitMB=64"]
+    cmd = [
+        weed,
+        "server",
+        f"-dir={workdir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={ports['master']}",
+        f"-master.port.grpc={grpc['master']}",
+        f"-volume.port={ports['volume']}",
+        f"-volume.port.grpc={grpc['volume']}",
+        f"-filer.port={ports['filer']}",
+        f"-filer.port.grpc={grpc['filer']}",
+        "-s3",
+        f"-s3.port={ports['s3']}",
+        f"-s3.port.grpc={grpc['s3']}",
+        "-volume.max=20",
+        "-master.volumeSizeLimitMB=64",
+    ]
     log = open(workdir / "weed.log", "ab")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     endpoint = f"http://127.0.0.1:{ports['s3']}"
@@ -121,10 +152,14 @@ def run_seaweedfs(workdir: Path, buckets: list[str]):
         import boto3
         from botocore.config import Config
 
-        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                              aws_access_key_id="any", aws_secret_access_key="any",
-                              config=Config(s3={"addressing_style": "path"},
-                                            retries={"max_attempts": 1}))
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="any",
+            aws_secret_access_key="any",
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        )
         deadline = time.monotonic() + 90
         pending = list(buckets)
         while pending:

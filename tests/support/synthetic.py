@@ -85,12 +85,34 @@ def _add_galaxy(img, x, y, flux, re, q, theta):
     img[y0:y1, x0:x1] += (flux * prof / prof.sum()).astype(np.float32)
 
 
-def make_jwst_image(path, shape=(512, 512), *, seed=0, ra=83.8221, dec=-5.3911,
-                    pixel_scale_arcsec=0.031, rotation_deg=12.0, n_stars=60, n_galaxies=4,
-                    background=0.3, noise=0.02, psf_sigma=1.5, flux_range=(5.0, 500.0),
-                    nan_border=True, instrument="NIRCAM", detector="NRCA1", filter_name="F090W",
-                    pupil="CLEAR", target="ORION-BAR", program="02733", with_err_dq=True,
-                    crpix=None, stars=None, bunit="MJy/sr", extra_primary=None) -> SyntheticImage:
+def make_jwst_image(
+    path,
+    shape=(512, 512),
+    *,
+    seed=0,
+    ra=83.8221,
+    dec=-5.3911,
+    pixel_scale_arcsec=0.031,
+    rotation_deg=12.0,
+    n_stars=60,
+    n_galaxies=4,
+    background=0.3,
+    noise=0.02,
+    psf_sigma=1.5,
+    flux_range=(5.0, 500.0),
+    nan_border=True,
+    instrument="NIRCAM",
+    detector="NRCA1",
+    filter_name="F090W",
+    pupil="CLEAR",
+    target="ORION-BAR",
+    program="02733",
+    with_err_dq=True,
+    crpix=None,
+    stars=None,
+    bunit="MJy/sr",
+    extra_primary=None,
+) -> SyntheticImage:
     """Write a JWST-like i2d file and return what was put in it.
 
     ``stars`` may be a list of (x, y, flux) to place exactly; otherwise
@@ -135,18 +157,32 @@ def make_jwst_image(path, shape=(512, 512), *, seed=0, ra=83.8221, dec=-5.3911,
         stars = drawn
     for x, y, flux in stars:
         _add_gaussian(sci, x, y, flux, psf_sigma)
-        truth.append(Star(x=float(x), y=float(y), flux=float(flux),
-                          peak=float(flux / (2 * math.pi * psf_sigma**2))))
+        truth.append(
+            Star(
+                x=float(x),
+                y=float(y),
+                flux=float(flux),
+                peak=float(flux / (2 * math.pi * psf_sigma**2)),
+            )
+        )
     for _ in range(n_galaxies):
         x, y = rng.uniform(0.2 * nx, 0.8 * nx), rng.uniform(0.2 * ny, 0.8 * ny)
-        _add_galaxy(sci, x, y, rng.uniform(200, 2000), rng.uniform(4, 12), rng.uniform(0.4, 0.9),
-                    rng.uniform(0, math.pi))
+        _add_galaxy(
+            sci,
+            x,
+            y,
+            rng.uniform(200, 2000),
+            rng.uniform(4, 12),
+            rng.uniform(0.4, 0.9),
+            rng.uniform(0, math.pi),
+        )
     if outside is not None:
         sci[outside] = np.nan
     if truth:
-        sky = wcs.pixel_to_world_values(np.array([s.x for s in truth]),
-                                        np.array([s.y for s in truth]))
-        for s, r, d in zip(truth, sky[0], sky[1]):
+        sky = wcs.pixel_to_world_values(
+            np.array([s.x for s in truth]), np.array([s.y for s in truth])
+        )
+        for s, r, d in zip(truth, sky[0], sky[1], strict=True):
             s.ra, s.dec = float(r), float(d)
 
     primary = fits.PrimaryHDU()
@@ -177,12 +213,30 @@ def make_jwst_image(path, shape=(512, 512), *, seed=0, ra=83.8221, dec=-5.3911,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fits.HDUList(hdus).writeto(path, overwrite=True)
-    return SyntheticImage(path=path, shape=(ny, nx), header=sci_hdu.header, wcs=wcs, stars=truth,
-                          background=background, noise=noise, psf_sigma=psf_sigma)
+    return SyntheticImage(
+        path=path,
+        shape=(ny, nx),
+        header=sci_hdu.header,
+        wcs=wcs,
+        stars=truth,
+        background=background,
+        noise=noise,
+        psf_sigma=psf_sigma,
+    )
 
 
-def make_cube(path, n_slices=5, shape=(64, 48), *, seed=1, ctype3="WAVE", cunit3="um",
-              crval3=4.5, cdelt3=0.01, crpix3=1.0) -> np.ndarray:
+def make_cube(
+    path,
+    n_slices=5,
+    shape=(64, 48),
+    *,
+    seed=1,
+    ctype3="WAVE",
+    cunit3="um",
+    crval3=4.5,
+    cdelt3=0.01,
+    crpix3=1.0,
+) -> np.ndarray:
     """An IFU-like cube (slices, y, x) whose slice k holds the value k + small noise."""
     rng = np.random.default_rng(seed)
     cube = np.empty((n_slices,) + tuple(shape), dtype=np.float32)
