@@ -35,9 +35,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        workers, budget = settings.ENGINE_WORKERS, settings.ENGINE_MEMORY_BUDGET_BYTES
+        assert workers is not None and budget is not None  # resolved by Settings
         app.state.pool = WorkerPool(
-            settings.ENGINE_WORKERS,
-            settings.ENGINE_MEMORY_BUDGET_BYTES,
+            workers,
+            budget,
             settings.ENGINE_MAX_QUEUED,
             time_limit=settings.ENGINE_JOB_TIME_LIMIT_SECONDS,
             recycle_bytes=settings.ENGINE_WORKER_RECYCLE_BYTES,

@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Transfers run in threads: hand the GIL over more often than the default 5 ms
         # so that requests (progress polls, /health) are answered promptly meanwhile.
         sys.setswitchinterval(0.001)
+        assert settings.MAST_DOWNLOAD_DIR is not None  # filled in by Settings
         settings.MAST_DOWNLOAD_DIR.mkdir(parents=True, exist_ok=True)
         app.state.mast = MastService(
             settings.MAST_BASE_URL, settings.NAME_RESOLVER_URL, settings.MAST_SEARCH_TIMEOUT

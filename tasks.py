@@ -97,8 +97,33 @@ def serve() -> int:
     return max((p.returncode or 0) for p in procs)
 
 
+LINTED = ["app", "tests", "bench", "main.py", "main_mast.py", "tasks.py"]
+
+
+def check() -> int:
+    """The static gate: ruff (lint and format) and mypy, as configured in pyproject."""
+    steps = [
+        [str(PY), "-m", "ruff", "check", *LINTED],
+        [str(PY), "-m", "ruff", "format", "--check", *LINTED],
+        [str(PY), "-m", "mypy"],
+    ]
+    for step in steps:
+        print("$", " ".join(step[2:]), flush=True)
+        code = subprocess.call(step, cwd=ROOT)
+        if code:
+            return code
+    return 0
+
+
 def test(args: list[str]) -> int:
+    """The static gate, then the test suite."""
     ensure_venv("engine", "dask", "dev")
+    code = check()
+    if code:
+        print(
+            "the static checks failed (see above); fix them before the tests run", file=sys.stderr
+        )
+        return code
     cmd = [str(PY), "-m", "pytest"]
     if not any(a.startswith("-m") for a in args) and not os.environ.get("RUN_SLOW"):
         cmd += ["-m", "not slow"]

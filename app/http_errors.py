@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -42,12 +44,12 @@ _STANDARD_ERRORS = {
 }
 
 
-def error_responses(*codes: int, **descriptions: str) -> dict:
+def error_responses(*codes: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for the given error statuses, all with :class:`ErrorBody`.
 
     ``descriptions`` override the standard text: ``error_responses(400, e400="...")``.
     """
-    out = {}
+    out: dict[int | str, dict[str, Any]] = {}
     for code in codes:
         model = ValidationErrorBody if code == 422 else ErrorBody
         out[code] = {
@@ -62,7 +64,7 @@ def _location(loc) -> str:
     return ".".join(parts) if parts else "body"
 
 
-def summarize_validation_errors(errors: list[dict]) -> str:
+def summarize_validation_errors(errors: Sequence[Any]) -> str:
     """One readable sentence for a list of pydantic errors."""
     pieces = []
     for err in errors[:5]:
@@ -161,7 +163,7 @@ def use_string_detail_in_openapi(app: FastAPI) -> None:
         app.openapi_schema = schema
         return schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class BodySizeLimit:

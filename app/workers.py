@@ -33,7 +33,7 @@ import math
 import multiprocessing
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -58,9 +58,9 @@ HEADER_JOB_BYTES = 128 * MB
 @dataclass(eq=False)
 class _Job:
     id: int
-    message: tuple
+    message: tuple[Any, ...]
     estimate: int
-    future: asyncio.Future
+    future: asyncio.Future[Any]
     handle: JobHandle | None = None
     worker: _Worker | None = None
     stopping: bool = False
@@ -70,7 +70,7 @@ class _Job:
 class _Worker:
     process: Any
     conn: Any
-    ready: asyncio.Future
+    ready: asyncio.Future[_Worker]
     fresh_rss: int = 0
     rss: int = 0
     job: _Job | None = None
@@ -190,7 +190,7 @@ class WorkerPool:
         return [w.pid for w in self._all if w.process.is_alive()]
 
     # -- messages from workers ----------------------------------------------------------
-    def _on_message(self, worker: _Worker, message: tuple) -> None:
+    def _on_message(self, worker: _Worker, message: tuple[Any, ...]) -> None:
         if message[0] == "ready":
             worker.fresh_rss = worker.rss = int(message[2])
             if not worker.ready.done():
@@ -267,7 +267,7 @@ class WorkerPool:
         )
         future.add_done_callback(lambda f: self._sent(worker, job, f))
 
-    def _sent(self, worker: _Worker, job: _Job, future: asyncio.Future) -> None:
+    def _sent(self, worker: _Worker, job: _Job, future: asyncio.Future[None]) -> None:
         if future.cancelled() or future.exception() is None:
             return
         exc = future.exception()
@@ -339,7 +339,9 @@ class WorkerPool:
     def _room_for(self, estimate: int) -> bool:
         return self._active < self.workers and self._memory_fits(estimate)
 
-    async def _wait_for_room(self, estimate: int, on_wait, wait_tick: float) -> None:
+    async def _wait_for_room(
+        self, estimate: int, on_wait: Callable[[int], Awaitable[None]] | None, wait_tick: float
+    ) -> None:
         """Queued lane: wait for a free worker and memory, in arrival order."""
         self._check_size(estimate)
         ticket = object()
@@ -469,7 +471,7 @@ class WorkerPool:
         disconnected: Callable[[], Awaitable[bool]] | None = None,
         poll: float = 0.5,
         **kwargs: Any,
-    ) -> AsyncIterator[tuple[str, Any]]:
+    ) -> AsyncGenerator[tuple[str, Any], None]:
         """Run a long job and follow it: yields ``("event", dict)`` as the worker
         reports (and ``waiting(position)`` events while it waits for room), then
         one ``("result", value)``; the job's error is raised.

@@ -9,7 +9,7 @@ from app.processing.detection import detect_sources
 from app.processing.fits_io import inspect_image, open_plane
 
 
-def detection_pixels(path: str | os.PathLike, hdu_index: int = -1) -> int:
+def detection_pixels(path: str | os.PathLike[str], hdu_index: int = -1) -> int:
     info = inspect_image(path, hdu_index=None if hdu_index < 0 else hdu_index)
     return info.choice.height * info.choice.width
 

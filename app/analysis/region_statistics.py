@@ -75,7 +75,7 @@ def region_window(region_type: str, region: dict, height: int, width: int):
 
 
 def region_statistics(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     region_type: str,
     region: dict,
     hdu_index: int = -1,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -78,7 +79,7 @@ def _table_hdu(hdul, hdu_index: int):
     return hdu
 
 
-def table_info(path: str | os.PathLike) -> dict:
+def table_info(path: str | os.PathLike[str]) -> dict:
     """Every table HDU of the file with its columns (no row is read)."""
     out = []
     with open_fits(path) as hdul:
@@ -156,7 +157,7 @@ def _sort_order(values: np.ndarray, descending: bool) -> np.ndarray | None:
 
 
 def table_page(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     hdu_index: int = 0,
     page: int = 0,
     page_size: int = 100,
@@ -182,8 +183,8 @@ def table_page(
             index = index[_search_mask(data, columns, search.strip())]
         used_sort = None
         if sort_column and n_rows and len(index):
-            names = {c.name.lower(): c.name for c in columns}
-            name = names.get(sort_column.lower())
+            by_lower = {c.name.lower(): c.name for c in columns}
+            name = by_lower.get(sort_column.lower())
             if name is not None:
                 values = np.asarray(data[name])
                 order = _sort_order(
@@ -196,7 +197,7 @@ def table_page(
         pages = max(1, math.ceil(total / page_size))
         page = min(page, pages - 1)
         chosen = index[page * page_size : (page + 1) * page_size]
-        rows = []
+        rows: list[dict[str, Any]] = []
         if len(chosen):
             subset = data[np.sort(chosen)]
             position = {int(r): i for i, r in enumerate(np.sort(chosen))}
@@ -218,7 +219,7 @@ def table_page(
         }
 
 
-def spectral_data(path: str | os.PathLike, hdu_index: int = 1) -> dict:
+def spectral_data(path: str | os.PathLike[str], hdu_index: int = 1) -> dict:
     """The spectral columns of a table HDU, wavelength first; null for non-finite values."""
     with open_fits(path) as hdul:
         hdu = _table_hdu(hdul, hdu_index)

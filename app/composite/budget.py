@@ -39,7 +39,7 @@ class BudgetVerdict:
 
     def headers(self) -> dict[str, str]:
         """The ``X-Composite-*`` budget headers of a render on this verdict's grid."""
-        out = {"X-Composite-Budget-Status": self.status}
+        out: dict[str, str] = {"X-Composite-Budget-Status": self.status}
         if self.downscaled:
             out["X-Composite-Was-Downscaled"] = "true"
             out["X-Composite-Original-Shape"] = shape_text(self.original_shape)

@@ -537,7 +537,10 @@ def _combine(
     """Linear colour combine of the given channels, divided by one common maximum."""
     rgb = np.zeros((*shape, 3), dtype=np.float32)
     for index in indices:
-        color_mapping.add_colour(rgb, values[index], channels[index].rgb)
+        plane, colour = values[index], channels[index].rgb
+        if plane is None or colour is None:
+            raise ValueError(f"channel {index} has no colour plane to combine")
+        color_mapping.add_colour(rgb, plane, colour)
     return color_mapping.normalise_common(rgb)
 
 

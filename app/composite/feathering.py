@@ -11,7 +11,7 @@ CIELAB (scikit-image's conversion, D65), so the seam has no visible step.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +32,9 @@ class FeatherChoice:
 
 
 def feather_strength(
-    requested: float | None, instruments: list[str | None], scales_arcsec: list[float | None]
+    requested: float | None,
+    instruments: Sequence[str | None],
+    scales_arcsec: Sequence[float | None],
 ) -> FeatherChoice:
     """The effective strength: the request's, or with null and >= 2 known instruments
     min(0.3, 0.05 x coarsest / finest pixel scale) (automatic); else 0."""

@@ -17,7 +17,7 @@ DATA_LEVEL = 0.005
 
 def auto_crop(rgb: np.ndarray) -> np.ndarray:
     """The bounding box of pixels where any plane is > 0.005 (the whole image if none)."""
-    lit = (rgb > DATA_LEVEL).any(axis=-1)
+    lit = np.any(rgb > DATA_LEVEL, axis=-1)
     rows = np.flatnonzero(lit.any(axis=1))
     if rows.size == 0:
         return rgb

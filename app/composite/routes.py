@@ -122,7 +122,8 @@ async def estimate(
         )
     verdict = (await prepare(body, settings, storage, pool, refuse=False)).verdict
     return CompositeEstimate(
-        status="fail" if verdict.status == "fail" else verdict.status,
+        # allow_force_downscale is ignored here: what a render would force is a fail.
+        status="ok" if verdict.status == "ok" else "warn" if verdict.status == "warn" else "fail",
         original_shape=list(verdict.original_shape),
         output_shape=list(verdict.output_shape),
         side_factor=round(verdict.side_factor, 6),

@@ -56,6 +56,13 @@ class Obs:
         return self.ra is not None and self.dec is not None
 
     @property
+    def position(self) -> tuple[float, float]:
+        """(ra, dec) in degrees of an observation that has coordinates."""
+        if self.ra is None or self.dec is None:
+            raise ValueError("observation without coordinates")
+        return self.ra, self.dec
+
+    @property
     def kind(self) -> str | None:
         """The real instrument (Decision 15)."""
         return normalise_instrument(self.instrument)
@@ -140,16 +147,18 @@ def usable_observations(observations: list[dict], today_mjd: int) -> list[Obs]:
         release = o.get("t_obs_release")
         if release is not None and release > today_mjd:
             continue
-        ra, dec = o.get("s_ra"), o.get("s_dec")
-        coords = ra is not None and dec is not None
+        raw_ra, raw_dec = o.get("s_ra"), o.get("s_dec")
+        ra = dec = None
+        if raw_ra is not None and raw_dec is not None:
+            ra, dec = float(raw_ra), float(raw_dec)
         out.append(
             Obs(
                 filter=name,
                 instrument=(o.get("instrument") or "").strip().upper(),
                 wavelength=wave,
                 observation_id=o.get("observation_id"),
-                ra=float(ra) if coords else None,
-                dec=float(dec) if coords else None,
+                ra=ra,
+                dec=dec,
             )
         )
     return out
@@ -254,8 +263,8 @@ def requires_mosaic(observations: list[Obs]) -> bool:
             by_filter.setdefault(o.filter, []).append(o)
     return any(
         spread_exceeds(
-            [o.ra for o in obs],
-            [o.dec for o in obs],  # type: ignore[misc]
+            [o.position[0] for o in obs],
+            [o.position[1] for o in obs],
             cat.MOSAIC_SEPARATION_ARCSEC,
         )
         for obs in by_filter.values()
@@ -279,8 +288,8 @@ def pointing_groups(observations: list[Obs], fixed_arcmin: float | None = None) 
         classes = [0] * len(placed)
         thresholds = {(0, 0): fixed_arcmin}
     groups = linked_groups(
-        [o.ra for o in placed],
-        [o.dec for o in placed],  # type: ignore[misc]
+        [o.position[0] for o in placed],
+        [o.position[1] for o in placed],
         classes,
         thresholds,
     )
@@ -296,8 +305,8 @@ def coverage_areas(observations: list[Obs]) -> dict[str, float]:
             by_filter.setdefault(o.filter, []).append(o)
     areas = {}
     for name, obs in by_filter.items():
-        ra = np.radians([o.ra for o in obs])
-        dec = np.array([o.dec for o in obs], dtype=float)
+        ra = np.radians([o.position[0] for o in obs])
+        dec = np.array([o.position[1] for o in obs], dtype=float)
         mean_ra = math.degrees(math.atan2(np.sin(ra).mean(), np.cos(ra).mean()))
         scale = max(math.cos(math.radians(dec.mean())), 0.01)
         x = ((np.degrees(ra) - mean_ra + 180.0) % 360.0 - 180.0) * scale * 60.0

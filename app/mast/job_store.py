@@ -158,7 +158,7 @@ class JobStore:
     WAL size limit (a background thread), never in a progress read on the event loop.
     """
 
-    def __init__(self, download_dir: str | os.PathLike) -> None:
+    def __init__(self, download_dir: str | os.PathLike[str]) -> None:
         self.state_dir = Path(download_dir) / ".download_state"
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.state_dir / "jobs.sqlite3"
@@ -474,7 +474,7 @@ class JobStore:
         with self._connect() as db:
             rows = db.execute("SELECT * FROM jobs ORDER BY started_at").fetchall()
             files = db.execute("SELECT * FROM files ORDER BY job_id, position").fetchall()
-        by_job: dict[str, list] = {}
+        by_job: dict[str, list[sqlite3.Row]] = {}
         for f in files:
             by_job.setdefault(f["job_id"], []).append(f)
         return [_job(r, by_job.get(r["job_id"], [])) for r in rows]
@@ -542,7 +542,7 @@ def _storage_error(exc: sqlite3.Error) -> ServiceError:
     return ServiceError(f"Download job store error: {exc}", status_code=503)
 
 
-def _job(row: sqlite3.Row, files) -> JobRow:
+def _job(row: sqlite3.Row, files: Sequence[sqlite3.Row]) -> JobRow:
     return JobRow(
         job_id=row["job_id"],
         obs_id=row["obs_id"],

@@ -24,15 +24,22 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlparse
 
 import numpy as np
 from cachetools import TTLCache
+from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
 
 from app.errors import BadRequest, NotFound, UpstreamError
 
+if TYPE_CHECKING:
+    from astropy.table import Table
+
 logger = logging.getLogger(__name__)
+
+Row = dict[str, Any]  # one MAST table row, JSON-safe
 
 MJD_UNIX_EPOCH = 40587.0
 SPECTRAL_SUFFIXES = ("_x1d.fits", "_x1dints.fits", "_c1d.fits")
@@ -65,7 +72,7 @@ def name_variants(name: str) -> list[str]:
     return out
 
 
-def _plain(value):
+def _plain(value: object) -> Any:
     """A JSON-safe Python value for one table cell (masked/NaN/Inf -> None)."""
     if value is None or value is np.ma.masked:
         return None
@@ -85,12 +92,12 @@ def _plain(value):
     return value
 
 
-def table_rows(table) -> list[dict]:
+def table_rows(table: Table | None) -> list[Row]:
     """An astropy Table as a list of JSON-safe dicts."""
     if table is None or len(table) == 0:
         return []
     names = table.colnames
-    rows = []
+    rows: list[Row] = []
     for row in table:
         rows.append({name: _plain(row[name]) for name in names})
     return rows
@@ -103,8 +110,10 @@ class _TimeoutAdapter(HTTPAdapter):
         super().__init__()
         self.default_timeout = timeout
 
-    def send(self, request, timeout=None, **kwargs):  # type: ignore[no-untyped-def]
-        return super().send(request, timeout=timeout or self.default_timeout, **kwargs)
+    def send(  # type: ignore[override]
+        self, request: PreparedRequest, timeout: object = None, **kwargs: Any
+    ) -> Response:
+        return super().send(request, timeout=timeout or self.default_timeout, **kwargs)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -130,7 +139,9 @@ class MastService:
         self._local = threading.local()
         # Product lists of recently seen observations: listing products and then
         # downloading them (the usual sequence) asks MAST once.
-        self._products: TTLCache = TTLCache(maxsize=256, ttl=PRODUCT_CACHE_SECONDS)
+        self._products: TTLCache[tuple[str, str], list[Row]] = TTLCache(
+            maxsize=256, ttl=PRODUCT_CACHE_SECONDS
+        )
         self._products_lock = threading.Lock()
         # Searches wait on MAST for long: their own threads, bounded, so that slow or
         # abandoned searches never hold up the job store's heartbeat and reads.
@@ -143,7 +154,7 @@ class MastService:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     # -- astroquery -------------------------------------------------------------------
-    def observations(self):
+    def observations(self) -> Any:
         """A per-thread astroquery ObservationsClass pointed at MAST_BASE_URL."""
         obs = getattr(self._local, "obs", None)
         if obs is None:
@@ -164,7 +175,7 @@ class MastService:
             self._local.obs = obs
         return obs
 
-    def _query(self, pagesize: int | None = None, **criteria) -> list[dict]:
+    def _query(self, pagesize: int | None = None, **criteria: Any) -> list[Row]:
         import warnings
 
         from astroquery.exceptions import RemoteServiceError
@@ -183,13 +194,13 @@ class MastService:
             raise UpstreamError(f"MAST request failed: {_describe(exc)}") from None
         return table_rows(table)
 
-    def _public(self, **criteria) -> dict:
+    def _public(self, **criteria: Any) -> dict[str, Any]:
         criteria.setdefault("obs_collection", "JWST")
         criteria["t_obs_release"] = [0, now_mjd()]
         return criteria
 
     @staticmethod
-    def _levels(calib_level: list[int] | None) -> dict:
+    def _levels(calib_level: list[int] | None) -> dict[str, Any]:
         return {"calib_level": list(calib_level)} if calib_level else {}
 
     # -- searches -----------------------------------------------------------------------
@@ -217,7 +228,7 @@ class MastService:
 
     def search_position(
         self, ra: float, dec: float, radius: float, calib_level: list[int] | None
-    ) -> list[dict]:
+    ) -> list[Row]:
         from astropy import units as u
         from astropy.coordinates import SkyCoord
 
@@ -230,23 +241,23 @@ class MastService:
             )
         )
 
-    def search_target(self, name: str, radius: float, calib_level: list[int] | None) -> list[dict]:
+    def search_target(self, name: str, radius: float, calib_level: list[int] | None) -> list[Row]:
         ra, dec = self.resolve_target(name)
         return self.search_position(ra, dec, radius, calib_level)
 
-    def search_observation(self, obs_id: str, calib_level: list[int] | None) -> list[dict]:
+    def search_observation(self, obs_id: str, calib_level: list[int] | None) -> list[Row]:
         return self.rewrite_urls(
             self._query(obs_id=obs_id, **self._public(**self._levels(calib_level)))
         )
 
-    def search_program(self, program_id: str, calib_level: list[int] | None) -> list[dict]:
+    def search_program(self, program_id: str, calib_level: list[int] | None) -> list[Row]:
         return self.rewrite_urls(
             self._query(proposal_id=program_id, **self._public(**self._levels(calib_level)))
         )
 
     def search_recent(
         self, days_back: int, instrument: str | None, limit: int, offset: int
-    ) -> list[dict]:
+    ) -> list[Row]:
         today = now_mjd()
         criteria = {"obs_collection": "JWST", "t_obs_release": [today - days_back, today]}
         if instrument:
@@ -257,7 +268,7 @@ class MastService:
         return self.rewrite_urls(rows[offset : offset + limit])
 
     # -- products -------------------------------------------------------------------------
-    def product_rows(self, obs_id: str, product_type: str = "SCIENCE") -> list[dict]:
+    def product_rows(self, obs_id: str, product_type: str = "SCIENCE") -> list[Row]:
         """Public FITS products of a public JWST observation (empty when there is none)."""
         key = (obs_id, product_type)
         with self._products_lock:
@@ -268,7 +279,7 @@ class MastService:
                 self._products[key] = rows
         return [dict(row) for row in rows]
 
-    def _fetch_product_rows(self, obs_id: str, product_type: str) -> list[dict]:
+    def _fetch_product_rows(self, obs_id: str, product_type: str) -> list[Row]:
         import warnings
 
         obs = self.observations()
@@ -299,7 +310,7 @@ class MastService:
             raise BadRequest(f"Not a MAST data URI: {uri!r}")
         return f"{self.base_url}/api/v0.1/Download/file?uri={quote(uri, safe=':/')}"
 
-    def rewrite_urls(self, rows: list[dict]) -> list[dict]:
+    def rewrite_urls(self, rows: list[Row]) -> list[Row]:
         for row in rows:
             for key in ("jpegURL", "dataURL"):
                 value = row.get(key)

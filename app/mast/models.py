@@ -73,7 +73,9 @@ class TargetSearchRequest(BaseModel):
         min_length=1, max_length=200, description="Object name, resolved to coordinates by Sesame"
     )
     radius: float = Field(default=0.2, gt=0, le=10, description="Cone radius in degrees")
-    filters: dict | None = Field(default=None, description="Accepted and ignored (compatibility)")
+    filters: dict[str, Any] | None = Field(
+        default=None, description="Accepted and ignored (compatibility)"
+    )
     calib_level: CalibLevels = [2, 3]
 
 

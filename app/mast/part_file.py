@@ -16,9 +16,13 @@ import ctypes.util
 import errno
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar, cast
+
+T = TypeVar("T")
+BytesLike = bytes | bytearray | memoryview
 
 WRITEBACK_EVERY = 8 << 20
 _SYNC_FILE_RANGE_WRITE = 2
@@ -54,7 +58,7 @@ def describe_os_error(exc: OSError, path: Path) -> str:
     return f"Cannot write {path.name}: {exc.strerror or exc}"
 
 
-def _load_sync_file_range():
+def _load_sync_file_range() -> Callable[..., int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -64,7 +68,7 @@ def _load_sync_file_range():
         return None
     function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     function.restype = ctypes.c_int
-    return function
+    return cast(Callable[..., int], function)
 
 
 _sync_file_range = _load_sync_file_range()
@@ -92,13 +96,13 @@ class PartFile:
                 self.close()
                 raise
 
-    def _guard(self, function, *args):
+    def _guard(self, function: Callable[..., T], *args: Any) -> T:
         try:
             return function(*args)
         except OSError as exc:
             raise DownloadFailed(describe_os_error(exc, self.final_path)) from None
 
-    def write(self, data) -> None:
+    def write(self, data: BytesLike) -> None:
         """Append ``data`` (bytes-like) in full."""
         view = memoryview(data)
         while view:
@@ -109,7 +113,7 @@ class PartFile:
             self._start_writeback(self._flushed_to, self.position - self._flushed_to)
             self._flushed_to = self.position
 
-    def pwrite(self, data, offset: int) -> None:
+    def pwrite(self, data: BytesLike, offset: int) -> None:
         """Write ``data`` in full at ``offset`` (parallel parts of a preallocated file)."""
         view = memoryview(data)
         while view:
@@ -123,7 +127,8 @@ class PartFile:
             _sync_file_range(self.fd, start, length, _SYNC_FILE_RANGE_WRITE)
 
     def size(self) -> int:
-        return self._guard(os.fstat, self.fd).st_size
+        size: int = self._guard(os.fstat, self.fd).st_size
+        return size
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -133,7 +138,7 @@ class PartFile:
     def __enter__(self) -> PartFile:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def finalise(self) -> None:

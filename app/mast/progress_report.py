@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from typing import Any
 
 from app.mast.job_store import ACTIVE, FINISHED, RESUMABLE, FileStatus, JobRow, JobStatus
 
@@ -42,7 +43,7 @@ def _percent(done: int, total: int) -> float:
     return round(min(100.0, 100.0 * done / total), 1)
 
 
-def progress_body(job: JobRow) -> dict:
+def progress_body(job: JobRow) -> dict[str, Any]:
     """The §2.10 progress object of a stored job (integers stay integers)."""
     total = int(job.total_bytes)
     done = int(min(job.downloaded_bytes, total) if total else job.downloaded_bytes)
@@ -99,7 +100,7 @@ def progress_body(job: JobRow) -> dict:
     }
 
 
-def resumable_summary(job: JobRow) -> dict:
+def resumable_summary(job: JobRow) -> dict[str, Any]:
     total = int(job.total_bytes)
     done = int(job.downloaded_bytes)
     return {

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from cachetools import TTLCache
 from fastapi import APIRouter, Path, Query
@@ -11,29 +12,34 @@ from fastapi import APIRouter, Path, Query
 from app.config import Settings
 from app.deps import DownloadsDep, MastDep, SettingsDep
 from app.errors import UpstreamTimeout
-from app.http_errors import ErrorBody
+from app.http_errors import error_responses
 from app.mast import models
 from app.mast.job_store import JobStatus, utc_now_iso
-from app.mast.mast_service import MastService
+from app.mast.mast_service import MastService, Row
+
+T = TypeVar("T")
 
 router = APIRouter(prefix="/mast", tags=["MAST"])
 
-SEARCH_ERRORS = {
-    404: {"model": ErrorBody, "description": "Target name could not be resolved"},
-    422: {"model": ErrorBody, "description": "Invalid request body"},
-    502: {"model": ErrorBody, "description": "MAST or the name resolver failed or is unreachable"},
-    504: {"model": ErrorBody, "description": "MAST did not answer in time"},
-}
+SEARCH_ERRORS = error_responses(
+    404,
+    422,
+    502,
+    504,
+    e404="Target name could not be resolved",
+    e502="MAST or the name resolver failed or is unreachable",
+    e504="MAST did not answer in time",
+)
 JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Download job id")]
 
 # A start-chunked request naming one of these jobs resumes it instead (CONTRACT §2.9).
 RESUMABLE_BY_START = frozenset({JobStatus.PAUSED, JobStatus.FAILED, JobStatus.DOWNLOADING})
 # Short-lived caches of search results (per process; MAST is the source of truth).
-_target_cache: TTLCache = TTLCache(maxsize=100, ttl=300)
-_recent_cache: TTLCache = TTLCache(maxsize=100, ttl=300)
+_target_cache: TTLCache[str, list[Row]] = TTLCache(maxsize=100, ttl=300)
+_recent_cache: TTLCache[str, list[Row]] = TTLCache(maxsize=100, ttl=300)
 
 
-def _response(search_type: str, params: dict, rows: list[dict]) -> dict:
+def _response(search_type: str, params: dict[str, Any], rows: list[Row]) -> dict[str, Any]:
     return {
         "search_type": search_type,
         "query_params": params,
@@ -43,7 +49,7 @@ def _response(search_type: str, params: dict, rows: list[dict]) -> dict:
     }
 
 
-async def with_timeout(coro, seconds: float, message: str):
+async def with_timeout(coro: Awaitable[T], seconds: float, message: str) -> T:
     """Await ``coro``; 504 with ``message`` when it takes longer than ``seconds``."""
     try:
         return await asyncio.wait_for(coro, seconds)
@@ -52,8 +58,13 @@ async def with_timeout(coro, seconds: float, message: str):
 
 
 async def _search(
-    settings: Settings, mast: MastService, fn, *args, hint: str = "", what: str = "MAST search"
-):
+    settings: Settings,
+    mast: MastService,
+    fn: Callable[..., list[Row]],
+    *args: Any,
+    hint: str = "",
+    what: str = "MAST search",
+) -> list[Row]:
     """Run a blocking MAST call in a search thread under ``MAST_SEARCH_TIMEOUT`` (504
     after it; the call itself gives up at the same limit)."""
     message = f"{what} timed out after {settings.MAST_SEARCH_TIMEOUT:g} seconds.{hint}"
@@ -63,9 +74,11 @@ async def _search(
     )
 
 
-async def _cached(cache: TTLCache, key: str, fetch):
+async def _cached(
+    cache: TTLCache[str, list[Row]], key: str, fetch: Callable[[], Awaitable[list[Row]]]
+) -> list[Row]:
     """A short-lived cached result, or ``await fetch()`` stored under ``key``."""
-    rows = cache.get(key)
+    rows: list[Row] | None = cache.get(key)
     if rows is None:
         rows = await fetch()
         cache[key] = rows
@@ -78,7 +91,9 @@ async def _cached(cache: TTLCache, key: str, fetch):
     responses=SEARCH_ERRORS,
     summary="Observations around a named target",
 )
-async def search_target(body: models.TargetSearchRequest, settings: SettingsDep, mast: MastDep):
+async def search_target(
+    body: models.TargetSearchRequest, settings: SettingsDep, mast: MastDep
+) -> dict[str, Any]:
     """Resolve the name with Sesame (trying spelling variants such as `NGC-3132` ->
     `NGC 3132`), then list public JWST observations within `radius` degrees (a true
     cone) at the requested calibration levels."""
@@ -113,7 +128,7 @@ async def search_target(body: models.TargetSearchRequest, settings: SettingsDep,
 )
 async def search_coordinates(
     body: models.CoordinateSearchRequest, settings: SettingsDep, mast: MastDep
-):
+) -> dict[str, Any]:
     """Public JWST observations whose position lies within `radius` degrees of
     (`ra`, `dec`); `ra` may be given in [-360, 360] and is normalised to [0, 360)."""
     ra = body.ra % 360.0
@@ -142,7 +157,7 @@ async def search_coordinates(
 )
 async def search_observation(
     body: models.ObservationSearchRequest, settings: SettingsDep, mast: MastDep
-):
+) -> dict[str, Any]:
     """The public observation(s) whose MAST `obs_id` is given, e.g.
     `jw02733-o001_t001_nircam_clear-f090w`, at the requested calibration levels."""
     rows = await _search(
@@ -159,7 +174,9 @@ async def search_observation(
     responses=SEARCH_ERRORS,
     summary="Observations of a JWST program",
 )
-async def search_program(body: models.ProgramSearchRequest, settings: SettingsDep, mast: MastDep):
+async def search_program(
+    body: models.ProgramSearchRequest, settings: SettingsDep, mast: MastDep
+) -> dict[str, Any]:
     """Every public JWST observation of a proposal (program) id such as `2733`, at the
     requested calibration levels."""
     rows = await _search(
@@ -176,7 +193,9 @@ async def search_program(body: models.ProgramSearchRequest, settings: SettingsDe
     responses=SEARCH_ERRORS,
     summary="Recently released JWST observations",
 )
-async def search_recent(body: models.RecentReleasesRequest, settings: SettingsDep, mast: MastDep):
+async def search_recent(
+    body: models.RecentReleasesRequest, settings: SettingsDep, mast: MastDep
+) -> dict[str, Any]:
     """Observations released in the last `days_back` days, newest first, paged with
     `limit` and `offset`; optionally one instrument."""
     key = f"{body.days_back}:{body.instrument or 'all'}:{body.limit}:{body.offset}"
@@ -202,7 +221,9 @@ async def search_recent(body: models.RecentReleasesRequest, settings: SettingsDe
     responses=SEARCH_ERRORS,
     summary="Science FITS products of an observation",
 )
-async def products(body: models.ProductsRequest, settings: SettingsDep, mast: MastDep):
+async def products(
+    body: models.ProductsRequest, settings: SettingsDep, mast: MastDep
+) -> dict[str, Any]:
     """The FITS science products (uncal, rate, cal, i2d, x1d, s3d...) MAST lists for an
     observation, with sizes, calibration levels and download URLs."""
     rows = await _search(settings, mast, mast.product_rows, body.obs_id.strip(), what="Request")
@@ -215,7 +236,9 @@ async def products(body: models.ProductsRequest, settings: SettingsDep, mast: Ma
     responses=SEARCH_ERRORS,
     summary="Download an observation's files and wait for them",
 )
-async def download(body: models.DownloadRequest, settings: SettingsDep, downloads: DownloadsDep):
+async def download(
+    body: models.DownloadRequest, settings: SettingsDep, downloads: DownloadsDep
+) -> dict[str, Any]:
     """Synchronous download into `<MAST_DOWNLOAD_DIR>/<obs_id>/`. File-level failures
     answer 200 with `status: "failed"` and an `error`, as the .NET client expects."""
     return await with_timeout(
@@ -230,13 +253,12 @@ async def download(body: models.DownloadRequest, settings: SettingsDep, download
     "/download/start-chunked",
     response_model=models.JobStarted,
     response_model_exclude_none=True,
-    responses={
-        409: {"model": ErrorBody, "description": "Already being resumed"},
-        422: {"model": ErrorBody, "description": "Invalid obs_id"},
-    },
+    responses=error_responses(409, 422, e409="Already being resumed"),
     summary="Start (or resume) a background HTTP download",
 )
-async def start_chunked(body: models.ChunkedDownloadRequest, downloads: DownloadsDep):
+async def start_chunked(
+    body: models.ChunkedDownloadRequest, downloads: DownloadsDep
+) -> dict[str, Any]:
     """Files are fetched with byte ranges, three at a time, into `.part` files renamed
     only when complete. Poll `/mast/download/progress-chunked/{job_id}`."""
     if body.resume_job_id:
@@ -262,10 +284,10 @@ async def start_chunked(body: models.ChunkedDownloadRequest, downloads: Download
     "/download/start-s3",
     response_model=models.JobStarted,
     response_model_exclude_none=True,
-    responses={422: {"model": ErrorBody, "description": "Invalid obs_id"}},
+    responses=error_responses(422),
     summary="Start a background download from the public S3 bucket",
 )
-async def start_s3(body: models.S3DownloadRequest, downloads: DownloadsDep):
+async def start_s3(body: models.S3DownloadRequest, downloads: DownloadsDep) -> dict[str, Any]:
     """Files come from the archive's public bucket (anonymous), located through MAST's
     path lookup, in ranged parts fetched in parallel."""
     job_id = await downloads.start(body.obs_id, body.product_type, body.calib_level, "s3")
@@ -281,10 +303,10 @@ async def start_s3(body: models.S3DownloadRequest, downloads: DownloadsDep):
 @router.get(
     "/download/progress-chunked/{job_id}",
     response_model=models.ProgressResponse,
-    responses={404: {"model": ErrorBody, "description": "Unknown job"}},
+    responses=error_responses(404, e404="Unknown job"),
     summary="Byte-level progress of a download job",
 )
-async def progress(job_id: JobId, downloads: DownloadsDep):
+async def progress(job_id: JobId, downloads: DownloadsDep) -> dict[str, Any]:
     """Bytes done and total, speed, ETA and per-file progress of a download job, read
     from the durable job store (any worker process answers for any job)."""
     return await downloads.progress(job_id)
@@ -293,10 +315,10 @@ async def progress(job_id: JobId, downloads: DownloadsDep):
 @router.post(
     "/download/pause/{job_id}",
     response_model=models.PauseResumeResponse,
-    responses={404: {"model": ErrorBody, "description": "No active download"}},
+    responses=error_responses(404, e404="No active download"),
     summary="Pause a running download (partial files are kept)",
 )
-async def pause(job_id: JobId, downloads: DownloadsDep):
+async def pause(job_id: JobId, downloads: DownloadsDep) -> dict[str, Any]:
     """Stop a running download; its `.part` files stay, so a resume continues each file
     from the byte it reached."""
     return await downloads.pause(job_id)
@@ -305,14 +327,12 @@ async def pause(job_id: JobId, downloads: DownloadsDep):
 @router.post(
     "/download/resume/{job_id}",
     response_model=models.PauseResumeResponse,
-    responses={
-        400: {"model": ErrorBody, "description": "Job not resumable"},
-        404: {"model": ErrorBody, "description": "Unknown job"},
-        409: {"model": ErrorBody, "description": "Already being resumed"},
-    },
+    responses=error_responses(
+        400, 404, 409, e400="Job not resumable", e404="Unknown job", e409="Already being resumed"
+    ),
     summary="Resume a paused or failed download from its byte offsets",
 )
-async def resume(job_id: JobId, downloads: DownloadsDep):
+async def resume(job_id: JobId, downloads: DownloadsDep) -> dict[str, Any]:
     """Continue a paused, failed or interrupted download from each file's byte offset
     (HTTP Range); 409 when another request is already resuming it."""
     await downloads.resume(job_id)
@@ -322,10 +342,10 @@ async def resume(job_id: JobId, downloads: DownloadsDep):
 @router.post(
     "/download/cancel/{job_id}",
     response_model=models.PauseResumeResponse,
-    responses={404: {"model": ErrorBody, "description": "Unknown job"}},
+    responses=error_responses(404, e404="Unknown job"),
     summary="Cancel a download (partial files are removed)",
 )
-async def cancel(job_id: JobId, downloads: DownloadsDep):
+async def cancel(job_id: JobId, downloads: DownloadsDep) -> dict[str, Any]:
     """Stop a download for good and remove its partial files; finished files stay."""
     return await downloads.cancel(job_id)
 
@@ -335,7 +355,7 @@ async def cancel(job_id: JobId, downloads: DownloadsDep):
     response_model=models.ResumableJobsResponse,
     summary="Downloads that can be resumed",
 )
-async def resumable(downloads: DownloadsDep):
+async def resumable(downloads: DownloadsDep) -> dict[str, Any]:
     """Paused, failed or interrupted HTTP downloads with files still to fetch, one per
     observation (the one with the most bytes). Reading this list changes nothing."""
     jobs = await downloads.resumable()
@@ -345,7 +365,7 @@ async def resumable(downloads: DownloadsDep):
 @router.delete(
     "/download/resumable/{job_id}",
     response_model=models.DismissResponse,
-    responses={404: {"model": ErrorBody, "description": "Unknown job"}},
+    responses=error_responses(404, e404="Unknown job"),
     summary="Forget a resumable download, optionally deleting its files",
 )
 async def dismiss(
@@ -355,7 +375,7 @@ async def dismiss(
         bool, Query(description="Also delete the job's files (only inside the download directory)")
     ] = False,
     downloads: DownloadsDep,
-):
+) -> dict[str, Any]:
     """Remove a job from the resumable list; with `delete_files=true` its files are
     deleted too (never anything outside the download directory)."""
     return await downloads.dismiss(job_id, delete_files)

@@ -41,7 +41,7 @@ class ArchiveObject:
     etag: str
 
 
-def make_archive_client(endpoint: str | None, region: str):
+def make_archive_client(endpoint: str | None, region: str) -> Any:
     from app.storage.s3_storage import make_s3_client
 
     return make_s3_client(endpoint, region, None, None, path_style=True, anonymous=True)

@@ -41,9 +41,18 @@ class FileTransfer:
 class TransferStrategy(Protocol):
     """Fetches one file of a job; blocking, called in a transfer thread."""
 
-    source: str
-    parallel_files: int  # files of one job transferred at once
-    keeps_partial_files: bool  # whether a stopped file's ``.part`` is worth keeping
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def parallel_files(self) -> int:
+        """Files of one job transferred at once."""
+        ...
+
+    @property
+    def keeps_partial_files(self) -> bool:
+        """Whether a stopped file's ``.part`` is worth keeping (resume continues it)."""
+        ...
 
     def transfer(self, file: FileTransfer) -> int:
         """Bring the file to its place; returns its size. Raises ``DownloadStopped``

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-EXAMPLE_KEYS = [
+EXAMPLE_KEYS: list[Any] = [
     "mast/jw02733-o001_t001_nircam_clear-f090w/jw02733001001_02101_00001_nrca1_cal.fits",
     "mast/jw02733-o001_t001_nircam_clear-f090w/jw02733001001_02101_00001_nrca2_cal.fits",
 ]

@@ -139,11 +139,12 @@ def picture_grid(
     if width is None or height is None:
         native = native_grid(inputs, 1 << 62)
         aspect = native.height / native.width
-        if width is None:
+        if height is not None:
             width = max(1, round(height / aspect))
-        else:
+        elif width is not None:
             height = max(1, round(width * aspect))
-    return fit_grid(inputs, int(width), int(height))
+    assert width is not None and height is not None
+    return fit_grid(inputs, width, height)
 
 
 def plan_mosaic(

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +161,7 @@ STREAM_PIECE = 1 << 20
 
 
 async def _follow_file(
-    steps: AsyncIterator[tuple[str, Any]], path: str, size: int
+    steps: AsyncGenerator[tuple[str, Any], None], path: str, size: int
 ) -> AsyncIterator[bytes]:
     """The file's bytes as the worker declares them final; the file is removed after.
 

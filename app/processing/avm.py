@@ -11,12 +11,17 @@ engine draws images (row 0 at the bottom).
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 import numpy as np
 
 from app.errors import BadRequest
 from app.processing.fits_io import scale_and_rotation
+
+if TYPE_CHECKING:
+    from astropy.wcs import WCS
 
 _XMP_JPEG_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
 _SPECTRAL_BANDS = {
@@ -30,7 +35,7 @@ _SPECTRAL_BANDS = {
 }
 
 
-def _seq(values) -> str:
+def _seq(values: Iterable[object]) -> str:
     items = "".join(f"<rdf:li>{escape(str(v))}</rdf:li>" for v in values)
     return f"<rdf:Seq>{items}</rdf:Seq>"
 
@@ -40,7 +45,7 @@ def _num(value: float) -> str:
 
 
 def spatial_tags(
-    wcs, image_width: int, image_height: int, data_width: int, data_height: int
+    wcs: WCS, image_width: int, image_height: int, data_width: int, data_height: int
 ) -> dict[str, str]:
     """AVM ``Spatial.*`` tags (XML fragments) for a picture of the given size.
 

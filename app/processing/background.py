@@ -26,7 +26,7 @@ def regular_sample(values: np.ndarray, max_size: int = MAX_SAMPLE) -> np.ndarray
     flat = flat[np.isfinite(flat)]
     if flat.size > max_size:
         flat = flat[:: int(math.ceil(flat.size / max_size))]
-    return flat
+    return np.asarray(flat)
 
 
 def sky_level(data: np.ndarray, sigma: float = 3.0, maxiters: int = 10) -> float:
@@ -109,9 +109,9 @@ def upsample_mesh(mesh: np.ndarray, box: int, shape: tuple[int, int]) -> np.ndar
     rows = np.arange(height, dtype=np.float64)
     i = np.clip(np.searchsorted(centres_y, rows, side="right") - 1, 0, mesh.shape[0] - 2)
     t = np.clip((rows - centres_y[i]) / (centres_y[i + 1] - centres_y[i]), 0.0, 1.0)
-    t = t.astype(np.float32)[:, None]
-    low = rows_first[i]
-    out = rows_first[i + 1] - low
-    out *= t
+    weight = t.astype(np.float32)[:, None]
+    low: np.ndarray = rows_first[i]
+    out: np.ndarray = rows_first[i + 1] - low
+    out *= weight
     out += low
     return out

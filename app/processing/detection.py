@@ -13,24 +13,30 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from app.errors import BadRequest
 from app.processing.background import background_model
 
+if TYPE_CHECKING:
+    from astropy.table import Table
+
+Source = dict[str, Any]  # one detected source: the fields of CONTRACT.md §3.12
+
 METHODS = ("auto", "daofind", "iraf", "segmentation")
 
 
-def _number(value) -> float | None:
+def _number(value: object) -> float | None:
     try:
-        v = float(value)
+        v = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
 
 
-def _column(table, *names):
+def _column(table: Table, *names: str) -> np.ndarray | None:
     """The first of ``names`` that the table has (photutils 3 renamed xcentroid to
     x_centroid)."""
     for name in names:
@@ -39,7 +45,14 @@ def _column(table, *names):
     return None
 
 
-def _star_finder(method: str, threshold: float, fwhm: float):
+def _required(table: Table, *names: str) -> np.ndarray:
+    column = _column(table, *names)
+    if column is None:
+        raise KeyError(f"the source table has none of the columns {names}")
+    return column
+
+
+def _star_finder(method: str, threshold: float, fwhm: float) -> Any:
     from photutils.detection import DAOStarFinder, IRAFStarFinder
 
     # min_separation=0: peaks are local maxima within the kernel's own footprint (the
@@ -50,17 +63,19 @@ def _star_finder(method: str, threshold: float, fwhm: float):
     return IRAFStarFinder(threshold=threshold, fwhm=fwhm, exclude_border=True, min_separation=0)
 
 
-def _point_sources(residual, invalid, method, threshold, fwhm) -> list[dict]:
+def _point_sources(
+    residual: np.ndarray, invalid: np.ndarray, method: str, threshold: float, fwhm: float
+) -> list[Source]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = _star_finder(method, threshold, fwhm).find_stars(residual, mask=invalid)
     if table is None:
         return []
-    x = _column(table, "x_centroid", "xcentroid")
-    y = _column(table, "y_centroid", "ycentroid")
-    flux, peak = _column(table, "flux"), _column(table, "peak")
-    sharp = _column(table, "sharpness")
-    rnd = _column(table, "roundness1", "roundness")
+    x = _required(table, "x_centroid", "xcentroid")
+    y = _required(table, "y_centroid", "ycentroid")
+    flux, peak = _required(table, "flux"), _required(table, "peak")
+    sharp = _required(table, "sharpness")
+    rnd = _required(table, "roundness1", "roundness")
     width = _column(table, "fwhm")
     return [
         {
@@ -76,7 +91,15 @@ def _point_sources(residual, invalid, method, threshold, fwhm) -> list[dict]:
     ]
 
 
-def _segments(residual, invalid, rms, threshold_sigma, fwhm, npixels, deblend) -> list[dict]:
+def _segments(
+    residual: np.ndarray,
+    invalid: np.ndarray,
+    rms: np.ndarray,
+    threshold_sigma: float,
+    fwhm: float,
+    npixels: int,
+    deblend: bool,
+) -> list[Source]:
     from photutils.segmentation import (
         SourceCatalog,
         deblend_sources,
@@ -137,7 +160,7 @@ def detect_sources(
     npixels: int = 10,
     deblend: bool = True,
     max_sources: int = MAX_SOURCES,
-) -> dict:
+) -> dict[str, Any]:
     """Detect sources in a 2-D image; returns the response fields of CONTRACT.md §3.12
     (at most ``max_sources``, the brightest by flux)."""
     if method not in METHODS:

@@ -12,19 +12,22 @@ neighbours and stay non-finite in the output.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 SMOOTH_METHODS = ("gaussian", "median", "box", "astropy_gaussian", "astropy_box")
 
 
-def _normalized(data: np.ndarray, filt) -> np.ndarray:
+def _normalized(data: np.ndarray, filt: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     finite = np.isfinite(data)
     if finite.all():
-        return filt(data).astype(np.float32)
+        smoothed: np.ndarray = filt(data).astype(np.float32)
+        return smoothed
     values = np.where(finite, data, np.float32(0))
     weights = filt(finite.astype(np.float32))
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = (filt(values) / weights).astype(np.float32)
+        out: np.ndarray = (filt(values) / weights).astype(np.float32)
     out[~finite] = np.nan
     return out
 
@@ -47,16 +50,19 @@ def smooth(data: np.ndarray, method: str, sigma: float = 1.0, size: int = 3) -> 
 
         finite = np.isfinite(data)
         if finite.all():
-            return ndimage.median_filter(data, size=size, mode="nearest")
+            return np.asarray(ndimage.median_filter(data, size=size, mode="nearest"))
         fill = np.float32(np.median(data[finite])) if finite.any() else np.float32(0)
-        out = ndimage.median_filter(np.where(finite, data, fill), size=size, mode="nearest")
+        out: np.ndarray = ndimage.median_filter(
+            np.where(finite, data, fill), size=size, mode="nearest"
+        )
         out[~finite] = np.nan
         return out
     if method in ("astropy_gaussian", "astropy_box"):
         from astropy.convolution import Box2DKernel, Gaussian2DKernel, convolve
 
         kernel = Gaussian2DKernel(sigma) if method == "astropy_gaussian" else Box2DKernel(size)
-        return convolve(
+        smoothed: np.ndarray = convolve(
             data, kernel, boundary="extend", nan_treatment="interpolate", preserve_nan=True
-        ).astype(np.float32)
+        )
+        return smoothed.astype(np.float32)
     raise ValueError(f"unknown smoothing method {method!r}")

@@ -25,12 +25,20 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, TypeAlias
 
 import numpy as np
 from astropy.io import fits
+from astropy.io.fits.hdu.base import _BaseHDU
+from astropy.wcs import WCS
+from numpy.typing import DTypeLike
 
 from app.errors import BadRequest, PayloadTooLarge
 from app.processing.header_limits import check_header_cards
+
+# Any HDU astropy reads, and the image HDUs this module reads pixels from.
+HDU: TypeAlias = _BaseHDU
+ImageHDU: TypeAlias = fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU
 
 _BITPIX_DTYPES = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"PK\x03\x04")
@@ -50,7 +58,7 @@ def is_whole_file_compressed(path: str) -> bool:
 
 
 @contextmanager
-def open_fits(path: str | os.PathLike) -> Iterator[fits.HDUList]:
+def open_fits(path: str | os.PathLike[str]) -> Iterator[fits.HDUList]:
     """Open a FITS file lazily; a file that is not FITS raises BadRequest."""
     path = os.fspath(path)
     try:
@@ -95,11 +103,11 @@ def iter_hdus(hdul: fits.HDUList) -> Iterator[tuple[int, fits.hdu.base._BaseHDU]
         index += 1
 
 
-def is_image_hdu(hdu) -> bool:
+def is_image_hdu(hdu: HDU) -> bool:
     return isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
 
 
-def hdu_shape(hdu) -> tuple[int, ...]:
+def hdu_shape(hdu: HDU) -> tuple[int, ...]:
     """The numpy-order shape of an image HDU, from its header (no data read)."""
     header = hdu.header
     if isinstance(hdu, fits.CompImageHDU):
@@ -169,7 +177,7 @@ def choose_plane(shape: tuple[int, ...], slice_index: int = -1) -> PlaneChoice:
     return PlaneChoice(shape=shape, leading=leading, n_slices=n_slices, slice_index=used)
 
 
-def data_size_bound(path: str | os.PathLike) -> int:
+def data_size_bound(path: str | os.PathLike[str]) -> int:
     """Bytes the file holds once decompressed: gzip's own record of the original size
     (its last 4 bytes, modulo 4 GiB) for a whole-file-compressed file, else its size.
     A cheap bound for estimates made before any header is read."""
@@ -196,7 +204,7 @@ def check_element_limit(shape: tuple[int, ...], max_elements: int) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def check_data_present(path: str, hdu, shape: tuple[int, ...]) -> int:
+def check_data_present(path: str, hdu: HDU, shape: tuple[int, ...]) -> int:
     """400 when an uncompressed image HDU's file holds fewer data bytes than its header
     declares (a half-written or cut file); returns where its data starts."""
     bitpix = abs(int(hdu.header["BITPIX"]))
@@ -220,9 +228,9 @@ class PlaneReader:
     """
 
     path: str
-    hdu: object
+    hdu: ImageHDU
     choice: PlaneChoice
-    _raw: dict = field(default_factory=dict)
+    _raw: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         header = self.hdu.header
@@ -301,7 +309,7 @@ class PlaneReader:
             raise BadRequest("No image data found in FITS file")
         return np.asarray(block, dtype=np.float32)
 
-    def iter_blocks(self, rows_per_block: int):
+    def iter_blocks(self, rows_per_block: int) -> Iterator[tuple[int, int, np.ndarray]]:
         """Yield ``(start, stop, block)`` over the plane's rows, as native float32.
 
         For uncompressed files one pair of buffers is reused for every block (no
@@ -322,7 +330,7 @@ class PlaneReader:
             for start in range(0, height, rows_per_block):
                 stop = min(height, start + rows_per_block)
                 n = stop - start
-                view = memoryview(raw[:n]).cast("B")
+                view = memoryview(raw[:n]).cast("B")  # type: ignore[arg-type]
                 got = 0
                 while got < n * row_bytes:
                     chunk = handle.readinto(view[got:])
@@ -395,7 +403,7 @@ class PlaneReader:
         return out
 
 
-def _sum_blocks(values: np.ndarray, factor: int, dtype) -> np.ndarray:
+def _sum_blocks(values: np.ndarray, factor: int, dtype: DTypeLike) -> np.ndarray:
     """Sum over factor x factor blocks by adding strided rows, then strided columns."""
     rows = values[0::factor].astype(dtype, copy=True)
     for i in range(1, factor):
@@ -462,7 +470,7 @@ class ImageInfo:
 
 
 def inspect_image(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     slice_index: int = -1,
     max_elements: int | None = None,
     hdu_index: int | None = None,
@@ -479,7 +487,7 @@ def inspect_image(
 
 @contextmanager
 def open_plane(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     slice_index: int = -1,
     max_elements: int | None = None,
     hdu_index: int | None = None,
@@ -516,7 +524,7 @@ def reduction_factor(height: int, width: int, target_long_side: int) -> int:
 # --------------------------------------------------------------------------------------
 
 
-def celestial_wcs(header: fits.Header):
+def celestial_wcs(header: fits.Header) -> WCS | None:
     """The celestial part of the header's WCS, or None when there is none."""
     from astropy.wcs import WCS
 

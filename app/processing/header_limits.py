@@ -29,10 +29,11 @@ MAX_HDUS = 1000
 GZIP_WALK_BYTES = 64 * 1024 * 1024
 BLOCK = 2880
 CARD = 80
+Stream = BinaryIO | gzip.GzipFile
 _STRUCTURE = (b"BITPIX  ", b"NAXIS", b"PCOUNT  ", b"GCOUNT  ")
 
 
-def check_header_cards(path: str | os.PathLike, max_cards: int = MAX_HEADER_CARDS) -> None:
+def check_header_cards(path: str | os.PathLike[str], max_cards: int = MAX_HEADER_CARDS) -> None:
     """413 when a header of the file holds more than ``max_cards`` cards.
 
     Plain and gzip files are walked; other compressions are left to astropy. A file
@@ -48,7 +49,7 @@ def check_header_cards(path: str | os.PathLike, max_cards: int = MAX_HEADER_CARD
             _walk(raw, max_cards, None)
 
 
-def _walk(stream: BinaryIO, max_cards: int, budget: int | None) -> None:
+def _walk(stream: Stream, max_cards: int, budget: int | None) -> None:
     position = 0
     for index in range(MAX_HDUS):
         if budget is not None and position > budget:
@@ -62,7 +63,7 @@ def _walk(stream: BinaryIO, max_cards: int, budget: int | None) -> None:
         position = stream.tell()
 
 
-def _read_header(stream: BinaryIO, max_cards: int, index: int) -> dict[str, int] | None:
+def _read_header(stream: Stream, max_cards: int, index: int) -> dict[str, int] | None:
     """The structural keywords of the next header; None at the end of the file."""
     structure: dict[str, int] = {}
     cards = 0

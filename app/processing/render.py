@@ -39,7 +39,7 @@ def colormap_table(name: str) -> np.ndarray:
     with np.load(_TABLES) as tables:
         if key not in tables:
             raise ValueError(f"unknown colormap {name!r}")
-        return tables[key].copy()
+        return np.array(tables[key])
 
 
 def to_indices(stretched: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy.io import fits
+from astropy.wcs import WCS
 
 from app.errors import BadRequest, PayloadTooLarge
 from app.processing.fits_io import (
@@ -44,6 +45,9 @@ from app.processing.fits_io import (
     is_whole_file_compressed,
     open_fits,
 )
+
+# Rows and columns, half-open: (row start, row stop, column start, column stop).
+Window = tuple[int, int, int, int]
 
 # --------------------------------------------------------------------------------------
 # Input geometry, from headers only
@@ -62,7 +66,7 @@ class InputGeometry:
     path: str
     hdu_index: int
     choice: PlaneChoice
-    wcs: object
+    wcs: WCS
     scale_deg: float
     header: fits.Header
 
@@ -106,7 +110,7 @@ class InputGeometry:
         return np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
 
 
-def pixel_scale_deg(wcs) -> float:
+def pixel_scale_deg(wcs: WCS) -> float:
     """Mean pixel side in degrees (square root of the pixel area at the reference)."""
     from astropy.wcs.utils import proj_plane_pixel_scales
 
@@ -131,7 +135,7 @@ def merged_header(hdul: fits.HDUList, index: int) -> fits.Header:
 
 
 def read_geometry(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     slice_index: int = -1,
     hdu_index: int | None = None,
     label: str | None = None,
@@ -187,7 +191,7 @@ def read_geometry(
 class Grid:
     """An output grid: a celestial WCS and a (height, width) shape."""
 
-    wcs: object
+    wcs: WCS
     shape: tuple[int, int]
 
     @property
@@ -203,12 +207,11 @@ class Grid:
         return pixel_scale_deg(self.wcs)
 
     def to_header(self) -> fits.Header:
-        return self.wcs.to_header()
+        header: fits.Header = self.wcs.to_header()
+        return header
 
 
-def _tan_wcs(ra0: float, dec0: float, scale_deg: float, crpix: tuple[float, float]):
-    from astropy.wcs import WCS
-
+def _tan_wcs(ra0: float, dec0: float, scale_deg: float, crpix: tuple[float, float]) -> WCS:
     wcs = WCS(naxis=2)
     wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     wcs.wcs.cunit = ["deg", "deg"]
@@ -234,7 +237,7 @@ def sky_centre(ra: np.ndarray, dec: np.ndarray) -> tuple[float, float]:
     return math.degrees(math.atan2(y, x)) % 360.0, math.degrees(math.atan2(z, math.hypot(x, y)))
 
 
-def _extent(inputs: list[InputGeometry]):
+def _extent(inputs: list[InputGeometry]) -> tuple[float, float, float, float, float, float]:
     """Tangent point and the union's bounding box in intermediate degrees."""
     ra, dec = _union_points(inputs)
     ra0, dec0 = sky_centre(ra, dec)
@@ -300,8 +303,6 @@ def scaled_grid(grid: Grid, factor: float) -> Grid:
     The shape becomes (max(1, floor(H f)), max(1, floor(W f))); the grid's centre
     stays on the same sky position (used to shrink a grid to fit a budget).
     """
-    from astropy.wcs import WCS
-
     height = max(1, int(math.floor(grid.height * factor)))
     width = max(1, int(math.floor(grid.width * factor)))
     wcs = grid.wcs.deepcopy()
@@ -317,7 +318,7 @@ def scaled_grid(grid: Grid, factor: float) -> Grid:
     return Grid(wcs=WCS(wcs.to_header()), shape=(height, width))
 
 
-def footprint_box(geometry: InputGeometry, grid: Grid, margin: int = 1):
+def footprint_box(geometry: InputGeometry, grid: Grid, margin: int = 1) -> Window | None:
     """Grid rows and columns (half-open, clipped) that the input can touch, or None."""
     ra, dec = geometry.edge_world()
     x, y = grid.wcs.world_to_pixel_values(ra, dec)
@@ -349,7 +350,7 @@ class PixelMapper:
     """
 
     def __init__(
-        self, grid: Grid, input_wcs, factor: int = 1, tolerance: float = 0.01, step: int = 32
+        self, grid: Grid, input_wcs: WCS, factor: int = 1, tolerance: float = 0.01, step: int = 32
     ) -> None:
         self.grid = grid
         self.input_wcs = input_wcs
@@ -375,7 +376,9 @@ class PixelMapper:
         return nodes
 
     @staticmethod
-    def _interp_axis(nodes: np.ndarray, values: np.ndarray, targets: np.ndarray, axis: int):
+    def _interp_axis(
+        nodes: np.ndarray, values: np.ndarray, targets: np.ndarray, axis: int
+    ) -> np.ndarray:
         """Linear interpolation of ``values`` (nodes along ``axis``) at ``targets``."""
         if nodes.size == 1:
             return np.repeat(values, targets.size, axis=axis)
@@ -386,7 +389,7 @@ class PixelMapper:
         shape = [1] * values.ndim
         shape[axis] = targets.size
         t = t.reshape(shape)
-        return a + (b - a) * t
+        return np.asarray(a + (b - a) * t)
 
     def block(self, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
         """Input (x, y) as float32 arrays of shape (r1-r0, c1-c0); NaN off the sky."""
@@ -458,12 +461,14 @@ def sample_bilinear(
     top = np.where(tx == 0, v00, v00 + (v01 - v00) * tx) if dx else v00
     bottom = np.where(tx == 0, v10, v10 + (v11 - v10) * tx) if dx else v10
     out = np.where(ty == 0, top, top + (bottom - top) * ty) if dy else top
-    out = out.astype(np.float32, copy=False)
-    out[~inside] = np.nan
-    return out
+    result: np.ndarray = out.astype(np.float32, copy=False)
+    result[~inside] = np.nan
+    return result
 
 
-def input_window(x: np.ndarray, y: np.ndarray, height: int, width: int, pad: int = 1):
+def input_window(
+    x: np.ndarray, y: np.ndarray, height: int, width: int, pad: int = 1
+) -> Window | None:
     """Rows and columns (half-open) of the input that coordinates (x, y) touch, or None."""
     with np.errstate(invalid="ignore"):
         ok = (

@@ -12,10 +12,18 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar, cast, overload
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+R = TypeVar("R")
+A = TypeVar("A")
+Range = tuple[float, float]
+# (n, shifted sum, shifted sum of squares, min, max) of one chunk.
+Moments = tuple[int, float, float, float, float]
 
 # Percentiles the histogram endpoint reports (CONTRACT.md §3.4).
 REPORTED_PERCENTILES = (0.5, 1, 5, 25, 50, 75, 95, 99, 99.5)
@@ -33,12 +41,22 @@ _THREADS = max(
 _pool: ThreadPoolExecutor | None = None
 
 
+@overload
+def map_chunks(values: np.ndarray, fn: Callable[[np.ndarray], R]) -> list[R]: ...
+
+
+@overload
+def map_chunks(
+    values: np.ndarray, fn: Callable[[np.ndarray], R], reduce: Callable[[A, R], A], initial: A
+) -> A: ...
+
+
 def map_chunks(
     values: np.ndarray,
-    fn: Callable[[np.ndarray], object],
-    reduce: Callable[[object, object], object] | None = None,
-    initial=None,
-):
+    fn: Callable[[np.ndarray], R],
+    reduce: Callable[[A, R], A] | None = None,
+    initial: A | None = None,
+) -> list[R] | A | None:
     """``fn`` over cache-sized chunks of a 1-D array, on a few threads when large.
 
     numpy releases the GIL inside ufuncs, so the chunks of a big image run on
@@ -48,6 +66,7 @@ def map_chunks(
     """
     global _pool
     chunks = (values[start : start + _CHUNK] for start in range(0, values.size, _CHUNK))
+    results: Iterator[R]
     if values.size < _PARALLEL_MIN or _THREADS == 1:
         results = map(fn, chunks)
     else:
@@ -56,7 +75,7 @@ def map_chunks(
         results = _pool.map(fn, chunks)
     if reduce is None:
         return list(results)
-    acc = initial
+    acc = cast(A, initial)
     for result in results:
         acc = reduce(acc, result)
     return acc
@@ -69,25 +88,28 @@ def _add_into(acc: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 def finite_values(data: np.ndarray) -> np.ndarray:
     """The finite pixels of ``data`` as a 1-D array (no copy when all are finite)."""
-    flat = np.asarray(data).ravel()
+    flat: np.ndarray = np.asarray(data).ravel()
     # A float64 sum is finite only if every element is: no mask needed then.
     if flat.size == 0 or math.isfinite(float(flat.sum(dtype=np.float64))):
         return flat
-    return flat[np.isfinite(flat)]
+    finite: np.ndarray = flat[np.isfinite(flat)]
+    return finite
 
 
-def order_statistics(values: np.ndarray, ranks, buckets: Buckets | None = None) -> dict[int, float]:
+def order_statistics(
+    values: np.ndarray, ranks: ArrayLike, buckets: Buckets | None = None
+) -> dict[int, float]:
     """Exact k-th smallest values (0-based ranks) of a 1-D finite array.
 
     ``buckets`` may carry the first bucketing pass if it was already made.
     """
-    ranks = np.unique(np.asarray(ranks, dtype=np.int64))
+    unique_ranks = np.unique(np.asarray(ranks, dtype=np.int64))
     out: dict[int, float] = {}
-    if values.size == 0 or ranks.size == 0:
+    if values.size == 0 or unique_ranks.size == 0:
         return out
-    if ranks[0] < 0 or ranks[-1] >= values.size:
+    if unique_ranks[0] < 0 or unique_ranks[-1] >= values.size:
         raise ValueError("rank out of range")
-    _select(values, ranks, 0, out, 0, buckets)
+    _select(values, unique_ranks, 0, out, 0, buckets)
     return out
 
 
@@ -95,7 +117,8 @@ def _bucket_index(chunk: np.ndarray, low: np.float32, scale: np.float32) -> np.n
     tmp = chunk - low
     tmp *= scale
     np.minimum(tmp, np.float32(_SELECT_BINS - 1), out=tmp)
-    return tmp.astype(np.intp)  # intp: bincount and take use it without a copy
+    index: np.ndarray = tmp.astype(np.intp)
+    return index  # intp: bincount and take use it without a copy
 
 
 class Buckets:
@@ -106,7 +129,7 @@ class Buckets:
         self.size = int(values.size)
         self.low, self.high = float(values.min()), float(values.max())
         self.counts = np.zeros(_SELECT_BINS, dtype=np.int64)
-        self.scale = None
+        self.scale: np.float32 | None = None
         if self.high > self.low:
             self.scale = np.float32(_SELECT_BINS / (self.high - self.low))
             low32, scale = np.float32(self.low), self.scale
@@ -123,14 +146,15 @@ class Buckets:
         """Counts in ``bins`` equal bins over [low, high]; None unless bins divides 65536."""
         if _SELECT_BINS % bins:
             return None
-        return self.counts.reshape(bins, _SELECT_BINS // bins).sum(axis=1)
+        folded: np.ndarray = self.counts.reshape(bins, _SELECT_BINS // bins).sum(axis=1)
+        return folded
 
 
 def _select(
     values: np.ndarray,
     ranks: np.ndarray,
     offset: int,
-    out: dict,
+    out: dict[int, float],
     depth: int,
     buckets: Buckets | None = None,
 ) -> None:
@@ -156,7 +180,7 @@ def _select(
     lookup[wanted] = True
 
     # Pass 2: keep only the values of the wanted buckets.
-    def keep_wanted(chunk):
+    def keep_wanted(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         idx = _bucket_index(chunk, lo32, scale)
         keep = np.take(lookup, idx)
         return chunk[keep], idx[keep]
@@ -171,9 +195,9 @@ def _select(
         _select(bucket_values, local, offset + first, out, depth + 1)
 
 
-def percentile_ranks(n: int, qs) -> list[tuple[int, int, float]]:
+def percentile_ranks(n: int, qs: Iterable[float]) -> list[tuple[int, int, float]]:
     """numpy's linear percentile as (lower rank, upper rank, fraction) per q."""
-    out = []
+    out: list[tuple[int, int, float]] = []
     for q in qs:
         pos = float(q) / 100.0 * (n - 1)
         lo = min(n - 1, int(math.floor(pos)))
@@ -184,7 +208,7 @@ def percentile_ranks(n: int, qs) -> list[tuple[int, int, float]]:
 
 def percentiles(
     values: np.ndarray,
-    qs,
+    qs: Iterable[float],
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
     buckets: Buckets | None = None,
 ) -> list[float]:
@@ -213,13 +237,18 @@ def percentiles(
     return out
 
 
-def _edges(bins: int, value_range) -> tuple[np.ndarray, np.ndarray]:
+def _edges(bins: int, value_range: Range) -> tuple[np.ndarray, np.ndarray]:
     edges = np.linspace(float(value_range[0]), float(value_range[1]), bins + 1)
     return edges, (edges[:-1] + edges[1:]) / 2.0
 
 
 def _bin_chunk(
-    chunk: np.ndarray, low32, high32, scale, bins: int, in_range: bool = False
+    chunk: np.ndarray,
+    low32: np.float32,
+    high32: np.float32,
+    scale: np.float32,
+    bins: int,
+    in_range: bool = False,
 ) -> np.ndarray:
     if not in_range:
         inside = (chunk >= low32) & (chunk <= high32)
@@ -229,10 +258,11 @@ def _bin_chunk(
     tmp *= scale
     idx = tmp.astype(np.intp)
     np.minimum(idx, bins - 1, out=idx)
-    return np.bincount(idx, minlength=bins)
+    counts: np.ndarray = np.bincount(idx, minlength=bins)
+    return counts
 
 
-def _histogram_dict(counts: np.ndarray, bins: int, label_range) -> dict:
+def _histogram_dict(counts: np.ndarray, bins: int, label_range: Range) -> dict[str, Any]:
     edges, centers = _edges(bins, label_range)
     return {
         "counts": [int(c) for c in counts],
@@ -242,7 +272,7 @@ def _histogram_dict(counts: np.ndarray, bins: int, label_range) -> dict:
     }
 
 
-def histogram_from_counts(counts: np.ndarray, label_range=(0.0, 1.0)) -> dict:
+def histogram_from_counts(counts: np.ndarray, label_range: Range = (0.0, 1.0)) -> dict[str, Any]:
     """The histogram dict for precomputed counts over ``label_range``."""
     return _histogram_dict(np.asarray(counts), len(counts), label_range)
 
@@ -253,7 +283,7 @@ def histogram(
     value_range: tuple[float, float] = (0.0, 1.0),
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
     label_range: tuple[float, float] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Counts of the finite values in ``bins`` equal bins spanning ``value_range``.
 
     Values outside the range are not counted; a value equal to the upper edge
@@ -272,7 +302,7 @@ def histogram(
         scale = np.float32(bins / (high - low))
         low32, high32 = np.float32(low), np.float32(high)
 
-        def count(chunk):
+        def count(chunk: np.ndarray) -> np.ndarray:
             if transform is not None:
                 chunk = transform(chunk)
             return _bin_chunk(chunk, low32, high32, scale, bins)
@@ -285,7 +315,7 @@ def histogram(
 
 def display_histogram(
     values: np.ndarray, bins: int, transform: Callable[[np.ndarray], np.ndarray]
-) -> tuple[dict, dict]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Histogram over [0, 1] and summary of ``transform(values)`` in one pass.
 
     ``values`` must be finite. Returns ``(histogram dict, summary dict)``.
@@ -295,13 +325,13 @@ def display_histogram(
     if values.size:
         acc.shift = float(transform(values[:1024]).astype(np.float64).mean())
 
-    def work(chunk):
+    def work(chunk: np.ndarray) -> tuple[np.ndarray, Moments]:
         chunk = transform(chunk)  # display values lie in [0, 1] (NaN only for NaN input)
         if not math.isfinite(float(chunk.sum(dtype=np.float64))):
             chunk = chunk[np.isfinite(chunk)]
         return _bin_chunk(chunk, low32, high32, scale, bins, in_range=True), acc.partial(chunk)
 
-    def fold(counts, part):
+    def fold(counts: np.ndarray, part: tuple[np.ndarray, Moments]) -> np.ndarray:
         counts += part[0]
         acc.merge(part[1])
         return counts
@@ -321,7 +351,7 @@ class _Moments:
         self.total_sq = 0.0
         self.low, self.high = math.inf, -math.inf
 
-    def partial(self, chunk: np.ndarray) -> tuple:
+    def partial(self, chunk: np.ndarray) -> Moments:
         """(n, shifted sum, shifted sum of squares, min, max) of one chunk."""
         if chunk.size == 0:
             return (0, 0.0, 0.0, math.inf, -math.inf)
@@ -335,7 +365,7 @@ class _Moments:
             float(chunk.max()),
         )
 
-    def merge(self, part: tuple) -> None:
+    def merge(self, part: Moments) -> None:
         n, total, total_sq, low, high = part
         self.n += n
         self.total += total
@@ -348,7 +378,7 @@ class _Moments:
             self.shift = float(chunk.astype(np.float64).mean())
         self.merge(self.partial(chunk))
 
-    def result(self) -> dict:
+    def result(self) -> dict[str, Any]:
         if self.n == 0:
             return {"min": None, "max": None, "mean": None, "std": None}
         mean_shifted = self.total / self.n
@@ -363,7 +393,7 @@ class _Moments:
 
 def summary(
     values: np.ndarray, transform: Callable[[np.ndarray], np.ndarray] | None = None
-) -> dict:
+) -> dict[str, Any]:
     """``{min, max, mean, std}`` of the finite values (or of ``transform(values)``).
 
     None for each when there is no finite value.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -47,7 +49,7 @@ class FileMetadata(BaseModel):
     file_name: str | None = None
 
 
-EXAMPLE_RECORD = FileMetadata.model_config["json_schema_extra"]["examples"][0]
+EXAMPLE_RECORD: dict[str, Any] = FileMetadata.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index, assignment]
 
 
 class EmbedBatchRequest(BaseModel):

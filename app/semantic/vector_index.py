@@ -41,7 +41,7 @@ def unpack_strings(blob: np.ndarray, ends: np.ndarray) -> list[str]:
 
 
 class VectorIndex:
-    def __init__(self, directory: str | os.PathLike, dim: int = 384) -> None:
+    def __init__(self, directory: str | os.PathLike[str], dim: int = 384) -> None:
         self.directory = Path(directory)
         self.path = self.directory / INDEX_FILE
         self.dim = dim

@@ -72,14 +72,14 @@ def normalize_key(key: str) -> str:
     return canonical
 
 
-def is_within(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+def is_within(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> bool:
     """True when ``path`` (already real) is ``root`` or lies below it."""
     path_s = os.fspath(path)
     root_s = os.fspath(root).rstrip(os.sep) or os.sep
     return path_s == root_s or path_s.startswith(root_s + os.sep)
 
 
-def safe_join(root: str | os.PathLike, key: str) -> Path:
+def safe_join(root: str | os.PathLike[str], key: str) -> Path:
     """The real path of ``key`` under ``root``; 403 if it escapes (symlinks followed).
 
     The file need not exist (used for writes too).
@@ -92,7 +92,7 @@ def safe_join(root: str | os.PathLike, key: str) -> Path:
     return Path(real)
 
 
-def resolve_local_file(root: str | os.PathLike, key: str) -> Path:
+def resolve_local_file(root: str | os.PathLike[str], key: str) -> Path:
     """The real path of an existing regular file named by ``key`` under ``root``."""
     path = safe_join(root, key)
     if not path.exists():
@@ -115,7 +115,7 @@ def sanitize_filename(name: str) -> str:
 
 
 @contextmanager
-def atomic_target(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path]:
+def atomic_target(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` on success.
 
     Readers see the old file or the complete new one, never a partial write; on
@@ -139,7 +139,7 @@ def atomic_target(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Pa
         raise
 
 
-def check_file_size(path: str | os.PathLike, max_bytes: int) -> None:
+def check_file_size(path: str | os.PathLike[str], max_bytes: int) -> None:
     """413 when the file is larger than ``max_bytes`` (CONTRACT-HEAD §10.0.3 text)."""
     check_size(os.path.getsize(path), max_bytes)
 

@@ -26,7 +26,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 class LocalStorage(StorageProvider):
     name = "local"
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(os.path.realpath(root))
         self.root.mkdir(parents=True, exist_ok=True)
 
@@ -76,7 +76,7 @@ class LocalStorage(StorageProvider):
                     keys.append(os.path.relpath(full, self.root).replace(os.sep, "/"))
         return sorted(keys)
 
-    def key_for(self, path: str | os.PathLike) -> str:
+    def key_for(self, path: str | os.PathLike[str]) -> str:
         """The storage key of a local path under the root."""
         real = os.path.realpath(path)
         if not is_within(real, self.root):

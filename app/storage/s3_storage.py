@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import posixpath
 from pathlib import Path
+from typing import Any
 
 from app.errors import BadRequest, NotFound, ServiceUnavailable
 from app.storage.helpers import check_size, normalize_key
@@ -20,7 +21,7 @@ def make_s3_client(
     secret_key: str | None,
     path_style: bool = True,
     anonymous: bool = False,
-):
+) -> Any:
     """A boto3 S3 client; unsigned when ``anonymous`` (public buckets)."""
     import boto3
     from botocore import UNSIGNED
@@ -54,7 +55,7 @@ class S3Storage(StorageProvider):
     name = "s3"
 
     def __init__(
-        self, bucket: str, client, cache: TempCache, max_object_bytes: int | None = None
+        self, bucket: str, client: Any, cache: TempCache, max_object_bytes: int | None = None
     ) -> None:
         self.bucket = bucket
         self.client = client
@@ -65,11 +66,12 @@ class S3Storage(StorageProvider):
         self.max_object_bytes = min(limit, cache.max_bytes)
 
     # -- helpers -------------------------------------------------------------------
-    def _head(self, key: str) -> dict:
+    def _head(self, key: str) -> dict[str, Any]:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=key)
+            head: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=key)
+            return head
         except ClientError as exc:
             if _is_missing(exc):
                 if self._is_prefix(key):
@@ -83,7 +85,7 @@ class S3Storage(StorageProvider):
         listing = self.client.list_objects_v2(
             Bucket=self.bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1
         )
-        return listing.get("KeyCount", 0) > 0
+        return int(listing.get("KeyCount", 0)) > 0
 
     # -- interface -------------------------------------------------------------------
     def local_path(self, key: str) -> Path:
@@ -141,10 +143,3 @@ class S3Storage(StorageProvider):
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             keys.extend(obj["Key"] for obj in page.get("Contents", []))
         return sorted(keys)
-
-    def presigned_url(self, key: str, expires: int = 3600) -> str:
-        return self.client.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": self.bucket, "Key": normalize_key(key)},
-            ExpiresIn=expires,
-        )

@@ -62,7 +62,7 @@ class TempCache:
 
     def __init__(
         self,
-        directory: str | os.PathLike,
+        directory: str | os.PathLike[str],
         max_bytes: int,
         grace_seconds: float = 30.0,
         max_entries: int | None = None,

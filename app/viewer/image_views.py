@@ -343,7 +343,7 @@ def compute_cubeinfo(path: str) -> dict:
             "cunit3": cunit3,
             "ctype3": ctype3,
         }
-        if not all(math.isfinite(axis3[k]) for k in ("crval3", "cdelt3", "crpix3")):
+        if not all(math.isfinite(float(axis3[k])) for k in ("crval3", "cdelt3", "crpix3")):  # type: ignore[arg-type]
             axis3 = None
     return {
         "is_cube": True,

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from app.config import Settings
 from app.deps import PoolDep, SettingsDep, StorageDep, resolve_file
 from app.errors import BadRequest
-from app.http_errors import ErrorBody
+from app.http_errors import error_responses
 from app.processing.enhancement import STRETCHES
 from app.processing.filters import SMOOTH_METHODS
 from app.processing.pipeline import DisplayParams
@@ -28,17 +28,15 @@ from app.workers import HEADER_JOB_BYTES, WorkerPool
 
 router = APIRouter(tags=["Viewer"])
 
-ERRORS = {
-    400: {
-        "model": ErrorBody,
-        "description": "Bad parameter, or a file that is not a usable "
-        "FITS image (truncated, empty, all NaN...)",
-    },
-    403: {"model": ErrorBody, "description": "The path leaves the storage root"},
-    404: {"model": ErrorBody, "description": "No such file"},
-    413: {"model": ErrorBody, "description": "The image holds more pixels than allowed"},
-    429: {"model": ErrorBody, "description": "Busy: retry after the Retry-After seconds"},
-}
+ERRORS = error_responses(
+    400,
+    403,
+    404,
+    413,
+    429,
+    e400="Bad parameter, or a file that is not a usable FITS image (truncated, empty, all NaN...)",
+    e413="The image holds more pixels than allowed",
+)
 
 DataId = Annotated[
     str, Path(description="Record id of the .NET side (a 24-hex ObjectId); only echoed")
