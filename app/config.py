@@ -67,7 +67,6 @@ class Settings(BaseSettings):
     STORAGE_BASE_PATH: Path = Path("./data")
     S3_BUCKET_NAME: str = "jwst-data"
     S3_ENDPOINT: str | None = None
-    S3_PUBLIC_ENDPOINT: str | None = None
     S3_ACCESS_KEY: str | None = None
     S3_SECRET_KEY: str | None = None
     S3_FORCE_PATH_STYLE: bool = True
@@ -160,11 +159,6 @@ class Settings(BaseSettings):
         if self.ENGINE_WORKERS is None:
             self.ENGINE_WORKERS = max(1, os.cpu_count() or 1)
         return self
-
-    @property
-    def storage_root(self) -> Path:
-        """The local storage root as an absolute, symlink-free path."""
-        return Path(os.path.realpath(self.STORAGE_BASE_PATH))
 
     @property
     def max_fits_file_bytes(self) -> int:

@@ -29,7 +29,7 @@ def warm_up() -> None:
     import astropy.stats  # noqa: F401
     import astropy.wcs  # noqa: F401
 
-    import app.composite.composite_engine  # noqa: F401
+    import app.composite.compositor  # noqa: F401
     import app.processing.enhancement  # noqa: F401
     import app.processing.fits_io  # noqa: F401
     import app.processing.render  # noqa: F401

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.processing.pipeline import DisplayParams  # noqa: E402
-from app.viewer import image_views  # noqa: E402
+from app.viewer import viewer_engine  # noqa: E402
 from bench.common import (  # noqa: E402
     CACHE,
     MB,
@@ -89,19 +89,19 @@ def main() -> int:
                             "/preview/b",
                             {"params": {"file_path": key, "width": 1000, "height": 1000}},
                         ),
-                        (image_views.render_preview, path, image_views.PreviewParams(), limit),
+                        (viewer_engine.render_preview, path, viewer_engine.PreviewParams(), limit),
                     ),
                     "histogram": (
                         ("GET", "/histogram/b", {"params": {"file_path": key}}),
-                        (image_views.compute_histogram, path, 256, -1, DisplayParams(), limit),
+                        (viewer_engine.compute_histogram, path, 256, -1, DisplayParams(), limit),
                     ),
                     "pixeldata_1200": (
                         ("GET", "/pixeldata/b", {"params": {"file_path": key, "max_size": 1200}}),
-                        (image_views.pixeldata_json, "b", path, 1200, -1, limit),
+                        (viewer_engine.pixeldata_json, "b", path, 1200, -1, limit),
                     ),
                     "thumbnail": (
                         ("POST", "/thumbnail", {"json": {"file_path": key}}),
-                        (image_views.render_thumbnail, path, limit),
+                        (viewer_engine.render_thumbnail, path, limit),
                     ),
                 }
                 row = {"float32_mb": float32_mb}

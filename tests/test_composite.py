@@ -19,8 +19,8 @@ from astropy.wcs import WCS
 from PIL import Image
 from reproject import reproject_interp
 
-from app.composite import color_mapping, composite_engine
-from app.composite.composite_engine import ChannelSpec
+from app.composite import color_mapping, compositor
+from app.composite.compositor import ChannelSpec
 from app.processing.background import sky_level
 from app.processing.pipeline import DisplayParams
 from app.processing.reprojection import fit_grid, read_geometry
@@ -239,11 +239,11 @@ def test_star_lands_on_the_same_pixel_in_every_channel(comp, data_root):
             zip(comp["align"], ((1, 0, 0), (0, 1, 0), (0, 0, 1)), strict=True)
         )
     ]
-    plan = composite_engine.plan_composite(
+    plan = compositor.plan_composite(
         specs,
-        composite_engine.RenderOptions(width=width, height=height, background_neutralization=False),
+        compositor.RenderOptions(width=width, height=height, background_neutralization=False),
     )
-    rgb, _ = composite_engine.render_rgb(plan)
+    rgb, _ = compositor.render_rgb(plan)
     grid = fit_grid([read_geometry(data_root / k) for k in comp["align"]], width, height)
     x, y = grid.wcs.world_to_pixel_values(*comp["star"])
     for k in range(3):
@@ -291,8 +291,8 @@ def test_reprojected_channel_matches_reproject_interp(comp, data_root):
     path = data_root / comp["m13_rotated"]
     geom = read_geometry(path)
     grid = fit_grid([geom], 400, 380)
-    assert composite_engine.reduction_for(geom, grid) == 1
-    ours = composite_engine.reproject_files([geom], grid)
+    assert compositor.reduction_for(geom, grid) == 1
+    ours = compositor.reproject_files([geom], grid)
     data = fits.getdata(path).astype(np.float32)
     data[data == 0] = np.nan
     theirs, _ = reproject_interp((data, geom.wcs), grid.wcs, shape_out=grid.shape, order="bilinear")
@@ -306,11 +306,11 @@ def test_reprojected_channel_matches_reproject_interp(comp, data_root):
 def test_many_files_per_channel_are_combined_coverage_weighted(engine_url, comp, data_root):
     geoms = [read_geometry(data_root / k) for k in comp["tiles"]]
     grid = fit_grid(geoms, 300, 200)
-    combined = composite_engine.reproject_files(geoms, grid)
+    combined = compositor.reproject_files(geoms, grid)
     # Independent: reproject each tile with reproject and average where covered.
     stack = []
     for g in geoms:
-        f = composite_engine.reduction_for(g, grid)
+        f = compositor.reduction_for(g, grid)
         data = fits.getdata(g.path, "SCI").astype(np.float32)
         h, w = data.shape
         reduced = np.nanmean(
@@ -504,19 +504,17 @@ def test_reprojected_channels_are_cached_by_content(engine_url, comp, data_root)
 def test_memory_estimate_covers_the_real_peak_and_ignores_file_count(comp, data_root):
     def plan_for(keys, size):
         spec = ChannelSpec(label="x", paths=[str(data_root / k) for k in keys], rgb=(1, 0, 0))
-        return composite_engine.plan_composite(
-            [spec], composite_engine.RenderOptions(width=size, height=size)
-        )
+        return compositor.plan_composite([spec], compositor.RenderOptions(width=size, height=size))
 
-    one = composite_engine.estimate_composite_bytes(plan_for(comp["tiles"][:1], 600))
-    six = composite_engine.estimate_composite_bytes(plan_for(comp["tiles"], 600))
+    one = compositor.estimate_composite_bytes(plan_for(comp["tiles"][:1], 600))
+    six = compositor.estimate_composite_bytes(plan_for(comp["tiles"], 600))
     assert six < one * 1.2  # streamed: the files of a channel are never held together
     plan = plan_for(comp["tiles"], 900)
     tracemalloc.start()
-    composite_engine.render_composite(plan)
+    compositor.render_composite(plan)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert peak < composite_engine.estimate_composite_bytes(plan)
+    assert peak < compositor.estimate_composite_bytes(plan)
 
 
 # ---------------------------------------------------------------------------------------

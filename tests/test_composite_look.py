@@ -16,9 +16,9 @@ from numpy.testing import assert_allclose, assert_array_equal
 from PIL import Image
 from skimage.color import lab2rgb, rgb2lab
 
-from app.composite import color_mapping, composite_engine, framing
+from app.composite import color_mapping, compositor, framing
 from app.composite.auto_stretch import auto_stretch
-from app.composite.composite_engine import ChannelSpec, RenderOptions
+from app.composite.compositor import ChannelSpec, RenderOptions
 from app.composite.feathering import edge_weight, feather_strength, mix_lab
 from app.composite.quality import quality_headers, quality_metrics
 from app.composite.resolution import sharpen
@@ -473,8 +473,8 @@ def test_cached_grids_are_never_reused_for_a_larger_request(look, data_root):
         rgb=(1, 0, 0),
         display=DisplayParams(stretch="asinh"),
     )
-    small = composite_engine.plan_composite([spec], RenderOptions(width=100, height=100))
-    large = composite_engine.plan_composite([spec], RenderOptions(width=400, height=400))
+    small = compositor.plan_composite([spec], RenderOptions(width=100, height=100))
+    large = compositor.plan_composite([spec], RenderOptions(width=400, height=400))
     assert small.identities != large.identities
     assert large.grid.shape == (400, 400)
 
@@ -548,10 +548,10 @@ def test_memory_estimate_covers_the_peak_with_every_control_on(look, data_root):
         rotation_degrees=17.0,
         crop_zoom=1.5,
     )
-    plan = composite_engine.plan_composite(specs, options)
+    plan = compositor.plan_composite(specs, options)
     tracemalloc.start()
-    result = composite_engine.render_composite(plan)
+    result = compositor.render_composite(plan)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert result.headers["X-Composite-Auto-Feather"] == "true"
-    assert peak < composite_engine.estimate_composite_bytes(plan)
+    assert peak < compositor.estimate_composite_bytes(plan)

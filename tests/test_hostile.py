@@ -201,8 +201,8 @@ def test_compression_bombs_are_counted_and_bounded(data_root, tmp_path):
     it in composites and mosaics, and estimates count it decompressed."""
     from astropy.io import fits
 
-    from app.composite import composite_engine
-    from app.composite.composite_engine import ChannelSpec, RenderOptions
+    from app.composite import compositor
+    from app.composite.compositor import ChannelSpec, RenderOptions
     from app.processing.fits_io import data_size_bound
     from main import create_app
     from tests.support.synthetic import make_wcs
@@ -214,11 +214,11 @@ def test_compression_bombs_are_counted_and_bounded(data_root, tmp_path):
     hdu.writeto(bomb, overwrite=True)
     assert bomb.stat().st_size < 2 * MB
     assert data_size_bound(bomb) >= 6000 * 6000 * 8
-    plan = composite_engine.plan_composite(
+    plan = compositor.plan_composite(
         [ChannelSpec(label="b", paths=[str(bomb)], rgb=(1, 0, 0))],
         RenderOptions(width=100, height=100),
     )
-    assert composite_engine.composite_cost(plan).fixed > 2 * 6000 * 6000 * 8
+    assert compositor.composite_cost(plan).fixed > 2 * 6000 * 6000 * 8
     settings = Settings(
         STORAGE_BASE_PATH=data_root, ENGINE_WORKERS=1, MAX_FITS_ARRAY_ELEMENTS=10_000_000
     )
@@ -249,29 +249,29 @@ def test_the_viewer_counts_a_compressed_float64_image_at_its_real_cost(tmp_path)
 
     from astropy.io import fits
 
-    from app.viewer import image_views
+    from app.viewer import viewer_engine
 
     bomb = tmp_path / "float64.fits.gz"
     rng = np.random.default_rng(3)
     rows = np.round(rng.normal(size=(100, 3000)), 1)
     with gzip.open(bomb, "wb", compresslevel=1) as out:  # astropy's own gzip is slow
         fits.PrimaryHDU(np.tile(rows, (30, 1))).writeto(out)
-    info, compressed = image_views.inspect(str(bomb), -1, 10**9)
+    info, compressed = viewer_engine.inspect(str(bomb), -1, 10**9)
     assert compressed
-    w, h = image_views.long_side_size(
-        info.choice.width, info.choice.height, image_views.THUMBNAIL_SIZE
+    w, h = viewer_engine.long_side_size(
+        info.choice.width, info.choice.height, viewer_engine.THUMBNAIL_SIZE
     )
-    estimate = image_views.estimate_picture_bytes(info, w, h, compressed)
+    estimate = viewer_engine.estimate_picture_bytes(info, w, h, compressed)
     # VmHWM (this process's peak RSS): ru_maxrss would include the parent's, which a
     # child inherits across exec on Linux.
     script = (
         "import re\n"
-        "from app.viewer import image_views\n"
+        "from app.viewer import viewer_engine\n"
         "def peak():\n"
         "    text = open('/proc/self/status').read()\n"
         "    return int(re.search(r'VmHWM:\\s+(\\d+)', text).group(1)) * 1024\n"
         "before = peak()\n"
-        f"image_views.render_thumbnail({str(bomb)!r}, 10**9)\n"
+        f"viewer_engine.render_thumbnail({str(bomb)!r}, 10**9)\n"
         "print(peak() - before)\n"
     )
     out = subprocess.run(

@@ -15,7 +15,6 @@ from PIL import Image
 from app.errors import BadRequest, PayloadTooLarge
 from app.processing import enhancement, statistics
 from app.processing.avm import build_xmp, embed_xmp_jpeg, spatial_tags
-from app.processing.filters import smooth
 from app.processing.fits_io import (
     block_mean,
     celestial_wcs,
@@ -33,6 +32,7 @@ from app.processing.render import (
     indices_to_image,
     to_indices,
 )
+from app.processing.smoothing import smooth
 from tests.conftest import real_image_path
 
 

@@ -2,7 +2,7 @@
 
 Pure functions. The verdict answers one question: can this request alone be
 rendered within the memory limit? It is computed from this engine's own cost
-model (:class:`~app.composite.composite_engine.CostModel`, the same numbers the
+model (:class:`~app.composite.compositor.CostModel`, the same numbers the
 worker pool admits by), against the limit: ``MAX_COMPOSITE_MEMORY_BYTES`` when
 set, never more than ``ENGINE_MEMORY_BUDGET_BYTES``. So a request the verdict
 lets through is never refused by admission for its size (only made to wait, or

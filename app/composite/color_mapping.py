@@ -64,7 +64,7 @@ def stretch_channel(data: np.ndarray, display: DisplayParams, curve: str = "line
     return apply_curve(transform(data), curve)
 
 
-def add_colour(
+def add_weighted_plane(
     rgb: np.ndarray, values: np.ndarray, weights: tuple[float, float, float], weight: float = 1.0
 ) -> None:
     """rgb[..., k] += values * weight * weights[k], treating NaN as no light."""

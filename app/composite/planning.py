@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 
-from app.composite import composite_engine
+from app.composite import compositor
 from app.composite.budget import BudgetVerdict, budget_verdict
 from app.composite.color_mapping import hue_to_rgb
 from app.composite.models import AnalyzeChannelsRequest, NChannelCompositeRequest, NChannelConfig
@@ -41,7 +41,7 @@ def check_colour_rules(body: NChannelCompositeRequest) -> None:
 
 def channel_specs(
     channels: list[NChannelConfig], paths: list[list[str]]
-) -> list[composite_engine.ChannelSpec]:
+) -> list[compositor.ChannelSpec]:
     """Worker-side channel descriptions (plain, picklable), in request order."""
     specs = []
     for index, (channel, files) in enumerate(zip(channels, paths, strict=True)):
@@ -52,7 +52,7 @@ def channel_specs(
         elif color.rgb is not None:
             rgb = (float(color.rgb[0]), float(color.rgb[1]), float(color.rgb[2]))
         specs.append(
-            composite_engine.ChannelSpec(
+            compositor.ChannelSpec(
                 label=channel_name(index, channel.label),
                 paths=files,
                 display=DisplayParams(
@@ -72,10 +72,10 @@ def channel_specs(
     return specs
 
 
-def render_options(body: NChannelCompositeRequest) -> composite_engine.RenderOptions:
+def render_options(body: NChannelCompositeRequest) -> compositor.RenderOptions:
     """The request's picture settings, plain and picklable for the worker."""
     sharp, sat = body.sharpening, body.saturation
-    return composite_engine.RenderOptions(
+    return compositor.RenderOptions(
         width=body.width,
         height=body.height,
         background_neutralization=body.background_neutralization,
@@ -92,10 +92,10 @@ def render_options(body: NChannelCompositeRequest) -> composite_engine.RenderOpt
     )
 
 
-def cache_spec(settings: Settings) -> composite_engine.CacheSpec | None:
+def cache_spec(settings: Settings) -> compositor.CacheSpec | None:
     if settings.COMPOSITE_CACHE_MAX_ENTRIES == 0 or settings.COMPOSITE_CACHE_MAX_BYTES == 0:
         return None
-    return composite_engine.CacheSpec(
+    return compositor.CacheSpec(
         directory=str(settings.COMPOSITE_CACHE_DIR),
         max_bytes=settings.COMPOSITE_CACHE_MAX_BYTES,
         max_entries=settings.COMPOSITE_CACHE_MAX_ENTRIES,
@@ -128,21 +128,21 @@ def check_sizes(paths: list[list[str]], max_file_bytes: int) -> None:
 class PreparedComposite:
     """A plan on the grid it will be rendered on, and the verdict that chose the grid."""
 
-    plan: composite_engine.CompositePlan
+    plan: compositor.CompositePlan
     verdict: BudgetVerdict
 
     @property
     def estimate_bytes(self) -> int:
-        return composite_engine.estimate_composite_bytes(self.plan)
+        return compositor.estimate_composite_bytes(self.plan)
 
 
 def judge(
-    plan: composite_engine.CompositePlan,
+    plan: compositor.CompositePlan,
     settings: Settings,
     engine_budget: int,
     allow_force_downscale: bool,
 ) -> BudgetVerdict:
-    cost = composite_engine.composite_cost(plan)
+    cost = compositor.composite_cost(plan)
     return budget_verdict(
         plan.grid.shape,
         cost.per_pixel,
@@ -169,7 +169,7 @@ def plan_request(
     check_colour_rules(body)
     check_sizes(paths, settings.max_fits_file_bytes)
     specs = channel_specs(body.channels, paths)
-    plan = composite_engine.plan_composite(
+    plan = compositor.plan_composite(
         specs, render_options(body), cache_spec(settings), settings.MAX_FITS_ARRAY_ELEMENTS
     )
     verdict = judge(plan, settings, engine_budget, body.allow_force_downscale and refuse)
@@ -221,18 +221,18 @@ async def prepare(
 
 def plan_analysis(
     body: AnalyzeChannelsRequest, paths: list[list[str]], settings: Settings
-) -> composite_engine.CompositePlan:
+) -> compositor.CompositePlan:
     """Worker job: the analysis plan of §10.4 (any mix of colours is fine here)."""
     check_sizes(paths, settings.max_fits_file_bytes)
     specs = channel_specs(body.channels, paths)
-    geometries = composite_engine.read_channel_geometries(specs, settings.MAX_FITS_ARRAY_ELEMENTS)
-    return composite_engine.analysis_plan(
+    geometries = compositor.read_channel_geometries(specs, settings.MAX_FITS_ARRAY_ELEMENTS)
+    return compositor.analysis_plan(
         specs, geometries, body.background_neutralization, cache_spec(settings)
     )
 
 
 async def prepare_analysis(
     body: AnalyzeChannelsRequest, settings: Settings, storage: StorageProvider, pool: WorkerPool
-) -> composite_engine.CompositePlan:
+) -> compositor.CompositePlan:
     paths = await run_in_threadpool(resolve_channel_paths, body.channels, storage)
     return await pool.run(plan_analysis, body, paths, settings, estimate_bytes=HEADER_JOB_BYTES)

@@ -1,7 +1,7 @@
 """Composite routes (CONTRACT.md §3.7, CONTRACT-HEAD §10.1-10.3): thin wiring.
 
 Planning and the budget verdict are in ``planning``, the render in
-``composite_engine`` (run in a worker), the NDJSON stream in ``stream``.
+``compositor`` (run in a worker), the NDJSON stream in ``stream``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from app.composite import composite_engine
+from app.composite import compositor
 from app.composite.models import (
     AnalyzeChannelsRequest,
     AnalyzeChannelsResponse,
@@ -53,7 +53,7 @@ async def generate_nchannel(
     threshold, 413 unless ``allow_force_downscale`` (``forced``)."""
     prepared = await prepare(body, settings, storage, pool)
     result = await pool.run(
-        composite_engine.render_composite, prepared.plan, estimate_bytes=prepared.estimate_bytes
+        compositor.render_composite, prepared.plan, estimate_bytes=prepared.estimate_bytes
     )
     return Response(
         content=result.content,
@@ -150,9 +150,9 @@ async def analyze_channels(
     statistics."""
     plan = await prepare_analysis(body, settings, storage, pool)
     results = await pool.run(
-        composite_engine.analyze_channels,
+        compositor.analyze_channels,
         plan,
-        estimate_bytes=composite_engine.estimate_composite_bytes(plan),
+        estimate_bytes=compositor.estimate_composite_bytes(plan),
     )
     return {
         "channels": [

@@ -17,7 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from app.composite import composite_engine
+from app.composite import compositor
 from app.composite.models import NChannelCompositeRequest
 from app.composite.planning import prepare
 from app.config import Settings
@@ -46,9 +46,7 @@ def queued_event(position: int) -> dict[str, Any]:
     return {"event": "progress", "stage": "queued", "message": message}
 
 
-def complete_event(
-    result: composite_engine.CompositeResult, headers: dict[str, str]
-) -> dict[str, Any]:
+def complete_event(result: compositor.CompositeResult, headers: dict[str, str]) -> dict[str, Any]:
     """The §10.2 ``complete`` event: every header value a string, names lower-case."""
     names = {k.lower(): str(v) for k, v in headers.items()}
     names["content-type"] = result.media_type
@@ -103,7 +101,7 @@ async def composite_stream(
             yield ndjson(queued_event(1))
         prepared = planning.result()
         steps = pool.stream(
-            composite_engine.render_composite,
+            compositor.render_composite,
             prepared.plan,
             estimate_bytes=prepared.estimate_bytes,
             queued=True,

@@ -511,14 +511,6 @@ def require_finite(data: np.ndarray) -> None:
         raise BadRequest("Image contains no finite pixel values (all NaN or Inf)")
 
 
-def reduction_factor(height: int, width: int, target_long_side: int) -> int:
-    """The largest integer block factor that keeps the long side >= target."""
-    long_side = max(height, width)
-    if long_side <= target_long_side:
-        return 1
-    return max(1, long_side // target_long_side)
-
-
 # --------------------------------------------------------------------------------------
 # World coordinates (always astropy's WCS: PC, CD, CDELT and SIP honoured)
 # --------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.processing.enhancement import DisplayTransform, fit_display
-from app.processing.filters import smooth
+from app.processing.smoothing import smooth
 
 
 @dataclass(frozen=True)

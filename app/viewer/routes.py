@@ -13,10 +13,10 @@ from app.deps import PoolDep, SettingsDep, StorageDep, resolve_file
 from app.errors import BadRequest
 from app.http_errors import error_responses
 from app.processing.enhancement import STRETCHES
-from app.processing.filters import SMOOTH_METHODS
 from app.processing.pipeline import DisplayParams
 from app.processing.render import COLORMAPS
-from app.viewer import image_views
+from app.processing.smoothing import SMOOTH_METHODS
+from app.viewer import viewer_engine
 from app.viewer.models import (
     CubeInfoResponse,
     HistogramResponse,
@@ -117,7 +117,7 @@ def parse_avm_metadata(text: str) -> dict:
 async def _inspect(path, slice_index: int, settings: Settings, pool: WorkerPool):
     """The image's shape and compression, read in a worker (never in the server)."""
     return await pool.run(
-        image_views.inspect,
+        viewer_engine.inspect,
         str(path),
         slice_index,
         settings.MAX_FITS_ARRAY_ELEMENTS,
@@ -139,12 +139,12 @@ async def thumbnail(
     Returned as base64 PNG inside JSON."""
     path = await resolve_file(storage, body.file_path)
     info, compressed = await _inspect(path, -1, settings, pool)
-    w, h = image_views.long_side_size(
-        info.choice.width, info.choice.height, image_views.THUMBNAIL_SIZE
+    w, h = viewer_engine.long_side_size(
+        info.choice.width, info.choice.height, viewer_engine.THUMBNAIL_SIZE
     )
-    estimate = image_views.estimate_picture_bytes(info, w, h, compressed)
+    estimate = viewer_engine.estimate_picture_bytes(info, w, h, compressed)
     encoded = await pool.run(
-        image_views.render_thumbnail,
+        viewer_engine.render_thumbnail,
         str(path),
         settings.MAX_FITS_ARRAY_ELEMENTS,
         estimate_bytes=estimate,
@@ -219,7 +219,7 @@ async def preview(
         stretch, gamma, black_point, white_point, asinh_a, smooth_method, smooth_sigma, smooth_size
     )
     avm = parse_avm_metadata(avm_metadata) if embed_avm else None
-    params = image_views.PreviewParams(
+    params = viewer_engine.PreviewParams(
         display=display,
         cmap=cmap,
         width=width,
@@ -231,12 +231,12 @@ async def preview(
     )
     path = await resolve_file(storage, file_path)
     info, compressed = await _inspect(path, slice_index, settings, pool)
-    out_w, out_h = image_views.fit_within(info.choice.width, info.choice.height, width, height)
-    estimate = image_views.estimate_picture_bytes(
+    out_w, out_h = viewer_engine.fit_within(info.choice.width, info.choice.height, width, height)
+    estimate = viewer_engine.estimate_picture_bytes(
         info, out_w, out_h, compressed, smoothing=bool(smooth_method)
     )
     content, n_slices, current = await pool.run(
-        image_views.render_preview,
+        viewer_engine.render_preview,
         str(path),
         params,
         settings.MAX_FITS_ARRAY_ELEMENTS,
@@ -287,9 +287,9 @@ async def histogram(
     )
     path = await resolve_file(storage, file_path)
     info, compressed = await _inspect(path, slice_index, settings, pool)
-    estimate = image_views.estimate_histogram_bytes(info, compressed, bool(smooth_method))
+    estimate = viewer_engine.estimate_histogram_bytes(info, compressed, bool(smooth_method))
     result = await pool.run(
-        image_views.compute_histogram,
+        viewer_engine.compute_histogram,
         str(path),
         bins,
         slice_index,
@@ -327,9 +327,9 @@ async def pixeldata(
         raise BadRequest("Slice index must be -1 or greater")
     path = await resolve_file(storage, file_path)
     info, compressed = await _inspect(path, slice_index, settings, pool)
-    estimate = image_views.estimate_pixeldata_bytes(info, max_size, compressed)
+    estimate = viewer_engine.estimate_pixeldata_bytes(info, max_size, compressed)
     body = await pool.run(
-        image_views.pixeldata_json,
+        viewer_engine.pixeldata_json,
         data_id,
         str(path),
         max_size,
@@ -357,6 +357,6 @@ async def cubeinfo(
     slices it has and what its third axis measures (from CTYPE3/CUNIT3/CRVAL3...)."""
     path = await resolve_file(storage, file_path)
     result = await pool.run(
-        image_views.compute_cubeinfo, str(path), estimate_bytes=HEADER_JOB_BYTES
+        viewer_engine.compute_cubeinfo, str(path), estimate_bytes=HEADER_JOB_BYTES
     )
     return {"data_id": data_id, **result}

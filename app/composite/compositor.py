@@ -540,7 +540,7 @@ def _combine(
         plane, colour = values[index], channels[index].rgb
         if plane is None or colour is None:
             raise ValueError(f"channel {index} has no colour plane to combine")
-        color_mapping.add_colour(rgb, plane, colour)
+        color_mapping.add_weighted_plane(rgb, plane, colour)
     return color_mapping.normalise_common(rgb)
 
 
