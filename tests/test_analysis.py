@@ -544,7 +544,7 @@ def test_million_row_table_sorted_page(engine_url, ana):
     assert r.status_code == 200, r.text
     expected = np.sort(mag, kind="stable")[300:400]
     got = np.array([row["MAG"] for row in r.json()["rows"]], dtype=np.float32)
-    assert np.array_equal(got, expected)
+    np.testing.assert_array_equal(got, expected)
     assert r.json()["total_rows"] == 1_000_000
     assert elapsed < 10  # the benchmark measures it properly
 

@@ -198,7 +198,7 @@ def test_scores_are_cosine_similarities():
             "The girl is carrying a baby.",
         ]
     )
-    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5, rtol=1e-5)
     sims = v @ v.T
     # all-MiniLM-L6-v2's published behaviour for this classic pair: ~0.75, unrelated ~0.
     assert 0.7 < sims[0, 1] < 0.8 and abs(sims[0, 2]) < 0.2
@@ -268,7 +268,7 @@ def test_any_batch_size_and_persistence(tmp_path, data_root):
     assert sorted(p.name for p in directory.iterdir()) == ["index.npz"]  # no temporary left
     index = VectorIndex(directory)
     assert len(index) == 1003 and index.ids[0] == "id0"
-    assert np.allclose(np.linalg.norm(index.vectors, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(index.vectors, axis=1), 1.0, atol=1e-5, rtol=1e-5)
     # A restarted service finds the same index.
     with TestClient(create_app(settings)) as client:
         assert client.get("/semantic/index-status").json()["total_indexed"] == 1003
