@@ -401,6 +401,13 @@ def test_budget_413_detail_force_downscale_and_estimate_agree(small_engine, stre
     assert all(type(v) is int for v in verdict["original_shape"] + verdict["output_shape"])
     assert verdict["original_shape"] == [3000, 4096]
     assert verdict["fail_threshold"] == 0.85
+    # The estimate ignores allow_force_downscale: what a render would force is a fail.
+    forced = httpx.post(
+        base + "/composite/estimate",
+        json={**body, "allow_force_downscale": True},
+        timeout=TIMEOUT,
+    )
+    assert forced.status_code == 200 and forced.json() == verdict
 
     refused = httpx.post(base + "/composite/generate-nchannel", json=body, timeout=TIMEOUT)
     assert refused.status_code == 413
