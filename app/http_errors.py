@@ -35,6 +35,7 @@ _STANDARD_ERRORS = {
     400: "Bad parameter, or input files that cannot be used (see detail)",
     403: "A storage key leaves the storage root",
     404: "No such file",
+    409: "Conflict with the current state (e.g. already being resumed)",
     413: "Too large: more pixels or memory than this engine allows",
     422: "The request does not match the schema (detail summarises, errors lists)",
     429: "Busy: retry after the Retry-After seconds",
