@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import math
-import tracemalloc
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -370,7 +372,7 @@ def test_file_size_and_output_limits_over_http(data_root, mos):
 # ---------------------------------------------------------------------------------------
 
 
-def test_fits_mosaic_memory_is_bounded_by_tiles(data_root, tmp_path, monkeypatch):
+def test_fits_mosaic_memory_is_bounded_by_tiles(data_root, tmp_path):
     paths = []
     for i in range(2):
         for j in range(2):
@@ -388,18 +390,34 @@ def test_fits_mosaic_memory_is_bounded_by_tiles(data_root, tmp_path, monkeypatch
             paths.append(str(path))
     peaks = {}
     for tile_pixels in (1 << 15, 1 << 17):
-        monkeypatch.setattr(mosaic_engine, "TILE_PIXELS", tile_pixels)
-        plan = mosaic_engine.plan_mosaic(paths)
-        tracemalloc.start()
-        mosaic_engine.write_mosaic_fits(plan, str(tmp_path / "m.fits"))
-        peaks[tile_pixels] = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        assert peaks[tile_pixels] < mosaic_engine.estimate_mosaic_bytes(plan, in_memory=False)
+        # In a fresh process: threads and lazy imports of earlier tests in this one
+        # would otherwise count in tracemalloc's peak.
+        script = (
+            "import sys, tracemalloc\n"
+            "from app.mosaic import mosaic_engine\n"
+            f"mosaic_engine.TILE_PIXELS = {tile_pixels}\n"
+            f"plan = mosaic_engine.plan_mosaic({paths!r})\n"
+            f"mosaic_engine.write_mosaic_fits(plan, {str(tmp_path / 'warm.fits')!r})\n"
+            "tracemalloc.start()\n"
+            f"mosaic_engine.write_mosaic_fits(plan, {str(tmp_path / 'm.fits')!r})\n"
+            "print(tracemalloc.get_traced_memory()[1],"
+            " mosaic_engine.estimate_mosaic_bytes(plan, in_memory=False))\n"
+        )
+        run = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        peak, estimate = map(int, run.stdout.split())
+        peaks[tile_pixels] = peak
+        assert peak < estimate
+    plan = mosaic_engine.plan_mosaic(paths)
     out = np.prod(plan.grid.shape) * 4
     # Memory follows the tile size, not the output: never the whole mosaic in memory.
     assert peaks[1 << 15] < out / 4, (peaks, out)
     assert peaks[1 << 15] < peaks[1 << 17]
-    monkeypatch.undo()
     with fits.open(tmp_path / "m.fits") as hdul:
         whole = mosaic_engine.mosaic_array(plan)
         # Other tile bounds move the coarse coordinate lattice: equal to ~1e-5 px.

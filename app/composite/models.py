@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-STRETCH_PATTERN = "^(zscale|asinh|log|sqrt|power|histeq|linear)$"
-CURVES = ("linear", "s_curve", "inverse_s", "shadows", "highlights")
+from app.composite.color_mapping import ToneCurve
+from app.processing.enhancement import STRETCHES, Stretch
 
 
 class ChannelColor(BaseModel):
@@ -50,8 +50,7 @@ class NChannelConfig(BaseModel):
     )
     stretch: str = Field(
         default="asinh",
-        description="zscale, asinh, log, sqrt, power, "
-        "histeq or linear (anything else is treated as zscale)",
+        description=", ".join(STRETCHES) + " (anything else is treated as zscale)",
     )
     black_point: float = Field(
         default=0.0,
@@ -62,7 +61,7 @@ class NChannelConfig(BaseModel):
     white_point: float = Field(default=1.0, ge=0, le=1, description="White point, 0-1")
     gamma: float = Field(default=1.0, gt=0, le=5, description="Gamma; output = x^(1/gamma)")
     asinh_a: float = Field(default=0.05, ge=0.001, le=1, description="Asinh softening")
-    curve: Literal["linear", "s_curve", "inverse_s", "shadows", "highlights"] = Field(
+    curve: ToneCurve = Field(
         default="linear",
         description="Tone curve after the stretch: s_curve 3x^2-2x^3, "
         "inverse_s 0.5+asin(2x-1)/pi, shadows x^0.7, highlights x^1.3",
@@ -89,7 +88,7 @@ class NChannelConfig(BaseModel):
 class OverallAdjustments(BaseModel):
     """A stretch applied to the combined colour picture (same limits for R, G and B)."""
 
-    stretch: str = Field(default="linear", pattern=STRETCH_PATTERN)
+    stretch: Stretch = "linear"
     black_point: float = Field(default=0.0, ge=0, le=1)
     white_point: float = Field(default=1.0, ge=0, le=1)
     gamma: float = Field(default=1.0, gt=0, le=5)

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.mosaic.mosaic_engine import CombineMethod
+
 EXAMPLE_KEYS: list[Any] = [
     "mast/jw02733-o001_t001_nircam_clear-f090w/jw02733001001_02101_00001_nrca1_cal.fits",
     "mast/jw02733-o001_t001_nircam_clear-f090w/jw02733001001_02101_00001_nrca2_cal.fits",
@@ -68,7 +70,7 @@ class MosaicRequest(BaseModel):
         "neither: native resolution. Not allowed with fits",
     )
     height: int | None = Field(default=None, gt=0, le=8000, description="Picture height")
-    combine_method: Literal["mean", "sum", "first", "last", "min", "max"] = Field(
+    combine_method: CombineMethod = Field(
         default="mean",
         description="How overlapping pixels combine: mean (of the inputs "
         "covering the pixel), sum, first or last input in order, min, max",
@@ -95,7 +97,7 @@ class ObservationMosaicRequest(BaseModel):
     file_paths: list[str] = Field(
         min_length=2, max_length=500, description="Storage keys of the files, in order"
     )
-    combine_method: Literal["mean", "sum", "first", "last", "min", "max"] = Field(
+    combine_method: CombineMethod = Field(
         default="mean", description="How overlapping pixels combine"
     )
     max_output_pixels: int = Field(

@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal, get_args
 
 import numpy as np
 from astropy.io import fits
@@ -48,7 +49,9 @@ from app.processing.reprojection import (
 )
 from app.storage.helpers import check_file_size
 
-COMBINE_METHODS = ("mean", "sum", "first", "last", "min", "max")
+# The one definition of the combine methods: models and docs use these names.
+CombineMethod = Literal["mean", "sum", "first", "last", "min", "max"]
+COMBINE_METHODS: tuple[str, ...] = get_args(CombineMethod)
 #: Output pixels per tile (a row block of the output).
 TILE_PIXELS = 1 << 21
 #: Tiles computed on a Dask cluster at once, at most (they wait here to be written).

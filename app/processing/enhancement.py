@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
 from app.processing.statistics import finite_values, percentiles
 
-STRETCHES = ("zscale", "asinh", "log", "sqrt", "power", "histeq", "linear")
+# The one definition of the stretches: models and docs use these names.
+Stretch = Literal["zscale", "asinh", "log", "sqrt", "power", "histeq", "linear"]
+STRETCHES: tuple[str, ...] = get_args(Stretch)
 ZSCALE_CONTRAST = 0.25
 
 
