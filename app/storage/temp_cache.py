@@ -98,7 +98,11 @@ class TempCache:
         With ``pin``, the entry stays pinned (never evicted) until ``pin`` closes.
         """
         target = self.path_for(identity, suffix)
+        if pin is None and self._is_complete(target, expected_size):
+            self._touch(target)  # a hit nobody pins: no lock needed
+            return target
         lock = open(self._lock_path(target), "a+b")  # noqa: SIM115 - handed to ``pin``
+        fetched = False
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_SH)
             if not self._is_complete(target, expected_size):
@@ -106,6 +110,7 @@ class TempCache:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
                 if not self._is_complete(target, expected_size):
                     self._fetch(target, fetch, expected_size)
+                    fetched = True
                 fcntl.flock(lock.fileno(), fcntl.LOCK_SH)
             self._touch(target)
         except BaseException:
@@ -115,7 +120,8 @@ class TempCache:
             lock.close()
         else:
             pin.enter_context(_held(lock))
-        self.make_room(0, keep=target)
+        if fetched:
+            self.make_room(0, keep=target)
         return target
 
     def _fetch(
