@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +105,29 @@ def data_root(tmp_path_factory) -> Path:
 def composite_cache_dir(data_root: Path) -> Path:
     """Where the test engine keeps reprojected composite channels (outside the root)."""
     return data_root.parent / (data_root.name + "_composite_cache")
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """A folder of the served storage root that one test alone writes into."""
+
+    path: Path
+    prefix: str  # its storage key
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}/{name}"
+
+
+@pytest.fixture()
+def scratch(data_root: Path, request: pytest.FixtureRequest) -> Iterator[Scratch]:
+    """Function-scoped writable data inside the session's storage root (which the
+    session-scoped services serve): created for the test, removed after it, so no test
+    sees another's files."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:100]
+    folder = data_root / "scratch" / name
+    folder.mkdir(parents=True)
+    yield Scratch(folder, f"scratch/{name}")
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -477,10 +477,10 @@ def test_explicit_nulls_integer_floats_and_repeated_labels(engine_url, comp):
 # ---------------------------------------------------------------------------------------
 
 
-def test_reprojected_channels_are_cached_by_content(engine_url, comp, data_root):
+def test_reprojected_channels_are_cached_by_content(engine_url, comp, data_root, scratch):
     cache = composite_cache_dir(data_root)
-    key = "composite/cache_probe.fits"
-    make_jwst_image(data_root / key, shape=(400, 400), seed=77, n_stars=30)
+    key = scratch.key("cache_probe.fits")
+    make_jwst_image(scratch.path / "cache_probe.fits", shape=(400, 400), seed=77, n_stars=30)
     body = {
         "channels": [channel([key], {"hue": 0}), channel([comp["sky"]], {"hue": 240})],
         "width": 211,
@@ -503,7 +503,7 @@ def test_reprojected_channels_are_cached_by_content(engine_url, comp, data_root)
     assert again.status_code == 200 and set(os.listdir(cache)) == entries
     # A changed file is a new entry (size and mtime are part of the identity).
     time.sleep(0.01)
-    make_jwst_image(data_root / key, shape=(400, 400), seed=78, n_stars=30)
+    make_jwst_image(scratch.path / "cache_probe.fits", shape=(400, 400), seed=78, n_stars=30)
     third = post(engine_url, body)
     assert third.status_code == 200 and third.content != first.content
     assert len(set(os.listdir(cache)) - entries) == 1

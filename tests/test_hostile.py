@@ -168,14 +168,13 @@ def test_detection_returns_at_most_the_brightest_sources():
     assert [s["id"] for s in top["sources"]] == list(range(1, 13))
 
 
-def test_huge_headers_are_parsed_in_workers_not_in_the_server(engine_url, data_root):
+def test_huge_headers_are_parsed_in_workers_not_in_the_server(engine_url, scratch):
     """Three /cubeinfo calls on a file with an 8 MB header: the server process does not
     grow (headers are read in worker processes, under admission and a deadline), and the
     header is refused there for its card count before astropy parses it."""
     from astropy.io import fits
 
-    path = data_root / "hostile" / "huge_header.fits"
-    path.parent.mkdir(exist_ok=True)
+    path = scratch.path / "huge_header.fits"
     # 100,000 cards written as bytes (astropy's Header grows quadratically card by card).
     head = fits.PrimaryHDU(np.zeros((4, 5, 6), dtype=np.float32)).header.tostring()
     cards = "".join(f"K{i:07d}= 'vvvvvvvvvvvvvvvvvvvv'".ljust(80) for i in range(100_000))
@@ -188,7 +187,7 @@ def test_huge_headers_are_parsed_in_workers_not_in_the_server(engine_url, data_r
     for _ in range(3):
         r = httpx.get(
             engine_url + "/cubeinfo/0",
-            params={"file_path": "hostile/huge_header.fits"},
+            params={"file_path": scratch.key("huge_header.fits")},
             timeout=120,
         )
         assert r.status_code == 413
@@ -196,7 +195,7 @@ def test_huge_headers_are_parsed_in_workers_not_in_the_server(engine_url, data_r
     assert server_rss(engine_url) - before < 40 * MB
 
 
-def test_compression_bombs_are_counted_and_bounded(data_root, tmp_path):
+def test_compression_bombs_are_counted_and_bounded(data_root, scratch):
     """A 6000^2 float64 image of zeros gzips to almost nothing: the element limit refuses
     it in composites and mosaics, and estimates count it decompressed."""
     from astropy.io import fits
@@ -207,8 +206,7 @@ def test_compression_bombs_are_counted_and_bounded(data_root, tmp_path):
     from main import create_app
     from tests.support.synthetic import make_wcs
 
-    bomb = data_root / "hostile" / "bomb.fits.gz"
-    bomb.parent.mkdir(exist_ok=True)
+    bomb = scratch.path / "bomb.fits.gz"
     hdu = fits.PrimaryHDU(np.zeros((6000, 6000), dtype=np.float64))
     hdu.header.update(make_wcs((6000, 6000), 83.82, -5.39, 0.031, 0.0).to_header())
     hdu.writeto(bomb, overwrite=True)
@@ -226,7 +224,7 @@ def test_compression_bombs_are_counted_and_bounded(data_root, tmp_path):
         r = client.post(
             "/composite/generate-nchannel",
             json={
-                "channels": [{"file_paths": ["hostile/bomb.fits.gz"], "color": {"hue": 0}}],
+                "channels": [{"file_paths": [scratch.key("bomb.fits.gz")], "color": {"hue": 0}}],
                 "width": 100,
                 "height": 100,
             },
@@ -234,7 +232,7 @@ def test_compression_bombs_are_counted_and_bounded(data_root, tmp_path):
         assert r.status_code == 413 and "Image too large" in r.json()["detail"]
         r = client.post(
             "/mosaic/generate-observation",
-            json={"file_paths": ["hostile/bomb.fits.gz", "jwst/small_i2d.fits"]},
+            json={"file_paths": [scratch.key("bomb.fits.gz"), "jwst/small_i2d.fits"]},
         )
         assert r.status_code == 413 and "Image too large" in r.json()["detail"]
 
@@ -286,7 +284,7 @@ def test_the_viewer_counts_a_compressed_float64_image_at_its_real_cost(tmp_path)
     assert estimate >= peak, (estimate / 1e6, peak / 1e6)
 
 
-def test_a_header_with_too_many_cards_is_refused_before_parsing(data_root, tmp_path):
+def test_a_header_with_too_many_cards_is_refused_before_parsing(data_root, scratch):
     """A 2 MB header (25,000 cards) in the second HDU of a file, plain or gzipped, is
     refused by every reader with 413 before astropy parses it; the good file beside it
     is read as usual."""
@@ -298,8 +296,7 @@ def test_a_header_with_too_many_cards_is_refused_before_parsing(data_root, tmp_p
     from app.processing import fits_io, header_limits
     from main import create_app
 
-    folder = data_root / "hostile"
-    folder.mkdir(exist_ok=True)
+    folder = scratch.path
     primary = fits.PrimaryHDU(np.ones((64, 64), dtype=np.float32))
     big = fits.ImageHDU(np.ones((8, 8), dtype=np.float32), name="SCI")
     for i in range(25_000):
@@ -317,7 +314,7 @@ def test_a_header_with_too_many_cards_is_refused_before_parsing(data_root, tmp_p
     settings = Settings(STORAGE_BASE_PATH=data_root, ENGINE_WORKERS=1)
     with TestClient(create_app(settings)) as client:
         for name in ("many_cards.fits", "many_cards.fits.gz"):
-            key = f"hostile/{name}"
+            key = scratch.key(name)
             for method, url, kwargs in [
                 ("post", "/thumbnail", {"json": {"file_path": key}}),
                 ("get", "/preview/x", {"params": {"file_path": key}}),

@@ -543,7 +543,7 @@ def test_footprint_errors(engine_url, keys, status):
     assert isinstance(r.json()["detail"], str)
 
 
-def test_a_half_written_input_is_refused_before_any_pixel(engine_url, mos, data_root):
+def test_a_half_written_input_is_refused_before_any_pixel(engine_url, mos, data_root, scratch):
     """A file cut in the middle of its data (a download still being written) is a 400 for
     every mosaic, not a picture with a hole: every input's declared data size is checked
     against the file at planning time."""
@@ -551,9 +551,9 @@ def test_a_half_written_input_is_refused_before_any_pixel(engine_url, mos, data_
     with fits.open(source) as hdul:
         sci = hdul["SCI"]
         middle = sci.fileinfo()["datLoc"] + sci.data.nbytes // 2
-    cut = data_root / "mosaic" / "half_written_i2d.fits"
+    cut = scratch.path / "half_written_i2d.fits"
     cut.write_bytes(source.read_bytes()[:middle])
-    key = "mosaic/half_written_i2d.fits"
+    key = scratch.key("half_written_i2d.fits")
     for fmt in ("png", "fits"):
         r = post(
             engine_url,
