@@ -44,6 +44,7 @@ from app.mast.job_store import (
     utc_now_iso,
 )
 from app.mast.mast_service import MastService
+from app.mast.models import ProgressResponse, ResumableJob
 from app.mast.part_file import (
     DownloadFailed,
     DownloadStopped,
@@ -606,7 +607,7 @@ class DownloadManager:
         return {"job_id": job_id, "dismissed": True, "deleted_files": deleted}
 
     # -- reading ------------------------------------------------------------------------------
-    async def progress(self, job_id: str) -> dict[str, Any]:
+    async def progress(self, job_id: str) -> ProgressResponse:
         # A primary-key read of a few rows (well under a millisecond): done inline, as
         # handing it to a thread costs more than it saves while transfers hold the GIL.
         job = self.store.get(job_id)
@@ -628,9 +629,9 @@ class DownloadManager:
             )
         return progress_body(job)
 
-    async def resumable(self) -> list[dict[str, Any]]:
+    async def resumable(self) -> list[ResumableJob]:
         jobs = await asyncio.to_thread(self.store.all_jobs)
-        best: dict[str, dict[str, Any]] = {}
+        best: dict[str, ResumableJob] = {}
         listed = {JobStatus.PAUSED, JobStatus.FAILED, JobStatus.DOWNLOADING}
         for job in jobs:
             if job.source != "http" or job.status not in listed:
@@ -642,9 +643,9 @@ class DownloadManager:
                     f.downloaded_bytes = size_or_zero(part)
             summary = resumable_summary(job)
             current = best.get(job.obs_id)
-            if current is None or summary["downloaded_bytes"] > current["downloaded_bytes"]:
+            if current is None or summary.downloaded_bytes > current.downloaded_bytes:
                 best[job.obs_id] = summary
-        return sorted(best.values(), key=lambda s: s["started_at"] or "")
+        return sorted(best.values(), key=lambda s: s.started_at or "")
 
     # -- synchronous download (M8) ------------------------------------------------------------
     async def download_now(

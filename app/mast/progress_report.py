@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any
 
 from app.mast.job_store import ACTIVE, FINISHED, RESUMABLE, FileStatus, JobRow, JobStatus
+from app.mast.models import ProgressResponse, ResumableJob
 
 
 class ProgressMeter:
@@ -43,7 +43,7 @@ def _percent(done: int, total: int) -> float:
     return round(min(100.0, 100.0 * done / total), 1)
 
 
-def progress_body(job: JobRow) -> dict[str, Any]:
+def progress_body(job: JobRow) -> ProgressResponse:
     """The §2.10 progress object of a stored job (integers stay integers)."""
     total = int(job.total_bytes)
     done = int(min(job.downloaded_bytes, total) if total else job.downloaded_bytes)
@@ -62,55 +62,61 @@ def progress_body(job: JobRow) -> dict[str, Any]:
     if running and speed > 0 and total > 0:
         eta = round(max(0.0, (total - done) / speed), 1)
     resumable = job.source == "http" and stage in RESUMABLE
-    return {
-        "job_id": job.job_id,
-        "obs_id": job.obs_id,
-        "stage": stage,
-        "message": job.message,
-        "progress": int(progress),
-        "total_files": len(job.files),
-        "downloaded_files": len(complete_files),
-        "current_file": job.current_file if running else None,
-        "files": [f.local_path for f in complete_files if f.local_path],
-        "error": job.error,
-        "started_at": job.started_at,
-        "completed_at": job.completed_at,
-        "download_dir": job.download_dir,
-        "is_complete": stage in FINISHED,
-        "total_bytes": total,
-        "downloaded_bytes": done,
-        "download_progress_percent": _percent(done, total),
-        "speed_bytes_per_sec": round(speed, 1),
-        "eta_seconds": eta,
-        "file_progress": [
-            {
-                "filename": f.filename,
-                "total_bytes": int(f.total_bytes),
-                "downloaded_bytes": int(
-                    min(f.downloaded_bytes, f.total_bytes) if f.total_bytes else f.downloaded_bytes
-                ),
-                "progress_percent": 100.0
-                if f.status == FileStatus.COMPLETE
-                else _percent(f.downloaded_bytes, f.total_bytes),
-                "status": f.status,
-            }
-            for f in job.files
-        ],
-        "is_resumable": bool(resumable),
-    }
+    return ProgressResponse.model_validate(
+        {
+            "job_id": job.job_id,
+            "obs_id": job.obs_id,
+            "stage": stage,
+            "message": job.message,
+            "progress": int(progress),
+            "total_files": len(job.files),
+            "downloaded_files": len(complete_files),
+            "current_file": job.current_file if running else None,
+            "files": [f.local_path for f in complete_files if f.local_path],
+            "error": job.error,
+            "started_at": job.started_at,
+            "completed_at": job.completed_at,
+            "download_dir": job.download_dir,
+            "is_complete": stage in FINISHED,
+            "total_bytes": total,
+            "downloaded_bytes": done,
+            "download_progress_percent": _percent(done, total),
+            "speed_bytes_per_sec": round(speed, 1),
+            "eta_seconds": eta,
+            "file_progress": [
+                {
+                    "filename": f.filename,
+                    "total_bytes": int(f.total_bytes),
+                    "downloaded_bytes": int(
+                        min(f.downloaded_bytes, f.total_bytes)
+                        if f.total_bytes
+                        else f.downloaded_bytes
+                    ),
+                    "progress_percent": 100.0
+                    if f.status == FileStatus.COMPLETE
+                    else _percent(f.downloaded_bytes, f.total_bytes),
+                    "status": f.status,
+                }
+                for f in job.files
+            ],
+            "is_resumable": bool(resumable),
+        }
+    )
 
 
-def resumable_summary(job: JobRow) -> dict[str, Any]:
+def resumable_summary(job: JobRow) -> ResumableJob:
     total = int(job.total_bytes)
     done = int(job.downloaded_bytes)
-    return {
-        "job_id": job.job_id,
-        "obs_id": job.obs_id,
-        "total_bytes": total,
-        "downloaded_bytes": min(done, total) if total else done,
-        "progress_percent": _percent(done, total),
-        "status": job.status,
-        "total_files": len(job.files),
-        "completed_files": sum(1 for f in job.files if f.status == FileStatus.COMPLETE),
-        "started_at": job.started_at,
-    }
+    return ResumableJob.model_validate(
+        {
+            "job_id": job.job_id,
+            "obs_id": job.obs_id,
+            "total_bytes": total,
+            "downloaded_bytes": min(done, total) if total else done,
+            "progress_percent": _percent(done, total),
+            "status": job.status,
+            "total_files": len(job.files),
+            "completed_files": sum(1 for f in job.files if f.status == FileStatus.COMPLETE),
+            "started_at": job.started_at,
+        }
+    )

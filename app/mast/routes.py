@@ -306,7 +306,7 @@ async def start_s3(body: models.S3DownloadRequest, downloads: DownloadsDep) -> d
     responses=error_responses(404, e404="Unknown job"),
     summary="Byte-level progress of a download job",
 )
-async def progress(job_id: JobId, downloads: DownloadsDep) -> dict[str, Any]:
+async def progress(job_id: JobId, downloads: DownloadsDep) -> models.ProgressResponse:
     """Bytes done and total, speed, ETA and per-file progress of a download job, read
     from the durable job store (any worker process answers for any job)."""
     return await downloads.progress(job_id)
