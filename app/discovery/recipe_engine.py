@@ -576,110 +576,50 @@ def instrument_recipes(instrument: str, group: list[Obs], offset: int) -> list[R
     reps = representatives(group)
     filters = by_wavelength(group)
     n = len(filters)
-    areas = coverage_areas(group)
-    low = low_coverage(areas)
-    warning = coverage_warning(low)
+    low = low_coverage(coverage_areas(group))
     everything = f"All {n} {inst} filters for maximum detail"
-    mosaic = requires_mosaic(group)
-    out = []
+    # The "all filters" recipes carry the mosaic flag and the coverage warning.
+    whole = {"requires_mosaic": requires_mosaic(group), "overlap_warning": coverage_warning(low)}
+    out: list[Recipe] = []
+
+    def add(name: str, rank: int, chosen: list[str], description: str, **extra: Any) -> None:
+        out.append(
+            _recipe(
+                name,
+                rank + offset,
+                chosen,
+                instrument_colours(chosen),
+                group,
+                description=description,
+                observation_ids=ids_of(group, chosen),
+                **extra,
+            )
+        )
+
     pruned = prune(filters, reps) if n > cat.MAX_FILTERS else filters
     if n <= cat.MAX_FILTERS or len(pruned) == n:
-        out.append(
-            _recipe(
-                f"{n_filters(n)} \u00b7 {inst}",
-                1 + offset,
-                filters,
-                instrument_colours(filters),
-                group,
-                requires_mosaic=mosaic,
-                description=everything,
-                overlap_warning=warning,
-                observation_ids=ids_of(group),
-            )
-        )
+        add(f"{n_filters(n)} \u00b7 {inst}", 1, filters, everything, **whole)
     else:
         k = len(pruned)
-        out.append(
-            _recipe(
-                f"{n_filters(k)} \u00b7 {inst}",
-                1 + offset,
-                pruned,
-                instrument_colours(pruned),
-                group,
-                requires_mosaic=mosaic,
-                description=f"{k} {inst} filters \u2014 redundant wavelengths removed",
-                overlap_warning=warning,
-                observation_ids=ids_of(group, pruned),
-            )
-        )
-        out.append(
-            _recipe(
-                f"{n_filters(n)} \u00b7 {inst}",
-                10 + offset,
-                filters,
-                instrument_colours(filters),
-                group,
-                requires_mosaic=mosaic,
-                description=everything,
-                overlap_warning=warning,
-                tag="All data",
-                observation_ids=ids_of(group, filters),
-            )
-        )
+        removed = f"{k} {inst} filters \u2014 redundant wavelengths removed"
+        add(f"{n_filters(k)} \u00b7 {inst}", 1, pruned, removed, **whole)
+        add(f"{n_filters(n)} \u00b7 {inst}", 10, filters, everything, tag="All data", **whole)
     if n >= 3:
         # Filters whose coverage is not known to be poor (without coordinates, nothing is).
         candidates = [f for f in filters if f not in low]
         if len(candidates) >= 3:
             chosen = [candidates[0], candidates[len(candidates) // 2], candidates[-1]]
-            out.append(
-                _recipe(
-                    f"Classic 3-color {inst}",
-                    2 + offset,
-                    chosen,
-                    instrument_colours(chosen),
-                    group,
-                    description="Three well-separated wavelengths for balanced color",
-                    observation_ids=ids_of(group, chosen),
-                )
-            )
+            balanced = "Three well-separated wavelengths for balanced color"
+            add(f"Classic 3-color {inst}", 2, chosen, balanced)
         elif len(candidates) == 2:
-            out.append(
-                _recipe(
-                    f"2 filters \u00b7 {inst}",
-                    2 + offset,
-                    candidates,
-                    instrument_colours(candidates),
-                    group,
-                    description="Best coverage filters with complementary colors",
-                    observation_ids=ids_of(group, candidates),
-                )
-            )
+            best = "Best coverage filters with complementary colors"
+            add(f"2 filters \u00b7 {inst}", 2, candidates, best)
     narrow = [f for f in filters if filter_class(f) == "narrow"]
     if 2 <= len(narrow) < n:
-        out.append(
-            _recipe(
-                f"Narrowband {inst}",
-                3 + offset,
-                narrow,
-                instrument_colours(narrow),
-                group,
-                description="Emission-line filters highlighting gas structures",
-                observation_ids=ids_of(group, narrow),
-            )
-        )
+        add(f"Narrowband {inst}", 3, narrow, "Emission-line filters highlighting gas structures")
     broad = [f for f in filters if filter_class(f) == "broad"]
     if 3 <= len(broad) < n:
-        out.append(
-            _recipe(
-                f"Broadband {inst}",
-                4 + offset,
-                broad,
-                instrument_colours(broad),
-                group,
-                description="Broadband filters for a clean continuum view",
-                observation_ids=ids_of(group, broad),
-            )
-        )
+        add(f"Broadband {inst}", 4, broad, "Broadband filters for a clean continuum view")
     return out
 
 

@@ -495,14 +495,25 @@ def open_plane(
     """Open the image and yield a reader for the chosen plane with its info."""
     path = os.fspath(path)
     with open_fits(path) as hdul:
-        index = find_image_hdu(hdul, hdu_index=hdu_index)
-        hdu = hdul[index]
-        shape = hdu_shape(hdu)
-        if max_elements is not None:
-            check_element_limit(shape, max_elements)
-        choice = choose_plane(shape, slice_index)
-        info = ImageInfo(hdu_index=index, shape=shape, choice=choice, header=hdu.header)
+        index, hdu, choice = choose_image(hdul, slice_index, max_elements, hdu_index)
+        info = ImageInfo(hdu_index=index, shape=choice.shape, choice=choice, header=hdu.header)
         yield PlaneReader(path=path, hdu=hdu, choice=choice), info
+
+
+def choose_image(
+    hdul: fits.HDUList,
+    slice_index: int = -1,
+    max_elements: int | None = None,
+    hdu_index: int | None = None,
+) -> tuple[int, ImageHDU, PlaneChoice]:
+    """The image HDU a reader shows (its index, the HDU, the plane), with the element
+    limit applied before any pixel is read."""
+    index = find_image_hdu(hdul, hdu_index=hdu_index)
+    hdu = hdul[index]
+    shape = hdu_shape(hdu)
+    if max_elements is not None:
+        check_element_limit(shape, max_elements)
+    return index, hdu, choose_plane(shape, slice_index)
 
 
 def require_finite(data: np.ndarray) -> None:

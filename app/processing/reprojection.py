@@ -38,10 +38,7 @@ from app.processing.fits_io import (
     PlaneChoice,
     celestial_wcs,
     check_data_present,
-    check_element_limit,
-    choose_plane,
-    find_image_hdu,
-    hdu_shape,
+    choose_image,
     is_whole_file_compressed,
     open_fits,
 )
@@ -151,12 +148,7 @@ def read_geometry(
     name = label or os.path.basename(path)
     try:
         with open_fits(path) as hdul:
-            index = find_image_hdu(hdul, hdu_index=hdu_index)
-            hdu = hdul[index]
-            shape = hdu_shape(hdu)
-            if max_elements is not None:
-                check_element_limit(shape, max_elements)
-            choice = choose_plane(shape, slice_index)
+            index, hdu, choice = choose_image(hdul, slice_index, max_elements, hdu_index)
             if not (is_whole_file_compressed(path) or isinstance(hdu, fits.CompImageHDU)):
                 check_data_present(path, hdu, choice.shape)
             header = merged_header(hdul, index)
