@@ -191,7 +191,7 @@ def test_concurrent_resume_is_409_and_progress_from_any_worker(proxy, standin):
     assert wait_done(base, job_id)["stage"] == "complete"
 
 
-def test_cancel_and_dismiss_with_files(proxy, standin):
+def test_dismiss_with_files_deletes_them_and_forgets_the_job(proxy):
     base, root, _ = proxy
     job_id = start(base, "jw02733-o001_t001_nircam_clear-f187n")
     done = wait_done(base, job_id)
@@ -200,6 +200,10 @@ def test_cancel_and_dismiss_with_files(proxy, standin):
     assert r.json() == {"job_id": job_id, "dismissed": True, "deleted_files": len(done["files"])}
     assert not any(Path(p).exists() for p in done["files"])
     assert httpx.get(f"{base}/mast/download/progress-chunked/{job_id}").status_code == 404
+
+
+def test_cancel_removes_only_its_own_partial_files(proxy, standin):
+    base, _, _ = proxy
     control(standin, chunk_delay=0.05, chunk_size=8192)
     try:
         job_id = start(base, F090W)

@@ -169,22 +169,37 @@ def test_product_lists_are_cached_briefly(standin):
     assert requests_seen() > asked
 
 
-def test_mast_failures_are_502_and_timeouts_504(standin, tmp_path):
+@pytest.fixture()
+def impatient_proxy(standin, tmp_path):
+    """A proxy that waits 1 s for MAST."""
     from tests.conftest import mast_env
     from tests.support.servers import run_service
 
     env = mast_env(standin, tmp_path, MAST_SEARCH_TIMEOUT=1)
     with run_service("main_mast", env, tmp_path / "p.log") as (base, _):
-        httpx.post(standin + "/__control", json={"fail_next": 1})
-        r = post(base, "/mast/search/program", {"program_id": "2733"})
-        assert r.status_code == 502 and "MAST" in r.json()["detail"]
-        httpx.post(standin + "/__control", json={"invoke_delay": 3})
-        try:
-            r = post(base, "/mast/search/program", {"program_id": "2734"})
-            assert r.status_code == 504
-            assert r.json()["detail"] == "MAST search timed out after 1 seconds."
-        finally:
-            httpx.post(standin + "/__control", json={"invoke_delay": 0})
+        yield base
+
+
+def test_a_mast_failure_is_502(impatient_proxy, standin):
+    httpx.post(standin + "/__control", json={"fail_next": 1})
+    r = post(impatient_proxy, "/mast/search/program", {"program_id": "2733"})
+    assert r.status_code == 502 and "MAST" in r.json()["detail"]
+
+
+def test_a_slow_mast_is_504(impatient_proxy, standin):
+    httpx.post(standin + "/__control", json={"invoke_delay": 3})
+    try:
+        r = post(impatient_proxy, "/mast/search/program", {"program_id": "2734"})
+        assert r.status_code == 504
+        assert r.json()["detail"] == "MAST search timed out after 1 seconds."
+    finally:
+        httpx.post(standin + "/__control", json={"invoke_delay": 0})
+
+
+def test_an_unreachable_mast_is_502(tmp_path):
+    from tests.conftest import mast_env
+    from tests.support.servers import run_service
+
     unreachable = mast_env("http://127.0.0.1:9", tmp_path / "u")
     with run_service("main_mast", unreachable, tmp_path / "u.log") as (base, _):
         r = post(base, "/mast/search/program", {"program_id": "2733"})
@@ -269,7 +284,7 @@ def test_a_search_that_times_out_stops_its_work(standin):
     from app.mast.mast_service import MastService
 
     service = MastService(standin, standin + "/cgi-bin/nph-sesame/", timeout=1)
-    service.observations()
+    service.observations()  # its requests give up after 1 + SEARCH_GRACE_SECONDS
     httpx.post(standin + "/__control", json={"invoke_delay": 120})
     try:
         t0 = time.monotonic()

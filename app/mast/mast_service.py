@@ -47,6 +47,8 @@ PRODUCT_CACHE_SECONDS = 60.0
 SEARCH_PAGE_SIZE = 500
 RECENT_PAGE_SIZE = 2000
 SEARCH_THREADS = 8
+# A search's own requests give up this long after the route has answered 504.
+SEARCH_GRACE_SECONDS = 5.0
 _URI_RE = re.compile(r"^mast:[A-Za-z0-9_./+-]+$")
 
 
@@ -168,8 +170,11 @@ class MastService:
             portal.MAST_BUNDLE_URL = self.base_url + "/api/v0.1/Download/bundle"
             portal.TIMEOUT = self.timeout
             # astroquery sends its requests without a socket timeout, so a silent MAST
-            # would hold the thread for ever: every request of its session gets one.
-            adapter = _TimeoutAdapter((min(30.0, self.timeout), self.timeout))
+            # would hold the thread for ever: every request of its session gets one, a
+            # little longer than the route waits (its 504 always comes first).
+            adapter = _TimeoutAdapter(
+                (min(30.0, self.timeout), self.timeout + SEARCH_GRACE_SECONDS)
+            )
             obs._session.mount("http://", adapter)
             obs._session.mount("https://", adapter)
             self._local.obs = obs
