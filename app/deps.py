@@ -10,7 +10,7 @@ engine's worker pool or semantic search, nor the engine the proxy's services.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
@@ -26,33 +26,27 @@ if TYPE_CHECKING:
 
 
 def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return cast(Settings, request.app.state.settings)
 
 
 def get_storage(request: Request) -> StorageProvider:
-    storage: StorageProvider = request.app.state.storage
-    return storage
+    return cast(StorageProvider, request.app.state.storage)
 
 
 def get_pool(request: Request) -> WorkerPool:
-    pool: WorkerPool = request.app.state.pool
-    return pool
+    return cast("WorkerPool", request.app.state.pool)
 
 
 def get_mast(request: Request) -> MastService:
-    mast: MastService = request.app.state.mast
-    return mast
+    return cast("MastService", request.app.state.mast)
 
 
 def get_downloads(request: Request) -> DownloadManager:
-    downloads: DownloadManager = request.app.state.downloads
-    return downloads
+    return cast("DownloadManager", request.app.state.downloads)
 
 
 def get_semantic(request: Request) -> SemanticService:
-    semantic: SemanticService = request.app.state.semantic
-    return semantic
+    return cast("SemanticService", request.app.state.semantic)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

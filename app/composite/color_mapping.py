@@ -9,16 +9,15 @@ from __future__ import annotations
 import colorsys
 import math
 from dataclasses import replace
-from typing import Literal, get_args
+from typing import Literal
 
 import numpy as np
 
 from app.processing.enhancement import COMPOSITE_PERCENTILES, STRETCHES, fit_display
 from app.processing.pipeline import DisplayParams
 
-# The one definition of the tone curves: models and docs use these names.
+# The one definition of the tone curves: the models use this type.
 ToneCurve = Literal["linear", "s_curve", "inverse_s", "shadows", "highlights"]
-CURVES: tuple[str, ...] = get_args(ToneCurve)
 
 
 def hue_to_rgb(hue_deg: float) -> tuple[float, float, float]:

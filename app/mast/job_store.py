@@ -479,13 +479,6 @@ class JobStore:
             by_job.setdefault(f["job_id"], []).append(f)
         return [_job(r, by_job.get(r["job_id"], [])) for r in rows]
 
-    def referenced_paths(self) -> set[str]:
-        with self._connect() as db:
-            rows = db.execute(
-                "SELECT local_path FROM files WHERE local_path IS NOT NULL"
-            ).fetchall()
-        return {r["local_path"] for r in rows}
-
 
 def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat()
