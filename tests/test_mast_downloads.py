@@ -191,6 +191,35 @@ def test_concurrent_resume_is_409_and_progress_from_any_worker(proxy, standin):
     assert wait_done(base, job_id)["stage"] == "complete"
 
 
+def test_a_job_still_asking_for_its_products_is_not_started_twice(proxy, standin, standin_files):
+    """start-chunked naming a job that runs but has no byte yet (queued, fetching its
+    product list) is 409, as for a downloading one; it once started a second job
+    writing into the same folder."""
+    base, _, _ = proxy
+    # An observation no other test downloads: the proxy keeps product lists for a
+    # while, and a cached list would never wait on MAST.
+    obs = "jw02733-o009_t001_nircam_clear-f200w"
+    control(standin, hold_invoke=True)
+    try:
+        job_id = start(base, obs)
+        wait_done(base, job_id, until=lambda b: b["stage"] == "fetching_products")
+        again = httpx.post(
+            base + "/mast/download/start-chunked",
+            json={"obs_id": obs, "resume_job_id": job_id},
+            timeout=TIMEOUT,
+        )
+        assert again.status_code == 409, again.text
+        assert again.json()["detail"] == f"Job {job_id} is already being resumed"
+        resumed = httpx.post(f"{base}/mast/download/resume/{job_id}", json={}, timeout=TIMEOUT)
+        assert resumed.status_code == 409, resumed.text
+    finally:
+        control(standin, hold_invoke=False)
+    body = wait_done(base, job_id)
+    assert body["stage"] == "complete"
+    for path in body["files"]:
+        assert Path(path).read_bytes() == standin_file(standin_files, Path(path).name)
+
+
 def test_dismiss_with_files_deletes_them_and_forgets_the_job(proxy):
     base, root, _ = proxy
     job_id = start(base, "jw02733-o001_t001_nircam_clear-f187n")

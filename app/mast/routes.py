@@ -14,7 +14,7 @@ from app.deps import DownloadsDep, MastDep, SettingsDep
 from app.errors import UpstreamTimeout
 from app.http_errors import error_responses
 from app.mast import models
-from app.mast.job_store import JobStatus, utc_now_iso
+from app.mast.job_store import RESUMABLE, utc_now_iso
 from app.mast.mast_service import MastService, Row
 
 T = TypeVar("T")
@@ -32,8 +32,6 @@ SEARCH_ERRORS = error_responses(
 )
 JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Download job id")]
 
-# A start-chunked request naming one of these jobs resumes it instead (CONTRACT §2.9).
-RESUMABLE_BY_START = frozenset({JobStatus.PAUSED, JobStatus.FAILED, JobStatus.DOWNLOADING})
 # Short-lived caches of search results (per process; MAST is the source of truth).
 _target_cache: TTLCache[str, list[Row]] = TTLCache(maxsize=100, ttl=300)
 _recent_cache: TTLCache[str, list[Row]] = TTLCache(maxsize=100, ttl=300)
@@ -263,7 +261,10 @@ async def start_chunked(
     only when complete. Poll `/mast/download/progress-chunked/{job_id}`."""
     if body.resume_job_id:
         job = await asyncio.to_thread(downloads.store.get, body.resume_job_id)
-        if job is not None and job.status in RESUMABLE_BY_START:
+        # Any job not finished is this one's to take up, or 409 while it runs: a job
+        # between its claim and its first byte (queued, fetching products) must not
+        # start a second job writing into the same folder.
+        if job is not None and job.status in RESUMABLE:
             await downloads.resume(body.resume_job_id)  # 409 when someone else is on it
             return {
                 "job_id": body.resume_job_id,

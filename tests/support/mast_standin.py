@@ -14,8 +14,10 @@ directly:
 
 Faults for tests are set with ``POST /__control`` (JSON): ``drop_after`` (bytes
 a download sends before the connection is cut), ``fail_next`` (number of
-requests answered 500), ``invoke_delay`` and ``chunk_delay`` (seconds), and
-``chunk_size`` (bytes a download sends between delays).
+requests answered 500), ``invoke_delay`` and ``chunk_delay`` (seconds),
+``chunk_size`` (bytes a download sends between delays) and ``hold_invoke``
+(while true, every MAST query waits: a test can hold a job in a state as long
+as it needs, whatever the machine's speed).
 
 Run: ``python -m tests.support.mast_standin --port P --files DIR``.
 """
@@ -336,6 +338,7 @@ class StandIn:
             "invoke_delay": 0.0,
             "chunk_delay": 0.0,
             "chunk_size": 1 << 20,
+            "hold_invoke": False,
         }
         self.requests: list[str] = []
         self.extra_files: dict[str, Path] = {}
@@ -460,6 +463,8 @@ def create_app(state: StandIn) -> Starlette:
             return failed
         if state.faults["invoke_delay"]:
             await asyncio.sleep(state.faults["invoke_delay"])
+        while state.faults["hold_invoke"]:
+            await asyncio.sleep(0.02)
         form = await _form(request)
         req = json.loads(form["request"])
         service = req.get("service")
