@@ -132,7 +132,7 @@ def test_dropped_connection_is_retried_from_its_offset(proxy, standin, standin_f
 
 def test_pause_and_resume_continue_partial_files(proxy, standin, standin_files):
     base, root, _ = proxy
-    control(standin, chunk_delay=0.05, chunk_size=8192)
+    control(standin, hold_downloads=True, chunk_size=8192)
     try:
         job_id = start(base, "jw02733001001_02101_00001_nrca1")
         wait_done(base, job_id, until=lambda b: b["downloaded_bytes"] > 0)
@@ -150,7 +150,7 @@ def test_pause_and_resume_continue_partial_files(proxy, standin, standin_files):
         assert mine[0]["status"] == "paused" and mine[0]["downloaded_bytes"] >= sum(kept.values())
         assert type(mine[0]["total_bytes"]) is int and type(mine[0]["completed_files"]) is int
     finally:
-        control(standin, chunk_delay=0.0, chunk_size=1 << 20)
+        control(standin, hold_downloads=False, chunk_size=1 << 20)
     r = httpx.post(f"{base}/mast/download/resume/{job_id}", json={}, timeout=TIMEOUT)
     assert r.json() == {"job_id": job_id, "status": "resuming", "message": "Download resumed"}
     body = wait_done(base, job_id)
@@ -163,7 +163,7 @@ def test_pause_and_resume_continue_partial_files(proxy, standin, standin_files):
 
 def test_concurrent_resume_is_409_and_progress_from_any_worker(proxy, standin):
     base, _, _ = proxy
-    control(standin, chunk_delay=0.05, chunk_size=8192)
+    control(standin, hold_downloads=True, chunk_size=8192)
     try:
         job_id = start(base, MIRI)
         wait_done(base, job_id, until=lambda b: b["downloaded_bytes"] > 0)
@@ -187,7 +187,7 @@ def test_concurrent_resume_is_409_and_progress_from_any_worker(proxy, standin):
         ]
         assert answers == [200] * 20
     finally:
-        control(standin, chunk_delay=0.0, chunk_size=1 << 20)
+        control(standin, hold_downloads=False, chunk_size=1 << 20)
     assert wait_done(base, job_id)["stage"] == "complete"
 
 
@@ -233,7 +233,7 @@ def test_dismiss_with_files_deletes_them_and_forgets_the_job(proxy):
 
 def test_cancel_removes_only_its_own_partial_files(proxy, standin):
     base, _, _ = proxy
-    control(standin, chunk_delay=0.05, chunk_size=8192)
+    control(standin, hold_downloads=True, chunk_size=8192)
     try:
         job_id = start(base, F090W)
         body = wait_done(base, job_id, until=lambda b: b["downloaded_bytes"] > 0)
@@ -248,7 +248,7 @@ def test_cancel_removes_only_its_own_partial_files(proxy, standin):
         assert foreign.read_bytes() == b"someone else's bytes"
         foreign.unlink()
     finally:
-        control(standin, chunk_delay=0.0, chunk_size=1 << 20)
+        control(standin, hold_downloads=False, chunk_size=1 << 20)
 
 
 def test_one_download_writes_into_an_observation_at_a_time(proxy, standin, standin_files):
@@ -257,7 +257,7 @@ def test_one_download_writes_into_an_observation_at_a_time(proxy, standin, stand
     resumed once the first is done."""
     base, _, _ = proxy
     obs = "jw02733-o001_t001_nircam_clear-f187n"
-    control(standin, chunk_delay=0.05, chunk_size=8192)
+    control(standin, hold_downloads=True, chunk_size=8192)
     try:
         first = start(base, obs)
         wait_done(base, first, until=lambda b: b["downloaded_bytes"] > 0)
@@ -268,7 +268,7 @@ def test_one_download_writes_into_an_observation_at_a_time(proxy, standin, stand
         assert sync.status_code == 200
         assert sync.json()["status"] == "failed" and "Another download" in sync.json()["error"]
     finally:
-        control(standin, chunk_delay=0.0, chunk_size=1 << 20)
+        control(standin, hold_downloads=False, chunk_size=1 << 20)
     done = wait_done(base, first)
     assert done["stage"] == "complete"
     for path in done["files"]:
@@ -348,7 +348,7 @@ def test_disk_full_fails_cleanly_without_corrupt_files(standin, tmp_path):
 
 def test_killed_proxy_leaves_a_resumable_job(standin, standin_files, tmp_path):
     env = mast_env(standin, tmp_path)
-    control(standin, chunk_delay=0.05, chunk_size=8192)
+    control(standin, hold_downloads=True, chunk_size=8192)
     try:
         with run_service("main_mast", env, tmp_path / "a.log") as (base, proc):
             job_id = start(base, F090W)
@@ -356,7 +356,7 @@ def test_killed_proxy_leaves_a_resumable_job(standin, standin_files, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)  # no goodbye: a crash
             proc.wait(10)
     finally:
-        control(standin, chunk_delay=0.0, chunk_size=1 << 20)
+        control(standin, hold_downloads=False, chunk_size=1 << 20)
     with run_service("main_mast", env, tmp_path / "b.log") as (base, _):
         body = httpx.get(f"{base}/mast/download/progress-chunked/{job_id}").json()
         assert body["stage"] == "failed" and body["is_resumable"] is True

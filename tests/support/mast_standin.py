@@ -15,9 +15,10 @@ directly:
 Faults for tests are set with ``POST /__control`` (JSON): ``drop_after`` (bytes
 a download sends before the connection is cut), ``fail_next`` (number of
 requests answered 500), ``invoke_delay`` and ``chunk_delay`` (seconds),
-``chunk_size`` (bytes a download sends between delays) and ``hold_invoke``
-(while true, every MAST query waits: a test can hold a job in a state as long
-as it needs, whatever the machine's speed).
+``chunk_size`` (bytes a download sends between delays), ``hold_invoke`` (while
+true, every MAST query waits) and ``hold_downloads`` (while true, every download
+stops after its first chunk). The holds let a test keep a job in a state for as
+long as it needs, whatever the machine's speed.
 
 Run: ``python -m tests.support.mast_standin --port P --files DIR``.
 """
@@ -339,6 +340,7 @@ class StandIn:
             "chunk_delay": 0.0,
             "chunk_size": 1 << 20,
             "hold_invoke": False,
+            "hold_downloads": False,
         }
         self.requests: list[str] = []
         self.extra_files: dict[str, Path] = {}
@@ -546,6 +548,8 @@ def create_app(state: StandIn) -> Starlette:
                     yield block
                     if chunk_delay:
                         await asyncio.sleep(chunk_delay)
+                    while state.faults["hold_downloads"]:
+                        await asyncio.sleep(0.02)
 
         return StreamingResponse(
             body(), status_code=status, headers=headers, media_type="application/octet-stream"
