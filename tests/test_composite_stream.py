@@ -332,7 +332,9 @@ def test_concurrent_streams_wait_instead_of_429_and_health_stays_fast(
         assert reader.error is None and reader.status == 200
         assert reader.result.terminal["event"] == "complete", reader.result.terminal
     assert len(latencies) > 10
-    assert max(latencies) < 0.1, f"/health took up to {max(latencies) * 1000:.0f} ms"
+    # A loop blocked by this work would stall for as long as the held jobs (seconds);
+    # the bound leaves a busy 2-core machine its scheduling hiccups.
+    assert max(latencies) < 0.5, f"/health took up to {max(latencies) * 1000:.0f} ms"
 
 
 # ---------------------------------------------------------------------------------------

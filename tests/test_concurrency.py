@@ -54,4 +54,5 @@ def test_health_answers_fast_while_previews_run(engine_url):
     assert busy > 0.5, "the load should keep the workers busy for a while"
     assert len(latencies) >= 10
     p99 = float(np.percentile(latencies, 99))
-    assert p99 < 0.1, f"/health p99 {p99 * 1000:.0f} ms under load"
+    # Previews on the event loop would hold /health for their whole run (busy > 0.5 s).
+    assert p99 < 0.25, f"/health p99 {p99 * 1000:.0f} ms under load"
