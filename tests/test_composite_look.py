@@ -14,12 +14,13 @@ from astropy.convolution import Gaussian2DKernel, convolve
 from astropy.stats import sigma_clipped_stats
 from numpy.testing import assert_allclose, assert_array_equal
 from PIL import Image
+from scipy.ndimage import distance_transform_edt, gaussian_filter
 from skimage.color import lab2rgb, rgb2lab
 
 from app.composite import color_mapping, compositor, framing
 from app.composite.auto_stretch import auto_stretch
 from app.composite.compositor import ChannelSpec, RenderOptions
-from app.composite.feathering import edge_weight, feather_strength, mix_lab
+from app.composite.feathering import EXACT_RADIUS, edge_weight, feather_strength, mix_lab
 from app.composite.quality import quality_headers, quality_metrics
 from app.composite.resolution import sharpen
 from app.processing.pipeline import DisplayParams
@@ -146,6 +147,124 @@ def test_cielab_mixing_matches_skimage():
     assert_allclose(out, expected, atol=1e-5)
     assert_allclose(out[:5], base[:5], atol=1e-5)
     assert_allclose(out[-5:], current[-5:], atol=1e-5)
+
+
+# Pictures of more than a million pixels go by row blocks on several threads: the
+# steps below are checked there too, not only on the small arrays above.
+BIG = (1100, 1000)
+
+
+def test_cielab_mixing_of_a_large_picture_matches_skimage():
+    rng = np.random.default_rng(13)
+    base, current = rng.random((2, *BIG, 3)).astype(np.float32)
+    ramp = np.linspace(-0.2, 1.2, BIG[0], dtype=np.float32)
+    weight = np.clip(np.repeat(ramp[:, None], BIG[1], axis=1), 0, 1)
+    out = mix_lab(base, current, weight)
+    w = weight[..., None].astype(np.float64)
+    expected = np.clip(lab2rgb(rgb2lab(base) * (1 - w) + rgb2lab(current) * w), 0, 1)
+    # float32 against float64: of 3.3 million values a few differ by just over 1e-5
+    assert_allclose(out, expected, atol=2e-5)
+
+
+def test_large_feather_radius_is_the_exact_distance_within_a_percent():
+    """Above EXACT_RADIUS the distances come from a mask reduced by radius // EXACT_RADIUS,
+    interpolated: against scipy's exact transform of the whole mask, within that
+    reduction factor (2.5 % of the radius)."""
+    field = np.zeros(BIG, dtype=bool)
+    field[150:1000, 100:800] = True
+    field[400:600, 300:500] = False  # a hole: distances from inner edges too
+    radius = 300.0
+    weight = edge_weight(field, radius)
+    t = np.clip(distance_transform_edt(field) / radius, 0, 1)
+    exact = t * t * (3 - 2 * t)
+    assert_array_equal(weight[~field], 0.0)
+    # smoothstep's slope is at most 1.5 / radius per pixel of distance
+    factor = radius // EXACT_RADIUS
+    assert np.abs(weight - exact).max() <= 1.5 * factor / radius
+
+
+def test_hue_rotation_and_saturation_of_a_large_picture_match_colorsys():
+    rng = np.random.default_rng(15)
+    rgb = rng.random((*BIG, 3)).astype(np.float32)
+    out = color_mapping.adjust_saturation(rgb, 0.7, 0.1, -40.0)
+    flat, got = rgb.reshape(-1, 3), out.reshape(-1, 3)
+    for k in rng.choice(flat.shape[0], 400, replace=False):
+        h, l_, s = colorsys.rgb_to_hls(*map(float, flat[k]))
+        s = min(max(s * 0.7, 0), 1)
+        s = min(max(s + 0.1 * (1 - s), 0), 1)
+        assert_allclose(got[k], colorsys.hls_to_rgb((h - 40 / 360) % 1, l_, s), atol=2e-6)
+
+
+def test_combine_is_the_sum_of_coloured_planes_over_one_maximum():
+    rng = np.random.default_rng(16)
+    planes = [rng.random(BIG).astype(np.float32) for _ in range(3)]
+    planes[1][:10] = np.nan  # no light
+    colours = [(1.0, 0.2, 0.0), (0.0, 1.0, 0.5), (0.3, 0.0, 1.0)]
+    out = color_mapping.combine(planes, colours)
+    total = sum(
+        np.nan_to_num(p)[..., None] * np.array(c) for p, c in zip(planes, colours, strict=True)
+    )
+    assert_allclose(out, total / total.max(), atol=1e-6)
+
+
+def test_sharpening_of_a_large_picture_matches_astropy_convolution():
+    rng = np.random.default_rng(17)
+    rgb = rng.random((*BIG, 3)).astype(np.float32) * 0.6 + 0.2
+    coverage = np.ones(BIG, dtype=bool)
+    coverage[:, :10] = False
+    out = sharpen(rgb, 1.0, 0.5, 0.05, coverage)
+    luma = 0.2126 * rgb[..., 0] + 0.7152 * rgb[..., 1] + 0.0722 * rgb[..., 2]
+    blurred = convolve(
+        luma.astype(np.float64), Gaussian2DKernel(1.0), boundary="fill", fill_value=0.0
+    )
+    delta = luma - blurred
+    delta[np.abs(delta) < 0.05] = 0
+    delta[~coverage] = 0
+    assert_allclose(out, np.clip(rgb + 0.5 * delta[..., None], 0, 1), atol=2e-6)
+
+
+@pytest.mark.parametrize("degrees", [17.0, -17.0, 33.3, 45.0, 90.0, -90.0, 180.0, 121.6])
+@pytest.mark.parametrize("shape", [(37, 61), (1100, 1000)])
+def test_rotation_is_pillows(degrees, shape):
+    """The picture Pillow's own rotate gives (same canvas, pixels within a level: the
+    strips are separate transforms whose offsets round a little differently)."""
+    rng = np.random.default_rng(18)
+    pixels = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    expected = Image.fromarray(pixels).rotate(
+        -degrees, resample=Image.Resampling.BILINEAR, expand=True, fillcolor=(0, 0, 0)
+    )
+    got = framing.rotate(pixels, degrees)
+    assert got.shape == np.asarray(expected).shape
+    diff = np.abs(got.astype(int) - np.asarray(expected).astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+
+
+@pytest.mark.parametrize(
+    "zoom, centre", [(1.0, (0.5, 0.5)), (1.5, (0.4, 0.5)), (2.0, (0.0, 1.0)), (3.7, (0.8, 0.2))]
+)
+def test_placing_computes_only_the_shown_part_of_the_whole_resize(zoom, centre):
+    """The canvas shows the crop of the whole Lanczos resize (Pillow), computed from
+    the shown part of the source only; on a smooth picture a level or two apart at
+    most (Pillow rounds and clips between its two passes)."""
+    rng = np.random.default_rng(19)
+    smooth = gaussian_filter(rng.random((300, 420, 3)), (4, 4, 0))
+    pixels = np.clip((smooth - smooth.min()) / np.ptp(smooth) * 255, 0, 255).astype(np.uint8)
+    width, height = 256, 200
+    got = framing.place(pixels, width, height, zoom, *centre)
+    s = min(width / 420, height / 300) * zoom
+    new_w, new_h = round(420 * s), round(300 * s)
+    whole = np.asarray(Image.fromarray(pixels).resize((new_w, new_h), Image.Resampling.LANCZOS))
+    left = (width - new_w) // 2 if new_w <= width else -int(centre[0] * (new_w - width))
+    top = (height - new_h) // 2 if new_h <= height else -int(centre[1] * (new_h - height))
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    y0, x0 = max(0, -top), max(0, -left)
+    shown = whole[y0 : y0 + height - max(0, top), x0 : x0 + width - max(0, left)]
+    canvas[
+        max(0, top) : max(0, top) + shown.shape[0], max(0, left) : max(0, left) + shown.shape[1]
+    ] = shown
+    diff = np.abs(got.astype(int) - canvas.astype(int))
+    assert got.shape == (height, width, 3)
+    assert diff.max() <= 3 and diff.mean() < 0.1
 
 
 def test_feather_weights_are_a_smoothstep_of_the_edge_distance():

@@ -10,10 +10,11 @@ import pytest
 from astropy.io import fits
 from astropy.visualization import HistEqStretch, ZScaleInterval
 from astropy.wcs import WCS
+from numpy.testing import assert_array_equal
 from PIL import Image
 
 from app.errors import BadRequest, PayloadTooLarge
-from app.processing import enhancement, statistics
+from app.processing import enhancement, parallel, statistics
 from app.processing.avm import build_xmp, embed_xmp_jpeg, spatial_tags
 from app.processing.fits_io import (
     block_mean,
@@ -452,3 +453,22 @@ def test_shared_buckets_give_exact_percentiles_and_raw_histogram(data_root):
     diff = np.abs(buckets.histogram_counts(256) - counts).sum()
     assert buckets.histogram_counts(256).sum() == values.size and diff <= 10
     assert buckets.histogram_counts(100) is None
+
+
+def test_row_blocks_cover_every_row_once_and_errors_wait_for_every_block():
+    height, width = 1500, 1000  # large enough for threads
+    assert parallel.row_blocks(height, width)[0] == slice(0, parallel.BLOCK_PIXELS // width)
+    seen = np.zeros(height, dtype=int)
+    finished = []
+
+    def mark(rows: slice) -> None:
+        seen[rows] += 1
+        if rows.start == 0:
+            raise ValueError("the first block fails")
+        finished.append(rows.start)
+
+    with pytest.raises(ValueError, match="first block"):
+        parallel.each_row_block(height, width, mark)
+    # every block ran (the failing one too), each row exactly once
+    assert_array_equal(seen, 1)
+    assert len(finished) == len(parallel.row_blocks(height, width)) - 1

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import colorsys
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Literal
 
 import numpy as np
 
 from app.processing.enhancement import COMPOSITE_PERCENTILES, STRETCHES, fit_display
+from app.processing.parallel import each_row_block
 from app.processing.pipeline import DisplayParams
 
 # The one definition of the tone curves: the models use this type.
@@ -80,12 +82,32 @@ def add_weighted_plane(
             rgb[..., k] += v * np.float32(weights[k])
 
 
-def normalise_common(rgb: np.ndarray) -> np.ndarray:
-    """Divide R, G and B by one common maximum (colour balance and white stay)."""
-    peak = float(rgb.max()) if rgb.size else 0.0
-    if peak > 0:
-        rgb *= np.float32(1.0 / peak)
-    np.clip(rgb, 0.0, 1.0, out=rgb)
+def combine(
+    planes: Sequence[np.ndarray], colours: Sequence[tuple[float, float, float]]
+) -> np.ndarray:
+    """The linear colour combine: the sum of each plane times its colour (NaN as no
+    light), divided by one common maximum (colour balance and white stay) and clipped
+    to [0, 1]; float32 (H, W, 3). Runs by row blocks, on a few threads."""
+    height, width = planes[0].shape
+    rgb = np.empty((height, width, 3), dtype=np.float32)
+    peaks: list[float] = []
+
+    def add(rows: slice) -> None:
+        block = np.zeros((rows.stop - rows.start, width, 3), dtype=np.float32)
+        for plane, colour in zip(planes, colours, strict=True):
+            add_weighted_plane(block, plane[rows], colour)
+        rgb[rows] = block
+        peaks.append(float(block.max()))
+
+    each_row_block(height, width, add)
+    scale = np.float32(1.0 / max(peaks)) if max(peaks) > 0 else np.float32(1.0)
+
+    def normalise(rows: slice) -> None:
+        block = rgb[rows]
+        block *= scale
+        np.clip(block, 0.0, 1.0, out=block)
+
+    each_row_block(height, width, normalise)
     return rgb
 
 
@@ -166,29 +188,29 @@ def rgb_to_hls(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Hue (0-1), lightness and saturation of RGB in [0, 1] (``colorsys`` formulas).
 
     Works on contiguous planes (strided access to interleaved RGB is several times
-    slower)."""
+    slower) and chooses with ``np.where`` (boolean-mask assignment costs a gather and
+    a scatter per mask)."""
     r, g, b = (np.ascontiguousarray(rgb[..., k], dtype=np.float32) for k in range(3))
     high = np.maximum(np.maximum(r, g), b)
     low = np.minimum(np.minimum(r, g), b)
-    light = high + low
+    total = high + low
     span = high - low
-    denom = np.where(light <= 1.0, light, np.float32(2.0) - light)
-    light *= np.float32(0.5)
     grey = span <= 0
-    span[grey] = 1.0
-    denom[grey] = 1.0
+    denom = np.where(total <= 1.0, total, np.float32(2.0) - total)
+    np.copyto(denom, np.float32(1.0), where=grey)
     sat = span / denom
-    sat[grey] = 0.0
-    # Hue sextant from the largest component (colorsys' rc, gc, bc differences).
-    hue = np.float32(4.0) + (r - g) / span
-    green = g == high
-    hue[green] = (np.float32(2.0) + (b - r) / span)[green]
-    red = r == high
-    hue[red] = ((g - b) / span)[red]
-    hue *= np.float32(1.0 / 6.0)
-    hue[hue < 0] += np.float32(1.0)
-    hue[grey] = 0.0
-    return hue, light, sat
+    np.copyto(sat, np.float32(0.0), where=grey)
+    # Hue in sextants from the largest component (colorsys' order: red, green, blue).
+    red, green = r == high, g == high
+    top = np.where(red, g - b, np.where(green, b - r, r - g))
+    np.copyto(span, np.float32(1.0), where=grey)
+    top /= span
+    top += np.where(red, np.float32(0.0), np.where(green, np.float32(2.0), np.float32(4.0)))
+    top *= np.float32(1.0 / 6.0)
+    hue = np.where(top < 0, top + np.float32(1.0), top)
+    np.copyto(hue, np.float32(0.0), where=grey)
+    total *= np.float32(0.5)
+    return hue, total, sat
 
 
 def hls_to_rgb(hue: np.ndarray, light: np.ndarray, sat: np.ndarray) -> np.ndarray:
@@ -202,7 +224,7 @@ def hls_to_rgb(hue: np.ndarray, light: np.ndarray, sat: np.ndarray) -> np.ndarra
     out = np.empty((*hue.shape, 3), dtype=np.float32)
     for index, n in enumerate((0.0, 8.0, 4.0)):
         k = twelfths + np.float32(n)
-        k[k >= 12.0] -= np.float32(12.0)
+        k = np.where(k >= 12.0, k - np.float32(12.0), k)
         m = np.minimum(k - np.float32(3.0), np.float32(9.0) - k)
         np.clip(m, -1.0, 1.0, out=m)
         m *= a
@@ -214,13 +236,22 @@ def adjust_saturation(
     rgb: np.ndarray, saturation: float = 1.0, vibrancy: float = 0.0, hue_rotation: float = 0.0
 ) -> np.ndarray:
     """One round trip through HSL (§10.1 step 14): hue += rotation/360 (mod 1),
-    S = clip(S x saturation), then S = clip(S + vibrancy (1 - S))."""
-    hue, light, sat = rgb_to_hls(rgb)
-    if hue_rotation:
-        hue += np.float32(hue_rotation / 360.0)
-        hue[hue >= 1.0] -= np.float32(1.0)
-        hue[hue < 0.0] += np.float32(1.0)
-    sat = np.clip(sat * np.float32(saturation), 0.0, 1.0)
-    if vibrancy:
-        sat = np.clip(sat + np.float32(vibrancy) * (np.float32(1.0) - sat), 0.0, 1.0)
-    return np.clip(hls_to_rgb(hue, light, sat), 0.0, 1.0)
+    S = clip(S x saturation), then S = clip(S + vibrancy (1 - S)). Runs by row blocks,
+    on a few threads."""
+    out = np.empty(rgb.shape, dtype=np.float32)
+
+    def adjust(rows: slice) -> None:
+        hue, light, sat = rgb_to_hls(rgb[rows])
+        if hue_rotation:
+            hue += np.float32(hue_rotation / 360.0)
+            hue = np.where(hue >= 1.0, hue - np.float32(1.0), hue)
+            hue = np.where(hue < 0.0, hue + np.float32(1.0), hue)
+        sat *= np.float32(saturation)
+        np.clip(sat, 0.0, 1.0, out=sat)
+        if vibrancy:
+            sat += np.float32(vibrancy) * (np.float32(1.0) - sat)
+            np.clip(sat, 0.0, 1.0, out=sat)
+        out[rows] = np.clip(hls_to_rgb(hue, light, sat), 0.0, 1.0)
+
+    each_row_block(rgb.shape[0], rgb.shape[1], adjust)
+    return out

@@ -529,19 +529,17 @@ def analyze_channels(plan: CompositePlan, bins: int = 100) -> list[dict[str, Any
 
 
 def _combine(
-    values: list[np.ndarray | None],
-    channels: list[ChannelSpec],
-    indices: list[int],
-    shape: tuple[int, int],
+    values: list[np.ndarray | None], channels: list[ChannelSpec], indices: list[int]
 ) -> np.ndarray:
     """Linear colour combine of the given channels, divided by one common maximum."""
-    rgb = np.zeros((*shape, 3), dtype=np.float32)
+    planes, colours = [], []
     for index in indices:
         plane, colour = values[index], channels[index].rgb
         if plane is None or colour is None:
             raise ValueError(f"channel {index} has no colour plane to combine")
-        color_mapping.add_weighted_plane(rgb, plane, colour)
-    return color_mapping.normalise_common(rgb)
+        planes.append(plane)
+        colours.append(colour)
+    return color_mapping.combine(planes, colours)
 
 
 def render_rgb(
@@ -611,14 +609,14 @@ def render_rgb(
             instruments,
             coverage,
             feather.strength,
-            lambda idx: _combine(values, channels, idx, shape),
+            lambda idx: _combine(values, channels, idx),
         )
         if luminance is not None:  # the transfer is applied once: undo it for L
             rgb = color_mapping.srgb_transfer(
                 color_mapping.replace_lightness(color_mapping.srgb_inverse(rgb), *luminance)
             )
     else:
-        rgb = _combine(values, channels, colour, shape)
+        rgb = _combine(values, channels, colour)
         if luminance is not None:
             rgb = color_mapping.replace_lightness(rgb, *luminance)
         rgb = color_mapping.srgb_transfer(rgb)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from app.processing.parallel import each_row_block
+
 #: A channel coarser than this many times the finest channel is blurred to match.
 MATCH_RATIO = 1.5
 #: Blurs narrower than this (grid pixels) would change nothing visible: skipped.
@@ -56,18 +58,34 @@ def sharpen(
 ) -> np.ndarray:
     """Unsharp mask on luma (§10.1 step 13): delta = Y - blur(Y), small deltas (below
     ``threshold``) and those outside ``coverage`` dropped, ``amount`` x delta added to
-    R, G and B, clipped to [0, 1]."""
+    R, G and B, clipped to [0, 1]. The element-wise steps run by row blocks, on a few
+    threads."""
     if amount <= 0:
         return rgb
-    luma = (
-        np.float32(0.2126) * rgb[..., 0]
-        + np.float32(0.7152) * rgb[..., 1]
-        + np.float32(0.0722) * rgb[..., 2]
-    )
-    delta = luma - gaussian_blur(luma, radius)
-    if threshold > 0:
-        delta[np.abs(delta) < threshold] = 0.0
-    delta[~coverage] = 0.0
-    out = rgb + (np.float32(amount) * delta)[..., None]
-    np.clip(out, 0.0, 1.0, out=out)
+    height, width = rgb.shape[:2]
+    luma = np.empty((height, width), dtype=np.float32)
+
+    def weigh(rows: slice) -> None:
+        block = rgb[rows]
+        luma[rows] = (
+            np.float32(0.2126) * block[..., 0]
+            + np.float32(0.7152) * block[..., 1]
+            + np.float32(0.0722) * block[..., 2]
+        )
+
+    each_row_block(height, width, weigh)
+    blurred = gaussian_blur(luma, radius)
+    out = np.empty(rgb.shape, dtype=np.float32)
+
+    def add_detail(rows: slice) -> None:
+        delta = luma[rows] - blurred[rows]
+        if threshold > 0:
+            delta[np.abs(delta) < threshold] = 0.0
+        delta[~coverage[rows]] = 0.0
+        delta *= np.float32(amount)
+        block = rgb[rows] + delta[..., None]
+        np.clip(block, 0.0, 1.0, out=block)
+        out[rows] = block
+
+    each_row_block(height, width, add_detail)
     return out

@@ -11,74 +11,22 @@ the CPU cache.
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar, cast, overload
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-R = TypeVar("R")
-A = TypeVar("A")
+from app.processing.parallel import CHUNK, map_chunks
+
 Range = tuple[float, float]
 # (n, shifted sum, shifted sum of squares, min, max) of one chunk.
 Moments = tuple[int, float, float, float, float]
 
 # Percentiles the histogram endpoint reports (CONTRACT.md §3.4).
 REPORTED_PERCENTILES = (0.5, 1, 5, 25, 50, 75, 95, 99, 99.5)
-_CHUNK = 1 << 18  # elements per cache-sized chunk
 _SELECT_BINS = 1 << 16
 _SELECT_DIRECT = 1 << 18  # below this many values, numpy's partition is faster
-_PARALLEL_MIN = 1 << 21  # arrays smaller than this are not worth splitting across threads
-_THREADS = max(
-    1,
-    min(
-        4,
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
-    ),
-)
-_pool: ThreadPoolExecutor | None = None
-
-
-@overload
-def map_chunks(values: np.ndarray, fn: Callable[[np.ndarray], R]) -> list[R]: ...
-
-
-@overload
-def map_chunks(
-    values: np.ndarray, fn: Callable[[np.ndarray], R], reduce: Callable[[A, R], A], initial: A
-) -> A: ...
-
-
-def map_chunks(
-    values: np.ndarray,
-    fn: Callable[[np.ndarray], R],
-    reduce: Callable[[A, R], A] | None = None,
-    initial: A | None = None,
-) -> list[R] | A | None:
-    """``fn`` over cache-sized chunks of a 1-D array, on a few threads when large.
-
-    numpy releases the GIL inside ufuncs, so the chunks of a big image run on
-    all cores. Without ``reduce`` the results come back as a list in chunk
-    order; with it they are folded as they arrive (``acc = reduce(acc, result)``
-    starting from ``initial``), so per-chunk results never pile up in memory.
-    """
-    global _pool
-    chunks = (values[start : start + _CHUNK] for start in range(0, values.size, _CHUNK))
-    results: Iterator[R]
-    if values.size < _PARALLEL_MIN or _THREADS == 1:
-        results = map(fn, chunks)
-    else:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="stats")
-        results = _pool.map(fn, chunks)
-    if reduce is None:
-        return list(results)
-    acc = cast(A, initial)
-    for result in results:
-        acc = reduce(acc, result)
-    return acc
 
 
 def _add_into(acc: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -400,8 +348,8 @@ def summary(
     """
     values = finite_values(values)
     acc = _Moments()
-    for start in range(0, values.size, _CHUNK):
-        chunk = values[start : start + _CHUNK]
+    for start in range(0, values.size, CHUNK):
+        chunk = values[start : start + CHUNK]
         if transform is not None:
             chunk = transform(chunk)
             chunk = chunk[np.isfinite(chunk)]

@@ -1,0 +1,104 @@
+"""Whole-image work in cache-sized pieces, on a few threads.
+
+numpy releases the GIL inside its ufuncs, so pieces of one big image run on all
+the cores a worker process has; and a piece small enough to stay in the CPU's
+cache makes a chain of element-wise steps several times faster than the same
+steps over whole images, each of which streams the image through memory.
+
+Two shapes of piece: :func:`map_chunks` cuts a 1-D array into chunks and maps a
+function over them (statistics); :func:`each_row_block` hands a function the row
+slices of a picture, and the function writes its rows of an output (the colour
+pipeline).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import TypeVar, cast, overload
+
+import numpy as np
+
+R = TypeVar("R")
+A = TypeVar("A")
+
+#: Elements per 1-D chunk (1 MiB of float32).
+CHUNK = 1 << 18
+#: Pixels per row block (an RGB float32 block and its temporaries stay in a core's cache).
+BLOCK_PIXELS = 1 << 16
+#: Work smaller than this many elements is not worth splitting across threads.
+PARALLEL_MIN = 1 << 20
+THREADS = max(
+    1,
+    min(
+        4,
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+    ),
+)
+_pool: ThreadPoolExecutor | None = None
+
+
+def _threads() -> ThreadPoolExecutor:
+    # Made on first use, in the process that uses it (never inherited across a fork).
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="pieces")
+    return _pool
+
+
+@overload
+def map_chunks(values: np.ndarray, fn: Callable[[np.ndarray], R]) -> list[R]: ...
+
+
+@overload
+def map_chunks(
+    values: np.ndarray, fn: Callable[[np.ndarray], R], reduce: Callable[[A, R], A], initial: A
+) -> A: ...
+
+
+def map_chunks(
+    values: np.ndarray,
+    fn: Callable[[np.ndarray], R],
+    reduce: Callable[[A, R], A] | None = None,
+    initial: A | None = None,
+) -> list[R] | A | None:
+    """``fn`` over cache-sized chunks of a 1-D array, on a few threads when large.
+
+    Without ``reduce`` the results come back as a list in chunk order; with it
+    they are folded as they arrive (``acc = reduce(acc, result)`` starting from
+    ``initial``), so per-chunk results never pile up in memory.
+    """
+    chunks = (values[start : start + CHUNK] for start in range(0, values.size, CHUNK))
+    results: Iterator[R]
+    if values.size < PARALLEL_MIN or THREADS == 1:
+        results = map(fn, chunks)
+    else:
+        results = _threads().map(fn, chunks)
+    if reduce is None:
+        return list(results)
+    acc = cast(A, initial)
+    for result in results:
+        acc = reduce(acc, result)
+    return acc
+
+
+def row_blocks(height: int, width: int, pixels: int = BLOCK_PIXELS) -> list[slice]:
+    """Consecutive row slices of a ``height`` x ``width`` picture, about ``pixels`` each."""
+    rows = max(1, pixels // max(1, width))
+    return [slice(start, min(height, start + rows)) for start in range(0, height, rows)]
+
+
+def each_row_block(height: int, width: int, work: Callable[[slice], None]) -> None:
+    """``work(rows)`` for every row block of the picture, on a few threads when it is
+    large. Each call must write only its own rows; an exception in any is raised here
+    (after every block has finished)."""
+    blocks = row_blocks(height, width)
+    if height * width < PARALLEL_MIN or THREADS == 1 or len(blocks) == 1:
+        for rows in blocks:
+            work(rows)
+        return
+    futures = [_threads().submit(work, rows) for rows in blocks]
+    wait(futures)  # none still writes when the caller sees an error
+    for future in futures:
+        future.result()
