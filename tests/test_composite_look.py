@@ -20,9 +20,15 @@ from skimage.color import lab2rgb, rgb2lab
 from app.composite import color_mapping, compositor, framing
 from app.composite.auto_stretch import auto_stretch
 from app.composite.compositor import ChannelSpec, RenderOptions
-from app.composite.feathering import EXACT_RADIUS, edge_weight, feather_strength, mix_lab
+from app.composite.feathering import (
+    EXACT_RADIUS,
+    edge_weight,
+    feather_strength,
+    mix_lab,
+    mix_lab_linear,
+)
 from app.composite.quality import quality_headers, quality_metrics
-from app.composite.resolution import sharpen
+from app.composite.resolution import gaussian_blur, sharpen
 from app.processing.pipeline import DisplayParams
 from tests.support.synthetic import make_jwst_image
 
@@ -160,6 +166,9 @@ def test_cielab_mixing_of_a_large_picture_matches_skimage():
     ramp = np.linspace(-0.2, 1.2, BIG[0], dtype=np.float32)
     weight = np.clip(np.repeat(ramp[:, None], BIG[1], axis=1), 0, 1)
     out = mix_lab(base, current, weight)
+    linear = color_mapping.srgb_inverse(current)
+    mix_lab_linear(color_mapping.srgb_inverse(base), linear, lambda rows: weight[rows], out=linear)
+    assert_array_equal(linear, out)  # written over its own input, block by block
     w = weight[..., None].astype(np.float64)
     expected = np.clip(lab2rgb(rgb2lab(base) * (1 - w) + rgb2lab(current) * w), 0, 1)
     # float32 against float64: of 3.3 million values a few differ by just over 1e-5
@@ -187,6 +196,9 @@ def test_hue_rotation_and_saturation_of_a_large_picture_match_colorsys():
     rng = np.random.default_rng(15)
     rgb = rng.random((*BIG, 3)).astype(np.float32)
     out = color_mapping.adjust_saturation(rgb, 0.7, 0.1, -40.0)
+    in_place = rgb.copy()
+    color_mapping.adjust_saturation(in_place, 0.7, 0.1, -40.0, out=in_place)
+    assert_array_equal(in_place, out)
     flat, got = rgb.reshape(-1, 3), out.reshape(-1, 3)
     for k in rng.choice(flat.shape[0], 400, replace=False):
         h, l_, s = colorsys.rgb_to_hls(*map(float, flat[k]))
@@ -207,12 +219,23 @@ def test_combine_is_the_sum_of_coloured_planes_over_one_maximum():
     assert_allclose(out, total / total.max(), atol=1e-6)
 
 
+@pytest.mark.parametrize("sigma", [0.6, 1.5, 3.7, 12.0])
+def test_blur_by_blocks_is_exactly_scipys_whole_image_filter(sigma):
+    rng = np.random.default_rng(20)
+    values = rng.random(BIG).astype(np.float32)
+    expected = gaussian_filter(values, sigma, mode="constant", cval=0.0, truncate=4.0)
+    assert_array_equal(gaussian_blur(values, sigma), expected)
+
+
 def test_sharpening_of_a_large_picture_matches_astropy_convolution():
     rng = np.random.default_rng(17)
     rgb = rng.random((*BIG, 3)).astype(np.float32) * 0.6 + 0.2
     coverage = np.ones(BIG, dtype=bool)
     coverage[:, :10] = False
     out = sharpen(rgb, 1.0, 0.5, 0.05, coverage)
+    in_place = rgb.copy()
+    sharpen(in_place, 1.0, 0.5, 0.05, coverage, out=in_place)
+    assert_array_equal(in_place, out)
     luma = 0.2126 * rgb[..., 0] + 0.7152 * rgb[..., 1] + 0.0722 * rgb[..., 2]
     blurred = convolve(
         luma.astype(np.float64), Gaussian2DKernel(1.0), boundary="fill", fill_value=0.0

@@ -472,3 +472,23 @@ def test_row_blocks_cover_every_row_once_and_errors_wait_for_every_block():
     # every block ran (the failing one too), each row exactly once
     assert_array_equal(seen, 1)
     assert len(finished) == len(parallel.row_blocks(height, width)) - 1
+
+
+def test_pieces_that_ask_for_pieces_do_not_wait_on_themselves():
+    """Every thread of the pool runs a block that itself splits a large array: the
+    inner pieces run in place instead of queueing behind the outer ones forever."""
+    height, width = 1500, 1000
+    out = np.zeros((height, width), dtype=np.float32)
+    inner = np.ones(parallel.PARALLEL_MIN * 2, dtype=np.float32)
+
+    def outer(rows: slice) -> None:
+        total = np.zeros(1)
+
+        def add(part: slice) -> None:
+            total[0] += inner[part].sum()
+
+        parallel.each_chunk(inner.size, add)
+        out[rows] = total[0]
+
+    parallel.each_row_block(height, width, outer)
+    assert_array_equal(out, float(inner.size))

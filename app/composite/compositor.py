@@ -627,9 +627,9 @@ def render_rgb(
     if options.overall:
         rgb = color_mapping.overall_adjust(rgb, **options.overall)
     if options.sharpening is not None:
-        rgb = sharpen(rgb, *options.sharpening, coverage=covered)
+        rgb = sharpen(rgb, *options.sharpening, coverage=covered, out=rgb)
     if options.saturation is not None and tuple(options.saturation) != (1.0, 0.0, 0.0):
-        rgb = color_mapping.adjust_saturation(rgb, *options.saturation)
+        rgb = color_mapping.adjust_saturation(rgb, *options.saturation, out=rgb)
     return rgb, covered
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
-from app.composite.color_mapping import srgb_inverse, srgb_transfer
+from app.composite.color_mapping import power_in_place, srgb_inverse, srgb_transfer
 from app.processing.parallel import each_row_block
 
 #: A group covering at least this fraction of the grid needs no feathering.
@@ -149,12 +149,8 @@ def lab_f(linear: np.ndarray) -> np.ndarray:
     compare the mixes made with them)."""
     xyz = np.asarray(linear, dtype=np.float32) @ _TO_XYZN
     small = xyz <= _EPS
-    # The cube root as exp(log(x) / 3): numpy's float32 exp and log are vectorised,
-    # its cbrt is not (3x slower); the two differ by < 2e-7.
     f = np.maximum(xyz, _EPS)
-    np.log(f, out=f)
-    f *= np.float32(1.0 / 3.0)
-    np.exp(f, out=f)
+    power_in_place(f, 1.0 / 3.0)  # the cube root, 3x faster than numpy's cbrt
     f[small] = xyz[small] * np.float32(1.0 / (3 * _DELTA**2)) + np.float32(4.0 / 29.0)
     return f
 
@@ -173,11 +169,17 @@ def mix_lab(base: np.ndarray, current: np.ndarray, weight: np.ndarray) -> np.nda
     return mix_lab_linear(srgb_inverse(base), srgb_inverse(current), lambda rows: weight[rows])
 
 
-def mix_lab_linear(base: np.ndarray, current: np.ndarray, weights: RowValues) -> np.ndarray:
+def mix_lab_linear(
+    base: np.ndarray, current: np.ndarray, weights: RowValues, out: np.ndarray | None = None
+) -> np.ndarray:
     """:func:`mix_lab` of two linear-light pictures (H, W, 3) with the weights of each row
     block from ``weights``; the result is sRGB. Only the band 0 < w < 1 goes to CIELAB,
-    straight from linear light. Runs by row blocks, on a few threads."""
-    out = np.empty(base.shape, dtype=np.float32)
+    straight from linear light. Runs by row blocks, on a few threads; ``out`` (which
+    may be ``base`` or ``current``: each block reads its rows before writing them)
+    saves a new picture."""
+    if out is None:
+        out = np.empty(base.shape, dtype=np.float32)
+    target = out
 
     def mix(rows: slice) -> None:
         w = weights(rows)
@@ -190,7 +192,7 @@ def mix_lab_linear(base: np.ndarray, current: np.ndarray, weights: RowValues) ->
             f = lab_f(below.reshape(-1, 3)[band]) * (np.float32(1.0) - wb)
             f += lab_f(above.reshape(-1, 3)[band]) * wb
             block.reshape(-1, 3)[band] = lab_f_to_srgb(f)
-        out[rows] = block
+        target[rows] = block
 
     each_row_block(base.shape[0], base.shape[1], mix)
     return out
@@ -236,6 +238,6 @@ def feather(
         others = [i for i in colour_channels if i not in members]
         if encoded:  # a third instrument: back to linear light for the next blend
             current = srgb_inverse(current)
-        current = mix_lab_linear(combine(others), current, edge_weights(field, radius))
+        current = mix_lab_linear(combine(others), current, edge_weights(field, radius), out=current)
         encoded = True
     return current if encoded else srgb_transfer(current)

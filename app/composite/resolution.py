@@ -9,10 +9,12 @@ Both are Gaussian filters. scipy's separable ``gaussian_filter`` (truncated at
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter1d
 
 from app.processing.parallel import each_row_block
 
+#: Kernels end at this many sigma (scipy's default).
+TRUNCATE = 4.0
 #: A channel coarser than this many times the finest channel is blurred to match.
 MATCH_RATIO = 1.5
 #: Blurs narrower than this (grid pixels) would change nothing visible: skipped.
@@ -20,10 +22,30 @@ MIN_SIGMA = 0.5
 
 
 def gaussian_blur(values: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur of a 2-D float32 array, zeros outside the border (float32)."""
-    return gaussian_filter(
-        np.asarray(values, dtype=np.float32), sigma, mode="constant", cval=0.0, truncate=4.0
-    )
+    """Gaussian blur of a 2-D float32 array, zeros outside the border (float32).
+
+    scipy's separable filter, run by row blocks on a few threads: each block filters
+    its rows plus ``4 sigma`` rows either side down the columns, then along its own
+    rows, which gives exactly the whole-image result (scipy too filters axis 0 first)
+    at about half the time (the column pass works on a block that stays in cache)."""
+    values = np.asarray(values, dtype=np.float32)
+    height, width = values.shape
+    halo = int(TRUNCATE * sigma + 0.5)  # scipy's kernel radius
+    out = np.empty((height, width), dtype=np.float32)
+
+    def blur(rows: slice) -> None:
+        lo, hi = max(0, rows.start - halo), min(height, rows.stop + halo)
+        down = gaussian_filter1d(values[lo:hi], sigma, axis=0, mode="constant", truncate=TRUNCATE)
+        out[rows] = gaussian_filter1d(
+            down[rows.start - lo : rows.stop - lo],
+            sigma,
+            axis=1,
+            mode="constant",
+            truncate=TRUNCATE,
+        )
+
+    each_row_block(height, width, blur)
+    return out
 
 
 def match_sigma(scale_arcsec: float | None, finest_arcsec: float, grid_arcsec: float) -> float:
@@ -54,12 +76,17 @@ def blur_keeping_coverage(plane: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def sharpen(
-    rgb: np.ndarray, radius: float, amount: float, threshold: float, coverage: np.ndarray
+    rgb: np.ndarray,
+    radius: float,
+    amount: float,
+    threshold: float,
+    coverage: np.ndarray,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Unsharp mask on luma (§10.1 step 13): delta = Y - blur(Y), small deltas (below
     ``threshold``) and those outside ``coverage`` dropped, ``amount`` x delta added to
     R, G and B, clipped to [0, 1]. The element-wise steps run by row blocks, on a few
-    threads."""
+    threads, into ``out`` when given (``rgb`` itself may be it)."""
     if amount <= 0:
         return rgb
     height, width = rgb.shape[:2]
@@ -75,7 +102,9 @@ def sharpen(
 
     each_row_block(height, width, weigh)
     blurred = gaussian_blur(luma, radius)
-    out = np.empty(rgb.shape, dtype=np.float32)
+    if out is None:
+        out = np.empty(rgb.shape, dtype=np.float32)
+    target = out
 
     def add_detail(rows: slice) -> None:
         delta = luma[rows] - blurred[rows]
@@ -85,7 +114,7 @@ def sharpen(
         delta *= np.float32(amount)
         block = rgb[rows] + delta[..., None]
         np.clip(block, 0.0, 1.0, out=block)
-        out[rows] = block
+        target[rows] = block
 
     each_row_block(height, width, add_detail)
     return out

@@ -14,6 +14,7 @@ pipeline).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TypeVar, cast, overload
@@ -21,6 +22,7 @@ from typing import TypeVar, cast, overload
 import numpy as np
 
 R = TypeVar("R")
+P = TypeVar("P")
 A = TypeVar("A")
 
 #: Elements per 1-D chunk (1 MiB of float32).
@@ -37,6 +39,7 @@ THREADS = max(
     ),
 )
 _pool: ThreadPoolExecutor | None = None
+_here = threading.local()
 
 
 def _threads() -> ThreadPoolExecutor:
@@ -71,10 +74,10 @@ def map_chunks(
     """
     chunks = (values[start : start + CHUNK] for start in range(0, values.size, CHUNK))
     results: Iterator[R]
-    if values.size < PARALLEL_MIN or THREADS == 1:
+    if values.size < PARALLEL_MIN or THREADS == 1 or getattr(_here, "inside", False):
         results = map(fn, chunks)
     else:
-        results = _threads().map(fn, chunks)
+        results = _threads().map(_inside(fn), chunks)
     if reduce is None:
         return list(results)
     acc = cast(A, initial)
@@ -93,12 +96,39 @@ def each_row_block(height: int, width: int, work: Callable[[slice], None]) -> No
     """``work(rows)`` for every row block of the picture, on a few threads when it is
     large. Each call must write only its own rows; an exception in any is raised here
     (after every block has finished)."""
-    blocks = row_blocks(height, width)
-    if height * width < PARALLEL_MIN or THREADS == 1 or len(blocks) == 1:
-        for rows in blocks:
-            work(rows)
+    _run_all(row_blocks(height, width), work, height * width)
+
+
+def each_chunk(size: int, work: Callable[[slice], None]) -> None:
+    """``work(part)`` for every cache-sized slice of a flat array of ``size`` elements,
+    as :func:`each_row_block` does for rows."""
+    parts = [slice(start, min(size, start + CHUNK)) for start in range(0, size, CHUNK)]
+    _run_all(parts, work, size)
+
+
+def _inside(fn: Callable[[P], R]) -> Callable[[P], R]:
+    """``fn`` marked, while it runs, as running on the pool."""
+
+    def run(arg: P) -> R:
+        _here.inside = True
+        try:
+            return fn(arg)
+        finally:
+            _here.inside = False
+
+    return run
+
+
+def _run_all(pieces: list[slice], work: Callable[[slice], None], elements: int) -> None:
+    # A piece that itself asks for pieces runs them in its own thread: waiting on the
+    # pool from inside the pool could leave every thread waiting.
+    nested = getattr(_here, "inside", False)
+    if elements < PARALLEL_MIN or THREADS == 1 or len(pieces) <= 1 or nested:
+        for piece in pieces:
+            work(piece)
         return
-    futures = [_threads().submit(work, rows) for rows in blocks]
+
+    futures = [_threads().submit(_inside(work), piece) for piece in pieces]
     wait(futures)  # none still writes when the caller sees an error
     for future in futures:
         future.result()
