@@ -33,6 +33,9 @@ from app.processing.pipeline import DisplayParams
 from tests.support.synthetic import make_jwst_image
 
 TIMEOUT = 300
+# Pictures of more than a million pixels go by row blocks on several threads: the
+# steps are checked there too, not only on small arrays.
+BIG = (1100, 1000)
 RA0, DEC0 = 83.8221, -5.3911
 
 
@@ -139,6 +142,13 @@ def test_srgb_transfer_is_the_iec_formula():
     )
     assert_allclose(color_mapping.srgb_transfer(x), expected, atol=2e-7)
     assert_allclose(color_mapping.srgb_inverse(color_mapping.srgb_transfer(x)), x, atol=2e-6)
+    # In place, and over a picture large enough to go by chunks on threads.
+    picture = np.random.default_rng(2).random((*BIG, 3), dtype=np.float32)
+    encoded = color_mapping.srgb_transfer(picture)
+    color_mapping.srgb_transfer(picture, out=picture)
+    assert_array_equal(picture, encoded)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        color_mapping.srgb_transfer(x, out=np.empty(x.size * 2, dtype=np.float32)[::2])
 
 
 def test_cielab_mixing_matches_skimage():
@@ -153,11 +163,6 @@ def test_cielab_mixing_matches_skimage():
     assert_allclose(out, expected, atol=1e-5)
     assert_allclose(out[:5], base[:5], atol=1e-5)
     assert_allclose(out[-5:], current[-5:], atol=1e-5)
-
-
-# Pictures of more than a million pixels go by row blocks on several threads: the
-# steps below are checked there too, not only on the small arrays above.
-BIG = (1100, 1000)
 
 
 def test_cielab_mixing_of_a_large_picture_matches_skimage():

@@ -172,15 +172,24 @@ def power_in_place(values: np.ndarray, exponent: float) -> None:
     np.exp(values, out=values)
 
 
-def srgb_transfer(linear: np.ndarray) -> np.ndarray:
-    """The sRGB transfer function (IEC 61966-2-1) of values in [0, 1] (new float32 array).
+def _flat_pair(values: np.ndarray, out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` (contiguous float32) and ``out`` (new when None) as flat views."""
+    x = np.ascontiguousarray(values, dtype=np.float32)
+    if out is None:
+        out = np.empty(x.shape, dtype=np.float32)
+    elif out.shape != x.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError("out must be a C-contiguous float32 array of the input's shape")
+    return x.reshape(-1), out.reshape(-1)
+
+
+def srgb_transfer(linear: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The sRGB transfer function (IEC 61966-2-1) of values in [0, 1], float32, into
+    ``out`` when given (the input itself may be it).
 
     The power is taken of max(x, knee) only, so zeros and tiny values never reach the
-    logarithm; the linear part replaces them afterwards. Large
-    arrays go by cache-sized chunks on a few threads."""
-    x = np.ascontiguousarray(linear, dtype=np.float32)
-    out = np.empty(x.shape, dtype=np.float32)
-    flat_in, flat_out = x.reshape(-1), out.reshape(-1)
+    logarithm; the linear part replaces them afterwards. Large arrays go by cache-sized
+    chunks on a few threads."""
+    flat_in, flat_out = _flat_pair(linear, out)
 
     def encode(part: slice) -> None:
         v = np.clip(flat_in[part], 0.0, 1.0)
@@ -194,14 +203,13 @@ def srgb_transfer(linear: np.ndarray) -> np.ndarray:
         np.copyto(y, v, where=low)
 
     each_chunk(flat_in.size, encode)
-    return out
+    return flat_out.reshape(np.shape(linear))
 
 
-def srgb_inverse(encoded: np.ndarray) -> np.ndarray:
-    """The inverse of :func:`srgb_transfer` (sRGB to linear), new float32 array."""
-    x = np.ascontiguousarray(encoded, dtype=np.float32)
-    out = np.empty(x.shape, dtype=np.float32)
-    flat_in, flat_out = x.reshape(-1), out.reshape(-1)
+def srgb_inverse(encoded: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The inverse of :func:`srgb_transfer` (sRGB to linear), float32, into ``out`` when
+    given."""
+    flat_in, flat_out = _flat_pair(encoded, out)
 
     def decode(part: slice) -> None:
         v = np.clip(flat_in[part], 0.0, 1.0)
@@ -215,7 +223,7 @@ def srgb_inverse(encoded: np.ndarray) -> np.ndarray:
         np.copyto(y, v, where=low)
 
     each_chunk(flat_in.size, decode)
-    return out
+    return flat_out.reshape(np.shape(encoded))
 
 
 def rgb_to_hls(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -619,7 +619,7 @@ def render_rgb(
         rgb = _combine(values, channels, colour)
         if luminance is not None:
             rgb = color_mapping.replace_lightness(rgb, *luminance)
-        rgb = color_mapping.srgb_transfer(rgb)
+        rgb = color_mapping.srgb_transfer(rgb, out=rgb)
     values.clear()  # the coloured channels are no longer needed
     covered = np.zeros(shape, dtype=bool)
     for mask in coverage:

@@ -185,14 +185,15 @@ def mix_lab_linear(
         w = weights(rows)
         below, above = base[rows], current[rows]
         inside = w >= 1.0
-        block = srgb_transfer(np.where(inside[..., None], above, below))
         band = np.flatnonzero((w > 0) & ~inside)
-        if band.size:
+        if band.size:  # read before the block is written: ``out`` may be an input
             wb = w.reshape(-1)[band][:, None]
             f = lab_f(below.reshape(-1, 3)[band]) * (np.float32(1.0) - wb)
             f += lab_f(above.reshape(-1, 3)[band]) * wb
+        plain = np.where(inside[..., None], above, below) if inside.any() else below
+        block = srgb_transfer(plain, out=target[rows])
+        if band.size:
             block.reshape(-1, 3)[band] = lab_f_to_srgb(f)
-        target[rows] = block
 
     each_row_block(base.shape[0], base.shape[1], mix)
     return out
