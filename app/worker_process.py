@@ -45,11 +45,6 @@ def current_rss() -> int:
 
 
 _libc: Any = None
-# glibc's mallopt parameters.
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-#: Allocations up to this size come from the heap, not from a fresh mapping each.
-HEAP_UP_TO = 1 << 30
 
 
 def _c_library() -> Any:
@@ -61,20 +56,6 @@ def _c_library() -> Any:
         except OSError:
             _libc = False
     return _libc
-
-
-def tune_allocator() -> None:
-    """Keep a job's freed arrays for its next ones (glibc; no-op elsewhere).
-
-    By default glibc maps every allocation over 32 MB afresh and unmaps it on free,
-    so each whole-picture array of a render (48 MB for a 2048^2 RGB float32) pays its
-    page faults again, several times per render: with huge pages a stall of tens of
-    milliseconds each, erratically. Served from the heap, a render faults its peak
-    once; :func:`trim_memory` still gives the heap back after every job."""
-    libc = _c_library()
-    if libc and hasattr(libc, "mallopt"):
-        libc.mallopt(_M_MMAP_THRESHOLD, HEAP_UP_TO)
-        libc.mallopt(_M_TRIM_THRESHOLD, HEAP_UP_TO)
 
 
 def trim_memory() -> None:
@@ -103,7 +84,6 @@ def worker_main(conn: Any, events: Any, flags: Any) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the server stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     install_in_worker(events, flags)
-    tune_allocator()
     warm_up()
     conn.send(("ready", os.getpid(), current_rss()))
     while True:
