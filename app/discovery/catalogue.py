@@ -89,6 +89,15 @@ class CuratedRecipe:
         return [f for f, _ in self.colours]
 
 
+#: The five-filter NIRCam palette of the Cosmic Cliffs and the Pillars of Creation.
+NIRCAM_FIVE_FILTERS = (
+    ("F090W", "#0000ff"),
+    ("F187N", "#00ffff"),
+    ("F200W", "#00ff00"),
+    ("F335M", "#ff8000"),
+    ("F444W", "#ff0000"),
+)
+
 CURATED: tuple[CuratedRecipe, ...] = (
     CuratedRecipe(
         "ngc 3132",
@@ -107,13 +116,7 @@ CURATED: tuple[CuratedRecipe, ...] = (
     CuratedRecipe(
         "ngc 3324",
         "NASA NIRCam (Cosmic Cliffs)",
-        (
-            ("F090W", "#0000ff"),
-            ("F187N", "#00ffff"),
-            ("F200W", "#00ff00"),
-            ("F335M", "#ff8000"),
-            ("F444W", "#ff0000"),
-        ),
+        NIRCAM_FIVE_FILTERS,
         ("NIRCAM",),
         "the Carina Nebula Cosmic Cliffs",
     ),
@@ -169,13 +172,7 @@ CURATED: tuple[CuratedRecipe, ...] = (
     CuratedRecipe(
         "m16",
         "NASA Pillars of Creation",
-        (
-            ("F090W", "#0000ff"),
-            ("F187N", "#00ffff"),
-            ("F200W", "#00ff00"),
-            ("F335M", "#ff8000"),
-            ("F444W", "#ff0000"),
-        ),
+        NIRCAM_FIVE_FILTERS,
         ("NIRCAM",),
         "the Pillars of Creation",
     ),
