@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from app.analysis.models import RegionStatisticsResponse
 from app.errors import BadRequest
 from app.processing.fits_io import open_plane
 
@@ -81,7 +82,7 @@ def region_statistics(
     hdu_index: int = -1,
     slice_index: int = -1,
     max_elements: int | None = None,
-) -> dict:
+) -> RegionStatisticsResponse:
     """mean, median, std (ddof=0), min, max, sum and pixel_count of the region's finite
     pixels (float64 arithmetic)."""
     with open_plane(
@@ -99,12 +100,12 @@ def region_statistics(
     values = values[np.isfinite(values)].astype(np.float64)
     if values.size == 0:
         raise BadRequest("No valid pixels in selected region")
-    return {
-        "mean": float(values.mean()),
-        "median": float(np.median(values)),
-        "std": float(values.std()),
-        "min": float(values.min()),
-        "max": float(values.max()),
-        "sum": float(values.sum()),
-        "pixel_count": int(values.size),
-    }
+    return RegionStatisticsResponse(
+        mean=float(values.mean()),
+        median=float(np.median(values)),
+        std=float(values.std()),
+        min=float(values.min()),
+        max=float(values.max()),
+        sum=float(values.sum()),
+        pixel_count=int(values.size),
+    )

@@ -13,6 +13,14 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
+from app.analysis.models import (
+    SpectralColumn,
+    SpectralDataResponse,
+    TableColumn,
+    TableDataResponse,
+    TableHdu,
+    TableInfoResponse,
+)
 from app.errors import BadRequest
 from app.processing.fits_io import open_fits
 
@@ -47,7 +55,7 @@ def is_table(hdu) -> bool:
     return isinstance(hdu, (fits.BinTableHDU, fits.TableHDU))
 
 
-def column_info(column) -> dict:
+def column_info(column: fits.Column) -> TableColumn:
     fmt = column.format
     letter = getattr(fmt, "format", str(fmt)[-1:])
     repeat = int(getattr(fmt, "repeat", 1) or 1)
@@ -60,14 +68,14 @@ def column_info(column) -> dict:
     elif letter != "A" and repeat > 1:
         shape = [repeat]
     is_array = variable or shape is not None
-    return {
-        "name": column.name,
-        "dtype": str(fmt),
-        "unit": column.unit or None,
-        "format": column.disp or None,
-        "is_array": bool(is_array),
-        "array_shape": shape,
-    }
+    return TableColumn(
+        name=column.name,
+        dtype=str(fmt),
+        unit=column.unit or None,
+        format=column.disp or None,
+        is_array=bool(is_array),
+        array_shape=shape,
+    )
 
 
 def _table_hdu(hdul, hdu_index: int):
@@ -79,7 +87,7 @@ def _table_hdu(hdul, hdu_index: int):
     return hdu
 
 
-def table_info(path: str | os.PathLike[str]) -> dict:
+def table_info(path: str | os.PathLike[str]) -> TableInfoResponse:
     """Every table HDU of the file with its columns (no row is read)."""
     out = []
     with open_fits(path) as hdul:
@@ -88,16 +96,16 @@ def table_info(path: str | os.PathLike[str]) -> dict:
                 continue
             columns = [column_info(c) for c in hdu.columns]
             out.append(
-                {
-                    "index": index,
-                    "name": hdu.name or None,
-                    "hdu_type": type(hdu).__name__,
-                    "n_rows": int(hdu.header["NAXIS2"]),
-                    "n_columns": len(columns),
-                    "columns": columns,
-                }
+                TableHdu(
+                    index=index,
+                    name=hdu.name or None,
+                    hdu_type=type(hdu).__name__,
+                    n_rows=int(hdu.header["NAXIS2"]),
+                    n_columns=len(columns),
+                    columns=columns,
+                )
             )
-    return {"file_name": os.path.basename(os.fspath(path)), "table_hdus": out}
+    return TableInfoResponse(file_name=os.path.basename(os.fspath(path)), table_hdus=out)
 
 
 def cell(value):
@@ -164,7 +172,7 @@ def table_page(
     sort_column: str | None = None,
     sort_direction: str | None = None,
     search: str | None = None,
-) -> dict:
+) -> TableDataResponse:
     """One page of rows after an optional case-insensitive search and sort."""
     if not 1 <= page_size <= 500:
         raise BadRequest("page_size must be between 1 and 500")
@@ -205,21 +213,21 @@ def table_page(
             for r in chosen:
                 record = subset[position[int(r)]]
                 rows.append({n: cell(record[n]) for n in names})
-        return {
-            "hdu_index": hdu_index,
-            "hdu_name": hdu.name or None,
-            "total_rows": total,
-            "total_columns": len(columns),
-            "page": page,
-            "page_size": page_size,
-            "columns": [column_info(c) for c in columns],
-            "rows": rows,
-            "sort_column": used_sort,
-            "sort_direction": direction if used_sort else None,
-        }
+        return TableDataResponse(
+            hdu_index=hdu_index,
+            hdu_name=hdu.name or None,
+            total_rows=total,
+            total_columns=len(columns),
+            page=page,
+            page_size=page_size,
+            columns=[column_info(c) for c in columns],
+            rows=rows,
+            sort_column=used_sort,
+            sort_direction=("desc" if direction == "desc" else "asc") if used_sort else None,
+        )
 
 
-def spectral_data(path: str | os.PathLike[str], hdu_index: int = 1) -> dict:
+def spectral_data(path: str | os.PathLike[str], hdu_index: int = 1) -> SpectralDataResponse:
     """The spectral columns of a table HDU, wavelength first; null for non-finite values."""
     with open_fits(path) as hdul:
         hdu = _table_hdu(hdul, hdu_index)
@@ -239,7 +247,8 @@ def spectral_data(path: str | os.PathLike[str], hdu_index: int = 1) -> dict:
         chosen = [wave] + [
             by_upper[n] for n in SPECTRAL_COLUMNS if n in by_upper and by_upper[n] is not wave
         ]
-        columns, data = [], {}
+        columns: list[SpectralColumn] = []
+        data: dict[str, list[float | None]] = {}
         for column in chosen:
             values = np.asarray(hdu.data[column.name]) if n_rows else np.zeros(0)
             if values.ndim != 1 or values.dtype.kind not in "biuf":
@@ -250,12 +259,13 @@ def spectral_data(path: str | os.PathLike[str], hdu_index: int = 1) -> dict:
                 float(v) if ok else None for v, ok in zip(as_float, finite, strict=True)
             ]
             columns.append(
-                {"name": column.name, "unit": column.unit or None, "n_points": int(values.size)}
+                SpectralColumn(name=column.name, unit=column.unit or None, n_points=values.size)
             )
-        return {
-            "hdu_index": hdu_index,
-            "hdu_name": hdu.name or None,
-            "n_points": n_rows,
-            "columns": columns,
-            "data": data,
-        }
+        # Built from checked parts; validating half a million floats again costs time.
+        return SpectralDataResponse.model_construct(
+            hdu_index=hdu_index,
+            hdu_name=hdu.name or None,
+            n_points=n_rows,
+            columns=columns,
+            data=data,
+        )
