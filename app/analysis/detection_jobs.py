@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from app.errors import PayloadTooLarge
-from app.processing.detection import detect_sources
+from app.processing.detection import Detection, detect_sources
 from app.processing.fits_io import inspect_image, open_plane
 
 
@@ -37,7 +37,7 @@ def detect_in_file(
     npixels: int,
     deblend: bool,
     max_pixels: int,
-) -> dict:
+) -> Detection:
     """Worker job: the middle plane of the image HDU (its time limit is the pool's)."""
     with open_plane(path, -1, hdu_index=None if hdu_index < 0 else hdu_index) as (r, info):
         check_detection_size(info.choice.height * info.choice.width, max_pixels)

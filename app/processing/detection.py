@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -23,7 +23,31 @@ from app.processing.background import background_model
 if TYPE_CHECKING:
     from astropy.table import Table
 
-Source = dict[str, Any]  # one detected source: the fields of CONTRACT.md §3.12
+
+class Source(TypedDict, total=False):
+    """One detected source: the fields of CONTRACT.md §3.12 (``id`` given last to
+    point sources)."""
+
+    id: int
+    xcentroid: float
+    ycentroid: float
+    flux: float | None
+    sharpness: float | None
+    roundness: float | None
+    fwhm: float | None
+    peak: float | None
+
+
+class Detection(TypedDict):
+    """What a detection answers (CONTRACT.md §3.12)."""
+
+    sources: list[Source]
+    n_sources: int
+    method: str
+    threshold_sigma: float
+    threshold_value: float
+    estimated_fwhm: float | None
+
 
 METHODS = ("auto", "daofind", "iraf", "segmentation")
 
@@ -160,7 +184,7 @@ def detect_sources(
     npixels: int = 10,
     deblend: bool = True,
     max_sources: int = MAX_SOURCES,
-) -> dict[str, Any]:
+) -> Detection:
     """Detect sources in a 2-D image; returns the response fields of CONTRACT.md §3.12
     (at most ``max_sources``, the brightest by flux)."""
     if method not in METHODS:
