@@ -20,7 +20,7 @@ from app.config import Settings
 from app.deps import PoolDep, SettingsDep, StorageDep, resolve_files
 from app.errors import BadRequest
 from app.http_errors import error_responses
-from app.mosaic import mosaic_engine
+from app.mosaic import footprints, mosaic_engine
 from app.mosaic.models import (
     FootprintRequest,
     FootprintResponse,
@@ -28,7 +28,6 @@ from app.mosaic.models import (
     ObservationMosaicRequest,
 )
 from app.mosaic.observation import build_observation_mosaic, estimate_observation_bytes
-from app.mosaic.overlap import overlap_warning
 from app.mosaic.rendering import render_mosaic_picture
 from app.processing.fits_io import data_size_bound
 from app.processing.pipeline import DisplayParams
@@ -280,20 +279,5 @@ async def footprint(body: FootprintRequest, storage: StorageDep, pool: PoolDep):
     lists the groups when the files form several that do not overlap on the sky."""
     paths = [str(p) for p in await resolve_files(storage, body.file_paths)]
     return await pool.run(
-        footprints_with_warning, paths, body.file_paths, estimate_bytes=HEADER_JOB_BYTES
+        footprints.footprints, paths, body.file_paths, estimate_bytes=HEADER_JOB_BYTES
     )
-
-
-def footprints_with_warning(paths: list[str], keys: list[str]) -> dict:
-    """Worker job: the footprints (headers only) and the overlap warning of the keys."""
-    result = mosaic_engine.footprints(paths)
-    items = result["footprints"]
-    for item, key in zip(items, keys, strict=True):
-        item["file_path"] = key
-    result["overlap_warning"] = overlap_warning(
-        keys,
-        [f["center_ra"] for f in items],
-        [f["center_dec"] for f in items],
-        [f["instrument"] for f in items],
-    )
-    return result
