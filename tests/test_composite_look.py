@@ -6,6 +6,7 @@ from __future__ import annotations
 import colorsys
 import io
 import math
+from dataclasses import asdict
 
 import httpx
 import numpy as np
@@ -586,12 +587,12 @@ def test_auto_stretch_moves_a_dark_median_toward_the_target():
     after = before ** (1 / p.gamma)
     assert abs(after - 0.28) < abs(before - 0.28)
     assert abs(after - 0.28) < 0.02 or p.gamma in (0.6, 2.5)
-    assert result.meta["valid_pixels"] == 90000
+    assert result.meta.valid_pixels == 90000
 
 
 def test_auto_stretch_safe_defaults_and_instrument_rule():
     empty = auto_stretch(np.zeros((20, 20), dtype=np.float32))
-    assert empty.params.as_dict() == {
+    assert asdict(empty.params) == {
         "stretch": "asinh",
         "asinh_a": 0.02,
         "black_point": 0.02,
@@ -599,17 +600,17 @@ def test_auto_stretch_safe_defaults_and_instrument_rule():
         "gamma": 1.2,
         "curve": "s_curve",
     }
-    assert empty.meta["curve_reason"] == "insufficient_data"
-    assert empty.meta["zero_coverage_frac"] == 1.0
+    assert empty.meta.curve_reason == "insufficient_data"
+    assert empty.meta.zero_coverage_frac == 1.0
     flat = auto_stretch(np.full((30, 30), 2.0, dtype=np.float32))
-    assert flat.meta["curve_reason"] == "constant_data"
+    assert flat.meta.curve_reason == "constant_data"
     rng = np.random.default_rng(8)
     data = rng.normal(1.0, 0.1, (200, 200)).astype(np.float32)
     data[50:60, 50:60] = 50
     nircam, miri = auto_stretch(data, "NIRCAM"), auto_stretch(data, "MIRI/IMAGE")
     assert miri.params.asinh_a == min(nircam.params.asinh_a, 0.015)
     assert miri.params.gamma == round(min(nircam.params.gamma * 1.15, 2.5), 2)
-    assert miri.meta["instrument_adjusted"] and not nircam.meta["instrument_adjusted"]
+    assert miri.meta.instrument_adjusted and not nircam.meta.instrument_adjusted
 
 
 def test_cached_grids_are_never_reused_for_a_larger_request(look, data_root):

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
+from app.composite.models import ChannelMeta
 from app.processing.instruments import normalise_instrument
 
 #: Fewer valid pixels than this give the safe defaults.
@@ -39,21 +39,11 @@ class StretchParams:
     gamma: float = 1.2
     curve: str = "s_curve"
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "stretch": self.stretch,
-            "asinh_a": self.asinh_a,
-            "black_point": self.black_point,
-            "white_point": self.white_point,
-            "gamma": self.gamma,
-            "curve": self.curve,
-        }
-
 
 @dataclass(frozen=True)
 class AutoStretch:
     params: StretchParams
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: ChannelMeta
 
 
 def _meta(
@@ -65,17 +55,17 @@ def _meta(
     adjusted: bool,
     valid: int,
     zero_frac: float,
-) -> dict[str, Any]:
-    return {
-        "dynamic_range": round(dynamic_range, 1),
-        "noise": round(noise, 6),
-        "snr": round(snr, 1),
-        "hdr_detected": bool(hdr),
-        "curve_reason": reason,
-        "instrument_adjusted": bool(adjusted),
-        "valid_pixels": int(valid),
-        "zero_coverage_frac": round(zero_frac, 4),
-    }
+) -> ChannelMeta:
+    return ChannelMeta(
+        dynamic_range=round(dynamic_range, 1),
+        noise=round(noise, 6),
+        snr=round(snr, 1),
+        hdr_detected=bool(hdr),
+        curve_reason=reason,
+        instrument_adjusted=bool(adjusted),
+        valid_pixels=int(valid),
+        zero_coverage_frac=round(zero_frac, 4),
+    )
 
 
 def auto_stretch(data: np.ndarray, instrument: str | None = None) -> AutoStretch:

@@ -28,8 +28,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -37,6 +36,7 @@ from app.composite import color_mapping, framing
 from app.composite.auto_stretch import auto_stretch
 from app.composite.feathering import feather as feather_channels
 from app.composite.feathering import feather_strength
+from app.composite.models import ChannelHistogram, ChannelReport, ChannelStats, StretchParamsOut
 from app.composite.quality import quality_headers, quality_metrics
 from app.composite.resolution import blur_keeping_coverage, match_sigma, sharpen
 from app.errors import BadRequest
@@ -490,7 +490,7 @@ def auto_displays(plan: CompositePlan) -> dict[int, tuple[DisplayParams, str]]:
     return out
 
 
-def analyze_channels(plan: CompositePlan, bins: int = 100) -> list[dict[str, Any]]:
+def analyze_channels(plan: CompositePlan, bins: int = 100) -> list[ChannelReport]:
     """Per channel (CONTRACT-HEAD §10.4): auto-stretch parameters and their reasons, a
     histogram of the valid (> 0) pixels and their statistics (worker entry point)."""
     planes = analysis_planes(plan)
@@ -503,27 +503,27 @@ def analyze_channels(plan: CompositePlan, bins: int = 100) -> list[dict[str, Any
             counts, edges = np.histogram(
                 valid, bins=bins, range=(float(valid.min()), float(valid.max()))
             )
-            stats = {
-                "min": float(valid.min()),
-                "max": float(valid.max()),
-                "mean": float(valid.mean()),
-                "std": float(valid.std()),
-            }
+            stats = ChannelStats(
+                min=float(valid.min()),
+                max=float(valid.max()),
+                mean=float(valid.mean()),
+                std=float(valid.std()),
+            )
         else:
             counts, edges = np.zeros(bins, dtype=np.int64), np.zeros(bins + 1)
-            stats = {"min": 0.0, "max": 0.0, "mean": 0.0, "std": 0.0}
+            stats = ChannelStats(min=0.0, max=0.0, mean=0.0, std=0.0)
         out.append(
-            {
-                "params": result.params.as_dict(),
-                "meta": result.meta,
-                "stats": stats,
-                "histogram": {
-                    "counts": [int(c) for c in counts],
-                    "bin_edges": [float(e) for e in edges],
-                    "bin_centers": [float(c) for c in (edges[:-1] + edges[1:]) / 2],
-                    "n_bins": bins,
-                },
-            }
+            ChannelReport(
+                params=StretchParamsOut(**asdict(result.params)),
+                meta=result.meta,
+                stats=stats,
+                histogram=ChannelHistogram(
+                    counts=[int(c) for c in counts],
+                    bin_edges=[float(e) for e in edges],
+                    bin_centers=[float(c) for c in (edges[:-1] + edges[1:]) / 2],
+                    n_bins=bins,
+                ),
+            )
         )
     return out
 

@@ -291,13 +291,18 @@ class ChannelStats(BaseModel):
     std: float
 
 
-class ChannelAnalysis(BaseModel):
-    channel_name: str
-    label: str | None
+class ChannelReport(BaseModel):
+    """What the engine measures of one channel (CONTRACT-HEAD §10.4)."""
+
     params: StretchParamsOut
     histogram: ChannelHistogram
     meta: ChannelMeta
     stats: ChannelStats
+
+
+class ChannelAnalysis(ChannelReport):
+    channel_name: str
+    label: str | None
 
 
 class AnalyzeChannelsResponse(BaseModel):

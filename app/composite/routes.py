@@ -13,6 +13,7 @@ from app.composite import compositor
 from app.composite.models import (
     AnalyzeChannelsRequest,
     AnalyzeChannelsResponse,
+    ChannelAnalysis,
     CompositeEstimate,
     NChannelCompositeRequest,
 )
@@ -154,9 +155,9 @@ async def analyze_channels(
         plan,
         estimate_bytes=compositor.estimate_composite_bytes(plan),
     )
-    return {
-        "channels": [
-            {"channel_name": channel_name(i, c.label), "label": c.label, **r}
+    return AnalyzeChannelsResponse(
+        channels=[
+            ChannelAnalysis(channel_name=channel_name(i, c.label), label=c.label, **dict(r))
             for i, (c, r) in enumerate(zip(body.channels, results, strict=True))
         ]
-    }
+    )
