@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse, Response
 
 from app.config import Settings
@@ -63,16 +63,23 @@ def _range(name: str, value: float, low: float, high: float, label: str | None =
 
 
 def display_params(
-    stretch: str,
-    gamma: float,
-    black_point: float,
-    white_point: float,
-    asinh_a: float,
-    smooth_method: str,
-    smooth_sigma: float,
-    smooth_size: int,
+    stretch: Annotated[str, Query(description="Stretch: " + ", ".join(STRETCHES))] = "zscale",
+    gamma: Annotated[float, Query(description="Gamma 0.1-5; output = x^(1/gamma)")] = 1.0,
+    black_point: Annotated[
+        float, Query(description="Black point as a percentile fraction, 0-1, below white_point")
+    ] = 0.0,
+    white_point: Annotated[
+        float, Query(description="White point as a percentile fraction, 0-1")
+    ] = 1.0,
+    asinh_a: Annotated[float, Query(description="Asinh softening, 0.001-1")] = 0.1,
+    smooth_method: Annotated[
+        str, Query(description="Empty, or: " + ", ".join(SMOOTH_METHODS))
+    ] = "",
+    smooth_sigma: Annotated[float, Query(description="Gaussian sigma in pixels, 0.1-10")] = 1.0,
+    smooth_size: Annotated[int, Query(description="Median/box kernel size, odd, 1-25")] = 3,
 ) -> DisplayParams:
-    """Validate the shared display parameters (400 with the reason, as the contract says)."""
+    """The display parameters preview and histogram share, validated (400 with the
+    reason, as the contract says): a FastAPI dependency, so both declare them once."""
     if stretch not in STRETCHES:
         raise BadRequest(f"Invalid stretch '{stretch}'. Valid options: {', '.join(STRETCHES)}")
     _range("gamma", gamma, 0.1, 5.0, "Gamma")
@@ -100,6 +107,10 @@ def display_params(
         smooth_sigma=smooth_sigma,
         smooth_size=smooth_size,
     )
+
+
+#: The shared display parameters of a request, validated.
+DisplayDep = Annotated[DisplayParams, Depends(display_params)]
 
 
 def parse_avm_metadata(text: str) -> dict:
@@ -171,15 +182,7 @@ async def preview(
     cmap: Annotated[str, Query(description="Colormap: " + ", ".join(COLORMAPS))] = "grayscale",
     width: Annotated[int, Query(description="Box width in pixels, 10-8000")] = 1000,
     height: Annotated[int, Query(description="Box height in pixels, 10-8000")] = 1000,
-    stretch: Annotated[str, Query(description="Stretch: " + ", ".join(STRETCHES))] = "zscale",
-    gamma: Annotated[float, Query(description="Gamma 0.1-5; output = x^(1/gamma)")] = 1.0,
-    black_point: Annotated[
-        float, Query(description="Black point as a percentile fraction, 0-1, below white_point")
-    ] = 0.0,
-    white_point: Annotated[
-        float, Query(description="White point as a percentile fraction, 0-1")
-    ] = 1.0,
-    asinh_a: Annotated[float, Query(description="Asinh softening, 0.001-1")] = 0.1,
+    display: DisplayDep,
     slice_index: SliceIndex = -1,
     format: Annotated[str, Query(description="png or jpeg")] = "png",
     quality: Annotated[int, Query(description="JPEG quality 1-100")] = 90,
@@ -194,11 +197,6 @@ async def preview(
             "spectral_band, publisher"
         ),
     ] = "",
-    smooth_method: Annotated[
-        str, Query(description="Empty, or: " + ", ".join(SMOOTH_METHODS))
-    ] = "",
-    smooth_sigma: Annotated[float, Query(description="Gaussian sigma in pixels, 0.1-10")] = 1.0,
-    smooth_size: Annotated[int, Query(description="Median/box kernel size, odd, 1-25")] = 3,
     settings: SettingsDep,
     storage: StorageDep,
     pool: PoolDep,
@@ -215,9 +213,6 @@ async def preview(
     _range("quality", quality, 1, 100, "Quality")
     if slice_index < -1:
         raise BadRequest("Slice index must be -1 or greater")
-    display = display_params(
-        stretch, gamma, black_point, white_point, asinh_a, smooth_method, smooth_sigma, smooth_size
-    )
     avm = parse_avm_metadata(avm_metadata) if embed_avm else None
     params = viewer_engine.PreviewParams(
         display=display,
@@ -233,7 +228,7 @@ async def preview(
     info, compressed = await _inspect(path, slice_index, settings, pool)
     out_w, out_h = viewer_engine.fit_within(info.choice.width, info.choice.height, width, height)
     estimate = viewer_engine.estimate_picture_bytes(
-        info, out_w, out_h, compressed, smoothing=bool(smooth_method)
+        info, out_w, out_h, compressed, smoothing=bool(display.smooth_method)
     )
     content, n_slices, current = await pool.run(
         viewer_engine.render_preview,
@@ -261,16 +256,7 @@ async def histogram(
     file_path: FilePath,
     bins: Annotated[int, Query(description="Number of bins, 10-10000")] = 256,
     slice_index: SliceIndex = -1,
-    stretch: Annotated[str, Query(description="Stretch: " + ", ".join(STRETCHES))] = "zscale",
-    gamma: Annotated[float, Query(description="Gamma 0.1-5")] = 1.0,
-    black_point: Annotated[float, Query(description="Black point fraction 0-1")] = 0.0,
-    white_point: Annotated[float, Query(description="White point fraction 0-1")] = 1.0,
-    asinh_a: Annotated[float, Query(description="Asinh softening, 0.001-1")] = 0.1,
-    smooth_method: Annotated[
-        str, Query(description="Empty, or: " + ", ".join(SMOOTH_METHODS))
-    ] = "",
-    smooth_sigma: Annotated[float, Query(description="Gaussian sigma, 0.1-10")] = 1.0,
-    smooth_size: Annotated[int, Query(description="Kernel size, odd, 1-25")] = 3,
+    display: DisplayDep,
     settings: SettingsDep,
     storage: StorageDep,
     pool: PoolDep,
@@ -282,12 +268,9 @@ async def histogram(
     _range("bins", bins, 10, 10000, "Bins")
     if slice_index < -1:
         raise BadRequest("Slice index must be -1 or greater")
-    display = display_params(
-        stretch, gamma, black_point, white_point, asinh_a, smooth_method, smooth_sigma, smooth_size
-    )
     path = await resolve_file(storage, file_path)
     info, compressed = await _inspect(path, slice_index, settings, pool)
-    estimate = viewer_engine.estimate_histogram_bytes(info, compressed, bool(smooth_method))
+    estimate = viewer_engine.estimate_histogram_bytes(info, compressed, bool(display.smooth_method))
     result = await pool.run(
         viewer_engine.compute_histogram,
         str(path),
