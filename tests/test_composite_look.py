@@ -23,7 +23,7 @@ from app.composite.auto_stretch import auto_stretch
 from app.composite.compositor import ChannelSpec, RenderOptions
 from app.composite.feathering import (
     EXACT_RADIUS,
-    edge_weight,
+    edge_weights,
     feather_strength,
     mix_lab,
     mix_lab_linear,
@@ -189,7 +189,7 @@ def test_large_feather_radius_is_the_exact_distance_within_a_percent():
     field[150:1000, 100:800] = True
     field[400:600, 300:500] = False  # a hole: distances from inner edges too
     radius = 300.0
-    weight = edge_weight(field, radius)
+    weight = edge_weights(field, radius)(slice(None))
     t = np.clip(distance_transform_edt(field) / radius, 0, 1)
     exact = t * t * (3 - 2 * t)
     assert_array_equal(weight[~field], 0.0)
@@ -299,7 +299,7 @@ def test_placing_computes_only_the_shown_part_of_the_whole_resize(zoom, centre):
 def test_feather_weights_are_a_smoothstep_of_the_edge_distance():
     field = np.zeros((60, 80), dtype=bool)
     field[10:50, 20:70] = True
-    weight = edge_weight(field, 8.0)
+    weight = edge_weights(field, 8.0)(slice(None))
     assert_array_equal(weight[~field], 0.0)
     # Distance to the nearest uncovered pixel, by hand, for the column through the middle.
     for row in range(10, 50):

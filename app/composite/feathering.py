@@ -64,8 +64,9 @@ RowValues = Callable[[slice], np.ndarray]
 
 
 def edge_weights(coverage: np.ndarray, radius: float) -> RowValues:
-    """The feathering weight of any row block: smoothstep(clip(distance to the nearest
-    uncovered pixel / radius, 0, 1)), 0 where ``coverage`` is False.
+    """The feathering weight of any row block (``slice(None)``: the whole picture):
+    smoothstep(clip(distance to the nearest uncovered pixel / radius, 0, 1)), 0 where
+    ``coverage`` is False.
 
     The distance transform runs once here; with a large radius on a mask reduced by
     ``radius // EXACT_RADIUS``, whose distances are interpolated (bilinear between the
@@ -112,18 +113,6 @@ def _bracket(
     lower = np.floor(position).astype(np.intp)
     upper = np.minimum(lower + 1, reduced - 1)
     return lower, upper, (position - lower).astype(np.float32)
-
-
-def edge_weight(coverage: np.ndarray, radius: float) -> np.ndarray:
-    """:func:`edge_weights` of the whole picture, as one array."""
-    weights = edge_weights(coverage, radius)
-    out = np.empty(coverage.shape, dtype=np.float32)
-
-    def fill(rows: slice) -> None:
-        out[rows] = weights(rows)
-
-    each_row_block(coverage.shape[0], coverage.shape[1], fill)
-    return out
 
 
 # sRGB primaries to CIE XYZ and the D65 white (2 degree observer): scikit-image's numbers.
