@@ -201,12 +201,17 @@ def test_large_feather_radius_is_the_exact_distance_within_a_percent():
 def test_hue_rotation_and_saturation_of_a_large_picture_match_colorsys():
     rng = np.random.default_rng(15)
     rgb = rng.random((*BIG, 3)).astype(np.float32)
+    # Ties and edges of the HSL model: grey, black, white, two equal largest components,
+    # the pure primaries and secondaries.
+    edges = [(0.5, 0.5, 0.5), (0, 0, 0), (1, 1, 1), (0.8, 0.8, 0.1), (0.2, 0.9, 0.9)]
+    edges += [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1), (1, 0, 1), (0.9, 0.1, 0.9)]
+    rgb.reshape(-1, 3)[: len(edges)] = edges
     out = color_mapping.adjust_saturation(rgb, 0.7, 0.1, -40.0)
     in_place = rgb.copy()
     color_mapping.adjust_saturation(in_place, 0.7, 0.1, -40.0, out=in_place)
     assert_array_equal(in_place, out)
     flat, got = rgb.reshape(-1, 3), out.reshape(-1, 3)
-    for k in rng.choice(flat.shape[0], 400, replace=False):
+    for k in [*range(len(edges)), *rng.choice(flat.shape[0], 400, replace=False)]:
         h, l_, s = colorsys.rgb_to_hls(*map(float, flat[k]))
         s = min(max(s * 0.7, 0), 1)
         s = min(max(s + 0.1 * (1 - s), 0), 1)
@@ -231,6 +236,20 @@ def test_blur_by_blocks_is_exactly_scipys_whole_image_filter(sigma):
     values = rng.random(BIG).astype(np.float32)
     expected = gaussian_filter(values, sigma, mode="constant", cval=0.0, truncate=4.0)
     assert_array_equal(gaussian_blur(values, sigma), expected)
+
+
+@pytest.mark.parametrize("amount", [0.8, 0.0])
+def test_saturation_applied_while_sharpening_is_saturation_after_sharpening(amount):
+    rng = np.random.default_rng(22)
+    rgb = rng.random((*BIG, 3)).astype(np.float32)
+    coverage = np.ones(BIG, dtype=bool)
+    coverage[:, :10] = False
+    step = color_mapping.saturation_step(1.3, 0.3, 10.0)
+    fused = sharpen(rgb, 1.5, amount, 0.01, coverage, then=step)
+    expected = color_mapping.adjust_saturation(
+        sharpen(rgb, 1.5, amount, 0.01, coverage), 1.3, 0.3, 10.0
+    )
+    assert_array_equal(fused, expected)
 
 
 def test_sharpening_of_a_large_picture_matches_astropy_convolution():
@@ -266,6 +285,44 @@ def test_rotation_is_pillows(degrees, shape):
     assert got.shape == np.asarray(expected).shape
     diff = np.abs(got.astype(int) - np.asarray(expected).astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+
+
+@pytest.mark.parametrize("degrees", [17.0, -33.3, 90.0, 180.0, 0.0])
+@pytest.mark.parametrize(
+    "size, zoom, centre",
+    [
+        ((256, 200), 1.0, (0.5, 0.5)),  # letterbox, shrinking: the whole rotation is read
+        ((256, 200), 1.5, (0.4, 0.5)),
+        ((900, 700), 1.5, (0.4, 0.5)),  # enlarging
+        ((256, 200), 3.7, (1.0, 0.0)),  # a corner
+        ((150, 120), 2.2, (0.0, 1.0)),
+    ],
+)
+def test_rotating_only_the_part_placed_gives_the_whole_rotations_pixels(
+    degrees, size, zoom, centre
+):
+    """place(..., degrees) rotates only the window its resize reads: what Pillow's
+    resize of the shown box of the whole rotated picture gives, to the pixel without
+    resampled rotation, else within a level in a few pixels (Pillow's kernel positions
+    are sums that round differently from the window's origin)."""
+    rng = np.random.default_rng(21)
+    pixels = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
+    whole = framing.rotate(pixels, degrees)
+    (width, height), (h, w) = size, whole.shape[:2]
+    s = min(width / w, height / h) * zoom
+    new_w, new_h = round(w * s), round(h * s)
+    left = (width - new_w) // 2 if new_w <= width else -int(centre[0] * (new_w - width))
+    top = (height - new_h) // 2 if new_h <= height else -int(centre[1] * (new_h - height))
+    x0, x1, y0, y1 = max(0, -left), min(new_w, width - left), max(0, -top), min(new_h, height - top)
+    box = (x0 * w / new_w, y0 * h / new_h, x1 * w / new_w, y1 * h / new_h)
+    shown = Image.fromarray(whole).resize((x1 - x0, y1 - y0), Image.Resampling.LANCZOS, box=box)
+    expected = Image.new("RGB", size)
+    expected.paste(shown, (left + x0, top + y0))
+    got = framing.place(pixels, *size, zoom, *centre, degrees=degrees)
+    if degrees % 90 == 0:
+        assert_array_equal(got, np.asarray(expected))
+    diff = np.abs(got.astype(int) - np.asarray(expected).astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
 
 
 @pytest.mark.parametrize(

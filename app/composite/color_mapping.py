@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import colorsys
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Literal
 
@@ -91,33 +91,58 @@ def add_weighted_plane(
             rgb[..., k] += v * np.float32(weights[k])
 
 
+class Combination:
+    """The linear colour combine of planes (H, W) with colours, made by row blocks on
+    demand: the sum of each plane times its colour (NaN as no light), divided by one
+    common maximum (colour balance and white stay) and clipped to [0, 1].
+
+    The maximum is found when it is made (one pass over the planes, nothing stored);
+    ``combination(rows)`` then gives any row block as float32 (rows, W, 3), so a step
+    that reads the combine block by block (feathering's mix) needs no whole picture."""
+
+    def __init__(
+        self, planes: Sequence[np.ndarray], colours: Sequence[tuple[float, float, float]]
+    ) -> None:
+        self.planes, self.colours = list(planes), list(colours)
+        self.shape = (*planes[0].shape, 3)
+        peaks: list[float] = []
+
+        def peak(rows: slice) -> None:
+            peaks.append(float(self._sum(rows).max()))
+
+        each_row_block(self.shape[0], self.shape[1], peak)
+        top = max(peaks)
+        self.scale = np.float32(1.0 / top) if top > 0 else np.float32(1.0)
+
+    def _sum(self, rows: slice) -> np.ndarray:
+        block = np.zeros((rows.stop - rows.start, self.shape[1], 3), dtype=np.float32)
+        for plane, colour in zip(self.planes, self.colours, strict=True):
+            add_weighted_plane(block, plane[rows], colour)
+        return block
+
+    def __call__(self, rows: slice) -> np.ndarray:
+        block = self._sum(rows)
+        block *= self.scale
+        return np.clip(block, 0.0, 1.0, out=block)
+
+
+def whole_picture(rows_of: Callable[[slice], np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """A colour picture given by its row blocks, made whole (float32 (H, W, 3)) by row
+    blocks on a few threads."""
+    out = np.empty((*shape, 3), dtype=np.float32)
+
+    def fill(rows: slice) -> None:
+        out[rows] = rows_of(rows)
+
+    each_row_block(shape[0], shape[1], fill)
+    return out
+
+
 def combine(
     planes: Sequence[np.ndarray], colours: Sequence[tuple[float, float, float]]
 ) -> np.ndarray:
-    """The linear colour combine: the sum of each plane times its colour (NaN as no
-    light), divided by one common maximum (colour balance and white stay) and clipped
-    to [0, 1]; float32 (H, W, 3). Runs by row blocks, on a few threads."""
-    height, width = planes[0].shape
-    rgb = np.empty((height, width, 3), dtype=np.float32)
-    peaks: list[float] = []
-
-    def add(rows: slice) -> None:
-        block = np.zeros((rows.stop - rows.start, width, 3), dtype=np.float32)
-        for plane, colour in zip(planes, colours, strict=True):
-            add_weighted_plane(block, plane[rows], colour)
-        rgb[rows] = block
-        peaks.append(float(block.max()))
-
-    each_row_block(height, width, add)
-    scale = np.float32(1.0 / max(peaks)) if max(peaks) > 0 else np.float32(1.0)
-
-    def normalise(rows: slice) -> None:
-        block = rgb[rows]
-        block *= scale
-        np.clip(block, 0.0, 1.0, out=block)
-
-    each_row_block(height, width, normalise)
-    return rgb
+    """The whole linear colour combine (see :class:`Combination`): float32 (H, W, 3)."""
+    return whole_picture(Combination(planes, colours), planes[0].shape)
 
 
 def replace_lightness(rgb: np.ndarray, lum: np.ndarray, weight: float) -> np.ndarray:
@@ -187,8 +212,11 @@ def srgb_transfer(linear: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
     ``out`` when given (the input itself may be it).
 
     The power is taken of max(x, knee) only, so zeros and tiny values never reach the
-    logarithm; the linear part replaces them afterwards. Large arrays go by cache-sized
-    chunks on a few threads."""
+    logarithm. The two pieces are then chosen without a mask: below the knee the power
+    piece is stuck at its knee value, above the 12.92 x line, and above the knee the
+    line runs above the (concave) power curve that meets it there, so the sRGB value is
+    always the smaller of the two (a mask of mixed pixels costs 20x a minimum: the CPU
+    mispredicts its branches). Large arrays go by cache-sized chunks on a few threads."""
     flat_in, flat_out = _flat_pair(linear, out)
 
     def encode(part: slice) -> None:
@@ -198,9 +226,8 @@ def srgb_transfer(linear: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
         power_in_place(y, 1.0 / 2.4)
         y *= np.float32(1.055)
         y -= np.float32(0.055)
-        low = v <= SRGB_KNEE
         v *= np.float32(12.92)
-        np.copyto(y, v, where=low)
+        np.minimum(y, v, out=y)
 
     each_chunk(flat_in.size, encode)
     return flat_out.reshape(np.shape(linear))
@@ -226,37 +253,47 @@ def srgb_inverse(encoded: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
     return flat_out.reshape(np.shape(encoded))
 
 
+#: Divides by a span or denominator that may be 0 (grey, black or white pixels).
+_TINY = np.float32(1e-30)
+
+
 def rgb_to_hls(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Hue (0-1), lightness and saturation of RGB in [0, 1] (``colorsys`` formulas).
 
     Works on contiguous planes (strided access to interleaved RGB is several times
-    slower) and chooses with ``np.where`` (boolean-mask assignment costs a gather and
-    a scatter per mask)."""
+    slower) and chooses without masks: every choice is a product with a 0/1 factor, a
+    minimum or a floor, because a mask over a picture's mixed pixels makes the CPU
+    mispredict its branches (20x the cost of a product)."""
     r, g, b = (np.ascontiguousarray(rgb[..., k], dtype=np.float32) for k in range(3))
     high = np.maximum(np.maximum(r, g), b)
     low = np.minimum(np.minimum(r, g), b)
     total = high + low
     span = high - low
-    grey = span <= 0
-    denom = np.where(total <= 1.0, total, np.float32(2.0) - total)
-    np.copyto(denom, np.float32(1.0), where=grey)
+    # S = span / (total, or 2 - total above one half) = span / (1 - |1 - total|); 0 when grey.
+    denom = np.float32(1.0) - total
+    np.abs(denom, out=denom)
+    np.subtract(np.float32(1.0), denom, out=denom)
+    np.maximum(denom, _TINY, out=denom)
     sat = span / denom
-    np.copyto(sat, np.float32(0.0), where=grey)
-    # Hue in sextants from the largest component (colorsys' order: red, green, blue).
-    red, green = r == high, g == high
-    top = np.where(red, g - b, np.where(green, b - r, r - g))
-    np.copyto(span, np.float32(1.0), where=grey)
+    # Hue in sextants from the largest component (colorsys' order: red, green, blue):
+    # (g - b) / span, 2 + (b - r) / span or 4 + (r - g) / span, then / 6, mod 1.
+    is_red = (r == high).astype(np.float32)
+    is_green = (g == high).astype(np.float32)
+    is_green -= is_red * is_green
+    is_blue = np.float32(1.0) - is_red - is_green
+    top = (g - b) * is_red
+    top += (b - r + np.float32(2.0) * span) * is_green
+    top += (r - g + np.float32(4.0) * span) * is_blue
+    np.maximum(span, _TINY, out=span)  # grey: every difference above is 0
     top /= span
-    top += np.where(red, np.float32(0.0), np.where(green, np.float32(2.0), np.float32(4.0)))
     top *= np.float32(1.0 / 6.0)
-    hue = np.where(top < 0, top + np.float32(1.0), top)
-    np.copyto(hue, np.float32(0.0), where=grey)
+    hue = top - np.floor(top)
     total *= np.float32(0.5)
     return hue, total, sat
 
 
 def hls_to_rgb(hue: np.ndarray, light: np.ndarray, sat: np.ndarray) -> np.ndarray:
-    """The inverse of :func:`rgb_to_hls`: float32 (..., 3).
+    """The inverse of :func:`rgb_to_hls` for hue in [0, 1): float32 (..., 3).
 
     Per component n (0, 8, 4 for R, G, B), with k = (n + 12 hue) mod 12 and
     a = S min(L, 1 - L): L - a max(-1, min(k - 3, 9 - k, 1)) (the closed form of the
@@ -266,11 +303,51 @@ def hls_to_rgb(hue: np.ndarray, light: np.ndarray, sat: np.ndarray) -> np.ndarra
     out = np.empty((*hue.shape, 3), dtype=np.float32)
     for index, n in enumerate((0.0, 8.0, 4.0)):
         k = twelfths + np.float32(n)
-        k = np.where(k >= 12.0, k - np.float32(12.0), k)
+        k -= (k >= np.float32(12.0)).astype(np.float32) * np.float32(12.0)
         m = np.minimum(k - np.float32(3.0), np.float32(9.0) - k)
         np.clip(m, -1.0, 1.0, out=m)
         m *= a
         out[..., index] = light - m
+    return out
+
+
+#: A step that acts on each pixel alone: a block of pixels (..., 3) -> the new block.
+PixelStep = Callable[[np.ndarray], np.ndarray]
+
+
+def saturation_step(
+    saturation: float = 1.0, vibrancy: float = 0.0, hue_rotation: float = 0.0
+) -> PixelStep:
+    """One round trip through HSL (§10.1 step 14), for a block of pixels: hue +=
+    rotation/360 (mod 1), S = clip(S x saturation), then S = clip(S + vibrancy (1 - S))."""
+
+    def adjust(block: np.ndarray) -> np.ndarray:
+        hue, light, sat = rgb_to_hls(block)
+        if hue_rotation:
+            hue += np.float32((hue_rotation / 360.0) % 1.0)
+            hue -= np.floor(hue)
+        sat *= np.float32(saturation)
+        np.clip(sat, 0.0, 1.0, out=sat)
+        if vibrancy:
+            sat += np.float32(vibrancy) * (np.float32(1.0) - sat)
+            np.clip(sat, 0.0, 1.0, out=sat)
+        rgb = hls_to_rgb(hue, light, sat)
+        return np.clip(rgb, 0.0, 1.0, out=rgb)
+
+    return adjust
+
+
+def apply_step(rgb: np.ndarray, step: PixelStep, out: np.ndarray | None = None) -> np.ndarray:
+    """A step on each pixel alone over a whole picture, by row blocks on a few threads,
+    into ``out`` when given (``rgb`` itself may be it)."""
+    if out is None:
+        out = np.empty(rgb.shape, dtype=np.float32)
+    target = out
+
+    def run(rows: slice) -> None:
+        target[rows] = step(rgb[rows])
+
+    each_row_block(rgb.shape[0], rgb.shape[1], run)
     return out
 
 
@@ -281,25 +358,5 @@ def adjust_saturation(
     hue_rotation: float = 0.0,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One round trip through HSL (§10.1 step 14): hue += rotation/360 (mod 1),
-    S = clip(S x saturation), then S = clip(S + vibrancy (1 - S)). Runs by row blocks,
-    on a few threads, into ``out`` when given (``rgb`` itself may be it)."""
-    if out is None:
-        out = np.empty(rgb.shape, dtype=np.float32)
-    target = out
-
-    def adjust(rows: slice) -> None:
-        hue, light, sat = rgb_to_hls(rgb[rows])
-        if hue_rotation:
-            hue += np.float32(hue_rotation / 360.0)
-            hue = np.where(hue >= 1.0, hue - np.float32(1.0), hue)
-            hue = np.where(hue < 0.0, hue + np.float32(1.0), hue)
-        sat *= np.float32(saturation)
-        np.clip(sat, 0.0, 1.0, out=sat)
-        if vibrancy:
-            sat += np.float32(vibrancy) * (np.float32(1.0) - sat)
-            np.clip(sat, 0.0, 1.0, out=sat)
-        target[rows] = np.clip(hls_to_rgb(hue, light, sat), 0.0, 1.0)
-
-    each_row_block(rgb.shape[0], rgb.shape[1], adjust)
-    return out
+    """:func:`saturation_step` over a whole picture (see :func:`apply_step`)."""
+    return apply_step(rgb, saturation_step(saturation, vibrancy, hue_rotation), out)

@@ -530,7 +530,7 @@ def analyze_channels(plan: CompositePlan, bins: int = 100) -> list[ChannelReport
 
 def _combine(
     values: list[np.ndarray | None], channels: list[ChannelSpec], indices: list[int]
-) -> np.ndarray:
+) -> color_mapping.Combination:
     """Linear colour combine of the given channels, divided by one common maximum."""
     planes, colours = [], []
     for index in indices:
@@ -539,7 +539,7 @@ def _combine(
             raise ValueError(f"channel {index} has no colour plane to combine")
         planes.append(plane)
         colours.append(colour)
-    return color_mapping.combine(planes, colours)
+    return color_mapping.Combination(planes, colours)
 
 
 def render_rgb(
@@ -616,7 +616,7 @@ def render_rgb(
                 color_mapping.replace_lightness(color_mapping.srgb_inverse(rgb), *luminance)
             )
     else:
-        rgb = _combine(values, channels, colour)
+        rgb = color_mapping.whole_picture(_combine(values, channels, colour), shape)
         if luminance is not None:
             rgb = color_mapping.replace_lightness(rgb, *luminance)
         rgb = color_mapping.srgb_transfer(rgb, out=rgb)
@@ -626,10 +626,13 @@ def render_rgb(
         covered |= mask
     if options.overall:
         rgb = color_mapping.overall_adjust(rgb, **options.overall)
-    if options.sharpening is not None:
-        rgb = sharpen(rgb, *options.sharpening, coverage=covered, out=rgb)
+    adjust = None
     if options.saturation is not None and tuple(options.saturation) != (1.0, 0.0, 0.0):
-        rgb = color_mapping.adjust_saturation(rgb, *options.saturation, out=rgb)
+        adjust = color_mapping.saturation_step(*options.saturation)
+    if options.sharpening is not None:  # the saturation step on each block as it is sharpened
+        rgb = sharpen(rgb, *options.sharpening, coverage=covered, out=rgb, then=adjust)
+    elif adjust is not None:
+        rgb = color_mapping.apply_step(rgb, adjust, out=rgb)
     return rgb, covered
 
 
@@ -638,14 +641,14 @@ def frame(rgb: np.ndarray, options: RenderOptions) -> tuple[np.ndarray, dict[str
     the exact-size 8-bit picture and the metrics."""
     shown = framing.auto_crop(rgb[::-1])
     metrics = quality_metrics(shown)
-    turned = framing.rotate(framing.to_8bit(shown), options.rotation_degrees)
     pixels = framing.place(
-        turned,
+        framing.to_8bit(shown),
         options.width,
         options.height,
         options.crop_zoom,
         options.crop_center_x,
         options.crop_center_y,
+        options.rotation_degrees,
     )
     return pixels, metrics
 

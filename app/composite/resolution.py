@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from app.composite.color_mapping import PixelStep, apply_step
 from app.processing.parallel import each_row_block
 
 #: Kernels end at this many sigma (scipy's default).
@@ -82,13 +83,16 @@ def sharpen(
     threshold: float,
     coverage: np.ndarray,
     out: np.ndarray | None = None,
+    then: PixelStep | None = None,
 ) -> np.ndarray:
     """Unsharp mask on luma (§10.1 step 13): delta = Y - blur(Y), small deltas (below
     ``threshold``) and those outside ``coverage`` dropped, ``amount`` x delta added to
     R, G and B, clipped to [0, 1]. The element-wise steps run by row blocks, on a few
-    threads, into ``out`` when given (``rgb`` itself may be it)."""
+    threads, into ``out`` when given (``rgb`` itself may be it). ``then``, a step on
+    each pixel alone (the saturation step), is applied to each block as it is made,
+    while the block is still in the CPU's cache."""
     if amount <= 0:
-        return rgb
+        return rgb if then is None else apply_step(rgb, then, out)
     height, width = rgb.shape[:2]
     luma = np.empty((height, width), dtype=np.float32)
 
@@ -108,13 +112,14 @@ def sharpen(
 
     def add_detail(rows: slice) -> None:
         delta = luma[rows] - blurred[rows]
+        # Dropped by products with 0/1 rather than by masks (mispredicted branches).
         if threshold > 0:
-            delta[np.abs(delta) < threshold] = 0.0
-        delta[~coverage[rows]] = 0.0
+            delta *= np.abs(delta) >= np.float32(threshold)
+        delta *= coverage[rows]
         delta *= np.float32(amount)
         block = rgb[rows] + delta[..., None]
         np.clip(block, 0.0, 1.0, out=block)
-        target[rows] = block
+        target[rows] = block if then is None else then(block)
 
     each_row_block(height, width, add_detail)
     return out

@@ -127,8 +127,23 @@ def _run_all(pieces: list[slice], work: Callable[[slice], None], elements: int) 
         for piece in pieces:
             work(piece)
         return
+    # The caller and THREADS - 1 pool threads take pieces from one queue until it is
+    # empty: two wake-ups a step rather than one a piece (each costs a context switch).
+    queue = iter(pieces)
+    lock = threading.Lock()
 
-    futures = [_threads().submit(_inside(work), piece) for piece in pieces]
-    wait(futures)  # none still writes when the caller sees an error
-    for future in futures:
-        future.result()
+    def drain(_: object = None) -> None:
+        while True:
+            with lock:
+                piece = next(queue, None)
+            if piece is None:
+                return
+            work(piece)
+
+    helpers = [_threads().submit(_inside(drain), None) for _ in range(THREADS - 1)]
+    try:
+        _inside(drain)(None)
+    finally:
+        wait(helpers)  # none still writes when the caller sees an error
+    for helper in helpers:
+        helper.result()
