@@ -16,7 +16,7 @@ import numpy as np
 
 from app.processing.enhancement import COMPOSITE_PERCENTILES, STRETCHES, fit_display
 from app.processing.parallel import each_chunk, each_row_block
-from app.processing.pipeline import DisplayParams
+from app.processing.pipeline import DisplayParams, fit
 
 # The one definition of the tone curves: the models use this type.
 ToneCurve = Literal["linear", "s_curve", "inverse_s", "shadows", "highlights"]
@@ -58,15 +58,7 @@ def stretch_channel(data: np.ndarray, display: DisplayParams, curve: str = "line
         display = replace(display, stretch="zscale")
     if not np.isfinite(data).any():
         return np.full(data.shape, np.nan, dtype=np.float32)
-    transform = fit_display(
-        data,
-        display.stretch,
-        gamma=display.gamma,
-        asinh_a=display.asinh_a,
-        black_point=display.black_point,
-        white_point=display.white_point,
-        nonlinear_range=COMPOSITE_PERCENTILES,
-    )
+    transform = fit(data, display, nonlinear_range=COMPOSITE_PERCENTILES)
     # The fitted transform and the curve act pixel by pixel: by row blocks, on threads.
     out = np.empty(data.shape, dtype=np.float32)
     height = data.shape[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from app.composite.color_mapping import ToneCurve
 from app.processing.enhancement import STRETCHES, Stretch
@@ -122,6 +122,16 @@ class Saturation(BaseModel):
     )
 
 
+def _example_file(observation: str) -> list[JsonValue]:
+    """``file_paths`` of an example channel: a JWST public level-3 mosaic."""
+    return [f"mast/{observation}/{observation}_i2d.fits"]
+
+
+_F187N = "jw02733-o001_t001_nircam_clear-f187n"
+_F444W = "jw02733-o001_t001_nircam_clear-f444w"
+_F1130W = "jw02733-o002_t001_miri_f1130w"
+
+
 class NChannelCompositeRequest(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -129,10 +139,7 @@ class NChannelCompositeRequest(BaseModel):
                 {
                     "channels": [
                         {
-                            "file_paths": [
-                                "mast/jw02733-o001_t001_nircam_clear-f187n/"
-                                "jw02733-o001_t001_nircam_clear-f187n_i2d.fits"
-                            ],
+                            "file_paths": _example_file(_F187N),
                             "stretch": "asinh",
                             "asinh_a": 0.05,
                             "color": {"hue": 240},
@@ -140,20 +147,14 @@ class NChannelCompositeRequest(BaseModel):
                             "wavelength_um": 1.874,
                         },
                         {
-                            "file_paths": [
-                                "mast/jw02733-o001_t001_nircam_clear-f444w/"
-                                "jw02733-o001_t001_nircam_clear-f444w_i2d.fits"
-                            ],
+                            "file_paths": _example_file(_F444W),
                             "stretch": "asinh",
                             "color": {"hue": 120},
                             "label": "F444W",
                             "wavelength_um": 4.421,
                         },
                         {
-                            "file_paths": [
-                                "mast/jw02733-o002_t001_miri_f1130w/"
-                                "jw02733-o002_t001_miri_f1130w_i2d.fits"
-                            ],
+                            "file_paths": _example_file(_F1130W),
                             "stretch": "zscale",
                             "curve": "s_curve",
                             "color": {"rgb": [1.0, 0.2, 0.0]},
@@ -229,18 +230,12 @@ class AnalyzeChannelsRequest(BaseModel):
                 {
                     "channels": [
                         {
-                            "file_paths": [
-                                "mast/jw02733-o001_t001_nircam_clear-f187n/"
-                                "jw02733-o001_t001_nircam_clear-f187n_i2d.fits"
-                            ],
+                            "file_paths": _example_file(_F187N),
                             "color": {"hue": 240},
                             "label": "F187N",
                         },
                         {
-                            "file_paths": [
-                                "mast/jw02733-o002_t001_miri_f1130w/"
-                                "jw02733-o002_t001_miri_f1130w_i2d.fits"
-                            ],
+                            "file_paths": _example_file(_F1130W),
                             "color": {"hue": 0},
                             "label": "F1130W",
                         },

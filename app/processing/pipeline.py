@@ -30,8 +30,13 @@ def smoothed(data: np.ndarray, params: DisplayParams) -> np.ndarray:
     return smooth(data, params.smooth_method, sigma=params.smooth_sigma, size=params.smooth_size)
 
 
-def fit(data: np.ndarray, params: DisplayParams) -> DisplayTransform:
-    """The display transform for (already smoothed) ``data``."""
+def fit(
+    data: np.ndarray,
+    params: DisplayParams,
+    nonlinear_range: tuple[float, float] | None = None,
+) -> DisplayTransform:
+    """The display transform for (already smoothed) ``data`` (``nonlinear_range``: see
+    :func:`fit_display`)."""
     return fit_display(
         data,
         params.stretch,
@@ -39,6 +44,7 @@ def fit(data: np.ndarray, params: DisplayParams) -> DisplayTransform:
         asinh_a=params.asinh_a,
         black_point=params.black_point,
         white_point=params.white_point,
+        nonlinear_range=nonlinear_range,
     )
 
 
