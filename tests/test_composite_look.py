@@ -181,6 +181,33 @@ def test_cielab_mixing_of_a_large_picture_matches_skimage():
     assert_allclose(out, expected, atol=2e-5)
 
 
+def test_cielab_mixing_of_combines_asked_for_a_field_of_some_columns_matches_skimage():
+    """The minority field covers some columns only: ``current`` (a Combination) is asked
+    for those columns only, and the picture is still the CIELAB mix everywhere."""
+    rng = np.random.default_rng(23)
+    planes = [rng.random(BIG).astype(np.float32) for _ in range(3)]
+    colours = [(0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (1.0, 0.0, 0.0)]
+    others = color_mapping.Combination(planes[:2], colours[:2])
+    every = color_mapping.Combination(planes, colours)
+    weight = np.zeros(BIG, dtype=np.float32)
+    columns = slice(BIG[1] // 3, BIG[1] // 2)
+    weight[:, columns] = np.linspace(0.0, 1.3, BIG[0], dtype=np.float32).clip(0, 1)[:, None]
+    asked: list[slice] = []
+
+    def current(rows: slice, cols: slice) -> np.ndarray:
+        asked.append(cols)
+        return every(rows, cols)
+
+    out = np.empty((*BIG, 3), dtype=np.float32)
+    mix_lab_linear(others, current, weight.__getitem__, out=out)
+    assert {(c.start, c.stop) for c in asked} == {(columns.start, columns.stop)}
+    base = color_mapping.srgb_transfer(color_mapping.combine(planes[:2], colours[:2]))
+    top = color_mapping.srgb_transfer(color_mapping.combine(planes, colours))
+    w = weight[..., None].astype(np.float64)
+    expected = np.clip(lab2rgb(rgb2lab(base) * (1 - w) + rgb2lab(top) * w), 0, 1)
+    assert_allclose(out, expected, atol=2e-5)
+
+
 def test_large_feather_radius_is_the_exact_distance_within_a_percent():
     """Above EXACT_RADIUS the distances come from a mask reduced by radius // EXACT_RADIUS,
     interpolated: against scipy's exact transform of the whole mask, within that

@@ -89,8 +89,9 @@ class Combination:
     common maximum (colour balance and white stay) and clipped to [0, 1].
 
     The maximum is found when it is made (one pass over the planes, nothing stored);
-    ``combination(rows)`` then gives any row block as float32 (rows, W, 3), so a step
-    that reads the combine block by block (feathering's mix) needs no whole picture."""
+    ``combination(rows, cols)`` then gives any window as float32 (rows, cols, 3), so a
+    step that reads the combine block by block (feathering's mix) needs no whole
+    picture."""
 
     def __init__(
         self, planes: Sequence[np.ndarray], colours: Sequence[tuple[float, float, float]]
@@ -106,14 +107,15 @@ class Combination:
         top = max(peaks)
         self.scale = np.float32(1.0 / top) if top > 0 else np.float32(1.0)
 
-    def _sum(self, rows: slice) -> np.ndarray:
-        block = np.zeros((rows.stop - rows.start, self.shape[1], 3), dtype=np.float32)
+    def _sum(self, rows: slice, cols: slice = slice(None)) -> np.ndarray:
+        first = self.planes[0][rows, cols]
+        block = np.zeros((*first.shape, 3), dtype=np.float32)
         for plane, colour in zip(self.planes, self.colours, strict=True):
-            add_weighted_plane(block, plane[rows], colour)
+            add_weighted_plane(block, plane[rows, cols], colour)
         return block
 
-    def __call__(self, rows: slice) -> np.ndarray:
-        block = self._sum(rows)
+    def __call__(self, rows: slice, cols: slice = slice(None)) -> np.ndarray:
+        block = self._sum(rows, cols)
         block *= self.scale
         return np.clip(block, 0.0, 1.0, out=block)
 

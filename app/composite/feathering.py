@@ -170,13 +170,15 @@ def lab_f_to_linear(f: np.ndarray) -> np.ndarray:
     return np.clip(rgb, 0.0, 1.0, out=rgb)
 
 
-#: A picture given whole, or by its row blocks on demand (as :class:`Combination` is).
-Picture = np.ndarray | Callable[[slice], np.ndarray]
+#: A picture given whole, or by its windows on demand (``picture(rows, cols)``, as
+#: :class:`Combination` gives them).
+Picture = np.ndarray | Callable[[slice, slice], np.ndarray]
+_ALL = slice(None)
 
 
-def _rows_of(picture: Picture) -> Callable[[slice], np.ndarray]:
+def _window_of(picture: Picture) -> Callable[[slice, slice], np.ndarray]:
     if isinstance(picture, np.ndarray):
-        return picture.__getitem__
+        return lambda rows, cols: picture[rows, cols]
     return picture
 
 
@@ -187,35 +189,52 @@ def mix_lab(base: np.ndarray, current: np.ndarray, weight: np.ndarray) -> np.nda
     return mix_lab_linear(srgb_inverse(base), srgb_inverse(current), weight.__getitem__, out)
 
 
+def mix_window(below: np.ndarray, above: np.ndarray, w: np.ndarray) -> None:
+    """``below`` (linear light, (rows, cols, 3)) becomes its CIELAB mix with ``above``
+    in linear light: ``above`` where w >= 1, the mix in the band 0 < w < 1, unchanged
+    where w <= 0."""
+    pixels = below.reshape(-1, 3)  # a copy when ``below`` is a window of fewer columns
+    w, above = w.reshape(-1), above.reshape(-1, 3)
+    inside = w >= 1.0
+    band = np.flatnonzero((w > 0) & ~inside)
+    if band.size:
+        wb = np.take(w, band)[:, None]
+        f = lab_f(np.take(pixels, band, axis=0))
+        f *= np.float32(1.0) - wb
+        f += lab_f(np.take(above, band, axis=0)) * wb
+        mixed = lab_f_to_linear(f)
+    if inside.any():  # a field, not scattered pixels: a mask the CPU predicts well
+        np.copyto(pixels, above, where=inside[:, None])
+    if band.size:
+        pixels[band] = mixed
+    if not np.shares_memory(pixels, below):
+        below[...] = pixels.reshape(below.shape)
+
+
 def mix_lab_linear(
     base: Picture, current: Picture, weights: RowValues, out: np.ndarray
 ) -> np.ndarray:
     """:func:`mix_lab` of two linear-light pictures (H, W, 3), whole or by row blocks,
     with the weights of each row block from ``weights``; the sRGB result goes into
     ``out`` (which may be ``base`` or ``current``: each block reads its rows before
-    writing them). Only the band 0 < w < 1 goes to CIELAB, straight from linear light.
-    Runs by row blocks, on a few threads."""
-    below_rows, above_rows = _rows_of(base), _rows_of(current)
-    target = out
+    writing them). Only the band 0 < w < 1 goes to CIELAB, straight from linear light,
+    and ``current`` is asked only for the columns where some weight is above 0 (a
+    minority instrument's field is often a part of the picture). Runs by row blocks, on
+    a few threads."""
+    below_of, above_of = _window_of(base), _window_of(current)
+    target, given = out, isinstance(base, np.ndarray)
 
     def mix(rows: slice) -> None:
-        w = weights(rows).reshape(-1)
-        below, above = below_rows(rows).reshape(-1, 3), above_rows(rows).reshape(-1, 3)
-        inside = w >= 1.0
-        band = np.flatnonzero((w > 0) & ~inside)
-        if band.size:  # read before the block is written: ``out`` may be an input
-            wb = np.take(w, band)[:, None]
-            f = lab_f(np.take(below, band, axis=0))
-            f *= np.float32(1.0) - wb
-            f += lab_f(np.take(above, band, axis=0)) * wb
-            mixed = lab_f_to_linear(f)
-        # Linear light everywhere, then the sRGB transfer once for the whole block.
-        block = below.copy()
-        if inside.any():  # a field, not scattered pixels: a mask the CPU predicts well
-            np.copyto(block, above, where=inside[:, None])
-        if band.size:
-            block[band] = mixed
-        srgb_transfer(block, out=target[rows].reshape(-1, 3))
+        w = weights(rows)
+        block = below_of(rows, _ALL)
+        if given:  # a view of ``base``; the block is changed below
+            block = block.copy()
+        # ``current`` is read only between the first and last columns with weight.
+        lit = np.flatnonzero(w.max(axis=0) > 0)
+        if lit.size:
+            cols = slice(int(lit[0]), int(lit[-1]) + 1)
+            mix_window(block[:, cols], above_of(rows, cols), w[:, cols])
+        srgb_transfer(block, out=target[rows])
 
     each_row_block(out.shape[0], out.shape[1], mix)
     return out
@@ -266,5 +285,8 @@ def feather(
         mix_lab_linear(combine(others), current, edge_weights(field, radius), out=blended)
     if blended is not None:
         return blended
-    whole = current if isinstance(current, np.ndarray) else whole_picture(current, (height, width))
+    if isinstance(current, np.ndarray):
+        return srgb_transfer(current)
+    window = current
+    whole = whole_picture(lambda rows: window(rows, _ALL), (height, width))
     return srgb_transfer(whole, out=whole)
