@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -27,6 +27,24 @@ Moments = tuple[int, float, float, float, float]
 REPORTED_PERCENTILES = (0.5, 1, 5, 25, 50, 75, 95, 99, 99.5)
 _SELECT_BINS = 1 << 16
 _SELECT_DIRECT = 1 << 18  # below this many values, numpy's partition is faster
+
+
+class Histogram(TypedDict):
+    """A histogram as the endpoints send it."""
+
+    counts: list[int]
+    bin_centers: list[float]
+    bin_edges: list[float]
+    n_bins: int
+
+
+class Summary(TypedDict):
+    """min, max, mean and std of the finite values (None each when there are none)."""
+
+    min: float | None
+    max: float | None
+    mean: float | None
+    std: float | None
 
 
 def _add_into(acc: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -210,7 +228,7 @@ def _bin_chunk(
     return counts
 
 
-def _histogram_dict(counts: np.ndarray, bins: int, label_range: Range) -> dict[str, Any]:
+def _histogram_dict(counts: np.ndarray, bins: int, label_range: Range) -> Histogram:
     edges, centers = _edges(bins, label_range)
     return {
         "counts": [int(c) for c in counts],
@@ -220,7 +238,7 @@ def _histogram_dict(counts: np.ndarray, bins: int, label_range: Range) -> dict[s
     }
 
 
-def histogram_from_counts(counts: np.ndarray, label_range: Range = (0.0, 1.0)) -> dict[str, Any]:
+def histogram_from_counts(counts: np.ndarray, label_range: Range = (0.0, 1.0)) -> Histogram:
     """The histogram dict for precomputed counts over ``label_range``."""
     return _histogram_dict(np.asarray(counts), len(counts), label_range)
 
@@ -231,7 +249,7 @@ def histogram(
     value_range: tuple[float, float] = (0.0, 1.0),
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
     label_range: tuple[float, float] | None = None,
-) -> dict[str, Any]:
+) -> Histogram:
     """Counts of the finite values in ``bins`` equal bins spanning ``value_range``.
 
     Values outside the range are not counted; a value equal to the upper edge
@@ -263,7 +281,7 @@ def histogram(
 
 def display_histogram(
     values: np.ndarray, bins: int, transform: Callable[[np.ndarray], np.ndarray]
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[Histogram, Summary]:
     """Histogram over [0, 1] and summary of ``transform(values)`` in one pass.
 
     ``values`` must be finite. Returns ``(histogram dict, summary dict)``.
@@ -326,7 +344,7 @@ class _Moments:
             self.shift = float(chunk.astype(np.float64).mean())
         self.merge(self.partial(chunk))
 
-    def result(self) -> dict[str, Any]:
+    def result(self) -> Summary:
         if self.n == 0:
             return {"min": None, "max": None, "mean": None, "std": None}
         mean_shifted = self.total / self.n
@@ -341,7 +359,7 @@ class _Moments:
 
 def summary(
     values: np.ndarray, transform: Callable[[np.ndarray], np.ndarray] | None = None
-) -> dict[str, Any]:
+) -> Summary:
     """``{min, max, mean, std}`` of the finite values (or of ``transform(values)``).
 
     None for each when there is no finite value.

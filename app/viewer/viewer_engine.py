@@ -1,10 +1,10 @@
 """The viewer's work, as plain functions run in worker processes.
 
-Each function takes a local file path and plain parameters and returns plain
-data (bytes, dicts), so it pickles across the process pool and runs in tests
-without a server. Sizes: a picture is reduced early, at read time, by an
-integer block mean that keeps at least the output's resolution; the final
-exact size is reached by resampling the 8-bit picture.
+Each function takes a local file path and plain parameters and returns plain data
+(bytes, and the typed dicts below: the JSON bodies the routes send), so it pickles
+across the process pool and runs in tests without a server. Sizes: a picture is
+reduced early, at read time, by an integer block mean that keeps at least the
+output's resolution; the final exact size is reached by resampling the 8-bit picture.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import base64
 import json
 import math
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 
@@ -50,6 +51,67 @@ class PreviewParams:
     fmt: str = "png"
     quality: int = 90
     avm_metadata: dict | None = None  # None: no AVM; a dict (maybe empty): embed AVM
+
+
+class CubeSlice(TypedDict):
+    n_slices: int
+    current_slice: int
+
+
+class HistogramBody(TypedDict):
+    """``GET /histogram``'s body without ``data_id``."""
+
+    histogram: statistics.Histogram
+    raw_histogram: statistics.Histogram
+    percentiles: dict[str, float | None]
+    stats: statistics.Summary
+    cube_info: CubeSlice
+
+
+class WcsParams(TypedDict):
+    """``GET /pixeldata``'s ``wcs``: reference pixel and value, scales, CD matrix, types."""
+
+    crpix1: float
+    crpix2: float
+    crval1: float
+    crval2: float
+    cdelt1: float
+    cdelt2: float
+    cd1_1: float
+    cd1_2: float
+    cd2_1: float
+    cd2_2: float
+    ctype1: str
+    ctype2: str
+
+
+class PixelData(TypedDict):
+    """``GET /pixeldata``'s body without ``data_id``."""
+
+    original_shape: list[int]
+    preview_shape: list[int]
+    scale_factor: float
+    wcs: WcsParams | None
+    units: str
+    pixels: str
+
+
+class Axis3(TypedDict):
+    crval3: float
+    cdelt3: float
+    crpix3: float
+    cunit3: str
+    ctype3: str
+
+
+class CubeInfo(TypedDict):
+    """``GET /cubeinfo``'s body without ``data_id``."""
+
+    is_cube: bool
+    n_slices: int
+    axis3: Axis3 | None
+    slice_unit: str
+    slice_label: str
 
 
 # --------------------------------------------------------------------------------------
@@ -174,7 +236,7 @@ def _percentile_keys(values: list[float]) -> dict[str, float | None]:
 
 def compute_histogram(
     path: str, bins: int, slice_index: int, display: DisplayParams, max_elements: int
-) -> dict:
+) -> HistogramBody:
     """The body of ``GET /histogram`` without ``data_id``.
 
     Works on the 1-D array of finite values: the display transform is fitted once
@@ -201,20 +263,19 @@ def compute_histogram(
         raw_hist = statistics.histogram(
             values, bins, (buckets.low, buckets.high), label_range=(0.0, 1.0)
         )
-    return {
-        "histogram": display_hist,
-        "raw_histogram": raw_hist,
-        "percentiles": _percentile_keys(
-            statistics.percentiles(
-                values, statistics.REPORTED_PERCENTILES, transform=transform, buckets=buckets
-            )
-        ),
-        "stats": display_stats,
-        "cube_info": {"n_slices": choice.n_slices, "current_slice": choice.slice_index},
-    }
+    percentiles = statistics.percentiles(
+        values, statistics.REPORTED_PERCENTILES, transform=transform, buckets=buckets
+    )
+    return HistogramBody(
+        histogram=display_hist,
+        raw_histogram=raw_hist,
+        percentiles=_percentile_keys(percentiles),
+        stats=display_stats,
+        cube_info=CubeSlice(n_slices=choice.n_slices, current_slice=choice.slice_index),
+    )
 
 
-def wcs_params(header) -> dict | None:
+def wcs_params(header) -> WcsParams | None:
     """The ``wcs`` object of ``/pixeldata`` from astropy's WCS, or None."""
     wcs = celestial_wcs(header)
     if wcs is None:
@@ -222,26 +283,26 @@ def wcs_params(header) -> dict | None:
     cd = np.array(wcs.pixel_scale_matrix, dtype=float)
     cdelt1, cdelt2, _ = scale_and_rotation(cd)
     ctype = list(wcs.wcs.ctype)
-    values = {
-        "crpix1": float(wcs.wcs.crpix[0]),
-        "crpix2": float(wcs.wcs.crpix[1]),
-        "crval1": float(wcs.wcs.crval[0]),
-        "crval2": float(wcs.wcs.crval[1]),
-        "cdelt1": cdelt1,
-        "cdelt2": cdelt2,
-        "cd1_1": float(cd[0, 0]),
-        "cd1_2": float(cd[0, 1]),
-        "cd2_1": float(cd[1, 0]),
-        "cd2_2": float(cd[1, 1]),
-        "ctype1": str(ctype[0]),
-        "ctype2": str(ctype[1]),
-    }
+    values = WcsParams(
+        crpix1=float(wcs.wcs.crpix[0]),
+        crpix2=float(wcs.wcs.crpix[1]),
+        crval1=float(wcs.wcs.crval[0]),
+        crval2=float(wcs.wcs.crval[1]),
+        cdelt1=cdelt1,
+        cdelt2=cdelt2,
+        cd1_1=float(cd[0, 0]),
+        cd1_2=float(cd[0, 1]),
+        cd2_1=float(cd[1, 0]),
+        cd2_2=float(cd[1, 1]),
+        ctype1=str(ctype[0]),
+        ctype2=str(ctype[1]),
+    )
     if not all(math.isfinite(v) for v in values.values() if isinstance(v, float)):
         return None
     return values
 
 
-def compute_pixeldata(path: str, max_size: int, slice_index: int, max_elements: int) -> dict:
+def compute_pixeldata(path: str, max_size: int, slice_index: int, max_elements: int) -> PixelData:
     """The body of ``GET /pixeldata`` without ``data_id``."""
     with open_plane(path, slice_index, max_elements) as (reader, info):
         choice = info.choice
@@ -252,14 +313,14 @@ def compute_pixeldata(path: str, max_size: int, slice_index: int, max_elements: 
         units = str(header.get("BUNIT", "") or "").strip()
     require_finite(data)
     clean = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0).astype("<f4", copy=False)
-    return {
-        "original_shape": [int(choice.height), int(choice.width)],
-        "preview_shape": [int(clean.shape[0]), int(clean.shape[1])],
-        "scale_factor": float(factor),
-        "wcs": wcs,
-        "units": units,
-        "pixels": base64.b64encode(clean.tobytes()).decode("ascii"),
-    }
+    return PixelData(
+        original_shape=[int(choice.height), int(choice.width)],
+        preview_shape=[int(clean.shape[0]), int(clean.shape[1])],
+        scale_factor=float(factor),
+        wcs=wcs,
+        units=units,
+        pixels=base64.b64encode(clean.tobytes()).decode("ascii"),
+    )
 
 
 def pixeldata_json(
@@ -271,8 +332,9 @@ def pixeldata_json(
     rather than passed through a JSON encoder (megabytes for a large grid).
     """
     body = compute_pixeldata(path, max_size, slice_index, max_elements)
-    pixels = body.pop("pixels")
-    head = json.dumps({"data_id": data_id, **body}, allow_nan=False)
+    rest = {key: value for key, value in body.items() if key != "pixels"}
+    head = json.dumps({"data_id": data_id, **rest}, allow_nan=False)
+    pixels = body["pixels"]
     return (head[:-1] + ', "pixels": "').encode("utf-8") + pixels.encode("ascii") + b'"}'
 
 
@@ -310,7 +372,7 @@ def slice_label(ctype3: str) -> str:
     return ctype3
 
 
-def compute_cubeinfo(path: str) -> dict:
+def compute_cubeinfo(path: str) -> CubeInfo:
     """The body of ``GET /cubeinfo`` without ``data_id``."""
     with open_fits(path) as hdul:
         find_image_hdu(hdul, min_ndim=2)  # 400 when there is no image at all
@@ -322,36 +384,32 @@ def compute_cubeinfo(path: str) -> dict:
                 header = hdu.header
                 break
         else:
-            return {
-                "is_cube": False,
-                "n_slices": 1,
-                "axis3": None,
-                "slice_unit": "",
-                "slice_label": "Frame",
-            }
+            return CubeInfo(
+                is_cube=False, n_slices=1, axis3=None, slice_unit="", slice_label="Frame"
+            )
     ctype3 = str(header.get("CTYPE3", "") or "").strip()
     cunit3 = str(header.get("CUNIT3", "") or "").strip()
     crval3 = header.get("CRVAL3")
     cdelt3 = header.get("CDELT3", header.get("CD3_3"))
-    axis3 = None
+    axis3: Axis3 | None = None
     if isinstance(crval3, (int, float)) and isinstance(cdelt3, (int, float)):
         crpix3 = header.get("CRPIX3", 1.0)
-        axis3 = {
-            "crval3": float(crval3),
-            "cdelt3": float(cdelt3),
-            "crpix3": float(crpix3) if isinstance(crpix3, (int, float)) else 1.0,
-            "cunit3": cunit3,
-            "ctype3": ctype3,
-        }
-        if not all(math.isfinite(float(axis3[k])) for k in ("crval3", "cdelt3", "crpix3")):  # type: ignore[arg-type]
+        axis3 = Axis3(
+            crval3=float(crval3),
+            cdelt3=float(cdelt3),
+            crpix3=float(crpix3) if isinstance(crpix3, (int, float)) else 1.0,
+            cunit3=cunit3,
+            ctype3=ctype3,
+        )
+        if not all(math.isfinite(axis3[k]) for k in ("crval3", "cdelt3", "crpix3")):
             axis3 = None
-    return {
-        "is_cube": True,
-        "n_slices": int(shape[0]),
-        "axis3": axis3,
-        "slice_unit": _SLICE_UNITS.get(cunit3.lower(), cunit3),
-        "slice_label": slice_label(ctype3),
-    }
+    return CubeInfo(
+        is_cube=True,
+        n_slices=int(shape[0]),
+        axis3=axis3,
+        slice_unit=_SLICE_UNITS.get(cunit3.lower(), cunit3),
+        slice_label=slice_label(ctype3),
+    )
 
 
 def inspect(path: str, slice_index: int, max_elements: int) -> tuple[ImageInfo, bool]:
