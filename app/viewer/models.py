@@ -81,8 +81,9 @@ class WcsParams(BaseModel):
     ctype2: str
 
 
-class PixelDataResponse(BaseModel):
-    data_id: str
+class PixelData(BaseModel):
+    """``GET /pixeldata``'s body but its ``data_id`` (what the engine returns)."""
+
     original_shape: list[int] = Field(description="[height, width] of the image plane")
     preview_shape: list[int] = Field(description="[height, width] of the returned pixels")
     scale_factor: float = Field(description="Original pixels per returned pixel along each axis")
@@ -97,6 +98,10 @@ class PixelDataResponse(BaseModel):
     )
 
 
+class PixelDataResponse(PixelData):
+    data_id: str
+
+
 class Axis3(BaseModel):
     crval3: float
     cdelt3: float
@@ -105,10 +110,15 @@ class Axis3(BaseModel):
     ctype3: str
 
 
-class CubeInfoResponse(BaseModel):
-    data_id: str
+class CubeInfo(BaseModel):
+    """``GET /cubeinfo``'s body but its ``data_id`` (what the engine returns)."""
+
     is_cube: bool
     n_slices: int
     axis3: Axis3 | None
     slice_unit: str
     slice_label: str
+
+
+class CubeInfoResponse(CubeInfo):
+    data_id: str

@@ -342,4 +342,4 @@ async def cubeinfo(
     result = await pool.run(
         viewer_engine.compute_cubeinfo, str(path), estimate_bytes=HEADER_JOB_BYTES
     )
-    return {"data_id": data_id, **result}
+    return CubeInfoResponse(data_id=data_id, **result.model_dump())

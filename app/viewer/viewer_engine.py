@@ -35,6 +35,7 @@ from app.processing.fits_io import (
 )
 from app.processing.pipeline import DisplayParams, display_values, fit, smoothed
 from app.processing.render import encode, fit_within, indices_to_image, long_side_size, to_indices
+from app.viewer.models import Axis3, CubeInfo, PixelData, WcsParams
 
 THUMBNAIL_SIZE = 256
 HISTOGRAM_MAX_SIDE = 4096
@@ -66,52 +67,6 @@ class HistogramBody(TypedDict):
     percentiles: dict[str, float | None]
     stats: statistics.Summary
     cube_info: CubeSlice
-
-
-class WcsParams(TypedDict):
-    """``GET /pixeldata``'s ``wcs``: reference pixel and value, scales, CD matrix, types."""
-
-    crpix1: float
-    crpix2: float
-    crval1: float
-    crval2: float
-    cdelt1: float
-    cdelt2: float
-    cd1_1: float
-    cd1_2: float
-    cd2_1: float
-    cd2_2: float
-    ctype1: str
-    ctype2: str
-
-
-class PixelData(TypedDict):
-    """``GET /pixeldata``'s body without ``data_id``."""
-
-    original_shape: list[int]
-    preview_shape: list[int]
-    scale_factor: float
-    wcs: WcsParams | None
-    units: str
-    pixels: str
-
-
-class Axis3(TypedDict):
-    crval3: float
-    cdelt3: float
-    crpix3: float
-    cunit3: str
-    ctype3: str
-
-
-class CubeInfo(TypedDict):
-    """``GET /cubeinfo``'s body without ``data_id``."""
-
-    is_cube: bool
-    n_slices: int
-    axis3: Axis3 | None
-    slice_unit: str
-    slice_label: str
 
 
 # --------------------------------------------------------------------------------------
@@ -297,7 +252,7 @@ def wcs_params(header) -> WcsParams | None:
         ctype1=str(ctype[0]),
         ctype2=str(ctype[1]),
     )
-    if not all(math.isfinite(v) for v in values.values() if isinstance(v, float)):
+    if not all(math.isfinite(v) for v in values.model_dump().values() if isinstance(v, float)):
         return None
     return values
 
@@ -332,9 +287,8 @@ def pixeldata_json(
     rather than passed through a JSON encoder (megabytes for a large grid).
     """
     body = compute_pixeldata(path, max_size, slice_index, max_elements)
-    rest = {key: value for key, value in body.items() if key != "pixels"}
-    head = json.dumps({"data_id": data_id, **rest}, allow_nan=False)
-    pixels = body["pixels"]
+    head = json.dumps({"data_id": data_id, **body.model_dump(exclude={"pixels"})}, allow_nan=False)
+    pixels = body.pixels
     return (head[:-1] + ', "pixels": "').encode("utf-8") + pixels.encode("ascii") + b'"}'
 
 
@@ -401,7 +355,7 @@ def compute_cubeinfo(path: str) -> CubeInfo:
             cunit3=cunit3,
             ctype3=ctype3,
         )
-        if not all(math.isfinite(axis3[k]) for k in ("crval3", "cdelt3", "crpix3")):
+        if not all(math.isfinite(v) for v in (axis3.crval3, axis3.cdelt3, axis3.crpix3)):
             axis3 = None
     return CubeInfo(
         is_cube=True,
