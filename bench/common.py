@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
 import threading
@@ -15,6 +16,20 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".cache"
 RESULTS = ROOT / "bench" / "results"
 MB = 1024 * 1024
+
+
+def arguments(repeat: int) -> argparse.ArgumentParser:
+    """A bench script's command line: ``--repeat N`` runs of each case (default ``repeat``)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=repeat, help="runs of each case")
+    return parser
+
+
+def engine_env(storage: Path, **settings: str) -> dict[str, str]:
+    """The environment of a benchmarked engine: two workers on ``storage``, plus
+    ``settings``; the results folder is made for its log."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    return {"STORAGE_BASE_PATH": str(storage), "ENGINE_WORKERS": "2", **settings}
 
 
 def traced_peak_mb(fn, *args) -> float:

@@ -13,7 +13,6 @@ time does not depend on what the vectors mean). Writes bench/results/analysis.js
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -26,6 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
 from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, health_line, summary, timed  # noqa: E402
 from tests.support.servers import run_service  # noqa: E402
 from tests.support.synthetic import make_jwst_image  # noqa: E402
@@ -117,18 +117,11 @@ def records(n: int) -> list[dict]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    args = common.arguments(repeat=3).parse_args()
     keys = make_inputs()
     semantic_dir = CACHE / "semantic-bench"
     shutil.rmtree(semantic_dir, ignore_errors=True)
-    env = {
-        "STORAGE_BASE_PATH": str(STORAGE),
-        "ENGINE_WORKERS": "2",
-        "SEMANTIC_DATA_DIR": str(semantic_dir),
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    env = common.engine_env(STORAGE, SEMANTIC_DATA_DIR=str(semantic_dir))
     results: dict = {}
     with (
         run_service("main", env, RESULTS / "engine-analysis.log") as (base, proc),

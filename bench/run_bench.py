@@ -15,7 +15,6 @@ bench/results/viewer.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -29,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.processing.pipeline import DisplayParams  # noqa: E402
 from app.viewer import viewer_engine  # noqa: E402
+from bench import common  # noqa: E402
 from bench.common import (  # noqa: E402
     CACHE,
     MB,
@@ -62,9 +62,8 @@ def health_under_load(base: str, key: str) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
+    parser = common.arguments(repeat=7)
     parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192])
-    parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     storage = CACHE / "storage"
     for size in args.sizes:
@@ -73,8 +72,7 @@ def main() -> int:
             print(f"generating {target.name} ...", flush=True)
             make_jwst_image(target, shape=(size, size), seed=size, n_stars=400, with_err_dq=False)
     results = {"sizes": {}}
-    env = {"STORAGE_BASE_PATH": str(storage), "ENGINE_WORKERS": "2"}
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    env = common.engine_env(storage)
     with run_service("main", env, RESULTS / "engine.log") as (base, _proc):
         with httpx.Client(base_url=base, timeout=300) as client:
             for size in args.sizes:

@@ -15,7 +15,6 @@ PNG cold, and 3 x 40 files to 2000x2000. Samples worker RSS every 20 ms and
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -26,6 +25,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
 from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, health_line, summary, timed  # noqa: E402
 from tests.support.servers import run_service  # noqa: E402
 from tests.support.synthetic import make_jwst_image  # noqa: E402
@@ -110,16 +110,9 @@ def clear_cache() -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    args = common.arguments(repeat=3).parse_args()
     inputs = make_inputs()
-    env = {
-        "STORAGE_BASE_PATH": str(STORAGE),
-        "ENGINE_WORKERS": "2",
-        "COMPOSITE_CACHE_DIR": str(COMPOSITE_CACHE),
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    env = common.engine_env(STORAGE, COMPOSITE_CACHE_DIR=str(COMPOSITE_CACHE))
     results: dict = {}
     url = "/composite/generate-nchannel"
     with (

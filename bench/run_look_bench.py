@@ -20,7 +20,6 @@ Writes bench/results/look.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -32,6 +31,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
 from bench.common import CACHE, RESULTS, summary  # noqa: E402
 from bench.run_composite_bench import make_three  # noqa: E402
 from tests.support.servers import run_service  # noqa: E402
@@ -79,16 +79,10 @@ def timed_post(client: httpx.Client, url: str, payload: dict, cold: bool) -> flo
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
+    args = common.arguments(repeat=5).parse_args()
     f090w, f200w, f444w = make_three()
     miri = make_miri()
-    env = {
-        "STORAGE_BASE_PATH": str(STORAGE),
-        "ENGINE_WORKERS": "2",
-        "COMPOSITE_CACHE_DIR": str(COMPOSITE_CACHE),
-    }
+    env = common.engine_env(STORAGE, COMPOSITE_CACHE_DIR=str(COMPOSITE_CACHE))
     plain = {
         "channels": channels([f090w, f444w, miri]),
         "width": 2048,
@@ -105,7 +99,6 @@ def main() -> int:
         "crop_center_x": 0.4,
     }
     analyze = {"channels": channels([f090w, f444w, f200w]), "background_neutralization": True}
-    RESULTS.mkdir(parents=True, exist_ok=True)
     results: dict = {}
     url = "/composite/generate-nchannel"
     with (

@@ -22,6 +22,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
 from bench.common import CACHE, RESULTS, tree_rss  # noqa: E402
 from bench.run_composite_bench import body as composite_body  # noqa: E402
 from bench.run_composite_bench import make_three  # noqa: E402
@@ -53,12 +54,7 @@ def main() -> int:
     image = "analysis/memory_4096_i2d.fits"
     if not (STORAGE / image).exists():
         make_jwst_image(STORAGE / image, shape=(4096, 4096), seed=4096, n_stars=400)
-    env = {
-        "STORAGE_BASE_PATH": str(STORAGE),
-        "ENGINE_WORKERS": "2",
-        "COMPOSITE_CACHE_DIR": str(CACHE / "memory-composite-cache"),
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    env = common.engine_env(STORAGE, COMPOSITE_CACHE_DIR=str(CACHE / "memory-composite-cache"))
     results: dict = {}
     with (
         run_service("main", env, RESULTS / "engine-memory.log") as (base, proc),

@@ -14,7 +14,6 @@ bench/results/mosaic.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -25,6 +24,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
 from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, health_line, summary, timed  # noqa: E402
 from tests.support.servers import run_service  # noqa: E402
 from tests.support.synthetic import make_jwst_image  # noqa: E402
@@ -84,12 +84,9 @@ def run_cases(base: str, pid: int, cases, results: dict, prefix: str = "") -> No
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    args = common.arguments(repeat=3).parse_args()
     four, sixteen = make_grid(2), make_grid(4)
-    env = {"STORAGE_BASE_PATH": str(STORAGE), "ENGINE_WORKERS": "2"}
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    env = common.engine_env(STORAGE)
     results: dict = {}
     cases = [
         ("4_tiles_fits", body(four, "fits"), args.repeat),

@@ -18,7 +18,6 @@ Writes bench/results/queued.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
@@ -31,6 +30,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
 from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, health_line, summary, tree_rss  # noqa: E402
 from bench.run_composite_bench import body as composite_body  # noqa: E402
 from bench.run_composite_bench import make_three  # noqa: E402
@@ -157,20 +157,14 @@ def bench_observation(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeat", type=int, default=5)
+    parser = common.arguments(repeat=5)
     parser.add_argument("--skip-dask", action="store_true")
     args = parser.parse_args()
     cases = [
         ("observation_36x2048_to_64mpx", make_sky(6, 2048, 0.031)),
         ("observation_144x1024", make_sky(12, 1024, 0.031)),
     ]
-    env = {
-        "STORAGE_BASE_PATH": str(STORAGE),
-        "ENGINE_WORKERS": "2",
-        "COMPOSITE_CACHE_DIR": str(COMPOSITE_CACHE),
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    env = common.engine_env(STORAGE, COMPOSITE_CACHE_DIR=str(COMPOSITE_CACHE))
     results: dict = {}
     with (
         run_service("main", env, RESULTS / "engine-queued.log") as (base, proc),
