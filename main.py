@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.analysis.routes import router as analysis_router
-from app.app_factory import build_app
+from app.app_factory import Service, build_app
 from app.composite.planning import cache_spec
 from app.composite.routes import router as composite_router
 from app.config import Settings, load_settings
@@ -28,6 +28,16 @@ detects sources, reads tables and spectra; suggests composite recipes; and answe
 semantic searches over file metadata.
 Heavy work runs in a bounded pool of worker processes, so `/health` stays instant.
 Every error is JSON with a string `detail`."""
+
+ROUTERS = (
+    viewer_router,
+    composite_router,
+    mosaic_router,
+    analysis_router,
+    discovery_router,
+    semantic_router,
+)
+SERVICE = Service("JWST Data Processing Engine", "jwst-processing-engine", DESCRIPTION, ROUTERS)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -55,21 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.pool.stop()
 
-    app = build_app(
-        title="JWST Data Processing Engine",
-        service="jwst-processing-engine",
-        description=DESCRIPTION,
-        settings=settings,
-        lifespan=lifespan,
-        max_body_bytes=settings.ENGINE_MAX_BODY_BYTES,
-    )
-    app.include_router(viewer_router)
-    app.include_router(composite_router)
-    app.include_router(mosaic_router)
-    app.include_router(analysis_router)
-    app.include_router(discovery_router)
-    app.include_router(semantic_router)
-    return app
+    return build_app(SERVICE, settings, lifespan, settings.ENGINE_MAX_BODY_BYTES)
 
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

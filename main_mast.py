@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.app_factory import build_app
+from app.app_factory import Service, build_app
 from app.config import Settings, load_settings
 from app.mast.download_jobs import DownloadManager
 from app.mast.mast_service import MastService
@@ -23,6 +23,8 @@ from app.mast.routes import router as mast_router
 DESCRIPTION = """The light half of the JWST data backend: it searches the MAST archive
 (by target, position, observation, program, recent releases), lists products and
 downloads FITS files into shared storage. Every error is JSON with a string `detail`."""
+
+SERVICE = Service("JWST MAST Proxy Service", "jwst-mast-proxy", DESCRIPTION, (mast_router,))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -52,16 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.downloads.shutdown()
             app.state.mast.close()
 
-    app = build_app(
-        title="JWST MAST Proxy Service",
-        service="jwst-mast-proxy",
-        description=DESCRIPTION,
-        settings=settings,
-        lifespan=lifespan,
-        max_body_bytes=settings.MAST_MAX_BODY_BYTES,
-    )
-    app.include_router(mast_router)
-    return app
+    return build_app(SERVICE, settings, lifespan, settings.MAST_MAX_BODY_BYTES)
 
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -22,15 +25,25 @@ class Health(BaseModel):
     service: str
 
 
-def build_app(
-    *, title: str, service: str, description: str, settings: Settings, lifespan, max_body_bytes: int
-) -> FastAPI:
-    """A FastAPI app with the common parts; the caller adds its routers. Request bodies
+@dataclass(frozen=True)
+class Service:
+    """What a service says of itself: its docs' title and description, the name
+    ``/health`` answers with, and its routers."""
+
+    title: str
+    name: str
+    description: str
+    routers: Sequence[APIRouter]
+
+
+def build_app(service: Service, settings: Settings, lifespan, max_body_bytes: int) -> FastAPI:
+    """A FastAPI app with the common parts and the service's routers. Request bodies
     over ``max_body_bytes`` are refused (413) before they are held in memory."""
+    title = service.title
     app = FastAPI(
         title=title,
         version="1.0.0",
-        description=description,
+        description=service.description,
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
@@ -50,8 +63,10 @@ def build_app(
     @app.get("/health", response_model=Health, tags=["Health"], summary="Readiness probe")
     async def health():
         """Answers at once: heavy work never runs on the event loop."""
-        return {"status": "healthy", "service": service}
+        return {"status": "healthy", "service": service.name}
 
+    for router in service.routers:
+        app.include_router(router)
     return app
 
 
