@@ -7,6 +7,7 @@ import colorsys
 import io
 import math
 from dataclasses import asdict
+from typing import Any
 
 import httpx
 import numpy as np
@@ -56,62 +57,20 @@ def look(data_root):
     coarse file, and a NIRCam field with a small MIRI field in its middle."""
     base = data_root / "look"
     base.mkdir(exist_ok=True)
-    make_jwst_image(
-        base / "field.fits",
-        shape=(240, 240),
-        seed=501,
-        rotation_deg=0.0,
-        nan_border=False,
-        n_stars=30,
-        background=0.3,
-        noise=0.02,
-    )
-    make_jwst_image(
-        base / "field2.fits",
-        shape=(240, 240),
-        seed=502,
-        rotation_deg=0.0,
-        nan_border=False,
-        n_stars=30,
-        background=0.5,
-        noise=0.03,
-    )
-    make_jwst_image(
-        base / "coarse.fits",
-        shape=(80, 80),
-        seed=503,
-        rotation_deg=0.0,
-        nan_border=False,
-        n_stars=8,
-        pixel_scale_arcsec=0.2,
-    )
-    make_jwst_image(
-        base / "nircam.fits",
-        shape=(400, 400),
-        seed=504,
-        rotation_deg=0.0,
-        nan_border=False,
-        n_stars=0,
-        n_galaxies=0,
-        background=1.0,
-        noise=0.01,
-        pixel_scale_arcsec=0.063,
-        instrument="NIRCAM",
-    )
-    make_jwst_image(
-        base / "miri.fits",
-        shape=(80, 80),
-        seed=505,
-        rotation_deg=0.0,
-        nan_border=False,
-        n_stars=0,
-        n_galaxies=0,
-        background=1.0,
-        noise=0.01,
-        pixel_scale_arcsec=0.11,
-        instrument="MIRI",
-    )
-    return {k: f"look/{k}.fits" for k in ("field", "field2", "coarse", "nircam", "miri")}
+    flat: dict[str, Any] = {"n_stars": 0, "n_galaxies": 0, "background": 1.0, "noise": 0.01}
+    files: dict[str, dict[str, Any]] = {
+        "field": {"shape": (240, 240), "n_stars": 30, "background": 0.3, "noise": 0.02},
+        "field2": {"shape": (240, 240), "n_stars": 30, "background": 0.5, "noise": 0.03},
+        "coarse": {"shape": (80, 80), "n_stars": 8, "pixel_scale_arcsec": 0.2},
+        "nircam": {"shape": (400, 400), "pixel_scale_arcsec": 0.063, "instrument": "NIRCAM"},
+        "miri": {"shape": (80, 80), "pixel_scale_arcsec": 0.11, "instrument": "MIRI"},
+    }
+    files["nircam"].update(flat)  # two flat fields: feathering's colours are easy to read
+    files["miri"].update(flat)
+    for seed, (name, spec) in enumerate(files.items(), start=501):
+        square = {"rotation_deg": 0.0, "nan_border": False}
+        make_jwst_image(base / f"{name}.fits", seed=seed, **square, **spec)
+    return {name: f"look/{name}.fits" for name in files}
 
 
 def plain(look, **extra):
