@@ -148,32 +148,22 @@ def check(body: dict, expected: dict) -> None:
         assert body[key] == pytest.approx(expected[key], rel=1e-9, abs=1e-9), key
 
 
+def m13_region(engine_url, region_type: str, region: dict) -> httpx.Response:
+    """POST /analysis/region-statistics of one ``region_type`` region of the M13 image."""
+    body = {"file_path": "real/m13.fits", "region_type": region_type, region_type: region}
+    return post(engine_url, "/analysis/region-statistics", body)
+
+
 def test_rectangle_on_m13(engine_url):
     data = m13_data()
-    r = post(
-        engine_url,
-        "/analysis/region-statistics",
-        {
-            "file_path": "real/m13.fits",
-            "region_type": "rectangle",
-            "rectangle": {"x": 100, "y": 120, "width": 40, "height": 30},
-        },
-    )
+    r = m13_region(engine_url, "rectangle", {"x": 100, "y": 120, "width": 40, "height": 30})
     assert r.status_code == 200, r.text
     check(r.json(), expected_stats(data[120:150, 100:140]))
 
 
 def test_rectangle_is_clamped_to_the_image(engine_url):
     data = m13_data()
-    r = post(
-        engine_url,
-        "/analysis/region-statistics",
-        {
-            "file_path": "real/m13.fits",
-            "region_type": "rectangle",
-            "rectangle": {"x": 280, "y": 290, "width": 100, "height": 100},
-        },
-    )
+    r = m13_region(engine_url, "rectangle", {"x": 280, "y": 290, "width": 100, "height": 100})
     check(r.json(), expected_stats(data[290:, 280:]))
 
 
@@ -181,26 +171,10 @@ def test_ellipse_and_circle_on_m13(engine_url):
     data = m13_data()
     rows, cols = np.mgrid[0:300, 0:300]
     inside = ((cols - 150.3) / 20.5) ** 2 + ((rows - 140.0) / 12.0) ** 2 <= 1
-    r = post(
-        engine_url,
-        "/analysis/region-statistics",
-        {
-            "file_path": "real/m13.fits",
-            "region_type": "ellipse",
-            "ellipse": {"cx": 150.3, "cy": 140.0, "rx": 20.5, "ry": 12.0},
-        },
-    )
+    r = m13_region(engine_url, "ellipse", {"cx": 150.3, "cy": 140.0, "rx": 20.5, "ry": 12.0})
     check(r.json(), expected_stats(data[inside]))
     inside = (cols - 60) ** 2 + (rows - 75.5) ** 2 <= 9.5**2
-    r = post(
-        engine_url,
-        "/analysis/region-statistics",
-        {
-            "file_path": "real/m13.fits",
-            "region_type": "circle",
-            "circle": {"cx": 60, "cy": 75.5, "r": 9.5},
-        },
-    )
+    r = m13_region(engine_url, "circle", {"cx": 60, "cy": 75.5, "r": 9.5})
     check(r.json(), expected_stats(data[inside]))
 
 
@@ -209,11 +183,7 @@ def test_polygon_on_m13_matches_matplotlib(engine_url):
     points = [[50.2, 60.7], [200.5, 80.1], [170.3, 220.9], [90.0, 160.4], [120.6, 110.0]]
     rows, cols = np.mgrid[0:300, 0:300]
     inside = MplPath(points).contains_points(np.column_stack([cols.ravel(), rows.ravel()]))
-    r = post(
-        engine_url,
-        "/analysis/region-statistics",
-        {"file_path": "real/m13.fits", "region_type": "polygon", "polygon": {"points": points}},
-    )
+    r = m13_region(engine_url, "polygon", {"points": points})
     check(r.json(), expected_stats(data.ravel()[inside]))
 
 
