@@ -21,6 +21,7 @@ from scipy.ndimage import map_coordinates
 
 from app.config import Settings
 from app.mosaic import mosaic_engine
+from app.mosaic.models import MosaicRequest
 from app.mosaic.mosaic_engine import COMBINE_METHODS
 from tests.conftest import real_image_path
 from tests.support.servers import run_service
@@ -191,19 +192,10 @@ def test_real_image_mosaic_matches_reproject_and_coadd(engine_url, mos, data_roo
 
 
 def test_fits_output_layout_and_provenance(engine_url, mos, data_root):
-    r = post(
-        engine_url,
-        "/mosaic/generate",
-        {
-            "files": files(mos["tiles"]),
-            "output_format": "fits",
-            "quality": 95,
-            "width": None,
-            "height": None,
-            "combine_method": "mean",
-            "cmap": "grayscale",
-        },
-    )
+    # The documented FITS example of the request, with this test's tiles.
+    example = MosaicRequest.model_config["json_schema_extra"]["examples"][1]
+    assert example["output_format"] == "fits"
+    r = post(engine_url, "/mosaic/generate", {**example, "files": files(mos["tiles"])})
     assert r.status_code == 200
     with read_fits(r.content) as hdul:
         h = hdul[0].header

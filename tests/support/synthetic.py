@@ -56,33 +56,39 @@ def make_wcs(shape, ra, dec, pixel_scale_arcsec, rotation_deg, crpix=None) -> WC
     return w
 
 
-def _add_gaussian(img, x, y, flux, sigma):
-    r = int(math.ceil(5 * sigma))
+def _stamp(img, x, y, r):
+    """The pixel grids (yy, xx) of the box of half-size ``r`` around (x, y) inside the
+    image and that box's slices, or None when the box misses the image."""
     ny, nx = img.shape
     x0, x1 = max(0, int(x) - r), min(nx, int(x) + r + 2)
     y0, y1 = max(0, int(y) - r), min(ny, int(y) + r + 2)
     if x0 >= x1 or y0 >= y1:
-        return
+        return None
     yy, xx = np.mgrid[y0:y1, x0:x1]
+    return yy, xx, (slice(y0, y1), slice(x0, x1))
+
+
+def _add_gaussian(img, x, y, flux, sigma):
+    stamp = _stamp(img, x, y, int(math.ceil(5 * sigma)))
+    if stamp is None:
+        return
+    yy, xx, box = stamp
     g = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
-    img[y0:y1, x0:x1] += (flux / (2 * math.pi * sigma**2) * g).astype(np.float32)
+    img[box] += (flux / (2 * math.pi * sigma**2) * g).astype(np.float32)
 
 
 def _add_galaxy(img, x, y, flux, re, q, theta):
-    r = int(math.ceil(6 * re))
-    ny, nx = img.shape
-    x0, x1 = max(0, int(x) - r), min(nx, int(x) + r + 2)
-    y0, y1 = max(0, int(y) - r), min(ny, int(y) + r + 2)
-    if x0 >= x1 or y0 >= y1:
+    stamp = _stamp(img, x, y, int(math.ceil(6 * re)))
+    if stamp is None:
         return
-    yy, xx = np.mgrid[y0:y1, x0:x1]
+    yy, xx, box = stamp
     dx, dy = xx - x, yy - y
     c, s = math.cos(theta), math.sin(theta)
     u = dx * c + dy * s
     v = (-dx * s + dy * c) / q
     rr = np.sqrt(u**2 + v**2)
     prof = np.exp(-rr / (re / 1.678))
-    img[y0:y1, x0:x1] += (flux * prof / prof.sum()).astype(np.float32)
+    img[box] += (flux * prof / prof.sum()).astype(np.float32)
 
 
 def make_jwst_image(
