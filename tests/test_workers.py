@@ -46,12 +46,18 @@ def test_a_job_past_its_deadline_is_stopped_and_its_worker_replaced():
             before = set(pool.worker_pids())
             with pytest.raises(TimeLimitExceeded):
                 await pool.run(jobs.sleep_forever, time_limit=0.3)
-            # The stuck worker is killed after the grace period and replaced.
+
+            # The stuck worker is killed after the grace period and replaced (the
+            # replacement starts a moment after the old one is gone: wait for both).
+            def replaced() -> bool:
+                after = set(pool.worker_pids())
+                return len(before - after) == 1 and len(after) == 2
+
             deadline = time.monotonic() + STOP_GRACE_SECONDS + 30
-            while set(pool.worker_pids()) & before == before and time.monotonic() < deadline:
+            while not replaced() and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
             after = set(pool.worker_pids())
-            assert len(before - after) == 1 and len(after) == 2
+            assert len(before - after) == 1 and len(after) == 2, (before, after)
             while pool.reserved_bytes or len(pool.worker_pids()) < 2:
                 await asyncio.sleep(0.05)
             assert await pool.run(jobs.pid) in pool.worker_pids()
