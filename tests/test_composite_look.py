@@ -25,6 +25,7 @@ from app.composite.compositor import ChannelSpec, RenderOptions
 from app.composite.feathering import (
     EXACT_RADIUS,
     edge_weights,
+    feather,
     feather_strength,
     mix_lab,
     mix_lab_linear,
@@ -165,6 +166,24 @@ def test_cielab_mixing_of_combines_asked_for_a_field_of_some_columns_matches_ski
     w = weight[..., None].astype(np.float64)
     expected = np.clip(lab2rgb(rgb2lab(base) * (1 - w) + rgb2lab(top) * w), 0, 1)
     assert_allclose(out, expected, atol=2e-5)
+
+
+def test_feathering_fields_that_cover_the_grid_is_the_plain_colour_combine():
+    """Two instruments whose fields both cover the grid: nothing to fade, the picture is
+    the sRGB of the all-channel combine, to the bit."""
+    rng = np.random.default_rng(24)
+    planes = [rng.random((300, 200)).astype(np.float32) for _ in range(3)]
+    colours = [(0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (1.0, 0.0, 0.0)]
+    coverage = [np.ones((300, 200), dtype=bool)] * 3
+    out = feather(
+        [0, 1, 2],
+        ["NIRCAM", "NIRCAM", "MIRI"],
+        coverage,
+        0.2,
+        lambda idx: color_mapping.Combination([planes[i] for i in idx], [colours[i] for i in idx]),
+    )
+    expected = color_mapping.srgb_transfer(color_mapping.combine(planes, colours))
+    assert_array_equal(out, expected)
 
 
 def test_large_feather_radius_is_the_exact_distance_within_a_percent():

@@ -18,6 +18,7 @@ import numpy as np
 from scipy.ndimage import distance_transform_edt
 
 from app.composite.color_mapping import (
+    Combination,
     power_in_place,
     srgb_inverse,
     srgb_transfer,
@@ -207,7 +208,7 @@ def mix_window(below: np.ndarray, above: np.ndarray, w: np.ndarray) -> None:
         np.copyto(pixels, above, where=inside[:, None])
     if band.size:
         pixels[band] = mixed
-    if not np.shares_memory(pixels, below):
+    if not np.may_share_memory(pixels, below):
         below[...] = pixels.reshape(below.shape)
 
 
@@ -250,12 +251,12 @@ def feather(
     instruments: list[str | None],
     coverage: list[np.ndarray],
     strength: float,
-    combine: Callable[[list[int]], Picture],
+    combine: Callable[[list[int]], Combination],
 ) -> np.ndarray:
     """The blended sRGB picture.
 
     ``combine(indices)`` is the plain colour combine (common maximum) of the given
-    colour channels, in linear light, whole or by row blocks. Start from all of them;
+    colour channels, in linear light, made by row blocks. Start from all of them;
     for each group of channels from one instrument other than the majority's, fade
     toward the combine without that group outside the group's field.
     """
@@ -266,7 +267,8 @@ def feather(
     majority = majority_group(groups, covered_pixels)
     height, width = coverage[0].shape
     radius = max(math.floor(min(height, width) * strength), MIN_RADIUS_PX)
-    current = combine(colour_channels)  # linear light until the first blend
+    everything = combine(colour_channels)
+    current: Picture = everything  # linear light until the first blend
     blended: np.ndarray | None = None  # sRGB once blended
     for name in sorted(groups):
         if name == majority:
@@ -285,8 +287,5 @@ def feather(
         mix_lab_linear(combine(others), current, edge_weights(field, radius), out=blended)
     if blended is not None:
         return blended
-    if isinstance(current, np.ndarray):
-        return srgb_transfer(current)
-    window = current
-    whole = whole_picture(lambda rows: window(rows, _ALL), (height, width))
+    whole = whole_picture(everything, (height, width))  # no field needed feathering
     return srgb_transfer(whole, out=whole)

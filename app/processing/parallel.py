@@ -132,17 +132,21 @@ def _run_all(pieces: list[slice], work: Callable[[slice], None], elements: int) 
     queue = iter(pieces)
     lock = threading.Lock()
 
-    def drain(_: object = None) -> None:
-        while True:
-            with lock:
-                piece = next(queue, None)
-            if piece is None:
-                return
-            work(piece)
+    def drain() -> None:
+        _here.inside = True
+        try:
+            while True:
+                with lock:
+                    piece = next(queue, None)
+                if piece is None:
+                    return
+                work(piece)
+        finally:
+            _here.inside = False
 
-    helpers = [_threads().submit(_inside(drain), None) for _ in range(THREADS - 1)]
+    helpers = [_threads().submit(drain) for _ in range(THREADS - 1)]
     try:
-        _inside(drain)(None)
+        drain()
     finally:
         wait(helpers)  # none still writes when the caller sees an error
     for helper in helpers:
