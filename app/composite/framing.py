@@ -38,14 +38,11 @@ Window = tuple[int, int, int, int]
 
 @dataclass(frozen=True)
 class Rotation:
-    """A rotation clockwise on screen by ``degrees`` of a picture ``width`` x ``height``
+    """A rotation clockwise on screen (:meth:`of` a picture's size and the degrees)
     into a canvas grown to hold it (``canvas_width`` x ``canvas_height``, Pillow's
     ``expand=True`` size): canvas pixel (x, y) samples the picture at
     (a x + b y + c, d x + e y + f)."""
 
-    degrees: float
-    width: int
-    height: int
     canvas_width: int
     canvas_height: int
     coefficients: tuple[float, float, float, float, float, float]
@@ -68,7 +65,7 @@ class Rotation:
             a * -(new_w - width) / 2 + b * -(new_h - height) / 2 + c,
             d * -(new_w - width) / 2 + e * -(new_h - height) / 2 + f,
         )
-        return cls(degrees, width, height, new_w, new_h, (a, b, c, d, e, f))
+        return cls(new_w, new_h, (a, b, c, d, e, f))
 
 
 def _is_turned(degrees: float) -> bool:
