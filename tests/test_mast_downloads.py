@@ -231,6 +231,25 @@ def test_dismiss_with_files_deletes_them_and_forgets_the_job(proxy):
     assert httpx.get(f"{base}/mast/download/progress-chunked/{job_id}").status_code == 404
 
 
+def test_cancelling_a_finished_job_stops_nothing_and_says_so(proxy, standin_files):
+    base, _, _ = proxy
+    job_id = start(base, "jw02733-o001_t001_nircam_clear-f187n")
+    done = wait_done(base, job_id)
+    assert done["stage"] == "complete"
+    r = httpx.post(f"{base}/mast/download/cancel/{job_id}", json={}, timeout=TIMEOUT)
+    assert r.status_code == 200
+    assert r.json() == {
+        "job_id": job_id,
+        "status": "complete",
+        "message": "Download already complete; nothing to cancel",
+    }
+    after = wait_done(base, job_id)
+    assert after["stage"] == "complete" and after["files"] == done["files"]
+    for path in after["files"]:
+        assert Path(path).read_bytes() == standin_file(standin_files, Path(path).name)
+    httpx.delete(f"{base}/mast/download/resumable/{job_id}", params={"delete_files": "true"})
+
+
 def test_cancel_removes_only_its_own_partial_files(proxy, standin):
     base, _, _ = proxy
     control(standin, hold_downloads=True, chunk_size=8192)

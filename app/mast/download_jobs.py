@@ -583,8 +583,15 @@ class DownloadManager:
             raise NotFound(f"No download found for job {job_id}")
         if job.status in ACTIVE:
             await self._stop(job, StopReason.CANCEL)
-        else:
-            await asyncio.to_thread(self.store.cancel, job_id)
+        elif not await asyncio.to_thread(self.store.cancel, job_id):
+            # Complete or already cancelled: nothing to stop, and nothing is undone.
+            now = await asyncio.to_thread(self.store.get, job_id)
+            status = now.status if now is not None else job.status
+            return {
+                "job_id": job_id,
+                "status": str(status),
+                "message": f"Download already {status}; nothing to cancel",
+            }
         return {"job_id": job_id, "status": "cancelled", "message": "Download cancelled"}
 
     async def dismiss(self, job_id: str, delete_files: bool) -> dict[str, Any]:
