@@ -392,25 +392,34 @@ def test_disconnect_cancels_the_job_and_frees_the_worker(small_engine, stream_fi
     assert sorted(p.name for p in cache.iterdir() if p.suffix == ".npy")  # the follower's
 
 
-def test_budget_413_detail_force_downscale_and_estimate_agree(small_engine, stream_files):
-    base, _ = small_engine
-    body = three_channels(stream_files, width=4096, height=3000)
+def _too_large(stream_files) -> dict:
+    """Three channels to 4096 x 3000: over the small engine's composite memory limit."""
+    return three_channels(stream_files, width=4096, height=3000)
+
+
+def _verdict(base: str, body: dict) -> dict:
     estimate = httpx.post(base + "/composite/estimate", json=body, timeout=TIMEOUT)
     assert estimate.status_code == 200
-    verdict = estimate.json()
+    return estimate.json()
+
+
+def test_estimate_of_a_too_large_composite_is_a_fail_verdict(small_engine, stream_files):
+    base, _ = small_engine
+    body = _too_large(stream_files)
+    verdict = _verdict(base, body)
     assert verdict["status"] == "fail"
     assert type(verdict["memory_limit_mb"]) is int and verdict["memory_limit_mb"] == LIMIT_MB
     assert all(type(v) is int for v in verdict["original_shape"] + verdict["output_shape"])
     assert verdict["original_shape"] == [3000, 4096]
     assert verdict["fail_threshold"] == 0.85
     # The estimate ignores allow_force_downscale: what a render would force is a fail.
-    forced = httpx.post(
-        base + "/composite/estimate",
-        json={**body, "allow_force_downscale": True},
-        timeout=TIMEOUT,
-    )
-    assert forced.status_code == 200 and forced.json() == verdict
+    assert _verdict(base, {**body, "allow_force_downscale": True}) == verdict
 
+
+def test_413_detail_is_the_estimates_and_names_the_settings(small_engine, stream_files):
+    base, _ = small_engine
+    body = _too_large(stream_files)
+    verdict = _verdict(base, body)
     refused = httpx.post(base + "/composite/generate-nchannel", json=body, timeout=TIMEOUT)
     assert refused.status_code == 413
     detail = refused.json()["detail"]
@@ -431,10 +440,20 @@ def test_budget_413_detail_force_downscale_and_estimate_agree(small_engine, stre
     assert pct == round(factor * 100) and factor < 0.85
     assert abs(new_h - 3000 * factor) <= 1 and abs(new_w - 4096 * factor) <= 1
 
-    # The stream gives the same refusal in band, as MEMORY_BUDGET material.
+
+def test_the_stream_refuses_a_too_large_composite_in_band(small_engine, stream_files):
+    base, _ = small_engine
+    body = _too_large(stream_files)
+    detail = _verdict(base, body)["detail"]
     streamed = stream_composite(base, body)
     assert streamed.terminal == {"event": "error", "detail": detail, "status_code": 413}
 
+
+def test_force_downscale_renders_and_says_what_it_forced(small_engine, stream_files):
+    base, _ = small_engine
+    body = _too_large(stream_files)
+    verdict = _verdict(base, body)
+    new_h, new_w = verdict["output_shape"]
     forced = httpx.post(
         base + "/composite/generate-nchannel",
         json={**body, "allow_force_downscale": True},
@@ -445,7 +464,7 @@ def test_budget_413_detail_force_downscale_and_estimate_agree(small_engine, stre
     assert forced.headers["x-composite-was-downscaled"] == "true"
     assert forced.headers["x-composite-original-shape"] == "3000,4096"
     assert forced.headers["x-composite-output-shape"] == f"{new_h},{new_w}"
-    assert forced.headers["x-composite-side-factor"] == f"{factor:.3f}"
+    assert forced.headers["x-composite-side-factor"] == f"{verdict['side_factor']:.3f}"
     assert Image.open(io.BytesIO(forced.content)).size == (4096, 3000)
 
 

@@ -132,24 +132,35 @@ def test_fits_mosaic_matches_reproject_and_coadd(engine_url, mos, data_root, met
     np.testing.assert_array_equal(np.isfinite(ours), np.isfinite(theirs))
 
 
-def test_real_image_mosaic_matches_reproject_and_coadd(engine_url, mos, data_root):
-    """m13 cut into two overlapping halves and stitched again."""
+@pytest.fixture(scope="module")
+def m13_mosaic(engine_url, mos):
+    """m13 cut into two overlapping halves and stitched again: (pixels, WCS, the world
+    coordinates of every pixel as flat arrays)."""
     r = post(engine_url, "/mosaic/generate", {"files": files(mos["m13"]), "output_format": "fits"})
     assert r.status_code == 200, r.text
     with read_fits(r.content) as hdul:
         ours = hdul[0].data.astype(np.float64)
         wcs = WCS(hdul[0].header)
+    rows, cols = np.mgrid[0 : ours.shape[0], 0 : ours.shape[1]]
+    return ours, wcs, wcs.pixel_to_world_values(cols.ravel(), rows.ravel())
+
+
+def test_real_image_mosaic_agrees_with_reproject_and_coadd(m13_mosaic, mos, data_root):
+    ours, wcs, _ = m13_mosaic
     theirs = coadd([data_root / k for k in mos["m13"]], wcs, ours.shape, "mean")
     both = np.isfinite(ours) & np.isfinite(theirs)
     assert both.sum() > 0.9 * 300 * 300
     # This grid falls exactly half-way between m13's pixels, where reproject_interp's
     # samples differ from exact bilinear interpolation by up to ~1 % near bright stars
-    # (checked against scipy below); so the comparison with reproject is statistical here.
+    # (the next test is the exact check); so the comparison with reproject is statistical.
     diff = np.abs(ours[both] - theirs[both]) / np.nanmax(theirs)
     assert np.median(diff) < 1e-5 and np.percentile(diff, 99) < 2e-3
-    # Exact: the mean of scipy's bilinear interpolation of both halves at the grid pixels.
-    rows, cols = np.mgrid[0 : ours.shape[0], 0 : ours.shape[1]]
-    world = wcs.pixel_to_world_values(cols.ravel(), rows.ravel())
+
+
+def test_real_image_mosaic_is_the_mean_of_bilinear_halves(m13_mosaic, mos, data_root):
+    """Exact: the mean of scipy's bilinear interpolation of both halves at the grid's
+    pixels."""
+    ours, _, world = m13_mosaic
     total = np.zeros(ours.size)
     count = np.zeros(ours.size)
     for key in mos["m13"]:
@@ -169,8 +180,12 @@ def test_real_image_mosaic_matches_reproject_and_coadd(engine_url, mos, data_roo
     mismatch = np.isfinite(exact) != np.isfinite(ours)
     assert not mismatch[1:-1, 1:-1].any()
     assert np.nanmax(np.abs(exact - ours)) < 1e-5 * np.nanmax(exact)
-    # And the stitched sky is m13 itself: the grid is aligned with m13's pixels, so
-    # every covered mosaic pixel is one m13 pixel.
+
+
+def test_real_image_mosaic_gives_back_m13(m13_mosaic):
+    """The grid is aligned with m13's pixels, so every covered mosaic pixel is one m13
+    pixel: the stitched sky is m13 itself."""
+    ours, _, world = m13_mosaic
     with fits.open(real_image_path("m13.fits")) as hdul:
         hdu = next(h for h in hdul if h.data is not None and h.data.ndim == 2)
         original, m13_wcs = hdu.data.astype(np.float64), WCS(hdu.header).celestial
