@@ -435,6 +435,9 @@ def test_quality_metrics_follow_the_formulas():
         "spread": round(spread, 2),
         "coverage": round(coverage, 2),
     }
+
+
+def test_quality_metrics_of_an_empty_picture_are_the_floor():
     assert quality_metrics(np.zeros((50, 50, 3), dtype=np.float32)) == {
         "score": 1.0,
         "snr": 0.0,
@@ -442,12 +445,19 @@ def test_quality_metrics_follow_the_formulas():
         "spread": 0.0,
         "coverage": 0.0,
     }
-    assert (
-        quality_headers(
-            {"score": 3.0, "snr": 12.37, "balance": 0.5, "spread": 1.0, "coverage": 0.25}
-        )["X-Quality-Score"]
-        == "3.0"
+
+
+def test_quality_headers_are_the_shortest_decimal_of_each_value():
+    headers = quality_headers(
+        {"score": 3.0, "snr": 12.37, "balance": 0.5, "spread": 1.0, "coverage": 0.25}
     )
+    assert headers == {
+        "X-Quality-Score": "3.0",
+        "X-Quality-SNR": "12.37",
+        "X-Quality-Balance": "0.5",
+        "X-Quality-Spread": "1.0",
+        "X-Quality-Coverage": "0.25",
+    }
 
 
 def test_framing_rotation_and_letterbox():
