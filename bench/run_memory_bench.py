@@ -83,6 +83,7 @@ def main() -> int:
                 continue
             response.raise_for_status()
             print(f"{name:<20} {time.perf_counter() - start:6.2f} s", flush=True)
+            settle(proc.pid, 1.0)  # what each job leaves behind
         after = settle(proc.pid)
         results = {
             "fresh_tree_mb": fresh / MB,

@@ -136,6 +136,23 @@ def test_memory_is_given_back_or_the_worker_replaced():
     run(scenario())
 
 
+def test_what_a_job_leaves_in_reference_cycles_is_freed_after_it():
+    async def scenario():
+        pool = await started(workers=1, recycle_bytes=4 << 30)
+        try:
+            worker = pool._all[0]
+            assert await pool.run(jobs.leave_a_cycle, 400) == worker.pid
+            while worker.trimming:
+                await asyncio.sleep(0.01)
+            # 400 MB of 8 MB arrays in a cycle: freed at once, not at some later collection.
+            assert worker.rss > 0 and worker.rss - worker.fresh_rss < 100 * MB
+            assert psutil.Process(worker.pid).memory_info().rss - worker.fresh_rss < 100 * MB
+        finally:
+            await pool.stop()
+
+    run(scenario())
+
+
 def test_stop_ends_every_worker():
     async def scenario():
         pool = await started()

@@ -30,6 +30,14 @@ def allocate(megabytes: int, keep: bool) -> int:
     return os.getpid()
 
 
+def leave_a_cycle(megabytes: int) -> int:
+    """Leave ``megabytes`` of large arrays in a reference cycle, as astropy's and
+    photutils' objects do; only the cyclic collector frees them."""
+    holder: dict = {"arrays": [np.ones(8 << 17) for _ in range(megabytes // 8)]}
+    holder["self"] = holder
+    return os.getpid()
+
+
 def cooperative(job=None) -> str:
     """Checks its cancel flag every 10 ms, for at most an hour."""
     for _ in range(360_000):
