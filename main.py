@@ -15,6 +15,7 @@ from app.config import Settings, load_settings
 from app.discovery.routes import router as discovery_router
 from app.mosaic.routes import MOSAIC_OUTPUT_DIR, sweep_stale_outputs
 from app.mosaic.routes import router as mosaic_router
+from app.processing.header_limits import MAX_HEADER_CARDS
 from app.semantic.routes import router as semantic_router
 from app.semantic.search_service import SemanticService
 from app.storage.temp_cache import TempCache
@@ -65,7 +66,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.pool.stop()
 
-    return build_app(SERVICE, settings, lifespan, settings.ENGINE_MAX_BODY_BYTES)
+    limits = [
+        f"FITS images: at most {settings.MAX_FITS_ARRAY_ELEMENTS:,} elements each, and files"
+        f" of at most {settings.MAX_FITS_FILE_SIZE_MB:,} MB (413 beyond); a whole-file"
+        " compressed input counts at its decompressed size.",
+        f"FITS headers: at most {MAX_HEADER_CARDS:,} cards each (413 beyond), counted"
+        " before a header is parsed.",
+        f"Every job: at most {settings.ENGINE_JOB_TIME_LIMIT_SECONDS:g} s in a worker (504"
+        " beyond); a request that cannot be admitted now is 429 with Retry-After.",
+    ]
+    return build_app(SERVICE, settings, lifespan, settings.ENGINE_MAX_BODY_BYTES, limits)
 
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from app.app_factory import Service, build_app
 from app.config import Settings, load_settings
 from app.mast.download_jobs import DownloadManager
-from app.mast.mast_service import MastService
+from app.mast.mast_service import RECENT_PAGE_SIZE, SEARCH_PAGE_SIZE, MastService
 from app.mast.routes import router as mast_router
 
 DESCRIPTION = """The light half of the JWST data backend: it searches the MAST archive
@@ -54,7 +54,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.downloads.shutdown()
             app.state.mast.close()
 
-    return build_app(SERVICE, settings, lifespan, settings.MAST_MAX_BODY_BYTES)
+    limits = [
+        "MAST identifiers: an obs_id is letters, digits, '.', '_' and '-' (at most 200"
+        " characters), a program id 1-6 digits; never wildcards (422 otherwise).",
+        f"Searches: one page of at most {SEARCH_PAGE_SIZE:,} rows ({RECENT_PAGE_SIZE:,} for"
+        f" recent releases), within {settings.MAST_SEARCH_TIMEOUT:g} s (504 beyond).",
+    ]
+    return build_app(SERVICE, settings, lifespan, settings.MAST_MAX_BODY_BYTES, limits)
 
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

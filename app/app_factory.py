@@ -36,14 +36,25 @@ class Service:
     routers: Sequence[APIRouter]
 
 
-def build_app(service: Service, settings: Settings, lifespan, max_body_bytes: int) -> FastAPI:
+def build_app(
+    service: Service,
+    settings: Settings,
+    lifespan,
+    max_body_bytes: int,
+    limits: Sequence[str] = (),
+) -> FastAPI:
     """A FastAPI app with the common parts and the service's routers. Request bodies
-    over ``max_body_bytes`` are refused (413) before they are held in memory."""
+    over ``max_body_bytes`` are refused (413) before they are held in memory. The docs'
+    description ends with the limits in force: the body size and ``limits`` (one
+    sentence each, from the settings the app runs with)."""
     title = service.title
     app = FastAPI(
         title=title,
         version="1.0.0",
-        description=service.description,
+        description=describe(
+            service.description,
+            [f"Request bodies: at most {max_body_bytes:,} bytes (413 beyond).", *limits],
+        ),
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
@@ -68,6 +79,15 @@ def build_app(service: Service, settings: Settings, lifespan, max_body_bytes: in
     for router in service.routers:
         app.include_router(router)
     return app
+
+
+def describe(description: str, limits: Sequence[str]) -> str:
+    """A service's description followed by its limits, as a Markdown list."""
+    return (
+        description
+        + "\n\n**Limits** (from this deployment's settings):\n\n"
+        + "\n".join(f"- {limit}" for limit in limits)
+    )
 
 
 class RequestPins:

@@ -15,6 +15,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from app.config import Settings
+from app.mast.mast_service import SEARCH_PAGE_SIZE
+from app.processing.header_limits import MAX_HEADER_CARDS
 from tests.support.servers import run_service
 from tests.support.synthetic import make_jwst_image
 
@@ -75,6 +78,34 @@ def test_specs_are_complete(which, engine_url, mast_url):
             assert model.get("examples") or content.get("examples") or content.get("example"), (
                 f"{where}: no example body"
             )
+
+
+def test_descriptions_state_the_limits_in_force(data_root):
+    """Each service's docs end with the limits of the settings it runs with."""
+    from main import create_app as engine_app
+    from main_mast import create_app as mast_app
+
+    engine = engine_app(
+        Settings(
+            STORAGE_BASE_PATH=data_root,
+            ENGINE_MAX_BODY_BYTES=3 * 2**20,
+            MAX_FITS_ARRAY_ELEMENTS=12_345_678,
+            MAX_FITS_FILE_SIZE_MB=777,
+            ENGINE_JOB_TIME_LIMIT_SECONDS=42,
+        )
+    ).openapi()["info"]["description"]
+    assert "**Limits**" in engine
+    assert "Request bodies: at most 3,145,728 bytes (413 beyond)." in engine
+    assert "at most 12,345,678 elements each, and files of at most 777 MB" in engine
+    assert f"at most {MAX_HEADER_CARDS:,} cards each (413 beyond)" in engine
+    assert "Every job: at most 42 s in a worker (504 beyond)" in engine
+
+    mast = mast_app(
+        Settings(STORAGE_BASE_PATH=data_root, MAST_MAX_BODY_BYTES=65_536, MAST_SEARCH_TIMEOUT=9)
+    ).openapi()["info"]["description"]
+    assert "Request bodies: at most 65,536 bytes (413 beyond)." in mast
+    assert "never wildcards (422 otherwise)" in mast
+    assert f"one page of at most {SEARCH_PAGE_SIZE:,} rows" in mast and "within 9 s (504" in mast
 
 
 def test_binary_responses_declare_media_types(engine_url):
