@@ -67,9 +67,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.pool.stop()
 
     limits = [
-        f"FITS images: at most {settings.MAX_FITS_ARRAY_ELEMENTS:,} elements each, and files"
-        f" of at most {settings.MAX_FITS_FILE_SIZE_MB:,} MB (413 beyond); a whole-file"
-        " compressed input counts at its decompressed size.",
+        f"FITS images: at most {settings.MAX_FITS_ARRAY_ELEMENTS:,} elements each (413"
+        " beyond); a whole-file compressed input counts at its decompressed size.",
+        f"Composite and mosaic inputs, and files fetched from S3: at most"
+        f" {settings.MAX_FITS_FILE_SIZE_MB:,} MB each (413 beyond).",
         f"FITS headers: at most {MAX_HEADER_CARDS:,} cards each (413 beyond), counted"
         " before a header is parsed.",
         f"Every job: at most {settings.ENGINE_JOB_TIME_LIMIT_SECONDS:g} s in a worker (504"

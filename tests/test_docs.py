@@ -96,7 +96,8 @@ def test_descriptions_state_the_limits_in_force(data_root):
     ).openapi()["info"]["description"]
     assert "**Limits**" in engine
     assert "Request bodies: at most 3,145,728 bytes (413 beyond)." in engine
-    assert "at most 12,345,678 elements each, and files of at most 777 MB" in engine
+    assert "at most 12,345,678 elements each (413 beyond)" in engine
+    assert "files fetched from S3: at most 777 MB each" in engine
     assert f"at most {MAX_HEADER_CARDS:,} cards each (413 beyond)" in engine
     assert "Every job: at most 42 s in a worker (504 beyond)" in engine
 
