@@ -36,7 +36,7 @@ def warm_up() -> None:
     import app.processing.render  # noqa: F401
 
     # Everything loaded so far lives as long as the worker: keep it out of the
-    # collections that follow each job (see release_memory).
+    # collections that follow some jobs (see MemoryRelease).
     gc.collect()
     gc.freeze()
 
@@ -71,16 +71,35 @@ def trim_memory() -> None:
         libc.malloc_trim(0)
 
 
-def release_memory() -> None:
-    """Free everything a finished job left behind, then give the pages back.
+#: Trimming left the worker this much above where it settled after the last
+#: collection: the job probably left arrays in reference cycles, so collect them.
+COLLECT_ABOVE = 32 * 1024 * 1024
 
-    Objects in reference cycles (astropy's and photutils' objects keep whole images
-    in cycles: a segmentation leaves four 4096^2 float32 arrays) are freed only by
-    the cyclic collector, which otherwise runs at some later allocation; so collect
-    first, then trim. What the worker holds for good was frozen at start-up
-    (:func:`warm_up`), so a collection walks only the job's own objects."""
-    gc.collect()
-    trim_memory()
+
+class MemoryRelease:
+    """Gives back what a finished job leaves behind; ``release()`` returns the RSS.
+
+    ``malloc_trim`` returns freed heap pages. Objects in reference cycles are freed
+    only by the cyclic collector, which otherwise runs at some later allocation, and
+    astropy's and photutils' objects keep whole images in cycles (a segmentation
+    leaves four 4096^2 float32 arrays). A full collection costs tens of milliseconds
+    once photutils is loaded, more than a small job, so it runs only when trimming
+    leaves the worker :data:`COLLECT_ABOVE` above where it settled; what the worker
+    holds for good was frozen at start-up (:func:`warm_up`), out of its reach."""
+
+    def __init__(self) -> None:
+        self.settled = current_rss()
+
+    def release(self) -> int:
+        trim_memory()
+        rss = current_rss()
+        if rss - self.settled > COLLECT_ABOVE:
+            gc.collect()
+            trim_memory()
+            rss = self.settled = current_rss()
+        else:
+            self.settled = min(self.settled, rss)
+        return rss
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -103,7 +122,8 @@ def worker_main(conn: Any, events: Any, flags: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     install_in_worker(events, flags)
     warm_up()
-    conn.send(("ready", os.getpid(), current_rss()))
+    memory = MemoryRelease()
+    conn.send(("ready", os.getpid(), memory.settled))
     while True:
         try:
             message = conn.recv()
@@ -125,8 +145,8 @@ def worker_main(conn: Any, events: Any, flags: Any) -> None:
             return
         # The answer is on its way; now give memory back, then say we are free.
         del reply, fn, args, kwargs
-        release_memory()
+        rss = memory.release()
         try:
-            conn.send(("idle", current_rss()))
+            conn.send(("idle", rss))
         except (EOFError, OSError):
             return

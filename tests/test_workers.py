@@ -153,6 +153,31 @@ def test_what_a_job_leaves_in_reference_cycles_is_freed_after_it():
     run(scenario())
 
 
+def test_the_collector_runs_only_when_a_job_leaves_memory_held(monkeypatch):
+    import gc
+
+    import numpy as np
+
+    from app import worker_process
+
+    collections = []
+    collect = gc.collect
+    monkeypatch.setattr(gc, "collect", lambda *a: collections.append(1) or collect(*a))
+    memory = worker_process.MemoryRelease()
+    small = {"data": np.ones(1 << 14)}
+    small["self"] = small  # a small cycle: trimming is enough, no collection
+    del small
+    memory.release()
+    assert collections == []
+    big = {"data": [np.ones(1 << 20) for _ in range(12)]}  # 96 MB in a cycle
+    big["self"] = big
+    del big
+    held = worker_process.current_rss()  # the cycle is garbage, but still resident
+    rss = memory.release()
+    assert collections == [1]
+    assert held - rss > 80 * MB and memory.settled == rss
+
+
 def test_stop_ends_every_worker():
     async def scenario():
         pool = await started()
