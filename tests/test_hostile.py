@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import httpx
@@ -18,14 +19,39 @@ from app.processing.avm import embed_xmp_jpeg
 MB = 1024 * 1024
 
 
-def server_rss(base: str) -> int:
+def server_process(base: str) -> psutil.Process:
     port = int(base.rsplit(":", 1)[1])
     owner = next(
         c.pid
         for c in psutil.net_connections("tcp")
         if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
     )
-    return psutil.Process(owner).memory_info().rss
+    return psutil.Process(owner)
+
+
+def server_rss(base: str) -> int:
+    return server_process(base).memory_info().rss
+
+
+class PeakRss:
+    """The largest RSS a process reaches while the block runs (sampled every 5 ms)."""
+
+    def __init__(self, process: psutil.Process) -> None:
+        self.process, self.peak = process, process.memory_info().rss
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.005):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def test_a_huge_body_is_refused_before_it_is_held(mast_url):
@@ -193,6 +219,65 @@ def test_huge_headers_are_parsed_in_workers_not_in_the_server(engine_url, scratc
         assert r.status_code == 413
         assert r.json()["detail"].startswith("FITS header too large:")
     assert server_rss(engine_url) - before < 40 * MB
+
+
+def _wide_tables(path: Path, tables: int, columns: int, keywords: int = 0) -> None:
+    """A FITS file of ``tables`` empty binary tables of ``columns`` columns and
+    ``keywords`` more cards each, written as header bytes (astropy would take longer
+    to write it than to read it)."""
+    from astropy.io import fits
+
+    def card(key: str, value) -> str:
+        text = f"'{value:<8}'" if isinstance(value, str) else f"{value:>20}"
+        return f"{key:<8}= {text}".ljust(80)
+
+    cards = [card("XTENSION", "BINTABLE"), card("BITPIX", 8), card("NAXIS", 2)]
+    cards += [card("NAXIS1", 4 * columns), card("NAXIS2", 0), card("PCOUNT", 0)]
+    cards += [card("GCOUNT", 1), card("TFIELDS", columns)]
+    for i in range(1, columns + 1):
+        cards += [card(f"TTYPE{i}", f"C{i}"), card(f"TFORM{i}", "E")]
+    cards += [card(f"K{i:07d}", "a value of some length") for i in range(keywords)]
+    text = "".join(cards) + "END".ljust(80)
+    header = (text + " " * (-len(text) % 2880)).encode("ascii")
+    path.write_bytes(fits.PrimaryHDU().header.tostring().encode("ascii") + header * tables)
+
+
+def test_table_headers_are_parsed_in_a_worker_admitted_for_their_cards(engine_url, scratch):
+    """40 tables with 2,400 header cards each (96,000 cards): astropy's objects for them
+    cost over 100 MB, which the server process never holds (its answer is small); the
+    answer is still every table."""
+    _wide_tables(scratch.path / "wide.fits", 40, 10, keywords=2400)
+    server = server_process(engine_url)
+    before = server.memory_info().rss
+    with PeakRss(server) as peak:
+        r = httpx.get(
+            engine_url + "/analysis/table-info",
+            params={"file_path": scratch.key("wide.fits")},
+            timeout=300,
+        )
+    assert r.status_code == 200, r.text[:300]
+    listed = r.json()["table_hdus"]
+    assert [t["index"] for t in listed] == list(range(1, 41))
+    assert all(t["n_columns"] == 10 and t["n_rows"] == 0 for t in listed)
+    assert peak.peak - before < 40 * MB
+
+
+def test_table_info_estimate_counts_the_cards(data_root, scratch):
+    """On an engine whose budget holds a header job but not 96,000 cards' objects, the
+    request is refused for its cost (413), not run past it."""
+    from main import create_app
+
+    _wide_tables(scratch.path / "wide.fits", 40, 10, keywords=2400)
+    settings = Settings(
+        STORAGE_BASE_PATH=data_root, ENGINE_WORKERS=1, ENGINE_MEMORY_BUDGET_BYTES=160 * MB
+    )
+    with TestClient(create_app(settings)) as client:
+        r = client.get("/analysis/table-info", params={"file_path": scratch.key("wide.fits")})
+        assert r.status_code == 413, r.text[:300]
+        assert "memory budget" in r.json()["detail"]
+        _wide_tables(scratch.path / "narrow.fits", 2, 10)
+        r = client.get("/analysis/table-info", params={"file_path": scratch.key("narrow.fits")})
+        assert r.status_code == 200 and len(r.json()["table_hdus"]) == 2
 
 
 def test_compression_bombs_are_counted_and_bounded(data_root, scratch):

@@ -6,7 +6,6 @@ import os
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from starlette.concurrency import run_in_threadpool
 
 from app.analysis import detection_jobs, tables
 from app.analysis.models import (
@@ -115,13 +114,18 @@ async def detect(
     "/table-info",
     response_model=TableInfoResponse,
     summary="Tables in a FITS file",
-    responses=error_responses(400, 403, 404, 422),
+    responses=error_responses(400, 403, 404, 413, 422, 429),
 )
-async def table_info(file_path: FilePath, storage: StorageDep):
+async def table_info(file_path: FilePath, storage: StorageDep, pool: PoolDep):
     """Every table HDU of the file with its columns (FITS TFORM, unit, TDISP, array
-    shapes); no row is read."""
+    shapes); no row is read. The headers are parsed in a worker, admitted for what
+    their card count costs (a file of thousands of wide tables is 413 on a small
+    engine)."""
     path = await resolve_file(storage, file_path)
-    return await run_in_threadpool(tables.table_info, str(path))
+    cards = await pool.run(tables.header_cards, str(path), estimate_bytes=HEADER_JOB_BYTES)
+    return await pool.run(
+        tables.table_info, str(path), estimate_bytes=tables.estimate_table_info_bytes(cards)
+    )
 
 
 @router.get(

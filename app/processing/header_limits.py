@@ -33,38 +33,44 @@ Stream = BinaryIO | gzip.GzipFile
 _STRUCTURE = (b"BITPIX  ", b"NAXIS", b"PCOUNT  ", b"GCOUNT  ")
 
 
-def check_header_cards(path: str | os.PathLike[str], max_cards: int = MAX_HEADER_CARDS) -> None:
-    """413 when a header of the file holds more than ``max_cards`` cards.
+def check_header_cards(path: str | os.PathLike[str], max_cards: int = MAX_HEADER_CARDS) -> int:
+    """413 when a header of the file holds more than ``max_cards`` cards; else the
+    number of cards of the headers walked (what parsing them all would cost).
 
-    Plain and gzip files are walked; other compressions are left to astropy. A file
-    that ends early simply ends the walk (the readers report damage themselves).
+    Plain and gzip files are walked; other compressions are left to astropy (0). A
+    file that ends early simply ends the walk (the readers report damage themselves).
     """
     with open(path, "rb") as raw:
         magic = raw.read(2)
         raw.seek(0)
         if magic == b"\x1f\x8b":
             with gzip.GzipFile(fileobj=raw) as stream:
-                _walk(stream, max_cards, GZIP_WALK_BYTES)
+                return _walk(stream, max_cards, GZIP_WALK_BYTES)
         elif magic == b"SI":
-            _walk(raw, max_cards, None)
+            return _walk(raw, max_cards, None)
+    return 0
 
 
-def _walk(stream: Stream, max_cards: int, budget: int | None) -> None:
-    position = 0
+def _walk(stream: Stream, max_cards: int, budget: int | None) -> int:
+    position = total = 0
     for index in range(MAX_HDUS):
         if budget is not None and position > budget:
-            return
-        structure = _read_header(stream, max_cards, index)
-        if structure is None:
-            return
+            break
+        header = _read_header(stream, max_cards, index)
+        if header is None:
+            break
+        structure, cards = header
+        total += cards
         data = math.ceil(_data_bytes(structure) / BLOCK) * BLOCK
         if data:
             stream.seek(data, os.SEEK_CUR)
         position = stream.tell()
+    return total
 
 
-def _read_header(stream: Stream, max_cards: int, index: int) -> dict[str, int] | None:
-    """The structural keywords of the next header; None at the end of the file."""
+def _read_header(stream: Stream, max_cards: int, index: int) -> tuple[dict[str, int], int] | None:
+    """The structural keywords and the card count of the next header; None at the end
+    of the file."""
     structure: dict[str, int] = {}
     cards = 0
     while True:
@@ -74,7 +80,7 @@ def _read_header(stream: Stream, max_cards: int, index: int) -> dict[str, int] |
         for start in range(0, BLOCK, CARD):
             image = block[start : start + CARD]
             if image.startswith(b"END     ") or image.rstrip() == b"END":
-                return structure
+                return structure, cards
             cards += 1
             if image.startswith(_STRUCTURE):
                 _keep(structure, image)
