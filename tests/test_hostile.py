@@ -264,7 +264,7 @@ def test_table_headers_are_parsed_in_a_worker_admitted_for_their_cards(engine_ur
 
 def test_table_info_estimate_counts_the_cards(data_root, scratch):
     """On an engine whose budget holds a header job but not 96,000 cards' objects, the
-    request is refused for its cost (413), not run past it."""
+    table requests are refused for their cost (413), not run past it."""
     from main import create_app
 
     _wide_tables(scratch.path / "wide.fits", 40, 10, keywords=2400)
@@ -272,9 +272,14 @@ def test_table_info_estimate_counts_the_cards(data_root, scratch):
         STORAGE_BASE_PATH=data_root, ENGINE_WORKERS=1, ENGINE_MEMORY_BUDGET_BYTES=160 * MB
     )
     with TestClient(create_app(settings)) as client:
-        r = client.get("/analysis/table-info", params={"file_path": scratch.key("wide.fits")})
-        assert r.status_code == 413, r.text[:300]
-        assert "memory budget" in r.json()["detail"]
+        for path, extra in (
+            ("/analysis/table-info", {}),
+            ("/analysis/table-data", {"hdu_index": 1}),
+            ("/analysis/spectral-data", {"hdu_index": 1}),
+        ):
+            r = client.get(path, params={"file_path": scratch.key("wide.fits"), **extra})
+            assert r.status_code == 413, (path, r.text[:300])
+            assert "memory budget" in r.json()["detail"]
         _wide_tables(scratch.path / "narrow.fits", 2, 10)
         r = client.get("/analysis/table-info", params={"file_path": scratch.key("narrow.fits")})
         assert r.status_code == 200 and len(r.json()["table_hdus"]) == 2

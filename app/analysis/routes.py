@@ -22,7 +22,7 @@ from app.deps import PoolDep, SettingsDep, StorageDep, resolve_file
 from app.errors import BadRequest
 from app.http_errors import error_responses
 from app.processing.detection import METHODS
-from app.workers import HEADER_JOB_BYTES
+from app.workers import HEADER_JOB_BYTES, WorkerPool
 
 router = APIRouter(prefix="/analysis", tags=["Analysis"])
 
@@ -40,6 +40,14 @@ FilePath = Annotated[
 def _file_job_bytes(path, factor: float = 2.0) -> int:
     """A job reading (part of) one file: its size times ``factor``, plus a margin."""
     return int(os.path.getsize(path) * factor + 64 * MB)
+
+
+async def _table_job_bytes(pool: WorkerPool, path, factor: float) -> int:
+    """A job on a file's tables: :func:`_file_job_bytes` plus astropy's objects for
+    every header card of the file (counted in a worker, without parsing), which a file
+    of many wide or long headers makes the larger part."""
+    cards = await pool.run(tables.header_cards, str(path), estimate_bytes=HEADER_JOB_BYTES)
+    return _file_job_bytes(path, factor) + tables.header_objects_bytes(cards)
 
 
 @router.post(
@@ -122,17 +130,15 @@ async def table_info(file_path: FilePath, storage: StorageDep, pool: PoolDep):
     their card count costs (a file of thousands of wide tables is 413 on a small
     engine)."""
     path = await resolve_file(storage, file_path)
-    cards = await pool.run(tables.header_cards, str(path), estimate_bytes=HEADER_JOB_BYTES)
-    return await pool.run(
-        tables.table_info, str(path), estimate_bytes=tables.estimate_table_info_bytes(cards)
-    )
+    estimate = await _table_job_bytes(pool, path, 0.0)  # no row is read
+    return await pool.run(tables.table_info, str(path), estimate_bytes=estimate)
 
 
 @router.get(
     "/table-data",
     response_model=TableDataResponse,
     summary="A page of table rows",
-    responses=error_responses(400, 403, 404, 422, 429),
+    responses=error_responses(400, 403, 404, 413, 422, 429),
 )
 async def table_data(
     *,
@@ -162,7 +168,7 @@ async def table_data(
         sort_column,
         sort_direction,
         search,
-        estimate_bytes=_file_job_bytes(path, 1.5),
+        estimate_bytes=await _table_job_bytes(pool, path, 1.5),
     )
 
 
@@ -170,7 +176,7 @@ async def table_data(
     "/spectral-data",
     response_model=SpectralDataResponse,
     summary="A 1-D spectrum from a table HDU",
-    responses=error_responses(400, 403, 404, 422, 429),
+    responses=error_responses(400, 403, 404, 413, 422, 429),
 )
 async def spectral(
     *,
@@ -182,6 +188,5 @@ async def spectral(
     """The wavelength column first, then FLUX, FLUX_ERROR, SURF_BRIGHT, DQ and the other
     spectral columns of a JWST x1d table that are present; non-finite values are null."""
     path = await resolve_file(storage, file_path)
-    return await pool.run(
-        tables.spectral_data, str(path), hdu_index, estimate_bytes=_file_job_bytes(path, 3.0)
-    )
+    estimate = await _table_job_bytes(pool, path, 3.0)
+    return await pool.run(tables.spectral_data, str(path), hdu_index, estimate_bytes=estimate)

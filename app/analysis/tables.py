@@ -25,9 +25,9 @@ from app.errors import BadRequest
 from app.processing.fits_io import open_fits
 from app.processing.header_limits import check_header_cards
 
-#: What astropy holds for each header card while the tables of a file are described
-#: (its Card and Column objects): measured 2.2 kB a card on 100 tables of 999 columns.
-TABLE_INFO_BYTES_PER_CARD = 2560
+#: What astropy holds for each header card it parses (its Card objects, and Column
+#: objects for tables): measured 2.2 kB a card on 100 tables of 999 columns.
+HEADER_BYTES_PER_CARD = 2560
 
 SPECTRAL_COLUMNS = (
     "WAVELENGTH",
@@ -98,9 +98,9 @@ def header_cards(path: str | os.PathLike[str]) -> int:
     return check_header_cards(path)
 
 
-def estimate_table_info_bytes(cards: int) -> int:
-    """Memory of :func:`table_info` on a file whose headers hold ``cards`` cards."""
-    return 64 * 1024 * 1024 + cards * TABLE_INFO_BYTES_PER_CARD
+def header_objects_bytes(cards: int) -> int:
+    """Memory of astropy's objects for headers of ``cards`` cards in all."""
+    return cards * HEADER_BYTES_PER_CARD
 
 
 def table_info(path: str | os.PathLike[str]) -> TableInfoResponse:
