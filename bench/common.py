@@ -77,7 +77,7 @@ def summary(times: list[float]) -> dict:
     }
 
 
-class _Sampler:
+class Sampler:
     """Calls ``self.sample()`` every ``interval`` seconds in a thread while the block runs."""
 
     interval = 0.01
@@ -103,7 +103,7 @@ class _Sampler:
         self._thread.join()
 
 
-class HealthProbe(_Sampler):
+class HealthProbe(Sampler):
     """Polls ``/health`` every 10 ms while the block runs."""
 
     def __init__(self, base: str) -> None:
@@ -140,7 +140,7 @@ def health_line(when: str, h: dict) -> str:
     )
 
 
-class RssSampler(_Sampler):
+class RssSampler(Sampler):
     """Samples the resident memory of a process and its children every 20 ms.
 
     ``peak_worker_mb`` is the largest RSS any single child (a worker process)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import httpx
@@ -15,6 +14,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.errors import BadRequest
 from app.processing.avm import embed_xmp_jpeg
+from bench.common import Sampler
 
 MB = 1024 * 1024
 
@@ -33,25 +33,17 @@ def server_rss(base: str) -> int:
     return server_process(base).memory_info().rss
 
 
-class PeakRss:
+class PeakRss(Sampler):
     """The largest RSS a process reaches while the block runs (sampled every 5 ms)."""
 
+    interval = 0.005
+
     def __init__(self, process: psutil.Process) -> None:
+        super().__init__()
         self.process, self.peak = process, process.memory_info().rss
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def _sample(self) -> None:
-        while not self._done.wait(0.005):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._done.set()
-        self._thread.join()
+    def sample(self) -> None:
+        self.peak = max(self.peak, self.process.memory_info().rss)
 
 
 def test_a_huge_body_is_refused_before_it_is_held(mast_url):
