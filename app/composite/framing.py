@@ -72,6 +72,14 @@ def _is_turned(degrees: float) -> bool:
     return abs(degrees) > 0.01
 
 
+def _cut(pixels: np.ndarray, window: Window | None) -> np.ndarray:
+    """The window of a picture (all of it for None)."""
+    if window is None:
+        return pixels
+    left, top, right, bottom = window
+    return pixels[top:bottom, left:right]
+
+
 def rotate(pixels: np.ndarray, degrees: float, window: Window | None = None) -> np.ndarray:
     """Rotate an 8-bit picture clockwise on screen by ``degrees`` (bilinear, Pillow); the
     canvas grows to hold the whole picture and the new corners are black.
@@ -84,7 +92,7 @@ def rotate(pixels: np.ndarray, degrees: float, window: Window | None = None) -> 
     made: each canvas pixel depends on its own position only, so the part is exactly
     the same rows and columns of the whole."""
     if not _is_turned(degrees):
-        return pixels if window is None else pixels[window[1] : window[3], window[0] : window[2]]
+        return _cut(pixels, window)
     from PIL import Image
 
     source = Image.fromarray(pixels)
@@ -95,8 +103,7 @@ def rotate(pixels: np.ndarray, degrees: float, window: Window | None = None) -> 
             180.0: Image.Transpose.ROTATE_180,
             270.0: Image.Transpose.ROTATE_90,
         }
-        turned = np.asarray(source.transpose(quarter[turns]))
-        return turned if window is None else turned[window[1] : window[3], window[0] : window[2]]
+        return _cut(np.asarray(source.transpose(quarter[turns])), window)
     h, w = pixels.shape[:2]
     rotation = Rotation.of(w, h, degrees)
     left, top, right, bottom = window or (0, 0, rotation.canvas_width, rotation.canvas_height)

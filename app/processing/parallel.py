@@ -17,6 +17,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from typing import TypeVar, cast, overload
 
 import numpy as np
@@ -74,7 +75,7 @@ def map_chunks(
     """
     chunks = (values[start : start + CHUNK] for start in range(0, values.size, CHUNK))
     results: Iterator[R]
-    if values.size < PARALLEL_MIN or THREADS == 1 or getattr(_here, "inside", False):
+    if values.size < PARALLEL_MIN or THREADS == 1 or _nested():
         results = map(fn, chunks)
     else:
         results = _threads().map(_inside(fn), chunks)
@@ -106,24 +107,35 @@ def each_chunk(size: int, work: Callable[[slice], None]) -> None:
     _run_all(parts, work, size)
 
 
+def _nested() -> bool:
+    """Whether this thread is running a piece already (a piece that itself asks for
+    pieces runs them in its own thread: waiting on the pool from inside the pool could
+    leave every thread waiting)."""
+    return bool(getattr(_here, "inside", False))
+
+
+@contextmanager
+def _running_pieces() -> Iterator[None]:
+    """This thread marked, for the block, as running pieces (see :func:`_nested`)."""
+    _here.inside = True
+    try:
+        yield
+    finally:
+        _here.inside = False
+
+
 def _inside(fn: Callable[[P], R]) -> Callable[[P], R]:
     """``fn`` marked, while it runs, as running on the pool."""
 
     def run(arg: P) -> R:
-        _here.inside = True
-        try:
+        with _running_pieces():
             return fn(arg)
-        finally:
-            _here.inside = False
 
     return run
 
 
 def _run_all(pieces: list[slice], work: Callable[[slice], None], elements: int) -> None:
-    # A piece that itself asks for pieces runs them in its own thread: waiting on the
-    # pool from inside the pool could leave every thread waiting.
-    nested = getattr(_here, "inside", False)
-    if elements < PARALLEL_MIN or THREADS == 1 or len(pieces) <= 1 or nested:
+    if elements < PARALLEL_MIN or THREADS == 1 or len(pieces) <= 1 or _nested():
         for piece in pieces:
             work(piece)
         return
@@ -133,16 +145,13 @@ def _run_all(pieces: list[slice], work: Callable[[slice], None], elements: int) 
     lock = threading.Lock()
 
     def drain() -> None:
-        _here.inside = True
-        try:
+        with _running_pieces():
             while True:
                 with lock:
                     piece = next(queue, None)
                 if piece is None:
                     return
                 work(piece)
-        finally:
-            _here.inside = False
 
     helpers = [_threads().submit(drain) for _ in range(THREADS - 1)]
     try:
