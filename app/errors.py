@@ -14,6 +14,11 @@ class ServiceError(Exception):
 
     status_code: int = 400
 
+    def __init_subclass__(cls, status: int | None = None, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status_code = status
+
     def __init__(
         self, detail: str, *, status_code: int | None = None, headers: dict[str, str] | None = None
     ) -> None:
@@ -31,42 +36,32 @@ def _rebuild(cls, detail, status_code, headers):
     return cls(detail, status_code=status_code, headers=headers)
 
 
-class BadRequest(ServiceError):
+class BadRequest(ServiceError, status=400):
     """The request, or the file it names, cannot be processed (400)."""
 
-    status_code = 400
 
-
-class AccessDenied(ServiceError):
+class AccessDenied(ServiceError, status=403):
     """A storage key tries to leave the storage root (403)."""
 
-    status_code = 403
 
-
-class NotFound(ServiceError):
+class NotFound(ServiceError, status=404):
     """The named file, job or record does not exist (404)."""
 
-    status_code = 404
+
+class Conflict(ServiceError, status=409):
+    """The request clashes with work already under way (409)."""
 
 
-class Conflict(ServiceError):
-    status_code = 409
-
-
-class PayloadTooLarge(ServiceError):
+class PayloadTooLarge(ServiceError, status=413):
     """The request can never be served within the configured limits (413)."""
 
-    status_code = 413
+
+class Unprocessable(ServiceError, status=422):
+    """The request is well-formed JSON but its values are not acceptable (422)."""
 
 
-class Unprocessable(ServiceError):
-    status_code = 422
-
-
-class Busy(ServiceError):
+class Busy(ServiceError, status=429):
     """The request would fit, but not now: try again after ``retry_after`` s (429)."""
-
-    status_code = 429
 
     def __init__(
         self,
@@ -81,21 +76,17 @@ class Busy(ServiceError):
         super().__init__(detail, status_code=status_code, headers=merged)
 
 
-class UpstreamError(ServiceError):
+class UpstreamError(ServiceError, status=502):
     """A service we depend on (MAST, S3) failed or could not be reached (502)."""
 
-    status_code = 502
+
+class ServiceUnavailable(ServiceError, status=503):
+    """A part the request needs is missing or not ready (503)."""
 
 
-class ServiceUnavailable(ServiceError):
-    status_code = 503
+class UpstreamTimeout(ServiceError, status=504):
+    """A service we depend on (MAST, S3) did not answer in time (504)."""
 
 
-class UpstreamTimeout(ServiceError):
-    status_code = 504
-
-
-class TimeLimitExceeded(ServiceError):
+class TimeLimitExceeded(ServiceError, status=504):
     """A computation ran past its time limit and was stopped (504)."""
-
-    status_code = 504

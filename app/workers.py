@@ -499,7 +499,7 @@ class WorkerPool:
                 *args,
                 estimate_bytes=estimate_bytes,
                 queued=queued,
-                on_wait=on_wait,
+                on_wait=None if waiting is None else on_wait,
                 wait_tick=wait_tick,
                 job=handle,
                 time_limit=limit,

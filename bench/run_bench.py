@@ -26,7 +26,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.processing.pipeline import DisplayParams  # noqa: E402
+from app.processing.enhancement import DisplayParams  # noqa: E402
 from app.viewer import viewer_engine  # noqa: E402
 from bench import common  # noqa: E402
 from bench.common import (  # noqa: E402
@@ -95,7 +95,7 @@ def main() -> int:
                     ),
                     "pixeldata_1200": (
                         ("GET", "/pixeldata/b", {"params": {"file_path": key, "max_size": 1200}}),
-                        (viewer_engine.pixeldata_json, "b", path, 1200, -1, limit),
+                        (viewer_engine.pixeldata_json, path, "b", 1200, -1, limit),
                     ),
                     "thumbnail": (
                         ("POST", "/thumbnail", {"json": {"file_path": key}}),

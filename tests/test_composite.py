@@ -22,7 +22,7 @@ from reproject import reproject_interp
 from app.composite import color_mapping, compositor
 from app.composite.compositor import ChannelSpec
 from app.processing.background import sky_level
-from app.processing.pipeline import DisplayParams
+from app.processing.enhancement import DisplayParams
 from app.processing.reprojection import fit_grid, read_geometry
 from tests.conftest import composite_cache_dir, real_image_path
 from tests.support.synthetic import make_jwst_image, make_wcs

@@ -6,7 +6,6 @@ from __future__ import annotations
 import colorsys
 import io
 import math
-from dataclasses import asdict
 from typing import Any
 
 import httpx
@@ -32,7 +31,7 @@ from app.composite.feathering import (
 )
 from app.composite.quality import quality_headers, quality_metrics
 from app.composite.resolution import gaussian_blur, sharpen
-from app.processing.pipeline import DisplayParams
+from app.processing.enhancement import DisplayParams
 from tests.support.synthetic import make_jwst_image
 
 TIMEOUT = 300
@@ -664,7 +663,7 @@ def test_auto_stretch_moves_a_dark_median_toward_the_target():
 
 def test_auto_stretch_safe_defaults_and_instrument_rule():
     empty = auto_stretch(np.zeros((20, 20), dtype=np.float32))
-    assert asdict(empty.params) == {
+    assert empty.params.model_dump() == {
         "stretch": "asinh",
         "asinh_a": 0.02,
         "black_point": 0.02,

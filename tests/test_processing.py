@@ -16,6 +16,7 @@ from PIL import Image
 from app.errors import BadRequest, PayloadTooLarge
 from app.processing import enhancement, parallel, statistics
 from app.processing.avm import build_xmp, embed_xmp_jpeg, spatial_tags
+from app.processing.enhancement import DisplayParams
 from app.processing.fits_io import (
     block_mean,
     celestial_wcs,
@@ -189,7 +190,7 @@ def test_order_statistics_large_arrays(n):
 
 
 def test_percentiles_of_transformed_values_match_direct(m13):
-    transform = enhancement.fit_display(m13, "asinh", asinh_a=0.05)
+    transform = enhancement.fit_display(m13, DisplayParams("asinh", asinh_a=0.05))
     direct = np.percentile(transform(m13), [1, 50, 99.5])
     np.testing.assert_allclose(
         statistics.percentiles(m13, [1, 50, 99.5], transform=transform), direct, atol=1e-6
@@ -239,18 +240,26 @@ def test_each_stretch_against_its_formula(m13):
         "power": t ** (1 / 2.0),
     }
     for name, want in expected.items():
-        got = enhancement.apply_stretch(m13, name, gamma=2.0 if name == "power" else 1.0, asinh_a=a)
+        got = enhancement.apply_stretch(
+            m13, DisplayParams(name, gamma=2.0 if name == "power" else 1.0, asinh_a=a)
+        )
         np.testing.assert_allclose(got, want, atol=2e-6, err_msg=name)
     lo, hi = ZScaleInterval(contrast=0.25).get_limits(m13)
     np.testing.assert_allclose(
-        enhancement.apply_stretch(m13, "zscale"), np.clip((x - lo) / (hi - lo), 0, 1), atol=2e-6
+        enhancement.apply_stretch(m13, DisplayParams("zscale")),
+        np.clip((x - lo) / (hi - lo), 0, 1),
+        atol=2e-6,
     )
     eq = HistEqStretch(_norm(m13))(_norm(m13))
-    np.testing.assert_allclose(enhancement.apply_stretch(m13, "histeq"), eq, atol=2e-6)
+    np.testing.assert_allclose(
+        enhancement.apply_stretch(m13, DisplayParams("histeq")), eq, atol=2e-6
+    )
 
 
 def test_levels_and_gamma(m13):
-    got = enhancement.apply_stretch(m13, "linear", black_point=0.1, white_point=0.9, gamma=2.0)
+    got = enhancement.apply_stretch(
+        m13, DisplayParams("linear", black_point=0.1, white_point=0.9, gamma=2.0)
+    )
     t = _norm(m13.astype(np.float64))
     lo, hi = np.percentile(t, [10, 90])
     want = np.clip((t - lo) / (hi - lo), 0, 1) ** 0.5
@@ -259,7 +268,7 @@ def test_levels_and_gamma(m13):
 
 def test_stretch_keeps_nan_and_excludes_it_from_statistics():
     a = np.array([[np.nan, 0.0], [5.0, 10.0]], dtype=np.float32)
-    got = enhancement.apply_stretch(a, "linear")
+    got = enhancement.apply_stretch(a, DisplayParams("linear"))
     assert np.isnan(got[0, 0])
     np.testing.assert_allclose(got[np.isfinite(got)], [0, 0.5, 1])
 
@@ -444,7 +453,7 @@ def test_streamed_finite_values_match_a_whole_read(data_root):
 def test_shared_buckets_give_exact_percentiles_and_raw_histogram(data_root):
     with open_plane(data_root / "jwst" / "large_i2d.fits") as (reader, _):
         values = reader.finite_values()
-    transform = enhancement.fit_display(values, "zscale")
+    transform = enhancement.fit_display(values, DisplayParams("zscale"))
     buckets = statistics.Buckets(values)
     qs = statistics.REPORTED_PERCENTILES
     got = statistics.percentiles(values, qs, transform=transform, buckets=buckets)

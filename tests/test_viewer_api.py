@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import inspect
 import io
 import json
 
@@ -15,7 +17,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.config import Settings
+from app.processing.enhancement import DisplayParams
 from app.processing.render import colormap_table
+from app.viewer.routes import display_params
 from tests.conftest import real_image_path
 
 TIMEOUT = 120
@@ -230,6 +234,17 @@ def test_preview_parameter_ranges_give_400(engine_url, params, fragment):
     r = get(engine_url, "/preview/x", file_path="real/m13.fits", **params)
     assert r.status_code == 400, r.text
     assert fragment.lower() in r.json()["detail"].lower()
+
+
+def test_display_query_parameters_are_the_display_fields_in_order():
+    """``display_params`` hands its parameters to DisplayParams by position."""
+    names = list(inspect.signature(display_params).parameters)
+    assert names == [f.name for f in dataclasses.fields(DisplayParams)]
+    values = dict(
+        stretch="log", gamma=2.0, black_point=0.1, white_point=0.9, asinh_a=0.2,
+        smooth_method="box", smooth_sigma=2.0, smooth_size=5,
+    )  # fmt: skip
+    assert dataclasses.asdict(display_params(**values)) == values
 
 
 def test_preview_type_errors_give_422_with_string_detail(engine_url):

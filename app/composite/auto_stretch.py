@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.composite.models import ChannelMeta
+from app.composite.models import ChannelMeta, StretchParams
 from app.processing.instruments import normalise_instrument
 
 #: Fewer valid pixels than this give the safe defaults.
@@ -26,18 +26,6 @@ MIN_VALID = 100
 GAMMA_SAMPLE = 50_000
 TARGET_MEDIAN = 0.28
 HDR_DYNAMIC_RANGE = 5000.0
-
-
-@dataclass(frozen=True)
-class StretchParams:
-    """What auto-stretch chooses (the request fields it replaces)."""
-
-    stretch: str = "asinh"
-    asinh_a: float = 0.02
-    black_point: float = 0.02
-    white_point: float = 0.995
-    gamma: float = 1.2
-    curve: str = "s_curve"
 
 
 @dataclass(frozen=True)
@@ -131,6 +119,6 @@ def auto_stretch(data: np.ndarray, instrument: str | None = None) -> AutoStretch
         a = min(a, 0.015)
         gamma = round(min(gamma * 1.15, 2.5), 2)
     return AutoStretch(
-        StretchParams("asinh", a, black, white, gamma, curve),
+        StretchParams(asinh_a=a, black_point=black, white_point=white, gamma=gamma, curve=curve),
         _meta(dynamic_range, sigma, snr, hdr, reason, adjusted, n, zero_frac),
     )

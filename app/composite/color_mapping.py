@@ -14,9 +14,13 @@ from typing import Literal
 
 import numpy as np
 
-from app.processing.enhancement import COMPOSITE_PERCENTILES, STRETCHES, fit_display
+from app.processing.enhancement import (
+    COMPOSITE_PERCENTILES,
+    STRETCHES,
+    DisplayParams,
+    fit_display,
+)
 from app.processing.parallel import each_chunk, each_row_block
-from app.processing.pipeline import DisplayParams, fit
 
 # The one definition of the tone curves: the models use this type.
 ToneCurve = Literal["linear", "s_curve", "inverse_s", "shadows", "highlights"]
@@ -58,7 +62,7 @@ def stretch_channel(data: np.ndarray, display: DisplayParams, curve: str = "line
         display = replace(display, stretch="zscale")
     if not np.isfinite(data).any():
         return np.full(data.shape, np.nan, dtype=np.float32)
-    transform = fit(data, display, nonlinear_range=COMPOSITE_PERCENTILES)
+    transform = fit_display(data, display, nonlinear_range=COMPOSITE_PERCENTILES)
     # The fitted transform and the curve act pixel by pixel: by row blocks, on threads.
     out = np.empty(data.shape, dtype=np.float32)
     height = data.shape[0]
@@ -161,20 +165,9 @@ def replace_lightness(rgb: np.ndarray, lum: np.ndarray, weight: float) -> np.nda
     return out.astype(np.float32, copy=False)
 
 
-def overall_adjust(
-    rgb: np.ndarray,
-    stretch: str,
-    *,
-    black_point: float,
-    white_point: float,
-    gamma: float,
-    asinh_a: float,
-) -> np.ndarray:
+def overall_adjust(rgb: np.ndarray, display: DisplayParams) -> np.ndarray:
     """One display transform fitted on R, G and B together and applied to each."""
-    transform = fit_display(
-        rgb, stretch, gamma=gamma, asinh_a=asinh_a, black_point=black_point, white_point=white_point
-    )
-    out = transform(rgb)
+    out = fit_display(rgb, display)(rgb)
     return np.nan_to_num(out, nan=0.0, copy=False)
 
 

@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,15 +36,15 @@ from app.composite import color_mapping, framing
 from app.composite.auto_stretch import auto_stretch
 from app.composite.feathering import feather as feather_channels
 from app.composite.feathering import feather_strength
-from app.composite.models import ChannelHistogram, ChannelReport, ChannelStats, StretchParamsOut
+from app.composite.models import ChannelHistogram, ChannelReport, ChannelStats
 from app.composite.quality import quality_headers, quality_metrics
 from app.composite.resolution import blur_keeping_coverage, match_sigma, sharpen
 from app.errors import BadRequest
 from app.processing.background import subtract_sky
-from app.processing.enhancement import STRETCHES
+from app.processing.enhancement import STRETCHES, DisplayParams
 from app.processing.fits_io import open_plane
 from app.processing.instruments import normalise_instrument
-from app.processing.pipeline import DisplayParams
+from app.processing.pipeline import levels_of
 from app.processing.render import encode_array
 from app.processing.reprojection import (
     Grid,
@@ -89,7 +89,7 @@ class RenderOptions:
     width: int = 1000
     height: int = 1000
     background_neutralization: bool = True
-    overall: dict | None = None
+    overall: DisplayParams | None = None
     fmt: str = "png"
     quality: int = 95
     #: (radius, amount, threshold), or None
@@ -252,14 +252,7 @@ def plan_on_grid(
         parts = [[*_file_identity(g.path), g.hdu_index, list(g.choice.leading)] for g in geoms]
         text = json.dumps([CACHE_VERSION, parts, grid_key])
         identities.append(hashlib.sha256(text.encode()).hexdigest())
-    return CompositePlan(
-        channels=channels,
-        geometries=geometries,
-        grid=grid,
-        options=options,
-        cache=cache,
-        identities=identities,
-    )
+    return CompositePlan(channels, geometries, grid, options, cache, identities)
 
 
 @dataclass(frozen=True)
@@ -478,13 +471,7 @@ def auto_displays(plan: CompositePlan) -> dict[int, tuple[DisplayParams, str]]:
     for index in wanted:
         params = auto_stretch(planes[index], instruments[index]).params
         out[index] = (
-            DisplayParams(
-                stretch=params.stretch,
-                black_point=params.black_point,
-                white_point=params.white_point,
-                gamma=params.gamma,
-                asinh_a=params.asinh_a,
-            ),
+            levels_of(params),
             params.curve,
         )
     return out
@@ -514,7 +501,7 @@ def analyze_channels(plan: CompositePlan, bins: int = 100) -> list[ChannelReport
             stats = ChannelStats(min=0.0, max=0.0, mean=0.0, std=0.0)
         out.append(
             ChannelReport(
-                params=StretchParamsOut(**asdict(result.params)),
+                params=result.params,
                 meta=result.meta,
                 stats=stats,
                 histogram=ChannelHistogram(
@@ -625,7 +612,7 @@ def render_rgb(
     for mask in coverage:
         covered |= mask
     if options.overall:
-        rgb = color_mapping.overall_adjust(rgb, **options.overall)
+        rgb = color_mapping.overall_adjust(rgb, options.overall)
     adjust = None
     if options.saturation is not None and tuple(options.saturation) != (1.0, 0.0, 0.0):
         adjust = color_mapping.saturation_step(*options.saturation)

@@ -252,13 +252,20 @@ class AnalyzeChannelsRequest(BaseModel):
     )
 
 
-class StretchParamsOut(BaseModel):
-    stretch: str
-    asinh_a: float
-    black_point: float
-    white_point: float
-    gamma: float
-    curve: str
+class StretchParams(BaseModel):
+    """What auto-stretch chooses (the channel fields it replaces); the defaults are
+    its safe choice for a channel with too little data."""
+
+    model_config = ConfigDict(frozen=True)
+
+    stretch: str = Field(default="asinh", description="Always asinh")
+    asinh_a: float = Field(
+        default=0.02, description="Asinh softening, from the noise and the range"
+    )
+    black_point: float = Field(default=0.02, description="Black point as a percentile fraction")
+    white_point: float = Field(default=0.995, description="White point as a percentile fraction")
+    gamma: float = Field(default=1.2, description="Moves the stretched median toward 0.28")
+    curve: str = Field(default="s_curve", description="Tone curve, from the signal-to-noise ratio")
 
 
 class ChannelHistogram(BaseModel):
@@ -289,7 +296,7 @@ class ChannelStats(BaseModel):
 class ChannelReport(BaseModel):
     """What the engine measures of one channel (CONTRACT-HEAD §10.4)."""
 
-    params: StretchParamsOut
+    params: StretchParams
     histogram: ChannelHistogram
     meta: ChannelMeta
     stats: ChannelStats

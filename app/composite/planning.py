@@ -18,7 +18,7 @@ from app.composite.color_mapping import hue_to_rgb
 from app.composite.models import AnalyzeChannelsRequest, NChannelCompositeRequest, NChannelConfig
 from app.config import Settings
 from app.errors import PayloadTooLarge, Unprocessable
-from app.processing.pipeline import DisplayParams
+from app.processing.pipeline import levels_of
 from app.processing.reprojection import scaled_grid
 from app.storage.helpers import check_file_size
 from app.storage.provider import StorageProvider
@@ -55,13 +55,7 @@ def channel_specs(
             compositor.ChannelSpec(
                 label=channel_name(index, channel.label),
                 paths=files,
-                display=DisplayParams(
-                    stretch=channel.stretch,
-                    black_point=channel.black_point,
-                    white_point=channel.white_point,
-                    gamma=channel.gamma,
-                    asinh_a=channel.asinh_a,
-                ),
+                display=levels_of(channel),
                 curve=channel.curve,
                 weight=channel.weight,
                 rgb=rgb,
@@ -79,7 +73,7 @@ def render_options(body: NChannelCompositeRequest) -> compositor.RenderOptions:
         width=body.width,
         height=body.height,
         background_neutralization=body.background_neutralization,
-        overall=body.overall.model_dump() if body.overall else None,
+        overall=levels_of(body.overall) if body.overall else None,
         fmt=body.output_format,
         quality=body.quality,
         sharpening=(sharp.radius, sharp.amount, sharp.threshold) if sharp else None,

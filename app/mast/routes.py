@@ -9,7 +9,6 @@ from typing import Annotated, Any, TypeVar
 from cachetools import TTLCache
 from fastapi import APIRouter, Path, Query
 
-from app.config import Settings
 from app.deps import DownloadsDep, MastDep, SettingsDep
 from app.errors import UpstreamTimeout
 from app.http_errors import error_responses
@@ -31,6 +30,31 @@ SEARCH_ERRORS = error_responses(
     e504="MAST did not answer in time",
 )
 JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Download job id")]
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def _search_route(
+    path: str, summary: str, model: type = models.SearchResponse
+) -> Callable[[Handler], Handler]:
+    """A POST route that asks MAST: its answer's model and MAST's error statuses."""
+    return router.post(path, response_model=model, responses=SEARCH_ERRORS, summary=summary)
+
+
+def _job_route(
+    method: Callable[..., Callable[[Handler], Handler]],
+    path: str,
+    model: type,
+    summary: str,
+    **errors: str,
+) -> Callable[[Handler], Handler]:
+    """A route on one download job: 404 when the job is unknown, and the statuses
+    ``errors`` describes (``e409="..."``)."""
+    described = {"e404": "Unknown job", **errors}
+    codes = sorted(int(key[1:]) for key in described)
+    return method(
+        path, response_model=model, responses=error_responses(*codes, **described), summary=summary
+    )
+
 
 # Short-lived caches of search results (per process; MAST is the source of truth).
 _target_cache: TTLCache[str, list[Row]] = TTLCache(maxsize=100, ttl=300)
@@ -56,20 +80,17 @@ async def with_timeout(coro: Awaitable[T], seconds: float, message: str) -> T:
 
 
 async def _search(
-    settings: Settings,
     mast: MastService,
     fn: Callable[..., list[Row]],
     *args: Any,
     hint: str = "",
     what: str = "MAST search",
 ) -> list[Row]:
-    """Run a blocking MAST call in a search thread under ``MAST_SEARCH_TIMEOUT`` (504
-    after it; the call itself gives up at the same limit)."""
-    message = f"{what} timed out after {settings.MAST_SEARCH_TIMEOUT:g} seconds.{hint}"
+    """Run a blocking MAST call in a search thread under ``MAST_SEARCH_TIMEOUT``
+    (``mast.timeout``; 504 after it, and the call itself gives up at the same limit)."""
+    message = f"{what} timed out after {mast.timeout:g} seconds.{hint}"
     loop = asyncio.get_running_loop()
-    return await with_timeout(
-        loop.run_in_executor(mast.executor, fn, *args), settings.MAST_SEARCH_TIMEOUT, message
-    )
+    return await with_timeout(loop.run_in_executor(mast.executor, fn, *args), mast.timeout, message)
 
 
 async def _cached(
@@ -83,15 +104,8 @@ async def _cached(
     return rows
 
 
-@router.post(
-    "/search/target",
-    response_model=models.SearchResponse,
-    responses=SEARCH_ERRORS,
-    summary="Observations around a named target",
-)
-async def search_target(
-    body: models.TargetSearchRequest, settings: SettingsDep, mast: MastDep
-) -> dict[str, Any]:
+@_search_route("/search/target", "Observations around a named target")
+async def search_target(body: models.TargetSearchRequest, mast: MastDep) -> dict[str, Any]:
     """Resolve the name with Sesame (trying spelling variants such as `NGC-3132` ->
     `NGC 3132`), then list public JWST observations within `radius` degrees (a true
     cone) at the requested calibration levels."""
@@ -102,7 +116,6 @@ async def search_target(
         _target_cache,
         key,
         lambda: _search(
-            settings,
             mast,
             mast.search_target,
             name,
@@ -118,20 +131,12 @@ async def search_target(
     )
 
 
-@router.post(
-    "/search/coordinates",
-    response_model=models.SearchResponse,
-    responses=SEARCH_ERRORS,
-    summary="Observations in a cone around a sky position",
-)
-async def search_coordinates(
-    body: models.CoordinateSearchRequest, settings: SettingsDep, mast: MastDep
-) -> dict[str, Any]:
+@_search_route("/search/coordinates", "Observations in a cone around a sky position")
+async def search_coordinates(body: models.CoordinateSearchRequest, mast: MastDep) -> dict[str, Any]:
     """Public JWST observations whose position lies within `radius` degrees of
     (`ra`, `dec`); `ra` may be given in [-360, 360] and is normalised to [0, 360)."""
     ra = body.ra % 360.0
     rows = await _search(
-        settings,
         mast,
         mast.search_position,
         ra,
@@ -147,53 +152,25 @@ async def search_coordinates(
     )
 
 
-@router.post(
-    "/search/observation",
-    response_model=models.SearchResponse,
-    responses=SEARCH_ERRORS,
-    summary="One observation by its MAST obs_id",
-)
+@_search_route("/search/observation", "One observation by its MAST obs_id")
 async def search_observation(
-    body: models.ObservationSearchRequest, settings: SettingsDep, mast: MastDep
+    body: models.ObservationSearchRequest, mast: MastDep
 ) -> dict[str, Any]:
     """The public observation(s) whose MAST `obs_id` is given, e.g.
     `jw02733-o001_t001_nircam_clear-f090w`, at the requested calibration levels."""
-    rows = await _search(
-        settings, mast, mast.search_observation, body.obs_id.strip(), body.calib_level
-    )
-    return _response(
-        "observation_id", {"obs_id": body.obs_id, "calib_level": body.calib_level}, rows
-    )
+    found = _search(mast, mast.search_observation, body.obs_id.strip(), body.calib_level)
+    return _response("observation_id", body.model_dump(), await found)
 
 
-@router.post(
-    "/search/program",
-    response_model=models.SearchResponse,
-    responses=SEARCH_ERRORS,
-    summary="Observations of a JWST program",
-)
-async def search_program(
-    body: models.ProgramSearchRequest, settings: SettingsDep, mast: MastDep
-) -> dict[str, Any]:
-    """Every public JWST observation of a proposal (program) id such as `2733`, at the
-    requested calibration levels."""
-    rows = await _search(
-        settings, mast, mast.search_program, body.program_id.strip(), body.calib_level
-    )
-    return _response(
-        "program_id", {"program_id": body.program_id, "calib_level": body.calib_level}, rows
-    )
+@_search_route("/search/program", "Observations of a JWST program")
+async def search_program(body: models.ProgramSearchRequest, mast: MastDep) -> dict[str, Any]:
+    """Every public JWST observation of a program (proposal) id such as `2733`."""
+    found = _search(mast, mast.search_program, body.program_id.strip(), body.calib_level)
+    return _response("program_id", body.model_dump(), await found)
 
 
-@router.post(
-    "/search/recent",
-    response_model=models.SearchResponse,
-    responses=SEARCH_ERRORS,
-    summary="Recently released JWST observations",
-)
-async def search_recent(
-    body: models.RecentReleasesRequest, settings: SettingsDep, mast: MastDep
-) -> dict[str, Any]:
+@_search_route("/search/recent", "Recently released JWST observations")
+async def search_recent(body: models.RecentReleasesRequest, mast: MastDep) -> dict[str, Any]:
     """Observations released in the last `days_back` days, newest first, paged with
     `limit` and `offset`; optionally one instrument."""
     key = f"{body.days_back}:{body.instrument or 'all'}:{body.limit}:{body.offset}"
@@ -201,7 +178,6 @@ async def search_recent(
         _recent_cache,
         key,
         lambda: _search(
-            settings,
             mast,
             mast.search_recent,
             body.days_back,
@@ -213,26 +189,16 @@ async def search_recent(
     return _response("recent_releases", body.model_dump(), rows)
 
 
-@router.post(
-    "/products",
-    response_model=models.ProductsResponse,
-    responses=SEARCH_ERRORS,
-    summary="Science FITS products of an observation",
-)
-async def products(
-    body: models.ProductsRequest, settings: SettingsDep, mast: MastDep
-) -> dict[str, Any]:
+@_search_route("/products", "Science FITS products of an observation", models.ProductsResponse)
+async def products(body: models.ProductsRequest, mast: MastDep) -> dict[str, Any]:
     """The FITS science products (uncal, rate, cal, i2d, x1d, s3d...) MAST lists for an
     observation, with sizes, calibration levels and download URLs."""
-    rows = await _search(settings, mast, mast.product_rows, body.obs_id.strip(), what="Request")
+    rows = await _search(mast, mast.product_rows, body.obs_id.strip(), what="Request")
     return {"obs_id": body.obs_id, "products": rows, "product_count": len(rows)}
 
 
-@router.post(
-    "/download",
-    response_model=models.DownloadResponse,
-    responses=SEARCH_ERRORS,
-    summary="Download an observation's files and wait for them",
+@_search_route(
+    "/download", "Download an observation's files and wait for them", models.DownloadResponse
 )
 async def download(
     body: models.DownloadRequest, settings: SettingsDep, downloads: DownloadsDep
@@ -301,11 +267,11 @@ async def start_s3(body: models.S3DownloadRequest, downloads: DownloadsDep) -> d
     }
 
 
-@router.get(
+@_job_route(
+    router.get,
     "/download/progress-chunked/{job_id}",
-    response_model=models.ProgressResponse,
-    responses=error_responses(404, e404="Unknown job"),
-    summary="Byte-level progress of a download job",
+    models.ProgressResponse,
+    "Byte-level progress of a download job",
 )
 async def progress(job_id: JobId, downloads: DownloadsDep) -> models.ProgressResponse:
     """Bytes done and total, speed, ETA and per-file progress of a download job, read
@@ -313,11 +279,12 @@ async def progress(job_id: JobId, downloads: DownloadsDep) -> models.ProgressRes
     return await downloads.progress(job_id)
 
 
-@router.post(
+@_job_route(
+    router.post,
     "/download/pause/{job_id}",
-    response_model=models.PauseResumeResponse,
-    responses=error_responses(404, e404="No active download"),
-    summary="Pause a running download (partial files are kept)",
+    models.PauseResumeResponse,
+    "Pause a running download (partial files are kept)",
+    e404="No active download",
 )
 async def pause(job_id: JobId, downloads: DownloadsDep) -> dict[str, Any]:
     """Stop a running download; its `.part` files stay, so a resume continues each file
@@ -325,13 +292,13 @@ async def pause(job_id: JobId, downloads: DownloadsDep) -> dict[str, Any]:
     return await downloads.pause(job_id)
 
 
-@router.post(
+@_job_route(
+    router.post,
     "/download/resume/{job_id}",
-    response_model=models.PauseResumeResponse,
-    responses=error_responses(
-        400, 404, 409, e400="Job not resumable", e404="Unknown job", e409="Already being resumed"
-    ),
-    summary="Resume a paused or failed download from its byte offsets",
+    models.PauseResumeResponse,
+    "Resume a paused or failed download from its byte offsets",
+    e400="Job not resumable",
+    e409="Already being resumed",
 )
 async def resume(job_id: JobId, downloads: DownloadsDep) -> dict[str, Any]:
     """Continue a paused, failed or interrupted download from each file's byte offset
@@ -340,11 +307,11 @@ async def resume(job_id: JobId, downloads: DownloadsDep) -> dict[str, Any]:
     return {"job_id": job_id, "status": "resuming", "message": "Download resumed"}
 
 
-@router.post(
+@_job_route(
+    router.post,
     "/download/cancel/{job_id}",
-    response_model=models.PauseResumeResponse,
-    responses=error_responses(404, e404="Unknown job"),
-    summary="Cancel a download (partial files are removed)",
+    models.PauseResumeResponse,
+    "Cancel a download (partial files are removed)",
 )
 async def cancel(job_id: JobId, downloads: DownloadsDep) -> dict[str, Any]:
     """Stop a download for good and remove its partial files; finished files stay."""
@@ -363,11 +330,11 @@ async def resumable(downloads: DownloadsDep) -> dict[str, Any]:
     return {"jobs": jobs, "count": len(jobs)}
 
 
-@router.delete(
+@_job_route(
+    router.delete,
     "/download/resumable/{job_id}",
-    response_model=models.DismissResponse,
-    responses=error_responses(404, e404="Unknown job"),
-    summary="Forget a resumable download, optionally deleting its files",
+    models.DismissResponse,
+    "Forget a resumable download, optionally deleting its files",
 )
 async def dismiss(
     *,

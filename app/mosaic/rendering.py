@@ -7,8 +7,7 @@ from dataclasses import replace
 import numpy as np
 
 from app.mosaic.mosaic_engine import DaskTarget, MosaicPlan, mosaic_array
-from app.processing.enhancement import STRETCHES
-from app.processing.pipeline import DisplayParams, fit
+from app.processing.enhancement import STRETCHES, DisplayParams, fit_display
 from app.processing.render import colormap_table, encode_array, to_indices
 
 
@@ -26,7 +25,7 @@ def render_mosaic_picture(
         display = replace(display, stretch="zscale")
     covered = np.isfinite(data)
     if covered.any():
-        values = fit(data, display)(data)
+        values = fit_display(data, display)(data)
     else:
         values = np.zeros(data.shape, dtype=np.float32)
     del data

@@ -30,7 +30,7 @@ from app.mosaic.models import (
 from app.mosaic.observation import build_observation_mosaic, estimate_observation_bytes
 from app.mosaic.rendering import render_mosaic_picture
 from app.processing.fits_io import data_size_bound
-from app.processing.pipeline import DisplayParams
+from app.processing.pipeline import levels_of
 from app.processing.render import COLORMAPS
 from app.storage.helpers import check_file_size
 from app.workers import HEADER_JOB_BYTES
@@ -134,14 +134,7 @@ async def generate_mosaic(
             filename="mosaic.fits",
             background=BackgroundTask(os.unlink, path),
         )
-    first = body.files[0]
-    display = DisplayParams(
-        stretch=first.stretch,
-        gamma=first.gamma,
-        black_point=first.black_point,
-        white_point=first.white_point,
-        asinh_a=first.asinh_a,
-    )
+    display = levels_of(body.files[0])
     content = await pool.run(
         render_mosaic_picture,
         plan,

@@ -154,21 +154,30 @@ def percentile_limits(values: np.ndarray, q_low: float, q_high: float) -> tuple[
     return low, high
 
 
+@dataclass(frozen=True)
+class DisplayParams:
+    """How to turn pixel values into display values in [0, 1]."""
+
+    stretch: str = "zscale"
+    gamma: float = 1.0
+    black_point: float = 0.0
+    white_point: float = 1.0
+    asinh_a: float = 0.1
+    smooth_method: str = ""
+    smooth_sigma: float = 1.0
+    smooth_size: int = 3
+
+
 def fit_display(
-    data: np.ndarray,
-    stretch: str = "zscale",
-    *,
-    gamma: float = 1.0,
-    asinh_a: float = 0.1,
-    black_point: float = 0.0,
-    white_point: float = 1.0,
-    nonlinear_range: tuple[float, float] | None = None,
+    data: np.ndarray, params: DisplayParams, nonlinear_range: tuple[float, float] | None = None
 ) -> DisplayTransform:
-    """Fit the display transform of Appendix A on the finite values of ``data``.
+    """Fit the display transform of Appendix A on the finite values of ``data`` (already
+    smoothed: ``params``' smoothing is :func:`app.processing.pipeline.smoothed`'s).
 
     ``nonlinear_range`` = (q_low, q_high): the non-linear stretches normalise between
     those percentiles instead of the minimum and maximum (composites, §10.1).
     """
+    stretch, black_point, white_point = params.stretch, params.black_point, params.white_point
     if stretch not in STRETCHES:
         raise ValueError(f"unknown stretch {stretch!r}")
     values = finite_values(data)
@@ -180,7 +189,9 @@ def fit_display(
         z_low, z_high = zscale_limits(values, assume_finite=True)
         if z_high > z_low:  # flat data: keep min-max
             low, high = z_low, z_high
-    transform = DisplayTransform(stretch=stretch, low=low, high=high, asinh_a=asinh_a, gamma=gamma)
+    transform = DisplayTransform(
+        stretch=stretch, low=low, high=high, asinh_a=params.asinh_a, gamma=params.gamma
+    )
     if stretch == "histeq":
         transform.eq_values = np.sort(rescale(values, low, high))
     if (black_point > 0.0 or white_point < 1.0) and values.size:
@@ -192,25 +203,9 @@ def fit_display(
     return transform
 
 
-def apply_stretch(
-    data: np.ndarray,
-    stretch: str,
-    *,
-    gamma: float = 1.0,
-    asinh_a: float = 0.1,
-    black_point: float = 0.0,
-    white_point: float = 1.0,
-) -> np.ndarray:
+def apply_stretch(data: np.ndarray, params: DisplayParams) -> np.ndarray:
     """Fit on ``data`` and apply: display values in [0, 1], NaN where data is not finite."""
-    transform = fit_display(
-        data,
-        stretch,
-        gamma=gamma,
-        asinh_a=asinh_a,
-        black_point=black_point,
-        white_point=white_point,
-    )
-    return transform(data)
+    return fit_display(data, params)(data)
 
 
 def normalize(data: np.ndarray) -> np.ndarray:

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+import pathlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse, Response
 
-from app.config import Settings
 from app.deps import PoolDep, SettingsDep, StorageDep, resolve_file
 from app.errors import BadRequest
 from app.http_errors import error_responses
-from app.processing.enhancement import STRETCHES
-from app.processing.pipeline import DisplayParams
+from app.processing.enhancement import STRETCHES, DisplayParams
+from app.processing.fits_io import ImageInfo
 from app.processing.render import COLORMAPS
 from app.processing.smoothing import SMOOTH_METHODS
+from app.storage.provider import StorageProvider
 from app.viewer import viewer_engine
 from app.viewer.models import (
     CubeInfoResponse,
@@ -25,6 +28,9 @@ from app.viewer.models import (
     ThumbnailResponse,
 )
 from app.workers import HEADER_JOB_BYTES, WorkerPool
+
+T = TypeVar("T")
+Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 router = APIRouter(tags=["Viewer"])
 
@@ -97,15 +103,9 @@ def display_params(
     _range("smooth_size", smooth_size, 1, 25)
     if smooth_size % 2 == 0:
         raise BadRequest("smooth_size must be odd")
+    # The parameters are DisplayParams' fields, in its order (checked by a test).
     return DisplayParams(
-        stretch=stretch,
-        gamma=gamma,
-        black_point=black_point,
-        white_point=white_point,
-        asinh_a=asinh_a,
-        smooth_method=smooth_method,
-        smooth_sigma=smooth_sigma,
-        smooth_size=smooth_size,
+        stretch, gamma, black_point, white_point, asinh_a, smooth_method, smooth_sigma, smooth_size
     )
 
 
@@ -125,15 +125,45 @@ def parse_avm_metadata(text: str) -> dict:
     return {str(k): str(v) for k, v in value.items() if v is not None}
 
 
-async def _inspect(path, slice_index: int, settings: Settings, pool: WorkerPool):
-    """The image's shape and compression, read in a worker (never in the server)."""
-    return await pool.run(
-        viewer_engine.inspect,
-        str(path),
-        slice_index,
-        settings.MAX_FITS_ARRAY_ELEMENTS,
-        estimate_bytes=HEADER_JOB_BYTES,
-    )
+@dataclass(frozen=True)
+class ImageJobs:
+    """What a viewer route needs to work on one image: the storage that resolves its
+    key, the pool whose workers read it, and the pixel limit every read runs under."""
+
+    storage: StorageProvider
+    pool: WorkerPool
+    max_elements: int
+
+    async def open(self, file_path: str, slice_index: int) -> tuple[pathlib.Path, ImageInfo, bool]:
+        """The file's local path, its image's shape and whether the file is
+        compressed, read in a worker (never in the server)."""
+        if slice_index < -1:
+            raise BadRequest("Slice index must be -1 or greater")
+        path = await resolve_file(self.storage, file_path)
+        info, compressed = await self.run(
+            viewer_engine.inspect, path, slice_index, estimate_bytes=HEADER_JOB_BYTES
+        )
+        return path, info, compressed
+
+    async def run(
+        self, fn: Callable[..., T], path: pathlib.Path, *args: Any, estimate_bytes: int
+    ) -> T:
+        """``fn(path, *args, max_elements)`` in a worker, admitted for ``estimate_bytes``."""
+        return await self.pool.run(
+            fn, str(path), *args, self.max_elements, estimate_bytes=estimate_bytes
+        )
+
+
+def image_jobs(settings: SettingsDep, storage: StorageDep, pool: PoolDep) -> ImageJobs:
+    return ImageJobs(storage, pool, settings.MAX_FITS_ARRAY_ELEMENTS)
+
+
+ImageJobsDep = Annotated[ImageJobs, Depends(image_jobs)]
+
+
+def _image_route(path: str, model: type, summary: str) -> Callable[[Handler], Handler]:
+    """A GET route on one image: its answer's model and the viewer's error statuses."""
+    return router.get(path, response_model=model, responses=ERRORS, summary=summary)
 
 
 @router.post(
@@ -142,24 +172,16 @@ async def _inspect(path, slice_index: int, settings: Settings, pool: WorkerPool)
     responses=ERRORS,
     summary="256 px PNG thumbnail of a FITS image",
 )
-async def thumbnail(
-    body: ThumbnailRequest, settings: SettingsDep, storage: StorageDep, pool: PoolDep
-):
+async def thumbnail(body: ThumbnailRequest, jobs: ImageJobsDep):
     """A quick-look thumbnail: the first image HDU (middle slice of a cube), zscale
     stretch, grey, 256 px on its long side with the aspect kept, row 0 at the bottom.
     Returned as base64 PNG inside JSON."""
-    path = await resolve_file(storage, body.file_path)
-    info, compressed = await _inspect(path, -1, settings, pool)
+    path, info, compressed = await jobs.open(body.file_path, -1)
     w, h = viewer_engine.long_side_size(
         info.choice.width, info.choice.height, viewer_engine.THUMBNAIL_SIZE
     )
     estimate = viewer_engine.estimate_picture_bytes(info, w, h, compressed)
-    encoded = await pool.run(
-        viewer_engine.render_thumbnail,
-        str(path),
-        settings.MAX_FITS_ARRAY_ELEMENTS,
-        estimate_bytes=estimate,
-    )
+    encoded = await jobs.run(viewer_engine.render_thumbnail, path, estimate_bytes=estimate)
     return {"thumbnail_base64": encoded}
 
 
@@ -197,9 +219,7 @@ async def preview(
             "spectral_band, publisher"
         ),
     ] = "",
-    settings: SettingsDep,
-    storage: StorageDep,
-    pool: PoolDep,
+    jobs: ImageJobsDep,
 ):
     """Render one image plane with a stretch and a colormap, scaled to fit the
     ``width`` x ``height`` box with its aspect kept (one side equals the box side).
@@ -211,31 +231,23 @@ async def preview(
     if format not in ("png", "jpeg"):
         raise BadRequest("Format must be 'png' or 'jpeg'")
     _range("quality", quality, 1, 100, "Quality")
-    if slice_index < -1:
-        raise BadRequest("Slice index must be -1 or greater")
     avm = parse_avm_metadata(avm_metadata) if embed_avm else None
     params = viewer_engine.PreviewParams(
         display=display,
         cmap=cmap,
-        width=width,
-        height=height,
+        box=(width, height),
         slice_index=slice_index,
         fmt=format,
         quality=quality,
         avm_metadata=avm,
     )
-    path = await resolve_file(storage, file_path)
-    info, compressed = await _inspect(path, slice_index, settings, pool)
+    path, info, compressed = await jobs.open(file_path, slice_index)
     out_w, out_h = viewer_engine.fit_within(info.choice.width, info.choice.height, width, height)
     estimate = viewer_engine.estimate_picture_bytes(
         info, out_w, out_h, compressed, smoothing=bool(display.smooth_method)
     )
-    content, n_slices, current = await pool.run(
-        viewer_engine.render_preview,
-        str(path),
-        params,
-        settings.MAX_FITS_ARRAY_ELEMENTS,
-        estimate_bytes=estimate,
+    content, n_slices, current = await jobs.run(
+        viewer_engine.render_preview, path, params, estimate_bytes=estimate
     )
     return Response(
         content=content,
@@ -244,11 +256,8 @@ async def preview(
     )
 
 
-@router.get(
-    "/histogram/{data_id}",
-    response_model=HistogramResponse,
-    responses=ERRORS,
-    summary="Histogram and percentiles of a stretched FITS image",
+@_image_route(
+    "/histogram/{data_id}", HistogramResponse, "Histogram and percentiles of a stretched FITS image"
 )
 async def histogram(
     *,
@@ -257,38 +266,26 @@ async def histogram(
     bins: Annotated[int, Query(description="Number of bins, 10-10000")] = 256,
     slice_index: SliceIndex = -1,
     display: DisplayDep,
-    settings: SettingsDep,
-    storage: StorageDep,
-    pool: PoolDep,
+    jobs: ImageJobsDep,
 ):
     """Histograms of the display values (after stretch, levels and gamma) and of the
     raw values (min-max normalised), percentiles and statistics of the display values.
     Every pixel counts for images up to 4096 px on a side; larger ones are sampled on
     a regular grid (every n-th row and column)."""
     _range("bins", bins, 10, 10000, "Bins")
-    if slice_index < -1:
-        raise BadRequest("Slice index must be -1 or greater")
-    path = await resolve_file(storage, file_path)
-    info, compressed = await _inspect(path, slice_index, settings, pool)
+    path, info, compressed = await jobs.open(file_path, slice_index)
     estimate = viewer_engine.estimate_histogram_bytes(info, compressed, bool(display.smooth_method))
-    result = await pool.run(
-        viewer_engine.compute_histogram,
-        str(path),
-        bins,
-        slice_index,
-        display,
-        settings.MAX_FITS_ARRAY_ELEMENTS,
-        estimate_bytes=estimate,
+    result = await jobs.run(
+        viewer_engine.compute_histogram, path, bins, slice_index, display, estimate_bytes=estimate
     )
     # Built by the worker in the declared shape; skip re-validating thousands of numbers.
     return JSONResponse({"data_id": data_id, **result})
 
 
-@router.get(
+@_image_route(
     "/pixeldata/{data_id}",
-    response_model=PixelDataResponse,
-    responses=ERRORS,
-    summary="Downsampled float32 pixels and WCS for hover read-outs",
+    PixelDataResponse,
+    "Downsampled float32 pixels and WCS for hover read-outs",
 )
 async def pixeldata(
     *,
@@ -298,48 +295,29 @@ async def pixeldata(
         int, Query(description="Longest side of the returned grid, 100-8000")
     ] = 1200,
     slice_index: SliceIndex = -1,
-    settings: SettingsDep,
-    storage: StorageDep,
-    pool: PoolDep,
+    jobs: ImageJobsDep,
 ):
     """Pixel values reduced by an integer block mean so that the long side is at most
     ``max_size``, with the celestial WCS of the original pixels (astropy: PC, CD, SIP
     honoured) and the data unit."""
     _range("max_size", max_size, 100, 8000, "Max size")
-    if slice_index < -1:
-        raise BadRequest("Slice index must be -1 or greater")
-    path = await resolve_file(storage, file_path)
-    info, compressed = await _inspect(path, slice_index, settings, pool)
+    path, info, compressed = await jobs.open(file_path, slice_index)
     estimate = viewer_engine.estimate_pixeldata_bytes(info, max_size, compressed)
-    body = await pool.run(
-        viewer_engine.pixeldata_json,
-        data_id,
-        str(path),
-        max_size,
-        slice_index,
-        settings.MAX_FITS_ARRAY_ELEMENTS,
-        estimate_bytes=estimate,
+    body = await jobs.run(
+        viewer_engine.pixeldata_json, path, data_id, max_size, slice_index, estimate_bytes=estimate
     )
     # A multi-megabyte base64 string: the worker built the JSON bytes already.
     return Response(content=body, media_type="application/json")
 
 
-@router.get(
-    "/cubeinfo/{data_id}",
-    response_model=CubeInfoResponse,
-    responses=ERRORS,
-    summary="Slice count and spectral axis of a data cube",
+@_image_route(
+    "/cubeinfo/{data_id}", CubeInfoResponse, "Slice count and spectral axis of a data cube"
 )
-async def cubeinfo(
-    data_id: DataId,
-    file_path: FilePath,
-    storage: StorageDep,
-    pool: PoolDep,
-):
+async def cubeinfo(data_id: DataId, file_path: FilePath, jobs: ImageJobsDep):
     """Whether the file holds a cube (an image HDU with 3 or more axes), how many
     slices it has and what its third axis measures (from CTYPE3/CUNIT3/CRVAL3...)."""
-    path = await resolve_file(storage, file_path)
-    result = await pool.run(
+    path = await resolve_file(jobs.storage, file_path)
+    result = await jobs.pool.run(
         viewer_engine.compute_cubeinfo, str(path), estimate_bytes=HEADER_JOB_BYTES
     )
     return CubeInfoResponse(data_id=data_id, **result.model_dump())

@@ -19,6 +19,7 @@ import numpy as np
 
 from app.processing import statistics
 from app.processing.avm import build_xmp, spatial_tags
+from app.processing.enhancement import DisplayParams, fit_display
 from app.processing.fits_io import (
     ImageInfo,
     celestial_wcs,
@@ -33,7 +34,7 @@ from app.processing.fits_io import (
     require_finite,
     scale_and_rotation,
 )
-from app.processing.pipeline import DisplayParams, display_values, fit, smoothed
+from app.processing.pipeline import display_values, smoothed
 from app.processing.render import encode, fit_within, indices_to_image, long_side_size, to_indices
 from app.viewer.models import Axis3, CubeInfo, PixelData, WcsParams
 
@@ -46,8 +47,7 @@ MB = 1024 * 1024
 class PreviewParams:
     display: DisplayParams = field(default_factory=DisplayParams)
     cmap: str = "grayscale"
-    width: int = 1000
-    height: int = 1000
+    box: tuple[int, int] = (1000, 1000)  # width, height: the picture fits inside
     slice_index: int = -1
     fmt: str = "png"
     quality: int = 90
@@ -158,7 +158,7 @@ def render_preview(path: str, params: PreviewParams, max_elements: int) -> tuple
     """(image bytes, number of slices, slice used) for ``GET /preview``."""
     with open_plane(path, params.slice_index, max_elements) as (reader, info):
         choice = info.choice
-        out_w, out_h = fit_within(choice.width, choice.height, params.width, params.height)
+        out_w, out_h = fit_within(choice.width, choice.height, *params.box)
         factor = picture_factor(choice.height, choice.width, out_w, out_h)
         data = reader.read_reduced(factor)
         header = info.header
@@ -207,7 +207,7 @@ def compute_histogram(
             values = reader.finite_values(step)
     if values.size == 0:
         require_finite(values)
-    transform = fit(values, display)
+    transform = fit_display(values, display)
     display_hist, display_stats = statistics.display_histogram(values, bins, transform)
     # One bucketing pass serves the raw histogram and the percentile selection.
     buckets = statistics.Buckets(values)
@@ -279,7 +279,7 @@ def compute_pixeldata(path: str, max_size: int, slice_index: int, max_elements: 
 
 
 def pixeldata_json(
-    data_id: str, path: str, max_size: int, slice_index: int, max_elements: int
+    path: str, data_id: str, max_size: int, slice_index: int, max_elements: int
 ) -> bytes:
     """``GET /pixeldata``'s JSON body as bytes, built in the worker.
 
