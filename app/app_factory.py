@@ -13,6 +13,7 @@ from app.config import Settings
 from app.http_errors import (
     BodySizeLimit,
     install_error_handlers,
+    route,
     use_string_detail_in_openapi,
 )
 from app.offline_docs import install_offline_docs
@@ -71,9 +72,11 @@ def build_app(
     async def root():
         return {"message": title, "status": "running"}
 
-    @app.get("/health", response_model=Health, tags=["Health"], summary="Readiness probe")
+    @route(app.get, "/health", Health, tags=["Health"])
     async def health():
-        """Answers at once: heavy work never runs on the event loop."""
+        """Readiness probe.
+
+        Answers at once: heavy work never runs on the event loop."""
         return {"status": "healthy", "service": service.name}
 
     for router in service.routers:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,6 +16,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.errors import ServiceError
 
 logger = logging.getLogger(__name__)
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+Responses = dict[int | str, dict[str, Any]]
 
 
 class ErrorBody(BaseModel):
@@ -45,12 +49,12 @@ _STANDARD_ERRORS = {
 }
 
 
-def error_responses(*codes: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+def error_responses(*codes: int, **descriptions: str) -> Responses:
     """OpenAPI ``responses`` for the given error statuses, all with :class:`ErrorBody`.
 
     ``descriptions`` override the standard text: ``error_responses(400, e400="...")``.
     """
-    out: dict[int | str, dict[str, Any]] = {}
+    out: Responses = {}
     for code in codes:
         model = ValidationErrorBody if code == 422 else ErrorBody
         out[code] = {
@@ -58,6 +62,35 @@ def error_responses(*codes: int, **descriptions: str) -> dict[int | str, dict[st
             "description": descriptions.get(f"e{code}", _STANDARD_ERRORS[code]),
         }
     return out
+
+
+def route(
+    method: Callable[..., Callable[[Handler], Handler]],
+    path: str,
+    model: Any,
+    responses: Responses | None = None,
+    **options: Any,
+) -> Callable[[Handler], Handler]:
+    """A route declared in the one style of both apps: ``method`` (``router.get``...),
+    the path, the model of its answer (None for a bare ``Response``) and its error
+    answers (:func:`error_responses`); ``options`` go to FastAPI as they are.
+
+    The handler's docstring gives the OpenAPI summary (its first line, without the
+    full stop) and description (the paragraphs after it).
+    """
+
+    def declare(handler: Handler) -> Handler:
+        summary, _, description = inspect.cleandoc(handler.__doc__ or "").partition("\n\n")
+        return method(
+            path,
+            response_model=model,
+            responses=responses,
+            summary=summary.removesuffix("."),
+            description=description,
+            **options,
+        )(handler)
+
+    return declare
 
 
 def _location(loc) -> str:

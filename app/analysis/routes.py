@@ -20,11 +20,14 @@ from app.analysis.models import (
 from app.analysis.region_statistics import region_statistics
 from app.deps import PoolDep, SettingsDep, StorageDep, resolve_file
 from app.errors import BadRequest
-from app.http_errors import error_responses
+from app.http_errors import error_responses, route
 from app.processing.detection import METHODS
 from app.workers import HEADER_JOB_BYTES, WorkerPool
 
 router = APIRouter(prefix="/analysis", tags=["Analysis"])
+
+#: What a route reading one file may answer besides its result.
+FILE_ERRORS = error_responses(400, 403, 404, 413, 422, 429)
 
 MB = 1024 * 1024
 FilePath = Annotated[
@@ -50,16 +53,13 @@ async def _table_job_bytes(pool: WorkerPool, path, factor: float) -> int:
     return _file_job_bytes(path, factor) + tables.header_objects_bytes(cards)
 
 
-@router.post(
-    "/region-statistics",
-    response_model=RegionStatisticsResponse,
-    summary="Statistics of the pixels in a region",
-    responses=error_responses(400, 403, 404, 413, 422, 429),
-)
+@route(router.post, "/region-statistics", RegionStatisticsResponse, FILE_ERRORS)
 async def region_stats(
     body: RegionStatisticsRequest, settings: SettingsDep, storage: StorageDep, pool: PoolDep
 ):
-    """Mean, median, standard deviation, min, max, sum and count of the finite pixels
+    """Statistics of a region's pixels.
+
+    Mean, median, standard deviation, min, max, sum and count of the finite pixels
     whose centres lie in a rectangle, ellipse, circle or polygon (0-based pixel
     coordinates). Cubes use the middle slice unless ``slice_index`` says otherwise."""
     region = getattr(body, body.region_type)
@@ -80,18 +80,20 @@ async def region_stats(
     )
 
 
-@router.post(
+@route(
+    router.post,
     "/detect-sources",
-    response_model=SourceDetectionResponse,
-    summary="Find stars and galaxies",
-    responses=error_responses(
+    SourceDetectionResponse,
+    error_responses(
         400, 403, 404, 413, 422, 429, 503, e413="The image has more pixels than detection allows"
     ),
 )
 async def detect(
     body: SourceDetectionRequest, settings: SettingsDep, storage: StorageDep, pool: PoolDep
 ):
-    """Detect sources on the background-subtracted image (2-D background and RMS model,
+    """Find stars and galaxies.
+
+    Detect sources on the background-subtracted image (2-D background and RMS model,
     NaN regions masked): ``daofind`` and ``iraf`` find point sources, ``segmentation``
     finds extended ones (with deblending), ``auto`` picks daofind when the noise is flat
     and segmentation otherwise. The threshold is ``threshold_sigma`` x the background RMS.
@@ -118,14 +120,11 @@ async def detect(
     )
 
 
-@router.get(
-    "/table-info",
-    response_model=TableInfoResponse,
-    summary="Tables in a FITS file",
-    responses=error_responses(400, 403, 404, 413, 422, 429),
-)
+@route(router.get, "/table-info", TableInfoResponse, FILE_ERRORS)
 async def table_info(file_path: FilePath, storage: StorageDep, pool: PoolDep):
-    """Every table HDU of the file with its columns (FITS TFORM, unit, TDISP, array
+    """Tables in a FITS file.
+
+    Every table HDU of the file with its columns (FITS TFORM, unit, TDISP, array
     shapes); no row is read. The headers are parsed in a worker, admitted for what
     their card count costs (a file of thousands of wide tables is 413 on a small
     engine)."""
@@ -134,12 +133,7 @@ async def table_info(file_path: FilePath, storage: StorageDep, pool: PoolDep):
     return await pool.run(tables.table_info, str(path), estimate_bytes=estimate)
 
 
-@router.get(
-    "/table-data",
-    response_model=TableDataResponse,
-    summary="A page of table rows",
-    responses=error_responses(400, 403, 404, 413, 422, 429),
-)
+@route(router.get, "/table-data", TableDataResponse, FILE_ERRORS)
 async def table_data(
     *,
     file_path: FilePath,
@@ -154,7 +148,9 @@ async def table_data(
     storage: StorageDep,
     pool: PoolDep,
 ):
-    """Rows of one page after the search filter and the sort. Cells: text for bytes,
+    """A page of table rows.
+
+    Rows of one page after the search filter and the sort. Cells: text for bytes,
     text (at most 100 characters) for array cells, null for NaN, Inf and masked
     values. A column that cannot be sorted (array cells, unknown name) leaves the
     order as it is and ``sort_column`` null."""
@@ -172,12 +168,7 @@ async def table_data(
     )
 
 
-@router.get(
-    "/spectral-data",
-    response_model=SpectralDataResponse,
-    summary="A 1-D spectrum from a table HDU",
-    responses=error_responses(400, 403, 404, 413, 422, 429),
-)
+@route(router.get, "/spectral-data", SpectralDataResponse, FILE_ERRORS)
 async def spectral(
     *,
     file_path: FilePath,
@@ -185,7 +176,9 @@ async def spectral(
     storage: StorageDep,
     pool: PoolDep,
 ):
-    """The wavelength column first, then FLUX, FLUX_ERROR, SURF_BRIGHT, DQ and the other
+    """A spectrum from a table HDU.
+
+    The wavelength column first, then FLUX, FLUX_ERROR, SURF_BRIGHT, DQ and the other
     spectral columns of a JWST x1d table that are present; non-finite values are null."""
     path = await resolve_file(storage, file_path)
     estimate = await _table_job_bytes(pool, path, 3.0)

@@ -21,16 +21,21 @@ from app.composite.planning import channel_name, check_colour_rules, prepare, pr
 from app.composite.stream import MEDIA_TYPE, composite_stream
 from app.deps import PoolDep, SettingsDep, StorageDep
 from app.errors import PayloadTooLarge
-from app.http_errors import error_responses
+from app.http_errors import error_responses, route
 
 router = APIRouter(prefix="/composite", tags=["Composite"])
 
+#: What planning a composite may answer (its files, its size against the budget).
+PLAN_ERRORS = error_responses(400, 403, 404, 413, 422)
+#: Planning, then a job in the pool (429 busy, 503 a worker lost).
+ANALYZE_ERRORS = error_responses(400, 403, 404, 413, 422, 429, 503)
 
-@router.post(
+
+@route(
+    router.post,
     "/generate-nchannel",
-    response_class=Response,
-    summary="Colour composite of several filters",
-    responses={
+    None,
+    {
         200: {
             "content": {"image/png": {}, "image/jpeg": {}},
             "description": "The picture, exactly width x height, with the "
@@ -38,11 +43,14 @@ router = APIRouter(prefix="/composite", tags=["Composite"])
         },
         **error_responses(400, 403, 404, 413, 422, 429, 503),
     },
+    response_class=Response,
 )
 async def generate_nchannel(
     body: NChannelCompositeRequest, settings: SettingsDep, storage: StorageDep, pool: PoolDep
 ):
-    """Combine N filters into one colour picture. Each channel's files are placed on one
+    """Colour composite of several filters.
+
+    Combine N filters into one colour picture. Each channel's files are placed on one
     common north-up grid (their WCS honoured, several files per channel combined by a
     coverage-weighted mean), optionally background-neutralised (sigma-clipped sky level
     subtracted), stretched, tone-curved, weighted and coloured by hue or RGB weights; an
@@ -63,11 +71,11 @@ async def generate_nchannel(
     )
 
 
-@router.post(
+@route(
+    router.post,
     "/generate-nchannel-stream",
-    summary="The same composite as a live NDJSON progress stream (queued work)",
-    response_class=StreamingResponse,
-    responses={
+    None,
+    {
         200: {
             "content": {MEDIA_TYPE: {}},
             "description": "One JSON object per line: progress events "
@@ -77,6 +85,7 @@ async def generate_nchannel(
         },
         **error_responses(422),
     },
+    response_class=StreamingResponse,
 )
 async def generate_nchannel_stream(
     body: NChannelCompositeRequest,
@@ -85,7 +94,9 @@ async def generate_nchannel_stream(
     storage: StorageDep,
     pool: PoolDep,
 ):
-    """The body of ``/composite/generate-nchannel``, answered at once with 200 and a
+    """The same composite as a live NDJSON progress stream (queued work).
+
+    The body of ``/composite/generate-nchannel``, answered at once with 200 and a
     stream of progress lines that come from the worker as it works. This is queued
     work: when the engine is full it waits (a ``queued`` line every few seconds) instead
     of refusing, until ``QUEUED_JOB_TIME_LIMIT_SECONDS``. Every failure after the 200 is an
@@ -100,16 +111,13 @@ async def generate_nchannel_stream(
     )
 
 
-@router.post(
-    "/estimate",
-    response_model=CompositeEstimate,
-    summary="The budget verdict of a composite, without rendering it",
-    responses=error_responses(400, 403, 404, 413, 422),
-)
+@route(router.post, "/estimate", CompositeEstimate, PLAN_ERRORS)
 async def estimate(
     body: NChannelCompositeRequest, settings: SettingsDep, storage: StorageDep, pool: PoolDep
 ):
-    """Reads only headers: the grid the composite would use and whether it fits the
+    """A composite's budget verdict, without rendering.
+
+    Reads only headers: the grid the composite would use and whether it fits the
     memory limit as it is (``ok``), shrunk by a side factor at or above the fail
     threshold (``warn``), or only with ``allow_force_downscale`` (``fail``: a render
     would answer 413 with this ``detail``). The same verdict the render reaches."""
@@ -134,16 +142,13 @@ async def estimate(
     )
 
 
-@router.post(
-    "/analyze-channels",
-    response_model=AnalyzeChannelsResponse,
-    summary="Auto-stretch parameters, histogram and statistics of each channel",
-    responses=error_responses(400, 403, 404, 413, 422, 429, 503),
-)
+@route(router.post, "/analyze-channels", AnalyzeChannelsResponse, ANALYZE_ERRORS)
 async def analyze_channels(
     body: AnalyzeChannelsRequest, settings: SettingsDep, storage: StorageDep, pool: PoolDep
 ):
-    """Each channel is reprojected onto a small common grid (512 x 512, cached),
+    """Auto-stretch, histogram and statistics per channel.
+
+    Each channel is reprojected onto a small common grid (512 x 512, cached),
     resolution-matched and, with ``background_neutralization``, neutralised; then, per
     channel in request order: the stretch, levels, gamma, asinh softening and tone curve
     that ``auto_stretch: true`` would use (with the noise, signal-to-noise and dynamic

@@ -11,19 +11,16 @@ from starlette.concurrency import run_in_threadpool
 from app.discovery.models import SuggestRecipesRequest, SuggestRecipesResponse
 from app.discovery.recipe_engine import suggest_recipes
 from app.errors import BadRequest
-from app.http_errors import error_responses
+from app.http_errors import error_responses, route
 
 router = APIRouter(prefix="/discovery", tags=["Discovery"])
 
 
-@router.post(
-    "/suggest-recipes",
-    response_model=SuggestRecipesResponse,
-    summary="Suggest colour-composite recipes",
-    responses=error_responses(400, 422),
-)
+@route(router.post, "/suggest-recipes", SuggestRecipesResponse, error_responses(400, 422))
 async def suggest(body: SuggestRecipesRequest):
-    """Recipes for a target's observations, in the order the browser shows them (the
+    """Suggest colour-composite recipes.
+
+    Recipes for a target's observations, in the order the browser shows them (the
     first is "Recommended"): curated press-release colour assignments for well-known
     targets, recipes across instruments, then each instrument's (all filters, classic
     three colours, narrowband, broadband), each with the colours by wavelength, whether

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query
 
 from app.deps import DownloadsDep, MastDep, SettingsDep
 from app.errors import UpstreamTimeout
-from app.http_errors import error_responses
+from app.http_errors import Handler, error_responses, route
 from app.mast import models
 from app.mast.job_store import RESUMABLE, utc_now_iso
 from app.mast.mast_service import MastService, Row
@@ -30,30 +30,24 @@ SEARCH_ERRORS = error_responses(
     e504="MAST did not answer in time",
 )
 JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Download job id")]
-Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
-def _search_route(
-    path: str, summary: str, model: type = models.SearchResponse
-) -> Callable[[Handler], Handler]:
+def _search_route(path: str, model: type = models.SearchResponse) -> Callable[[Handler], Handler]:
     """A POST route that asks MAST: its answer's model and MAST's error statuses."""
-    return router.post(path, response_model=model, responses=SEARCH_ERRORS, summary=summary)
+    return route(router.post, path, model, SEARCH_ERRORS)
 
 
 def _job_route(
     method: Callable[..., Callable[[Handler], Handler]],
     path: str,
     model: type,
-    summary: str,
     **errors: str,
 ) -> Callable[[Handler], Handler]:
     """A route on one download job: 404 when the job is unknown, and the statuses
     ``errors`` describes (``e409="..."``)."""
     described = {"e404": "Unknown job", **errors}
     codes = sorted(int(key[1:]) for key in described)
-    return method(
-        path, response_model=model, responses=error_responses(*codes, **described), summary=summary
-    )
+    return route(method, path, model, error_responses(*codes, **described))
 
 
 # Short-lived caches of search results (per process; MAST is the source of truth).
@@ -104,9 +98,11 @@ async def _cached(
     return rows
 
 
-@_search_route("/search/target", "Observations around a named target")
+@_search_route("/search/target")
 async def search_target(body: models.TargetSearchRequest, mast: MastDep) -> dict[str, Any]:
-    """Resolve the name with Sesame (trying spelling variants such as `NGC-3132` ->
+    """Observations around a named target.
+
+    Resolve the name with Sesame (trying spelling variants such as `NGC-3132` ->
     `NGC 3132`), then list public JWST observations within `radius` degrees (a true
     cone) at the requested calibration levels."""
     name = " ".join(body.target_name.split())
@@ -131,9 +127,11 @@ async def search_target(body: models.TargetSearchRequest, mast: MastDep) -> dict
     )
 
 
-@_search_route("/search/coordinates", "Observations in a cone around a sky position")
+@_search_route("/search/coordinates")
 async def search_coordinates(body: models.CoordinateSearchRequest, mast: MastDep) -> dict[str, Any]:
-    """Public JWST observations whose position lies within `radius` degrees of
+    """Observations in a cone around a sky position.
+
+    Public JWST observations whose position lies within `radius` degrees of
     (`ra`, `dec`); `ra` may be given in [-360, 360] and is normalised to [0, 360)."""
     ra = body.ra % 360.0
     rows = await _search(
@@ -152,26 +150,32 @@ async def search_coordinates(body: models.CoordinateSearchRequest, mast: MastDep
     )
 
 
-@_search_route("/search/observation", "One observation by its MAST obs_id")
+@_search_route("/search/observation")
 async def search_observation(
     body: models.ObservationSearchRequest, mast: MastDep
 ) -> dict[str, Any]:
-    """The public observation(s) whose MAST `obs_id` is given, e.g.
+    """One observation by its MAST obs_id.
+
+    The public observation(s) whose MAST `obs_id` is given, e.g.
     `jw02733-o001_t001_nircam_clear-f090w`, at the requested calibration levels."""
     found = _search(mast, mast.search_observation, body.obs_id.strip(), body.calib_level)
     return _response("observation_id", body.model_dump(), await found)
 
 
-@_search_route("/search/program", "Observations of a JWST program")
+@_search_route("/search/program")
 async def search_program(body: models.ProgramSearchRequest, mast: MastDep) -> dict[str, Any]:
-    """Every public JWST observation of a program (proposal) id such as `2733`."""
+    """Observations of a JWST program.
+
+    Every public JWST observation of a program (proposal) id such as `2733`."""
     found = _search(mast, mast.search_program, body.program_id.strip(), body.calib_level)
     return _response("program_id", body.model_dump(), await found)
 
 
-@_search_route("/search/recent", "Recently released JWST observations")
+@_search_route("/search/recent")
 async def search_recent(body: models.RecentReleasesRequest, mast: MastDep) -> dict[str, Any]:
-    """Observations released in the last `days_back` days, newest first, paged with
+    """Recently released JWST observations.
+
+    Observations released in the last `days_back` days, newest first, paged with
     `limit` and `offset`; optionally one instrument."""
     key = f"{body.days_back}:{body.instrument or 'all'}:{body.limit}:{body.offset}"
     rows = await _cached(
@@ -189,21 +193,23 @@ async def search_recent(body: models.RecentReleasesRequest, mast: MastDep) -> di
     return _response("recent_releases", body.model_dump(), rows)
 
 
-@_search_route("/products", "Science FITS products of an observation", models.ProductsResponse)
+@_search_route("/products", models.ProductsResponse)
 async def products(body: models.ProductsRequest, mast: MastDep) -> dict[str, Any]:
-    """The FITS science products (uncal, rate, cal, i2d, x1d, s3d...) MAST lists for an
+    """Science FITS products of an observation.
+
+    The FITS science products (uncal, rate, cal, i2d, x1d, s3d...) MAST lists for an
     observation, with sizes, calibration levels and download URLs."""
     rows = await _search(mast, mast.product_rows, body.obs_id.strip(), what="Request")
     return {"obs_id": body.obs_id, "products": rows, "product_count": len(rows)}
 
 
-@_search_route(
-    "/download", "Download an observation's files and wait for them", models.DownloadResponse
-)
+@_search_route("/download", models.DownloadResponse)
 async def download(
     body: models.DownloadRequest, settings: SettingsDep, downloads: DownloadsDep
 ) -> dict[str, Any]:
-    """Synchronous download into `<MAST_DOWNLOAD_DIR>/<obs_id>/`. File-level failures
+    """Download an observation's files and wait for them.
+
+    Synchronous download into `<MAST_DOWNLOAD_DIR>/<obs_id>/`. File-level failures
     answer 200 with `status: "failed"` and an `error`, as the .NET client expects."""
     return await with_timeout(
         downloads.download_now(body.obs_id, body.product_type, body.product_id),
@@ -213,17 +219,19 @@ async def download(
     )
 
 
-@router.post(
+@route(
+    router.post,
     "/download/start-chunked",
-    response_model=models.JobStarted,
+    models.JobStarted,
+    error_responses(409, 422, e409="Already being resumed"),
     response_model_exclude_none=True,
-    responses=error_responses(409, 422, e409="Already being resumed"),
-    summary="Start (or resume) a background HTTP download",
 )
 async def start_chunked(
     body: models.ChunkedDownloadRequest, downloads: DownloadsDep
 ) -> dict[str, Any]:
-    """Files are fetched with byte ranges, three at a time, into `.part` files renamed
+    """Start (or resume) a background HTTP download.
+
+    Files are fetched with byte ranges, three at a time, into `.part` files renamed
     only when complete. Poll `/mast/download/progress-chunked/{job_id}`."""
     if body.resume_job_id:
         job = await asyncio.to_thread(downloads.store.get, body.resume_job_id)
@@ -247,15 +255,17 @@ async def start_chunked(
     }
 
 
-@router.post(
+@route(
+    router.post,
     "/download/start-s3",
-    response_model=models.JobStarted,
+    models.JobStarted,
+    error_responses(422),
     response_model_exclude_none=True,
-    responses=error_responses(422),
-    summary="Start a background download from the public S3 bucket",
 )
 async def start_s3(body: models.S3DownloadRequest, downloads: DownloadsDep) -> dict[str, Any]:
-    """Files come from the archive's public bucket (anonymous), located through MAST's
+    """Start a background download from the public S3 bucket.
+
+    Files come from the archive's public bucket (anonymous), located through MAST's
     path lookup, in ranged parts fetched in parallel."""
     job_id = await downloads.start(body.obs_id, body.product_type, body.calib_level, "s3")
     return {
@@ -267,27 +277,22 @@ async def start_s3(body: models.S3DownloadRequest, downloads: DownloadsDep) -> d
     }
 
 
-@_job_route(
-    router.get,
-    "/download/progress-chunked/{job_id}",
-    models.ProgressResponse,
-    "Byte-level progress of a download job",
-)
+@_job_route(router.get, "/download/progress-chunked/{job_id}", models.ProgressResponse)
 async def progress(job_id: JobId, downloads: DownloadsDep) -> models.ProgressResponse:
-    """Bytes done and total, speed, ETA and per-file progress of a download job, read
+    """Byte-level progress of a download job.
+
+    Bytes done and total, speed, ETA and per-file progress of a download job, read
     from the durable job store (any worker process answers for any job)."""
     return await downloads.progress(job_id)
 
 
 @_job_route(
-    router.post,
-    "/download/pause/{job_id}",
-    models.PauseResumeResponse,
-    "Pause a running download (partial files are kept)",
-    e404="No active download",
+    router.post, "/download/pause/{job_id}", models.PauseResumeResponse, e404="No active download"
 )
 async def pause(job_id: JobId, downloads: DownloadsDep) -> dict[str, Any]:
-    """Stop a running download; its `.part` files stay, so a resume continues each file
+    """Pause a running download (partial files are kept).
+
+    Stop a running download; its `.part` files stay, so a resume continues each file
     from the byte it reached."""
     return await downloads.pause(job_id)
 
@@ -296,46 +301,37 @@ async def pause(job_id: JobId, downloads: DownloadsDep) -> dict[str, Any]:
     router.post,
     "/download/resume/{job_id}",
     models.PauseResumeResponse,
-    "Resume a paused or failed download from its byte offsets",
     e400="Job not resumable",
     e409="Already being resumed",
 )
 async def resume(job_id: JobId, downloads: DownloadsDep) -> dict[str, Any]:
-    """Continue a paused, failed or interrupted download from each file's byte offset
+    """Resume a paused or failed download from its byte offsets.
+
+    Continue a paused, failed or interrupted download from each file's byte offset
     (HTTP Range); 409 when another request is already resuming it."""
     await downloads.resume(job_id)
     return {"job_id": job_id, "status": "resuming", "message": "Download resumed"}
 
 
-@_job_route(
-    router.post,
-    "/download/cancel/{job_id}",
-    models.PauseResumeResponse,
-    "Cancel a download (partial files are removed)",
-)
+@_job_route(router.post, "/download/cancel/{job_id}", models.PauseResumeResponse)
 async def cancel(job_id: JobId, downloads: DownloadsDep) -> dict[str, Any]:
-    """Stop a download for good and remove its partial files; finished files stay."""
+    """Cancel a download (partial files are removed).
+
+    Stop a download for good and remove its partial files; finished files stay."""
     return await downloads.cancel(job_id)
 
 
-@router.get(
-    "/download/resumable",
-    response_model=models.ResumableJobsResponse,
-    summary="Downloads that can be resumed",
-)
+@route(router.get, "/download/resumable", models.ResumableJobsResponse)
 async def resumable(downloads: DownloadsDep) -> dict[str, Any]:
-    """Paused, failed or interrupted HTTP downloads with files still to fetch, one per
+    """Downloads that can be resumed.
+
+    Paused, failed or interrupted HTTP downloads with files still to fetch, one per
     observation (the one with the most bytes). Reading this list changes nothing."""
     jobs = await downloads.resumable()
     return {"jobs": jobs, "count": len(jobs)}
 
 
-@_job_route(
-    router.delete,
-    "/download/resumable/{job_id}",
-    models.DismissResponse,
-    "Forget a resumable download, optionally deleting its files",
-)
+@_job_route(router.delete, "/download/resumable/{job_id}", models.DismissResponse)
 async def dismiss(
     *,
     job_id: JobId,
@@ -344,6 +340,8 @@ async def dismiss(
     ] = False,
     downloads: DownloadsDep,
 ) -> dict[str, Any]:
-    """Remove a job from the resumable list; with `delete_files=true` its files are
+    """Forget a resumable download, optionally deleting its files.
+
+    Remove a job from the resumable list; with `delete_files=true` its files are
     deleted too (never anything outside the download directory)."""
     return await downloads.dismiss(job_id, delete_files)

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from app.config import Settings
 from app.deps import PoolDep, SettingsDep, StorageDep, resolve_files
 from app.errors import BadRequest
-from app.http_errors import error_responses
+from app.http_errors import error_responses, route
 from app.mosaic import footprints, mosaic_engine
 from app.mosaic.models import (
     FootprintRequest,
@@ -34,6 +34,9 @@ from app.processing.pipeline import levels_of
 from app.processing.render import COLORMAPS
 from app.storage.helpers import check_file_size
 from app.workers import HEADER_JOB_BYTES
+
+#: Headers read in the pool (429 busy, 503 a worker lost); no pixel, so no 413.
+FOOTPRINT_ERRORS = error_responses(400, 403, 404, 422, 429, 503)
 
 router = APIRouter(prefix="/mosaic", tags=["Mosaic"])
 logger = logging.getLogger(__name__)
@@ -81,11 +84,11 @@ def _build_fits(plan, directory: str, dask_address: mosaic_engine.DaskTarget | N
     return path
 
 
-@router.post(
+@route(
+    router.post,
     "/generate",
-    response_class=Response,
-    summary="Stitch exposures into one mosaic (picture or FITS)",
-    responses={
+    None,
+    {
         200: {
             "content": {"image/png": {}, "image/jpeg": {}, "application/fits": {}},
             "description": "PNG/JPEG picture, or the FITS mosaic (primary "
@@ -94,11 +97,14 @@ def _build_fits(plan, directory: str, dask_address: mosaic_engine.DaskTarget | N
         },
         **error_responses(400, 403, 404, 413, 422, 429, 503),
     },
+    response_class=Response,
 )
 async def generate_mosaic(
     body: MosaicRequest, settings: SettingsDep, storage: StorageDep, pool: PoolDep
 ):
-    """Resample every file onto one north-up gnomonic grid (bilinear, WCS honoured, SIP
+    """Stitch exposures into one mosaic (picture or FITS).
+
+    Resample every file onto one north-up gnomonic grid (bilinear, WCS honoured, SIP
     included) and combine overlaps with ``combine_method``. FITS: at the finest input pixel
     scale, NaN where nothing covers, built tile by tile on disk and streamed. Pictures:
     ``files[0]``'s stretch over the whole mosaic, the colormap, no coverage black; with both
@@ -182,11 +188,11 @@ async def _follow_file(
             os.unlink(path)
 
 
-@router.post(
+@route(
+    router.post,
     "/generate-observation",
-    response_class=StreamingResponse,
-    summary="One FITS mosaic of an observation's detector files (queued work)",
-    responses={
+    None,
+    {
         200: {
             "content": {"application/fits": {}},
             "description": "The mosaic: a primary float32 image with its "
@@ -196,6 +202,7 @@ async def _follow_file(
         },
         **error_responses(400, 403, 404, 413, 422, 503, 504),
     },
+    response_class=StreamingResponse,
 )
 async def generate_observation(
     body: ObservationMosaicRequest,
@@ -204,7 +211,9 @@ async def generate_observation(
     storage: StorageDep,
     pool: PoolDep,
 ):
-    """Resample 2-500 files onto one north-up TAN grid at the finest input pixel scale
+    """One FITS mosaic of an observation's detector files (queued work).
+
+    Resample 2-500 files onto one north-up TAN grid at the finest input pixel scale
     (bilinear, WCS and SIP honoured) and combine overlaps with ``combine_method``. A grid
     larger than ``max_output_pixels`` is made coarser to fit (inputs block-averaged to it)
     instead of being refused. Built tile by tile in a worker (memory follows the tile
@@ -259,14 +268,11 @@ async def generate_observation(
     )
 
 
-@router.post(
-    "/footprint",
-    response_model=FootprintResponse,
-    summary="Sky footprints of FITS files, from their headers",
-    responses=error_responses(400, 403, 404, 422, 429, 503),
-)
+@route(router.post, "/footprint", FootprintResponse, FOOTPRINT_ERRORS)
 async def footprint(body: FootprintRequest, storage: StorageDep, pool: PoolDep):
-    """Corners (pixel centres of the four corner pixels) and centre of each file on the sky,
+    """Sky footprints of FITS files.
+
+    Corners (pixel centres of the four corner pixels) and centre of each file on the sky,
     from its WCS alone (astropy: PC, CD and SIP honoured; no pixel is read), and the
     bounding box of all of them, which handles RA wrap-around at 0/360. ``overlap_warning``
     lists the groups when the files form several that do not overlap on the sky."""

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from app.deps import PoolDep, SettingsDep, StorageDep, resolve_file
 from app.errors import BadRequest
-from app.http_errors import error_responses
+from app.http_errors import error_responses, route
 from app.processing.enhancement import STRETCHES, DisplayParams
 from app.processing.fits_io import ImageInfo
 from app.processing.render import COLORMAPS
@@ -30,7 +30,6 @@ from app.viewer.models import (
 from app.workers import HEADER_JOB_BYTES, WorkerPool
 
 T = TypeVar("T")
-Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 router = APIRouter(tags=["Viewer"])
 
@@ -161,19 +160,11 @@ def image_jobs(settings: SettingsDep, storage: StorageDep, pool: PoolDep) -> Ima
 ImageJobsDep = Annotated[ImageJobs, Depends(image_jobs)]
 
 
-def _image_route(path: str, model: type, summary: str) -> Callable[[Handler], Handler]:
-    """A GET route on one image: its answer's model and the viewer's error statuses."""
-    return router.get(path, response_model=model, responses=ERRORS, summary=summary)
-
-
-@router.post(
-    "/thumbnail",
-    response_model=ThumbnailResponse,
-    responses=ERRORS,
-    summary="256 px PNG thumbnail of a FITS image",
-)
+@route(router.post, "/thumbnail", ThumbnailResponse, ERRORS)
 async def thumbnail(body: ThumbnailRequest, jobs: ImageJobsDep):
-    """A quick-look thumbnail: the first image HDU (middle slice of a cube), zscale
+    """256 px PNG thumbnail of a FITS image.
+
+    A quick-look thumbnail: the first image HDU (middle slice of a cube), zscale
     stretch, grey, 256 px on its long side with the aspect kept, row 0 at the bottom.
     Returned as base64 PNG inside JSON."""
     path, info, compressed = await jobs.open(body.file_path, -1)
@@ -185,9 +176,11 @@ async def thumbnail(body: ThumbnailRequest, jobs: ImageJobsDep):
     return {"thumbnail_base64": encoded}
 
 
-@router.get(
+@route(
+    router.get,
     "/preview/{data_id}",
-    responses={
+    None,
+    {
         **ERRORS,
         200: {
             "content": {"image/png": {}, "image/jpeg": {}},
@@ -195,7 +188,6 @@ async def thumbnail(body: ThumbnailRequest, jobs: ImageJobsDep):
         },
     },
     response_class=Response,
-    summary="Rendered PNG/JPEG preview of a FITS image",
 )
 async def preview(
     *,
@@ -221,7 +213,9 @@ async def preview(
     ] = "",
     jobs: ImageJobsDep,
 ):
-    """Render one image plane with a stretch and a colormap, scaled to fit the
+    """Rendered PNG/JPEG preview of a FITS image.
+
+    Render one image plane with a stretch and a colormap, scaled to fit the
     ``width`` x ``height`` box with its aspect kept (one side equals the box side).
     Non-finite pixels take the colormap's lowest colour."""
     if cmap not in COLORMAPS:
@@ -256,9 +250,7 @@ async def preview(
     )
 
 
-@_image_route(
-    "/histogram/{data_id}", HistogramResponse, "Histogram and percentiles of a stretched FITS image"
-)
+@route(router.get, "/histogram/{data_id}", HistogramResponse, ERRORS)
 async def histogram(
     *,
     data_id: DataId,
@@ -268,7 +260,9 @@ async def histogram(
     display: DisplayDep,
     jobs: ImageJobsDep,
 ):
-    """Histograms of the display values (after stretch, levels and gamma) and of the
+    """Histogram and percentiles of a stretched FITS image.
+
+    Histograms of the display values (after stretch, levels and gamma) and of the
     raw values (min-max normalised), percentiles and statistics of the display values.
     Every pixel counts for images up to 4096 px on a side; larger ones are sampled on
     a regular grid (every n-th row and column)."""
@@ -282,11 +276,7 @@ async def histogram(
     return JSONResponse({"data_id": data_id, **result})
 
 
-@_image_route(
-    "/pixeldata/{data_id}",
-    PixelDataResponse,
-    "Downsampled float32 pixels and WCS for hover read-outs",
-)
+@route(router.get, "/pixeldata/{data_id}", PixelDataResponse, ERRORS)
 async def pixeldata(
     *,
     data_id: DataId,
@@ -297,7 +287,9 @@ async def pixeldata(
     slice_index: SliceIndex = -1,
     jobs: ImageJobsDep,
 ):
-    """Pixel values reduced by an integer block mean so that the long side is at most
+    """Downsampled float32 pixels and WCS for hover read-outs.
+
+    Pixel values reduced by an integer block mean so that the long side is at most
     ``max_size``, with the celestial WCS of the original pixels (astropy: PC, CD, SIP
     honoured) and the data unit."""
     _range("max_size", max_size, 100, 8000, "Max size")
@@ -310,11 +302,11 @@ async def pixeldata(
     return Response(content=body, media_type="application/json")
 
 
-@_image_route(
-    "/cubeinfo/{data_id}", CubeInfoResponse, "Slice count and spectral axis of a data cube"
-)
+@route(router.get, "/cubeinfo/{data_id}", CubeInfoResponse, ERRORS)
 async def cubeinfo(data_id: DataId, file_path: FilePath, jobs: ImageJobsDep):
-    """Whether the file holds a cube (an image HDU with 3 or more axes), how many
+    """Slice count and spectral axis of a data cube.
+
+    Whether the file holds a cube (an image HDU with 3 or more axes), how many
     slices it has and what its third axis measures (from CTYPE3/CUNIT3/CRVAL3...)."""
     path = await resolve_file(jobs.storage, file_path)
     result = await jobs.pool.run(
