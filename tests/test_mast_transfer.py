@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from urllib3.util import parse_url
 
-from app.mast import http_transfer, transport
+from app.mast import transport
 from app.mast.http_transfer import Connection, FileTarget, download_file, fetch_size
 from app.mast.part_file import (
     WRITEBACK_EVERY,
@@ -258,14 +258,14 @@ def test_pause_during_a_stall_is_prompt_and_keeps_the_partial_file(server, tmp_p
     t0 = time.monotonic()
     with pytest.raises(DownloadStopped):
         download_file(target, connection(server, stop=signal), on_bytes=stop_once_bytes_arrived)
-    assert time.monotonic() - t0 < http_transfer.READ_TIMEOUT / 4
+    assert time.monotonic() - t0 < transport.READ_TIMEOUT / 4
     assert not server.release.is_set()  # the server was still stalling
     assert (tmp_path / "out.fits.part").read_bytes() == DATA[:1000]
     assert not target.final_path.exists()
 
 
 def test_silence_times_out_then_fails(server, tmp_path, monkeypatch):
-    monkeypatch.setattr(http_transfer, "READ_TIMEOUT", 0.6)
+    monkeypatch.setattr(transport, "READ_TIMEOUT", 0.6)
     with pytest.raises(DownloadFailed, match=r"no answer in time.*after 1 retries"):
         fetch(server, "/silent", tmp_path, retries=1)
     assert server.calls["/silent"] == 2

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from app.schema import example
 
 EXAMPLE_KEY = (
     "mast/jw02733-o001_t001_nircam_clear-f090w/jw02733-o001_t001_nircam_clear-f090w_i2d.fits"
@@ -46,22 +48,18 @@ class Polygon(BaseModel):
 
 
 class RegionStatisticsRequest(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "file_path": EXAMPLE_KEY,
-                    "region_type": "rectangle",
-                    "rectangle": {"x": 100, "y": 200, "width": 50, "height": 40},
-                    "hdu_index": -1,
-                },
-                {
-                    "file_path": EXAMPLE_KEY,
-                    "region_type": "circle",
-                    "circle": {"cx": 512.5, "cy": 480.0, "r": 12},
-                },
-            ]
-        }
+    model_config = example(
+        {
+            "file_path": EXAMPLE_KEY,
+            "region_type": "rectangle",
+            "rectangle": {"x": 100, "y": 200, "width": 50, "height": 40},
+            "hdu_index": -1,
+        },
+        {
+            "file_path": EXAMPLE_KEY,
+            "region_type": "circle",
+            "circle": {"cx": 512.5, "cy": 480.0, "r": 12},
+        },
     )
 
     file_path: str = Field(min_length=1)
@@ -85,18 +83,14 @@ class RegionStatisticsResponse(BaseModel):
 
 
 class SourceDetectionRequest(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "file_path": EXAMPLE_KEY,
-                    "threshold_sigma": 5.0,
-                    "fwhm": 3.0,
-                    "method": "auto",
-                    "npixels": 10,
-                    "deblend": True,
-                }
-            ]
+    model_config = example(
+        {
+            "file_path": EXAMPLE_KEY,
+            "threshold_sigma": 5.0,
+            "fwhm": 3.0,
+            "method": "auto",
+            "npixels": 10,
+            "deblend": True,
         }
     )
 
@@ -117,11 +111,13 @@ class Source(BaseModel):
     id: int
     xcentroid: float = Field(description="0-based column")
     ycentroid: float = Field(description="0-based row")
-    flux: float | None = None
-    sharpness: float | None = None
-    roundness: float | None = None
-    fwhm: float | None = None
-    peak: float | None = None
+    flux: float | None = Field(default=None, description="Background-subtracted flux (data units)")
+    sharpness: float | None = Field(default=None, description="Point-source finders only")
+    roundness: float | None = Field(default=None, description="Point-source finders only")
+    fwhm: float | None = Field(
+        default=None, description="Pixels; segmentation: twice the equivalent radius"
+    )
+    peak: float | None = Field(default=None, description="Highest background-subtracted pixel")
 
 
 class SourceDetectionResponse(BaseModel):

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from app.composite.color_mapping import ToneCurve
 from app.processing.enhancement import STRETCHES, Stretch
+from app.schema import Fraction, example
 
 
 class ChannelColor(BaseModel):
@@ -52,13 +53,10 @@ class NChannelConfig(BaseModel):
         default="asinh",
         description=", ".join(STRETCHES) + " (anything else is treated as zscale)",
     )
-    black_point: float = Field(
-        default=0.0,
-        ge=0,
-        le=1,
-        description="Black point, a percentile fraction 0-1 of the stretched values",
+    black_point: Fraction = Field(
+        default=0.0, description="Black point, a percentile fraction 0-1 of the stretched values"
     )
-    white_point: float = Field(default=1.0, ge=0, le=1, description="White point, 0-1")
+    white_point: Fraction = Field(default=1.0, description="White point, 0-1")
     gamma: float = Field(default=1.0, gt=0, le=5, description="Gamma; output = x^(1/gamma)")
     asinh_a: float = Field(default=0.05, ge=0.001, le=1, description="Asinh softening")
     curve: ToneCurve = Field(
@@ -89,8 +87,8 @@ class OverallAdjustments(BaseModel):
     """A stretch applied to the combined colour picture (same limits for R, G and B)."""
 
     stretch: Stretch = "linear"
-    black_point: float = Field(default=0.0, ge=0, le=1)
-    white_point: float = Field(default=1.0, ge=0, le=1)
+    black_point: Fraction = 0.0
+    white_point: Fraction = 1.0
     gamma: float = Field(default=1.0, gt=0, le=5)
     asinh_a: float = Field(default=0.1, ge=0.001, le=1)
 
@@ -102,8 +100,8 @@ class Sharpening(BaseModel):
         default=1.5, ge=0.5, le=10, description="Gaussian sigma in output-grid pixels"
     )
     amount: float = Field(default=0.0, ge=0, le=3, description="Strength; 0 is off")
-    threshold: float = Field(
-        default=0.0, ge=0, le=1, description="Luma differences smaller than this are not sharpened"
+    threshold: Fraction = Field(
+        default=0.0, description="Luma differences smaller than this are not sharpened"
     )
 
 
@@ -111,11 +109,8 @@ class Saturation(BaseModel):
     """Colour intensity, in HSL."""
 
     saturation: float = Field(default=1.0, ge=0, le=2, description="Saturation factor; 0 is grey")
-    vibrancy: float = Field(
-        default=0.0,
-        ge=0,
-        le=1,
-        description="Raises low saturations more than high ones: S + vibrancy (1 - S)",
+    vibrancy: Fraction = Field(
+        default=0.0, description="Raises low saturations more than high ones: S + vibrancy (1 - S)"
     )
     hue_rotation: float = Field(
         default=0.0, ge=-30, le=30, description="Degrees added to every hue"
@@ -133,41 +128,37 @@ _F1130W = "jw02733-o002_t001_miri_f1130w"
 
 
 class NChannelCompositeRequest(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
+    model_config = example(
+        {
+            "channels": [
                 {
-                    "channels": [
-                        {
-                            "file_paths": _example_file(_F187N),
-                            "stretch": "asinh",
-                            "asinh_a": 0.05,
-                            "color": {"hue": 240},
-                            "label": "F187N",
-                            "wavelength_um": 1.874,
-                        },
-                        {
-                            "file_paths": _example_file(_F444W),
-                            "stretch": "asinh",
-                            "color": {"hue": 120},
-                            "label": "F444W",
-                            "wavelength_um": 4.421,
-                        },
-                        {
-                            "file_paths": _example_file(_F1130W),
-                            "stretch": "zscale",
-                            "curve": "s_curve",
-                            "color": {"rgb": [1.0, 0.2, 0.0]},
-                            "label": "F1130W",
-                            "wavelength_um": 11.3,
-                        },
-                    ],
-                    "background_neutralization": True,
-                    "output_format": "png",
-                    "width": 1000,
-                    "height": 1000,
-                }
-            ]
+                    "file_paths": _example_file(_F187N),
+                    "stretch": "asinh",
+                    "asinh_a": 0.05,
+                    "color": {"hue": 240},
+                    "label": "F187N",
+                    "wavelength_um": 1.874,
+                },
+                {
+                    "file_paths": _example_file(_F444W),
+                    "stretch": "asinh",
+                    "color": {"hue": 120},
+                    "label": "F444W",
+                    "wavelength_um": 4.421,
+                },
+                {
+                    "file_paths": _example_file(_F1130W),
+                    "stretch": "zscale",
+                    "curve": "s_curve",
+                    "color": {"rgb": [1.0, 0.2, 0.0]},
+                    "label": "F1130W",
+                    "wavelength_um": 11.3,
+                },
+            ],
+            "background_neutralization": True,
+            "output_format": "png",
+            "width": 1000,
+            "height": 1000,
         }
     )
 
@@ -184,10 +175,8 @@ class NChannelCompositeRequest(BaseModel):
     saturation: Saturation | None = Field(
         default=None, description="Saturation, vibrancy and hue rotation; null: unchanged"
     )
-    feather_strength: float | None = Field(
+    feather_strength: Fraction | None = Field(
         default=None,
-        ge=0,
-        le=1,
         description="Feathering between instruments: 0 off; null "
         "automatic (on when the channels come from two or more instruments)",
     )
@@ -197,15 +186,10 @@ class NChannelCompositeRequest(BaseModel):
         le=180,
         description="Clockwise rotation on screen; the canvas grows, corners black",
     )
-    crop_center_x: float = Field(
-        default=0.5,
-        ge=0,
-        le=1,
-        description="With zoom: which part is shown, 0 the left edge, 1 the right edge",
+    crop_center_x: Fraction = Field(
+        default=0.5, description="With zoom: which part is shown, 0 the left edge, 1 the right edge"
     )
-    crop_center_y: float = Field(
-        default=0.5, ge=0, le=1, description="0 the top edge, 1 the bottom edge"
-    )
+    crop_center_y: Fraction = Field(default=0.5, description="0 the top edge, 1 the bottom edge")
     crop_zoom: float = Field(
         default=1.0,
         ge=0.1,
@@ -224,25 +208,21 @@ class NChannelCompositeRequest(BaseModel):
 class AnalyzeChannelsRequest(BaseModel):
     """Channels to analyse for auto-stretch (CONTRACT-HEAD §10.4)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
+    model_config = example(
+        {
+            "channels": [
                 {
-                    "channels": [
-                        {
-                            "file_paths": _example_file(_F187N),
-                            "color": {"hue": 240},
-                            "label": "F187N",
-                        },
-                        {
-                            "file_paths": _example_file(_F1130W),
-                            "color": {"hue": 0},
-                            "label": "F1130W",
-                        },
-                    ],
-                    "background_neutralization": True,
-                }
-            ]
+                    "file_paths": _example_file(_F187N),
+                    "color": {"hue": 240},
+                    "label": "F187N",
+                },
+                {
+                    "file_paths": _example_file(_F1130W),
+                    "color": {"hue": 0},
+                    "label": "F1130W",
+                },
+            ],
+            "background_neutralization": True,
         }
     )
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.schema import example
+
 #: Observations one request may list (a target's whole MAST history is a few thousand).
 MAX_OBSERVATIONS = 20_000
 NAME = 128
@@ -47,35 +49,31 @@ class ObservationInput(BaseModel):
 
 
 class SuggestRecipesRequest(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
+    model_config = example(
+        {
+            "target_name": "NGC 3132",
+            "observations": [
                 {
-                    "target_name": "NGC 3132",
-                    "observations": [
-                        {
-                            "filter": "F090W",
-                            "instrument": "NIRCAM",
-                            "observation_id": "jw02733-o001_t001_nircam_clear-f090w",
-                        },
-                        {
-                            "filter": "F187N",
-                            "instrument": "NIRCAM",
-                            "observation_id": "jw02733-o001_t001_nircam_clear-f187n",
-                        },
-                        {
-                            "filter": "F444W",
-                            "instrument": "NIRCAM",
-                            "observation_id": "jw02733-o001_t001_nircam_clear-f444w",
-                        },
-                        {
-                            "filter": "F1130W",
-                            "instrument": "MIRI",
-                            "observation_id": "jw02733-o002_t001_miri_f1130w",
-                        },
-                    ],
-                }
-            ]
+                    "filter": "F090W",
+                    "instrument": "NIRCAM",
+                    "observation_id": "jw02733-o001_t001_nircam_clear-f090w",
+                },
+                {
+                    "filter": "F187N",
+                    "instrument": "NIRCAM",
+                    "observation_id": "jw02733-o001_t001_nircam_clear-f187n",
+                },
+                {
+                    "filter": "F444W",
+                    "instrument": "NIRCAM",
+                    "observation_id": "jw02733-o001_t001_nircam_clear-f444w",
+                },
+                {
+                    "filter": "F1130W",
+                    "instrument": "MIRI",
+                    "observation_id": "jw02733-o002_t001_miri_f1130w",
+                },
+            ],
         }
     )
 

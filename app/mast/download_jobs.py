@@ -429,7 +429,7 @@ class DownloadManager:
             self.settings.MAST_SEARCH_TIMEOUT,
         )
         keys: dict[str, str] = {}
-        if products and strategy.source == "s3":
+        if products and job.source == "s3":
             keys = await asyncio.to_thread(self.mast.archive_keys, products, job.obs_id)
         rows = [
             FileRow(

@@ -33,8 +33,6 @@ from app.mast.part_file import (
 from app.mast.stopping import StopSignal, never
 
 READ_BYTES = 1024 * 1024
-CONNECT_TIMEOUT = 30.0
-READ_TIMEOUT = 120.0
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)$")
 
 ShouldStop = Callable[[], bool]
@@ -68,8 +66,7 @@ class Connection:
             policy=self.policy,
             method=method,
             range_from=range_from,
-            connect_timeout=CONNECT_TIMEOUT,
-            read_timeout=READ_TIMEOUT,
+            read_timeout=transport.READ_TIMEOUT,
             should_stop=self.stop,
             on_abort=None if signal is None else signal.register,
         )

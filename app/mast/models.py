@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, Field
+
+from app.schema import example
 
 EXAMPLE_OBS = "jw02733-o001_t001_nircam_clear-f090w"
 # One pattern for every MAST identifier this service passes on: letters, digits and
@@ -63,11 +65,7 @@ ProgramId = Annotated[
 
 
 class TargetSearchRequest(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"target_name": "NGC 3132", "radius": 0.2, "calib_level": [2, 3]}]
-        }
-    )
+    model_config = example({"target_name": "NGC 3132", "radius": 0.2, "calib_level": [2, 3]})
 
     target_name: str = Field(
         min_length=1, max_length=200, description="Object name, resolved to coordinates by Sesame"
@@ -80,11 +78,7 @@ class TargetSearchRequest(BaseModel):
 
 
 class CoordinateSearchRequest(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"ra": 151.7567, "dec": -40.4372, "radius": 0.2, "calib_level": [3]}]
-        }
-    )
+    model_config = example({"ra": 151.7567, "dec": -40.4372, "radius": 0.2, "calib_level": [3]})
 
     ra: float = Field(
         ge=-360, le=360, description="Right ascension in degrees; normalised to [0, 360)"
@@ -95,27 +89,21 @@ class CoordinateSearchRequest(BaseModel):
 
 
 class ObservationSearchRequest(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"obs_id": EXAMPLE_OBS, "calib_level": None}]}
-    )
+    model_config = example({"obs_id": EXAMPLE_OBS, "calib_level": None})
 
     obs_id: ObsId
     calib_level: CalibLevels = None
 
 
 class ProgramSearchRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"program_id": "2733"}]})
+    model_config = example({"program_id": "2733"})
 
     program_id: ProgramId
     calib_level: CalibLevels = [2, 3]
 
 
 class RecentReleasesRequest(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"days_back": 30, "instrument": "NIRCAM", "limit": 50, "offset": 0}]
-        }
-    )
+    model_config = example({"days_back": 30, "instrument": "NIRCAM", "limit": 50, "offset": 0})
 
     days_back: int = Field(default=30, ge=1, le=365)
     instrument: str | None = Field(
@@ -136,7 +124,7 @@ class SearchResponse(BaseModel):
 
 
 class ProductsRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"obs_id": EXAMPLE_OBS}]})
+    model_config = example({"obs_id": EXAMPLE_OBS})
 
     obs_id: ObsId
 
@@ -148,11 +136,7 @@ class ProductsResponse(BaseModel):
 
 
 class DownloadRequest(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"obs_id": EXAMPLE_OBS, "product_type": "SCIENCE", "product_id": "_i2d"}]
-        }
-    )
+    model_config = example({"obs_id": EXAMPLE_OBS, "product_type": "SCIENCE", "product_id": "_i2d"})
 
     obs_id: ObsId
     product_type: ProductType = "SCIENCE"
@@ -175,16 +159,12 @@ class DownloadResponse(BaseModel):
 
 
 class ChunkedDownloadRequest(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "obs_id": EXAMPLE_OBS,
-                    "product_type": "SCIENCE",
-                    "resume_job_id": None,
-                    "calib_level": [3],
-                }
-            ]
+    model_config = example(
+        {
+            "obs_id": EXAMPLE_OBS,
+            "product_type": "SCIENCE",
+            "resume_job_id": None,
+            "calib_level": [3],
         }
     )
 
@@ -195,11 +175,7 @@ class ChunkedDownloadRequest(BaseModel):
 
 
 class S3DownloadRequest(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"obs_id": EXAMPLE_OBS, "product_type": "SCIENCE", "calib_level": None}]
-        }
-    )
+    model_config = example({"obs_id": EXAMPLE_OBS, "product_type": "SCIENCE", "calib_level": None})
 
     obs_id: ObsId
     product_type: ProductType = "SCIENCE"

@@ -42,9 +42,6 @@ class TransferStrategy(Protocol):
     """Fetches one file of a job; blocking, called in a transfer thread."""
 
     @property
-    def source(self) -> str: ...
-
-    @property
     def parallel_files(self) -> int:
         """Files of one job transferred at once."""
         ...
@@ -64,7 +61,6 @@ class TransferStrategy(Protocol):
 class HttpTransfers:
     mast: MastService
     policy: RedirectPolicy
-    source: str = "http"
     parallel_files: int = 3
     keeps_partial_files: bool = True
 
@@ -83,7 +79,6 @@ class S3Transfers:
     client: Any  # a boto3 S3 client (anonymous)
     bucket: str
     obs_id: str
-    source: str = "s3"
     parallel_files: int = 2
     keeps_partial_files: bool = False
 

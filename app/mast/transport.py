@@ -40,6 +40,9 @@ from urllib3.util import Url, parse_url
 from app.mast.stopping import never
 
 MAX_REDIRECTS = 5
+#: Seconds to connect, and to wait for the next bytes of an answer.
+CONNECT_TIMEOUT = 30.0
+READ_TIMEOUT = 120.0
 USER_AGENT = "jwst-mast-proxy"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -157,8 +160,8 @@ def request(
     method: str = "GET",
     headers: Mapping[str, str] | None = None,
     range_from: int | None = None,
-    connect_timeout: float = 30.0,
-    read_timeout: float = 120.0,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    read_timeout: float = READ_TIMEOUT,
     should_stop: Callable[[], bool] = never,
     on_abort: Callable[[Callable[[], None]], Callable[[], None]] | None = None,
 ) -> Response:

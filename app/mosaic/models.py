@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from app.mosaic.mosaic_engine import CombineMethod
+from app.schema import Fraction, example
 
 EXAMPLE_KEYS: list[Any] = [
     "mast/jw02733-o001_t001_nircam_clear-f090w/jw02733001001_02101_00001_nrca1_cal.fits",
@@ -21,35 +22,31 @@ class MosaicFileConfig(BaseModel):
         description="Display stretch (only files[0]'s "
         "settings are used, for the whole mosaic; unknown names mean zscale)",
     )
-    black_point: float = Field(default=0.0, ge=0, le=1)
-    white_point: float = Field(default=1.0, ge=0, le=1)
+    black_point: Fraction = 0.0
+    white_point: Fraction = 1.0
     gamma: float = Field(default=1.0, gt=0, le=5)
     asinh_a: float = Field(default=0.1, ge=0.001, le=1)
 
 
 class MosaicRequest(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "files": [{"file_path": k, "stretch": "asinh"} for k in EXAMPLE_KEYS],
-                    "output_format": "png",
-                    "width": 2048,
-                    "height": None,
-                    "combine_method": "mean",
-                    "cmap": "inferno",
-                },
-                {
-                    "files": [{"file_path": k} for k in EXAMPLE_KEYS],
-                    "output_format": "fits",
-                    "quality": 95,
-                    "width": None,
-                    "height": None,
-                    "combine_method": "mean",
-                    "cmap": "grayscale",
-                },
-            ]
-        }
+    model_config = example(
+        {
+            "files": [{"file_path": k, "stretch": "asinh"} for k in EXAMPLE_KEYS],
+            "output_format": "png",
+            "width": 2048,
+            "height": None,
+            "combine_method": "mean",
+            "cmap": "inferno",
+        },
+        {
+            "files": [{"file_path": k} for k in EXAMPLE_KEYS],
+            "output_format": "fits",
+            "quality": 95,
+            "width": None,
+            "height": None,
+            "combine_method": "mean",
+            "cmap": "grayscale",
+        },
     )
 
     files: list[MosaicFileConfig] = Field(
@@ -81,16 +78,12 @@ class MosaicRequest(BaseModel):
 class ObservationMosaicRequest(BaseModel):
     """Every per-detector file of one filter of one observation (CONTRACT-HEAD §10.5)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "file_paths": EXAMPLE_KEYS,
-                    "combine_method": "mean",
-                    "max_output_pixels": 64_000_000,
-                    "batch_size": 10,
-                }
-            ]
+    model_config = example(
+        {
+            "file_paths": EXAMPLE_KEYS,
+            "combine_method": "mean",
+            "max_output_pixels": 64_000_000,
+            "batch_size": 10,
         }
     )
 
@@ -117,7 +110,7 @@ class ObservationMosaicRequest(BaseModel):
 
 
 class FootprintRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"file_paths": EXAMPLE_KEYS}]})
+    model_config = example({"file_paths": EXAMPLE_KEYS})
 
     file_paths: list[str] = Field(
         min_length=1, max_length=500, description="Storage keys; only headers are read"

@@ -2,36 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pydantic import BaseModel, Field, JsonValue
 
-from pydantic import BaseModel, ConfigDict, Field
+from app.schema import Fraction, example
+
+EXAMPLE_RECORD: dict[str, JsonValue] = {
+    "file_id": "6650f1c2a9b8e4d3c2b1a0f9",
+    "target_name": "Crab Nebula",
+    "instrument": "MIRI",
+    "filter_name": "F770W",
+    "exposure_time": 1332.0,
+    "wavelength_range": "mid-infrared",
+    "processing_level": "L3",
+    "calibration_level": 3,
+    "observation_date": "2023-01-07",
+    "proposal_pi": "Temim, Tea",
+    "proposal_id": "1714",
+    "observation_title": "The Crab Nebula with MIRI",
+    "data_type": "image",
+    "file_name": "jw01714-o002_t001_miri_f770w_i2d.fits",
+}
 
 
 class FileMetadata(BaseModel):
     """What is known of one file; its prose form is what gets embedded."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "file_id": "6650f1c2a9b8e4d3c2b1a0f9",
-                    "target_name": "Crab Nebula",
-                    "instrument": "MIRI",
-                    "filter_name": "F770W",
-                    "exposure_time": 1332.0,
-                    "wavelength_range": "mid-infrared",
-                    "processing_level": "L3",
-                    "calibration_level": 3,
-                    "observation_date": "2023-01-07",
-                    "proposal_pi": "Temim, Tea",
-                    "proposal_id": "1714",
-                    "observation_title": "The Crab Nebula with MIRI",
-                    "data_type": "image",
-                    "file_name": "jw01714-o002_t001_miri_f770w_i2d.fits",
-                }
-            ]
-        }
-    )
+    model_config = example(EXAMPLE_RECORD)
 
     file_id: str = Field(min_length=1, max_length=256, description="Record id of the .NET side")
     target_name: str | None = None
@@ -49,11 +45,8 @@ class FileMetadata(BaseModel):
     file_name: str | None = None
 
 
-EXAMPLE_RECORD: dict[str, Any] = FileMetadata.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index, assignment]
-
-
 class EmbedBatchRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [EXAMPLE_RECORD]}]})
+    model_config = example({"items": [EXAMPLE_RECORD]})
 
     items: list[FileMetadata] = Field(
         description="Any number of records (embedded in "
@@ -68,7 +61,7 @@ class EmbedBatchResponse(BaseModel):
 
 
 class EmbedRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"metadata": EXAMPLE_RECORD}]})
+    model_config = example({"metadata": EXAMPLE_RECORD})
 
     metadata: FileMetadata
 
@@ -80,15 +73,13 @@ class EmbedResponse(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"query": "MIRI images of the Crab Nebula", "top_k": 10, "min_score": 0.3}]
-        }
+    model_config = example(
+        {"query": "MIRI images of the Crab Nebula", "top_k": 10, "min_score": 0.3}
     )
 
     query: str = Field(min_length=1, max_length=500, description="Plain-language question")
     top_k: int = Field(default=20, ge=1, le=100)
-    min_score: float = Field(default=0.3, ge=0, le=1, description="Cosine similarity floor")
+    min_score: Fraction = Field(default=0.3, description="Cosine similarity floor")
 
 
 class SearchResult(BaseModel):

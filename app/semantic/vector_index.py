@@ -17,7 +17,9 @@ import os
 import threading
 import time
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,15 +29,17 @@ INDEX_FILE = "index.npz"
 logger = logging.getLogger(__name__)
 
 
-def pack_strings(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """One UTF-8 blob and the end offset of each string (no padding)."""
+def pack_strings(name: str, values: list[str]) -> dict[str, np.ndarray]:
+    """The arrays that store ``values`` as ``name``: one UTF-8 blob (``<name>_blob``)
+    and the end offset of each string (``<name>_ends``), without padding."""
     encoded = [v.encode("utf-8", "surrogatepass") for v in values]
     ends = np.cumsum([len(e) for e in encoded], dtype=np.int64)
-    return np.frombuffer(b"".join(encoded), dtype=np.uint8), ends
+    return {f"{name}_blob": np.frombuffer(b"".join(encoded), dtype=np.uint8), f"{name}_ends": ends}
 
 
-def unpack_strings(blob: np.ndarray, ends: np.ndarray) -> list[str]:
-    data = blob.tobytes()
+def unpack_strings(arrays: Mapping[str, np.ndarray], name: str) -> list[str]:
+    """The strings :func:`pack_strings` stored as ``name`` in ``arrays``."""
+    data, ends = arrays[f"{name}_blob"].tobytes(), arrays[f"{name}_ends"]
     starts = np.concatenate([[0], ends[:-1]]) if ends.size else ends
     return [data[a:b].decode("utf-8", "surrogatepass") for a, b in zip(starts, ends, strict=True)]
 
@@ -72,8 +76,7 @@ class VectorIndex:
                 with np.load(self.path, allow_pickle=False) as data:
                     vectors = np.ascontiguousarray(data["vectors"], dtype=np.float32)
                     if "id_blob" in data:
-                        ids = unpack_strings(data["id_blob"], data["id_ends"])
-                        texts = unpack_strings(data["text_blob"], data["text_ends"])
+                        ids, texts = unpack_strings(data, "id"), unpack_strings(data, "text")
                     else:  # the first layout: padded string arrays
                         ids = [str(v) for v in data["ids"]]
                         texts = [str(v) for v in data["texts"]]
@@ -111,16 +114,12 @@ class VectorIndex:
         self.directory.mkdir(parents=True, exist_ok=True)
         with atomic_target(self.path) as tmp:
             with open(tmp, "wb") as handle:
-                id_blob, id_ends = pack_strings(self.ids)
-                text_blob, text_ends = pack_strings(self.texts)
-                np.savez(
-                    handle,
-                    vectors=self.vectors,
-                    id_blob=id_blob,
-                    id_ends=id_ends,
-                    text_blob=text_blob,
-                    text_ends=text_ends,
-                )
+                arrays: dict[str, Any] = {
+                    "vectors": self.vectors,
+                    **pack_strings("id", self.ids),
+                    **pack_strings("text", self.texts),
+                }
+                np.savez(handle, **arrays)
         self._mtime = self.path.stat().st_mtime_ns
 
     def upsert(self, ids: list[str], vectors: np.ndarray, texts: list[str]) -> None:

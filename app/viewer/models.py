@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from app.schema import example
 
 
 class ThumbnailRequest(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "file_path": "mast/jw02733-o001_t001_nircam_clear-f090w/"
-                    "jw02733-o001_t001_nircam_clear-f090w_i2d.fits"
-                }
-            ]
+    model_config = example(
+        {
+            "file_path": "mast/jw02733-o001_t001_nircam_clear-f090w/"
+            "jw02733-o001_t001_nircam_clear-f090w_i2d.fits"
         }
     )
 
