@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,6 +18,16 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".cache"
 RESULTS = ROOT / "bench" / "results"
 MB = 1024 * 1024
+
+# Benches print a line per step as it ends: show each at once, even into a pipe.
+sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+
+
+def write_results(name: str, results: dict) -> int:
+    """Keep a bench's figures in ``bench/results/<name>.json``; 0, the exit status."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2))
+    return 0
 
 
 def arguments(repeat: int) -> argparse.ArgumentParser:

@@ -13,7 +13,6 @@ time does not depend on what the vectors mean). Writes bench/results/analysis.js
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -28,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from bench import common  # noqa: E402
 from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, health_line, summary, timed  # noqa: E402
 from tests.support.servers import run_service  # noqa: E402
-from tests.support.synthetic import make_jwst_image  # noqa: E402
+from tests.support.synthetic import make_catalog, make_jwst_image  # noqa: E402
 
 STORAGE = CACHE / "storage"
 TARGETS = [
@@ -57,7 +56,7 @@ def make_inputs() -> dict:
     for size in (2048, 4096):
         key = f"analysis/detect_{size}_i2d.fits"
         if not (STORAGE / key).exists():
-            print(f"generating {key} ...", flush=True)
+            print(f"generating {key} ...")
             make_jwst_image(
                 STORAGE / key,
                 shape=(size, size),
@@ -69,29 +68,7 @@ def make_inputs() -> dict:
         keys[size] = key
     table = STORAGE / "analysis" / "million.fits"
     if not table.exists():
-        from astropy.io import fits
-
-        rng = np.random.default_rng(3)
-        n = 1_000_000
-        fits.HDUList(
-            [
-                fits.PrimaryHDU(),
-                fits.BinTableHDU.from_columns(
-                    [
-                        fits.Column(name="RA", format="D", array=rng.uniform(0, 360, n)),
-                        fits.Column(name="DEC", format="D", array=rng.uniform(-90, 90, n)),
-                        fits.Column(
-                            name="MAG", format="E", array=rng.normal(20, 2, n).astype(np.float32)
-                        ),
-                        fits.Column(
-                            name="NAME",
-                            format="16A",
-                            array=np.char.add("src", np.arange(n).astype(str)),
-                        ),
-                    ]
-                ),
-            ]
-        ).writeto(table)
+        make_catalog(table, 1_000_000)
     keys["table"] = "analysis/million.fits"
     return keys
 
@@ -152,8 +129,7 @@ def main() -> int:
             results[name] = {**summary(times), **rss.result(), "n_sources": n}
             print(
                 f"{name:<26} median {results[name]['median_s']:6.2f} s  peak worker RSS "
-                f"{results[name]['peak_worker_mb']:6.0f} MB  ({n} sources)",
-                flush=True,
+                f"{results[name]['peak_worker_mb']:6.0f} MB  ({n} sources)"
             )
         params = {
             "file_path": keys["table"],
@@ -169,13 +145,12 @@ def main() -> int:
         )
         print(
             f"sorted page of 1M rows     median "
-            f"{results['table_sorted_page_1M']['median_s']:6.3f} s",
-            flush=True,
+            f"{results['table_sorted_page_1M']['median_s']:6.3f} s"
         )
         t0 = time.perf_counter()
         client.post("/semantic/embed-batch", json={"items": records(1000)}).raise_for_status()
         results["embed_1000_s"] = time.perf_counter() - t0
-        print(f"embed 1000 records         {results['embed_1000_s']:6.2f} s", flush=True)
+        print(f"embed 1000 records         {results['embed_1000_s']:6.2f} s")
     # Grow the index to 10,000 vectors, then search it from a fresh engine.
     from app.semantic.vector_index import VectorIndex
 
@@ -207,8 +182,7 @@ def main() -> int:
         )
     results["health_throughout_detection"] = health.result()
     print(health_line("during detection", results["health_throughout_detection"]))
-    (RESULTS / "analysis.json").write_text(json.dumps(results, indent=2))
-    return 0
+    return common.write_results("analysis", results)
 
 
 if __name__ == "__main__":

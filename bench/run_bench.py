@@ -15,7 +15,6 @@ bench/results/viewer.json.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -69,7 +68,7 @@ def main() -> int:
     for size in args.sizes:
         target = storage / "bench" / f"jwst_{size}_i2d.fits"
         if not target.exists():
-            print(f"generating {target.name} ...", flush=True)
+            print(f"generating {target.name} ...")
             make_jwst_image(target, shape=(size, size), seed=size, n_stars=400, with_err_dq=False)
     results = {"sizes": {}}
     env = common.engine_env(storage)
@@ -116,8 +115,7 @@ def main() -> int:
                     print(
                         f"{size:>5} {name:<15} median {row[name]['median_s']:.3f} s   "
                         f"peak {peak:7.1f} MB ({row[name]['peak_vs_image']:.2f}x the "
-                        f"float32 image)",
-                        flush=True,
+                        f"float32 image)"
                     )
                 results["sizes"][str(size)] = row
             key = f"bench/jwst_{args.sizes[0]}_i2d.fits"
@@ -127,8 +125,7 @@ def main() -> int:
                     "during 8 concurrent 2000px histeq previews", results["health_under_load"]
                 )
             )
-    (RESULTS / "viewer.json").write_text(json.dumps(results, indent=2))
-    return 0
+    return common.write_results("viewer", results)
 
 
 if __name__ == "__main__":

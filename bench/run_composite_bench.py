@@ -15,7 +15,6 @@ PNG cold, and 3 x 40 files to 2000x2000. Samples worker RSS every 20 ms and
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -28,9 +27,8 @@ sys.path.insert(0, str(ROOT))
 from bench import common  # noqa: E402
 from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, health_line, summary, timed  # noqa: E402
 from tests.support.servers import run_service  # noqa: E402
-from tests.support.synthetic import make_jwst_image  # noqa: E402
+from tests.support.synthetic import DEC0, RA0, make_jwst_image  # noqa: E402
 
-RA0, DEC0 = 83.8221, -5.3911
 STORAGE = CACHE / "storage"
 COMPOSITE_CACHE = CACHE / "composite-cache"
 
@@ -46,13 +44,11 @@ def make_three() -> list[str]:
     ):
         path = base / f"field_{name}_i2d.fits"
         if not path.exists():
-            print(f"generating {path.name} ...", flush=True)
+            print(f"generating {path.name} ...")
             make_jwst_image(
                 path,
                 shape=(size, size),
                 seed=size + int(rot),
-                ra=RA0,
-                dec=DEC0,
                 pixel_scale_arcsec=scale,
                 rotation_deg=rot,
                 n_stars=400,
@@ -74,7 +70,7 @@ def make_inputs() -> dict:
             for j in range(4):
                 path = base / "grid" / f"{filt.lower()}_{i:02d}_{j}_cal.fits"
                 if not path.exists():
-                    print(f"generating {path.name} ...", flush=True)
+                    print(f"generating {path.name} ...")
                     make_jwst_image(
                         path,
                         shape=(2048, 2048),
@@ -140,13 +136,11 @@ def main() -> int:
             row = results[name]
             print(
                 f"{name:<22} median {row['median_s']:6.2f} s  min {row['min_s']:6.2f} s  "
-                f"peak worker RSS {row['peak_worker_mb']:7.0f} MB",
-                flush=True,
+                f"peak worker RSS {row['peak_worker_mb']:7.0f} MB"
             )
     results["health_throughout"] = health.result()
     print(health_line("throughout", results["health_throughout"]))
-    (RESULTS / "composite.json").write_text(json.dumps(results, indent=2))
-    return 0
+    return common.write_results("composite", results)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ Writes bench/results/look.json.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -37,7 +36,6 @@ from bench.run_composite_bench import make_three  # noqa: E402
 from tests.support.servers import run_service  # noqa: E402
 from tests.support.synthetic import make_jwst_image  # noqa: E402
 
-RA0, DEC0 = 83.8221, -5.3911
 STORAGE = CACHE / "storage"
 COMPOSITE_CACHE = CACHE / "look-composite-cache"
 
@@ -45,13 +43,11 @@ COMPOSITE_CACHE = CACHE / "look-composite-cache"
 def make_miri() -> str:
     path = STORAGE / "composite" / "field_f770w_miri_i2d.fits"
     if not path.exists():
-        print(f"generating {path.name} ...", flush=True)
+        print(f"generating {path.name} ...")
         make_jwst_image(
             path,
             shape=(1024, 1032),
             seed=770,
-            ra=RA0,
-            dec=DEC0,
             pixel_scale_arcsec=0.11,
             rotation_deg=4.0,
             n_stars=150,
@@ -122,22 +118,17 @@ def main() -> int:
             print(
                 f"2048^2 {temperature:<6}: plain median {summary(times['plain'])['median_s']:.3f}"
                 f" s, every control {summary(times['every_control'])['median_s']:.3f} s "
-                f"({ratio:.2f}x)",
-                flush=True,
+                f"({ratio:.2f}x)"
             )
         for temperature, cold in (("cold", True), ("cached", False)):
             values = [
                 timed_post(client, "/composite/analyze-channels", analyze, cold)
                 for _ in range(args.repeat)
             ]
-            results[f"analyze_{temperature}"] = summary(values)
-            print(
-                f"analyze-channels {temperature:<6}: median {summary(values)['median_s']:.3f} s,"
-                f" max {max(values):.3f} s",
-                flush=True,
-            )
-    (RESULTS / "look.json").write_text(json.dumps(results, indent=2))
-    return 0
+            results[f"analyze_{temperature}"] = figures = summary(values)
+            median, slowest = figures["median_s"], max(values)
+            print(f"analyze-channels {temperature:<6}: median {median:.3f} s, max {slowest:.3f} s")
+    return common.write_results("look", results)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
 from bench.common import RssSampler, percentile  # noqa: E402
 from tests.support.servers import run_mast_standin, run_service  # noqa: E402
 
@@ -198,8 +199,7 @@ def main() -> int:
                 }
             )
     print(json.dumps(result, indent=2))
-    (RESULTS / "mast.json").write_text(json.dumps(result, indent=2))
-    return 0
+    return common.write_results("mast", result)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ waits for the engine to be idle and measures again. Writes bench/results/memory.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -42,7 +41,6 @@ def settle(pid: int, seconds: float = 3.0) -> int:
     workers = [p.memory_info().rss for p in psutil.Process(pid).children(recursive=True)]
     print(
         f"  server {server / MB:.0f} MB, children {', '.join(f'{w / MB:.0f}' for w in workers)} MB",
-        flush=True,
     )
     return tree_rss(pid)
 
@@ -79,10 +77,10 @@ def main() -> int:
             start = time.perf_counter()
             response = client.post(url, json=payload)
             if response.status_code == 404 and "Not Found" in response.text:
-                print(f"{name:<20} skipped: this engine has no {url}", flush=True)
+                print(f"{name:<20} skipped: this engine has no {url}")
                 continue
             response.raise_for_status()
-            print(f"{name:<20} {time.perf_counter() - start:6.2f} s", flush=True)
+            print(f"{name:<20} {time.perf_counter() - start:6.2f} s")
             settle(proc.pid, 1.0)  # what each job leaves behind
         after = settle(proc.pid)
         results = {
@@ -92,11 +90,9 @@ def main() -> int:
         }
     print(
         f"engine tree RSS: fresh {fresh / MB:.0f} MB, idle after the heavy sequence "
-        f"{after / MB:.0f} MB ({(after - fresh) / MB:+.0f} MB)",
-        flush=True,
+        f"{after / MB:.0f} MB ({(after - fresh) / MB:+.0f} MB)"
     )
-    (RESULTS / "memory.json").write_text(json.dumps(results, indent=2))
-    return 0
+    return common.write_results("memory", results)
 
 
 if __name__ == "__main__":

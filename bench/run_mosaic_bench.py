@@ -14,7 +14,6 @@ bench/results/mosaic.json.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -27,9 +26,8 @@ sys.path.insert(0, str(ROOT))
 from bench import common  # noqa: E402
 from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, health_line, summary, timed  # noqa: E402
 from tests.support.servers import run_service  # noqa: E402
-from tests.support.synthetic import make_jwst_image  # noqa: E402
+from tests.support.synthetic import DEC0, RA0, make_jwst_image  # noqa: E402
 
-RA0, DEC0 = 83.8221, -5.3911
 STORAGE = CACHE / "storage"
 
 
@@ -41,7 +39,7 @@ def make_grid(n: int) -> list[str]:
             key = f"mosaic/grid{n}/tile_{i}_{j}_cal.fits"
             path = STORAGE / key
             if not path.exists():
-                print(f"generating {key} ...", flush=True)
+                print(f"generating {key} ...")
                 make_jwst_image(
                     path,
                     shape=(2048, 2048),
@@ -78,8 +76,7 @@ def run_cases(base: str, pid: int, cases, results: dict, prefix: str = "") -> No
             results[prefix + name] = row
             print(
                 f"{prefix + name:<24} median {row['median_s']:6.2f} s  min {row['min_s']:6.2f} s"
-                f"  peak worker RSS {row['peak_worker_mb']:6.0f} MB",
-                flush=True,
+                f"  peak worker RSS {row['peak_worker_mb']:6.0f} MB"
             )
 
 
@@ -99,7 +96,7 @@ def main() -> int:
     ):
         run_cases(base, proc.pid, cases, results)
     results["health_throughout"] = health.result()
-    print(health_line("throughout", results["health_throughout"]), flush=True)
+    print(health_line("throughout", results["health_throughout"]))
     from dask.distributed import LocalCluster
 
     with LocalCluster(
@@ -112,8 +109,7 @@ def main() -> int:
         }
         with run_service("main", env_dask, RESULTS / "engine-mosaic-dask.log") as (base, proc):
             run_cases(base, proc.pid, cases[:1] + cases[2:], results, prefix="dask_")
-    (RESULTS / "mosaic.json").write_text(json.dumps(results, indent=2))
-    return 0
+    return common.write_results("mosaic", results)
 
 
 if __name__ == "__main__":

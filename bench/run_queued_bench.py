@@ -35,9 +35,8 @@ from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, health_line, s
 from bench.run_composite_bench import body as composite_body  # noqa: E402
 from bench.run_composite_bench import make_three  # noqa: E402
 from tests.support.servers import run_service  # noqa: E402
-from tests.support.synthetic import make_jwst_image  # noqa: E402
+from tests.support.synthetic import DEC0, RA0, make_jwst_image  # noqa: E402
 
-RA0, DEC0 = 83.8221, -5.3911
 STORAGE = CACHE / "storage"
 COMPOSITE_CACHE = CACHE / "queued-composite-cache"
 MB = 1024 * 1024
@@ -54,7 +53,7 @@ def make_sky(n: int, size: int, scale: float) -> list[str]:
             )
             path = STORAGE / key
             if not path.exists():
-                print(f"generating {key} ...", flush=True)
+                print(f"generating {key} ...")
                 make_jwst_image(
                     path,
                     shape=(size, size),
@@ -116,8 +115,7 @@ def bench_stream(base: str, repeat: int, results: dict) -> None:
         f"composite 1000^2 cold: sync median {summary(sync_times)['median_s']:.3f} s, "
         f"stream median {summary(stream_times)['median_s']:.3f} s ({ratio:.2f}x); "
         f"first line median {summary(firsts)['median_s'] * 1000:.0f} ms, "
-        f"max {max(firsts) * 1000:.0f} ms",
-        flush=True,
+        f"max {max(firsts) * 1000:.0f} ms"
     )
 
 
@@ -151,8 +149,7 @@ def bench_observation(
             print(
                 f"{prefix + name:<28} median {row['median_s']:6.2f} s  min {row['min_s']:6.2f} s"
                 f"  FITS {row['fits_mb']:5.0f} MB  peak tree {row['peak_total_mb']:6.0f} MB"
-                f" ({row['above_idle_mb']:+.0f} MB above idle)",
-                flush=True,
+                f" ({row['above_idle_mb']:+.0f} MB above idle)"
             )
 
 
@@ -173,7 +170,7 @@ def main() -> int:
         bench_stream(base, args.repeat, results)
         bench_observation(base, proc.pid, cases, max(1, args.repeat // 2), results)
     results["health_throughout"] = health.result()
-    print(health_line("throughout", results["health_throughout"]), flush=True)
+    print(health_line("throughout", results["health_throughout"]))
     if not args.skip_dask:
         from dask.distributed import LocalCluster
 
@@ -193,8 +190,7 @@ def main() -> int:
                 bench_observation(
                     base, proc.pid, cases, max(1, args.repeat // 2), results, prefix="dask_"
                 )
-    (RESULTS / "queued.json").write_text(json.dumps(results, indent=2))
-    return 0
+    return common.write_results("queued", results)
 
 
 if __name__ == "__main__":

@@ -25,10 +25,9 @@ from app.processing.background import sky_level
 from app.processing.enhancement import DisplayParams
 from app.processing.reprojection import fit_grid, read_geometry
 from tests.conftest import composite_cache_dir, real_image_path
-from tests.support.synthetic import make_jwst_image, make_wcs
+from tests.support.synthetic import DEC0, RA0, make_jwst_image, make_tile_grid, make_wcs
 
 TIMEOUT = 180
-RA0, DEC0 = 83.8221, -5.3911
 
 
 def channel(keys, color, **extra):
@@ -86,21 +85,9 @@ def comp(data_root):
         rotation_deg=0.0,
     )
     # A 2 x 3 grid of detector files of one filter (many files per channel).
-    tiles = []
-    for i in range(2):
-        for j in range(3):
-            key = f"composite/tile_{i}{j}.fits"
-            make_jwst_image(
-                data_root / key,
-                shape=(200, 200),
-                seed=20 + 3 * i + j,
-                ra=RA0 + (j - 1) * 5.5 / 3600,
-                dec=DEC0 + (i - 0.5) * 5.5 / 3600,
-                rotation_deg=0.0,
-                nan_border=False,
-                n_stars=10,
-            )
-            tiles.append(key)
+    tiles = make_tile_grid(
+        data_root, "composite", 2, 3, step_arcsec=5.5, seed=20, shape=(200, 200), n_stars=10
+    )
     make_jwst_image(base / "far.fits", shape=(200, 200), ra=RA0 + 1.0, dec=DEC0, n_stars=5)
     nan = fits.ImageHDU(np.full((50, 50), np.nan, dtype=np.float32), name="SCI")
     nan.header.update(make_wcs((50, 50), RA0, DEC0, 0.1, 0.0).to_header())

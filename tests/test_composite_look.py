@@ -38,7 +38,6 @@ TIMEOUT = 300
 # Pictures of more than a million pixels go by row blocks on several threads: the
 # steps are checked there too, not only on small arrays.
 BIG = (1100, 1000)
-RA0, DEC0 = 83.8221, -5.3911
 
 
 def channel(keys, color, **extra):

@@ -23,9 +23,8 @@ from app.storage.temp_cache import TempCache, flock
 from tests.conftest import composite_cache_dir
 from tests.support.ndjson import StreamResult, read_lines, stream_composite
 from tests.support.servers import run_service
-from tests.support.synthetic import make_jwst_image
+from tests.support.synthetic import DEC0, RA0, make_jwst_image, make_tile_grid
 
-RA0, DEC0 = 83.8221, -5.3911
 TIMEOUT = 300
 
 
@@ -49,22 +48,9 @@ def stream_files(data_root):
             dec=DEC0,
         )
         keys[name] = f"stream/{name}.fits"
-    tiles = []
-    for i in range(3):
-        for j in range(3):
-            key = f"stream/tile_{i}{j}.fits"
-            make_jwst_image(
-                data_root / key,
-                shape=(256, 256),
-                seed=200 + 3 * i + j,
-                ra=RA0 + (j - 1) * 7 / 3600,
-                dec=DEC0 + (i - 1) * 7 / 3600,
-                rotation_deg=0.0,
-                nan_border=False,
-                n_stars=8,
-            )
-            tiles.append(key)
-    keys["tiles"] = tiles
+    keys["tiles"] = make_tile_grid(
+        data_root, "stream", 3, 3, step_arcsec=7, seed=200, shape=(256, 256), n_stars=8
+    )
     return keys
 
 

@@ -25,10 +25,9 @@ from app.mosaic.models import MosaicRequest
 from app.mosaic.mosaic_engine import COMBINE_METHODS
 from tests.conftest import real_image_path
 from tests.support.servers import run_service
-from tests.support.synthetic import make_jwst_image, make_wcs
+from tests.support.synthetic import DEC0, RA0, make_jwst_image, make_wcs
 
 TIMEOUT = 180
-RA0, DEC0 = 83.8221, -5.3911
 
 
 def post(base, path, body):

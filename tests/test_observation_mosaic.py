@@ -17,11 +17,10 @@ from numpy.testing import assert_allclose, assert_array_equal
 from app.mosaic.observation import build_observation_mosaic
 from app.mosaic.overlap import overlap_groups, overlap_warning
 from app.processing.instruments import normalise_instrument
-from tests.support.synthetic import make_jwst_image
+from tests.support.synthetic import DEC0, RA0, make_jwst_image
 from tests.test_mosaic import coadd
 
 TIMEOUT = 300
-RA0, DEC0 = 83.8221, -5.3911
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,9 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
+#: Where the synthetic fields lie on the sky (the Orion Bar), in degrees.
+RA0, DEC0 = 83.8221, -5.3911
+
 
 @dataclass
 class Star:
@@ -96,8 +99,8 @@ def make_jwst_image(
     shape=(512, 512),
     *,
     seed=0,
-    ra=83.8221,
-    dec=-5.3911,
+    ra=RA0,
+    dec=DEC0,
     pixel_scale_arcsec=0.031,
     rotation_deg=12.0,
     n_stars=60,
@@ -260,3 +263,51 @@ def make_cube(
     hdu.header["CRPIX3"] = crpix3
     fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path, overwrite=True)
     return cube
+
+
+def make_tile_grid(
+    root: Path, prefix: str, rows: int, cols: int, *, step_arcsec: float, seed: int, **options
+) -> list[str]:
+    """``rows`` x ``cols`` detector files of one filter, ``step_arcsec`` apart around
+    (RA0, DEC0), unrotated and without NaN borders; their storage keys
+    ``<prefix>/tile_<row><col>.fits``, row by row. ``options`` go to
+    :func:`make_jwst_image` (``shape``, ``n_stars``...)."""
+    keys = []
+    for i in range(rows):
+        for j in range(cols):
+            key = f"{prefix}/tile_{i}{j}.fits"
+            make_jwst_image(
+                root / key,
+                seed=seed + cols * i + j,
+                ra=RA0 + (j - (cols - 1) / 2) * step_arcsec / 3600,
+                dec=DEC0 + (i - (rows - 1) / 2) * step_arcsec / 3600,
+                rotation_deg=0.0,
+                nan_border=False,
+                **options,
+            )
+            keys.append(key)
+    return keys
+
+
+def make_catalog(path: Path, n: int, seed: int = 3, wavelengths: bool = False) -> None:
+    """A source catalogue of ``n`` rows in one binary table: RA and DEC (float64,
+    uniform over the sky), MAG (float32, normal around 20) and NAME (``src<i>``); with
+    ``wavelengths``, a WAVE column too (float32, 1-5 um), which makes it a spectrum."""
+    rng = np.random.default_rng(seed)
+    columns = (
+        [
+            fits.Column(
+                name="WAVE", format="E", unit="um", array=rng.uniform(1, 5, n).astype(np.float32)
+            )
+        ]
+        if wavelengths
+        else []
+    )
+    columns += [
+        fits.Column(name="RA", format="D", array=rng.uniform(0, 360, n)),
+        fits.Column(name="DEC", format="D", array=rng.uniform(-90, 90, n)),
+        fits.Column(name="MAG", format="E", array=rng.normal(20, 2, n).astype(np.float32)),
+        fits.Column(name="NAME", format="16A", array=np.char.add("src", np.arange(n).astype(str))),
+    ]
+    table = fits.BinTableHDU.from_columns(columns)
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(path, overwrite=True)
