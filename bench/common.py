@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from tests.support.servers import local_env
+
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".cache"
 RESULTS = ROOT / "bench" / "results"
@@ -41,7 +43,7 @@ def engine_env(storage: Path, **settings: str) -> dict[str, str]:
     """The environment of a benchmarked engine: two workers on ``storage``, plus
     ``settings``; the results folder is made for its log."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    return {"STORAGE_BASE_PATH": str(storage), "ENGINE_WORKERS": "2", **settings}
+    return local_env(storage, ENGINE_WORKERS=2, **settings)
 
 
 def traced_peak_mb(fn, *args) -> float:
@@ -142,6 +144,11 @@ class HealthProbe(Sampler):
             "p99_ms": 1000 * percentile(lat, 0.99),
             "max_ms": 1000 * lat[-1],
         }
+
+    def report(self, results: dict, key: str, when: str) -> None:
+        """Put the latencies in ``results[key]`` and print them as ``when``."""
+        results[key] = self.result()
+        print(health_line(when, results[key]))
 
 
 def health_line(when: str, h: dict) -> str:

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
-from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, health_line, summary, timed  # noqa: E402
+from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, summary, timed  # noqa: E402
 from tests.support.servers import run_service  # noqa: E402
 from tests.support.synthetic import make_catalog, make_jwst_image  # noqa: E402
 
@@ -175,13 +175,12 @@ def main() -> int:
             r.raise_for_status()
             server.append(r.json()["embed_time_ms"] + r.json()["search_time_ms"])
             assert r.json()["total_indexed"] == 10000
-        results["search_10000"] = {**summary(times), "server_median_ms": float(np.median(server))}
-        print(
-            f"search over 10,000         median {1000 * results['search_10000']['median_s']:.1f}"
-            f" ms over HTTP ({results['search_10000']['server_median_ms']:.1f} ms embed+search)"
-        )
-    results["health_throughout_detection"] = health.result()
-    print(health_line("during detection", results["health_throughout_detection"]))
+        in_server_ms = float(np.median(server))
+        results["search_10000"] = {**summary(times), "server_median_ms": in_server_ms}
+        over_http_ms = 1000 * results["search_10000"]["median_s"]
+        print(f"search over 10,000         median {over_http_ms:.1f} ms over HTTP", end=" ")
+        print(f"({in_server_ms:.1f} ms embed+search)")
+    health.report(results, "health_throughout_detection", "during detection")
     return common.write_results("analysis", results)
 
 

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
-from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, health_line, summary, timed  # noqa: E402
+from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, summary, timed  # noqa: E402
 from tests.support.servers import run_service  # noqa: E402
 from tests.support.synthetic import DEC0, RA0, make_jwst_image  # noqa: E402
 
@@ -138,8 +138,7 @@ def main() -> int:
                 f"{name:<22} median {row['median_s']:6.2f} s  min {row['min_s']:6.2f} s  "
                 f"peak worker RSS {row['peak_worker_mb']:7.0f} MB"
             )
-    results["health_throughout"] = health.result()
-    print(health_line("throughout", results["health_throughout"]))
+    health.report(results, "health_throughout", "throughout")
     return common.write_results("composite", results)
 
 

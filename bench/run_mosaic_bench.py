@@ -14,7 +14,6 @@ bench/results/mosaic.json.
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -24,36 +23,31 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
-from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, health_line, summary, timed  # noqa: E402
+from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, summary, timed  # noqa: E402
 from tests.support.servers import run_service  # noqa: E402
-from tests.support.synthetic import DEC0, RA0, make_jwst_image  # noqa: E402
+from tests.support.synthetic import make_tile_grid  # noqa: E402
 
 STORAGE = CACHE / "storage"
 
 
 def make_grid(n: int) -> list[str]:
-    step = 2048 * 0.031 * 0.8 / 3600
-    keys = []
-    for i in range(n):
-        for j in range(n):
-            key = f"mosaic/grid{n}/tile_{i}_{j}_cal.fits"
-            path = STORAGE / key
-            if not path.exists():
-                print(f"generating {key} ...")
-                make_jwst_image(
-                    path,
-                    shape=(2048, 2048),
-                    seed=500 + 10 * i + j,
-                    ra=RA0 + (j - (n - 1) / 2) * step / math.cos(math.radians(DEC0)),
-                    dec=DEC0 + (i - (n - 1) / 2) * step,
-                    rotation_deg=1.0,
-                    n_stars=80,
-                    n_galaxies=2,
-                    with_err_dq=False,
-                    nan_border=False,
-                )
-            keys.append(key)
-    return keys
+    """An n x n grid of 2048^2 tiles at 0.031"/px with 20 % overlap (made once)."""
+    print(f"tiles of mosaic/grid{n} (generated when missing) ...")
+    return make_tile_grid(
+        STORAGE,
+        f"mosaic/grid{n}",
+        n,
+        n,
+        step_arcsec=2048 * 0.031 * 0.8,
+        seed=500,
+        name="tile_{i}_{j}_cal.fits",
+        reuse=True,
+        shape=(2048, 2048),
+        rotation_deg=1.0,
+        n_stars=80,
+        n_galaxies=2,
+        with_err_dq=False,
+    )
 
 
 def body(keys: list[str], fmt: str, width: int | None = None) -> dict:
@@ -95,8 +89,7 @@ def main() -> int:
         HealthProbe(base) as health,
     ):
         run_cases(base, proc.pid, cases, results)
-    results["health_throughout"] = health.result()
-    print(health_line("throughout", results["health_throughout"]))
+    health.report(results, "health_throughout", "throughout")
     from dask.distributed import LocalCluster
 
     with LocalCluster(

@@ -19,7 +19,6 @@ Writes bench/results/queued.json.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import sys
 import time
@@ -31,11 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
-from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, health_line, summary, tree_rss  # noqa: E402
+from bench.common import CACHE, RESULTS, HealthProbe, RssSampler, summary, tree_rss  # noqa: E402
 from bench.run_composite_bench import body as composite_body  # noqa: E402
 from bench.run_composite_bench import make_three  # noqa: E402
 from tests.support.servers import run_service  # noqa: E402
-from tests.support.synthetic import DEC0, RA0, make_jwst_image  # noqa: E402
+from tests.support.synthetic import make_tile_grid  # noqa: E402
 
 STORAGE = CACHE / "storage"
 COMPOSITE_CACHE = CACHE / "queued-composite-cache"
@@ -44,31 +43,24 @@ MB = 1024 * 1024
 
 def make_sky(n: int, size: int, scale: float) -> list[str]:
     """An n x n grid of size^2 tiles at ``scale`` "/px, 20 % overlap, centred on RA0, DEC0."""
-    step = size * scale * 0.8 / 3600
-    keys = []
-    for i in range(n):
-        for j in range(n):
-            key = (
-                f"observation/grid{n}x{size}_{round(scale * 1000)}mas/tile_{i:02d}_{j:02d}_cal.fits"
-            )
-            path = STORAGE / key
-            if not path.exists():
-                print(f"generating {key} ...")
-                make_jwst_image(
-                    path,
-                    shape=(size, size),
-                    seed=7000 + 100 * i + j,
-                    ra=RA0 + (j - (n - 1) / 2) * step / math.cos(math.radians(DEC0)),
-                    dec=DEC0 + (i - (n - 1) / 2) * step,
-                    rotation_deg=1.0,
-                    pixel_scale_arcsec=scale,
-                    n_stars=40,
-                    n_galaxies=1,
-                    with_err_dq=False,
-                    nan_border=False,
-                )
-            keys.append(key)
-    return keys
+    prefix = f"observation/grid{n}x{size}_{round(scale * 1000)}mas"
+    print(f"tiles of {prefix} (generated when missing) ...")
+    return make_tile_grid(
+        STORAGE,
+        prefix,
+        n,
+        n,
+        step_arcsec=size * scale * 0.8,
+        seed=7000,
+        name="tile_{i:02d}_{j:02d}_cal.fits",
+        reuse=True,
+        shape=(size, size),
+        pixel_scale_arcsec=scale,
+        rotation_deg=1.0,
+        n_stars=40,
+        n_galaxies=1,
+        with_err_dq=False,
+    )
 
 
 def stream_once(client: httpx.Client, payload: dict) -> tuple[float, float]:
@@ -169,8 +161,7 @@ def main() -> int:
     ):
         bench_stream(base, args.repeat, results)
         bench_observation(base, proc.pid, cases, max(1, args.repeat // 2), results)
-    results["health_throughout"] = health.result()
-    print(health_line("throughout", results["health_throughout"]))
+    health.report(results, "health_throughout", "throughout")
     if not args.skip_dask:
         from dask.distributed import LocalCluster
 

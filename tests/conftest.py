@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from tests.support.servers import run_mast_standin, run_seaweedfs, run_service
+from tests.support.servers import local_env, run_mast_standin, run_seaweedfs, run_service
 from tests.support.synthetic import make_cube, make_jwst_image
 
 
@@ -134,12 +134,7 @@ def scratch(data_root: Path, request: pytest.FixtureRequest) -> Iterator[Scratch
 def engine_url(data_root, tmp_path_factory):
     """The processing engine, a real uvicorn process on local storage."""
     logs = tmp_path_factory.mktemp("logs")
-    env = {
-        "STORAGE_PROVIDER": "local",
-        "STORAGE_BASE_PATH": str(data_root),
-        "ENGINE_WORKERS": "2",
-        "COMPOSITE_CACHE_DIR": str(composite_cache_dir(data_root)),
-    }
+    env = local_env(data_root, ENGINE_WORKERS=2, COMPOSITE_CACHE_DIR=composite_cache_dir(data_root))
     with run_service("main", env, logs / "engine.log") as (base, _proc):
         yield base
 
@@ -147,7 +142,7 @@ def engine_url(data_root, tmp_path_factory):
 @pytest.fixture(scope="session")
 def mast_url(data_root, tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")
-    env = {"STORAGE_PROVIDER": "local", "STORAGE_BASE_PATH": str(data_root)}
+    env = local_env(data_root)
     with run_service("main_mast", env, logs / "mast.log") as (base, _proc):
         yield base
 
@@ -169,15 +164,12 @@ def standin(tmp_path_factory):
 
 
 def mast_env(standin_url: str, root: Path, **extra) -> dict[str, str]:
-    env = {
-        "STORAGE_PROVIDER": "local",
-        "STORAGE_BASE_PATH": str(root),
+    standin = {
         "MAST_BASE_URL": standin_url,
         "NAME_RESOLVER_URL": standin_url + "/cgi-bin/nph-sesame/",
-        "MAST_SEARCH_TIMEOUT": "20",
+        "MAST_SEARCH_TIMEOUT": 20,
     }
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
+    return local_env(root, **(standin | extra))
 
 
 @pytest.fixture(scope="session")

@@ -25,13 +25,10 @@ from app.processing.background import sky_level
 from app.processing.enhancement import DisplayParams
 from app.processing.reprojection import fit_grid, read_geometry
 from tests.conftest import composite_cache_dir, real_image_path
+from tests.support.composites import channel
 from tests.support.synthetic import DEC0, RA0, make_jwst_image, make_tile_grid, make_wcs
 
 TIMEOUT = 180
-
-
-def channel(keys, color, **extra):
-    return {"file_paths": list(keys), "color": color, **extra}
 
 
 def post(base, body):
@@ -76,9 +73,7 @@ def comp(data_root):
     make_jwst_image(
         base / "sky.fits",
         shape=(300, 300),
-        seed=11,
-        background=0.3,
-        noise=0.02,
+        seed=11,  # the default sky: background 0.3, noise 0.02
         n_stars=20,
         n_galaxies=0,
         nan_border=False,

@@ -32,16 +32,13 @@ from app.composite.feathering import (
 from app.composite.quality import quality_headers, quality_metrics
 from app.composite.resolution import gaussian_blur, sharpen
 from app.processing.enhancement import DisplayParams
+from tests.support.composites import channel, composite_body
 from tests.support.synthetic import make_jwst_image
 
 TIMEOUT = 300
 # Pictures of more than a million pixels go by row blocks on several threads: the
 # steps are checked there too, not only on small arrays.
 BIG = (1100, 1000)
-
-
-def channel(keys, color, **extra):
-    return {"file_paths": list(keys), "color": color, **extra}
 
 
 def render(base, body) -> np.ndarray:
@@ -73,18 +70,12 @@ def look(data_root):
 
 
 def plain(look, **extra):
-    body = {
-        "channels": [
-            channel([look["field"]], {"hue": 0}, stretch="asinh"),
-            channel([look["field2"]], {"hue": 120}, stretch="asinh"),
-            channel([look["field"]], {"hue": 240}, stretch="sqrt"),
-        ],
-        "background_neutralization": False,
-        "width": 120,
-        "height": 120,
-    }
-    body.update(extra)
-    return body
+    channels = [
+        channel([look["field"]], {"hue": 0}, stretch="asinh"),
+        channel([look["field2"]], {"hue": 120}, stretch="asinh"),
+        channel([look["field"]], {"hue": 240}, stretch="sqrt"),
+    ]
+    return composite_body(channels, 120, 120, background_neutralization=False) | extra
 
 
 # ---------------------------------------------------------------------------------------

@@ -21,15 +21,12 @@ from app.config import Settings
 from app.storage.local_storage import LocalStorage
 from app.storage.temp_cache import TempCache, flock
 from tests.conftest import composite_cache_dir
+from tests.support.composites import channel, composite_body
 from tests.support.ndjson import StreamResult, read_lines, stream_composite
-from tests.support.servers import run_service
+from tests.support.servers import local_env, run_service
 from tests.support.synthetic import DEC0, RA0, make_jwst_image, make_tile_grid
 
 TIMEOUT = 300
-
-
-def channel(keys, color, **extra):
-    return {"file_paths": list(keys), "color": color, **extra}
 
 
 @pytest.fixture(scope="module")
@@ -55,17 +52,12 @@ def stream_files(data_root):
 
 
 def three_channels(keys, **extra):
-    body = {
-        "channels": [
-            channel([keys["f090w"]], {"hue": 240}, label="F090W"),
-            channel([keys["f200w"]], {"hue": 120}, label="F200W"),
-            channel([keys["f444w"]], {"hue": 0}, label="F444W"),
-        ],
-        "width": 320,
-        "height": 240,
-    }
-    body.update(extra)
-    return body
+    channels = [
+        channel([keys["f090w"]], {"hue": 240}, label="F090W"),
+        channel([keys["f200w"]], {"hue": 120}, label="F200W"),
+        channel([keys["f444w"]], {"hue": 0}, label="F444W"),
+    ]
+    return composite_body(channels, 320, 240) | extra
 
 
 # ---------------------------------------------------------------------------------------
@@ -333,13 +325,12 @@ LIMIT_MB = 500
 @pytest.fixture(scope="module")
 def small_engine(data_root, tmp_path_factory):
     logs = tmp_path_factory.mktemp("small_engine")
-    env = {
-        "STORAGE_PROVIDER": "local",
-        "STORAGE_BASE_PATH": str(data_root),
-        "ENGINE_WORKERS": "1",
-        "COMPOSITE_CACHE_DIR": str(logs / "cache"),
-        "MAX_COMPOSITE_MEMORY_BYTES": str(LIMIT_MB * 1_000_000),
-    }
+    env = local_env(
+        data_root,
+        ENGINE_WORKERS=1,
+        COMPOSITE_CACHE_DIR=logs / "cache",
+        MAX_COMPOSITE_MEMORY_BYTES=LIMIT_MB * 1_000_000,
+    )
     with run_service("main", env, logs / "engine.log") as (base, _proc):
         yield base, logs / "cache"
 

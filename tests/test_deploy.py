@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -13,6 +10,7 @@ import psutil
 import yaml
 
 from app.config import Settings
+from tests.support.servers import python_output
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,15 +96,8 @@ def test_mast_proxy_imports_nothing_heavy(tmp_path):
         "print(json.dumps([m for m in ('scipy', 'photutils', 'reproject', 'PIL', "
         "'matplotlib') if m in sys.modules]))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "STORAGE_BASE_PATH": str(tmp_path)},
-    )
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+    out = python_output(code, STORAGE_BASE_PATH=str(tmp_path))
+    assert json.loads(out.strip().splitlines()[-1]) == []
 
 
 def test_mast_proxy_health_and_idle_memory(mast_url):

@@ -18,7 +18,7 @@ from astropy.io import fits
 from app.config import Settings
 from app.mast.mast_service import SEARCH_PAGE_SIZE
 from app.processing.header_limits import MAX_HEADER_CARDS
-from tests.support.servers import run_service
+from tests.support.servers import local_env, run_service
 from tests.support.synthetic import make_jwst_image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -251,13 +251,12 @@ def fuzz_engine(tmp_path_factory):
     # A small composite memory limit: the fuzzer's 4096^2 composites with every control on
     # are answered by the budget verdict (413, or shrunk when forced) instead of costing
     # seconds each; the render path itself is covered by the composite tests.
-    env = {
-        "STORAGE_PROVIDER": "local",
-        "STORAGE_BASE_PATH": str(root),
-        "ENGINE_WORKERS": "2",
-        "COMPOSITE_CACHE_DIR": str(root.parent / "fuzz_composite_cache"),
-        "MAX_COMPOSITE_MEMORY_BYTES": "600000000",
-    }
+    env = local_env(
+        root,
+        ENGINE_WORKERS=2,
+        COMPOSITE_CACHE_DIR=root.parent / "fuzz_composite_cache",
+        MAX_COMPOSITE_MEMORY_BYTES=600_000_000,
+    )
     with run_service("main", env, root.parent / "fuzz_engine.log") as (base, _proc):
         yield base
 

@@ -15,6 +15,7 @@ from app.config import Settings
 from app.errors import BadRequest
 from app.processing.avm import embed_xmp_jpeg
 from bench.common import Sampler
+from tests.support.servers import python_output
 
 MB = 1024 * 1024
 
@@ -324,8 +325,6 @@ def test_the_viewer_counts_a_compressed_float64_image_at_its_real_cost(tmp_path)
     read (held twice before the float32 copy); the viewer's estimate must cover what a
     thumbnail of it really takes (measured in a fresh process by its peak RSS)."""
     import gzip
-    import subprocess
-    import sys
 
     from astropy.io import fits
 
@@ -354,14 +353,7 @@ def test_the_viewer_counts_a_compressed_float64_image_at_its_real_cost(tmp_path)
         f"viewer_engine.render_thumbnail({str(bomb)!r}, 10**9)\n"
         "print(peak() - before)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    peak = int(out.stdout.strip().splitlines()[-1])
+    peak = int(python_output(script).strip().splitlines()[-1])
     assert peak > 3000 * 3000 * 8  # the measurement sees the decompression
     assert estimate >= peak, (estimate / 1e6, peak / 1e6)
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import mast_env
-from tests.support.servers import run_service
+from tests.support.servers import run_service, s3_storage
 
 F090W = "jw02733-o001_t001_nircam_clear-f090w"
 MIRI = "jw02733-o002_t001_miri_f1130w"
@@ -421,12 +421,7 @@ def test_s3_download_from_public_bucket(standin, standin_files, seaweedfs, tmp_p
         standin,
         tmp_path,
         MAST_S3_ENDPOINT=endpoint,
-        STORAGE_PROVIDER="s3",
-        S3_ENDPOINT=endpoint,
-        S3_BUCKET_NAME="jwst-data",
-        S3_ACCESS_KEY="any",
-        S3_SECRET_KEY="any",
-        STORAGE_TEMP_CACHE_DIR=tmp_path / "cache",
+        **s3_storage(endpoint, tmp_path / "cache"),
     )
     with run_service("main_mast", env, tmp_path / "p.log") as (base, _):
         r = httpx.post(

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -24,7 +21,7 @@ from app.mosaic import mosaic_engine
 from app.mosaic.models import MosaicRequest
 from app.mosaic.mosaic_engine import COMBINE_METHODS
 from tests.conftest import real_image_path
-from tests.support.servers import run_service
+from tests.support.servers import local_env, python_output, run_service
 from tests.support.synthetic import DEC0, RA0, make_jwst_image, make_wcs
 
 TIMEOUT = 180
@@ -409,14 +406,7 @@ def test_fits_mosaic_memory_is_bounded_by_tiles(data_root, tmp_path):
             "print(tracemalloc.get_traced_memory()[1],"
             " mosaic_engine.estimate_mosaic_bytes(plan, in_memory=False))\n"
         )
-        run = subprocess.run(
-            [sys.executable, "-c", script],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parents[1],
-        )
-        peak, estimate = map(int, run.stdout.split())
+        peak, estimate = map(int, python_output(script).split())
         peaks[tile_pixels] = peak
         assert peak < estimate
     plan = mosaic_engine.plan_mosaic(paths)
@@ -453,11 +443,7 @@ def test_dask_path_gives_the_same_mosaic(mos, data_root, dask_cluster, tmp_path,
 
 
 def test_engine_on_dask_over_http(mos, data_root, dask_cluster, engine_url, tmp_path):
-    env = {
-        "STORAGE_BASE_PATH": str(data_root),
-        "ENGINE_WORKERS": "1",
-        "DASK_SCHEDULER_ADDRESS": dask_cluster,
-    }
+    env = local_env(data_root, ENGINE_WORKERS=1, DASK_SCHEDULER_ADDRESS=dask_cluster)
     body = {"files": files(mos["tiles"]), "output_format": "fits", "combine_method": "last"}
     with run_service("main", env, tmp_path / "engine-dask.log") as (base, _proc):
         on_dask = post(base, "/mosaic/generate", body)

@@ -17,7 +17,7 @@ from app.storage.helpers import normalize_key, resolve_local_file, sanitize_file
 from app.storage.local_storage import LocalStorage
 from app.storage.s3_storage import S3Storage
 from app.storage.temp_cache import TempCache
-from tests.support.servers import run_service
+from tests.support.servers import local_env, run_service, s3_storage
 
 TRAVERSALS = [
     "/etc/passwd",
@@ -176,16 +176,8 @@ def test_temp_cache_one_download_for_concurrent_processes(tmp_path):
 
 
 def _s3_settings(endpoint, tmp_path, **extra) -> Settings:
-    return Settings(
-        STORAGE_PROVIDER="s3",
-        S3_ENDPOINT=endpoint,
-        S3_BUCKET_NAME="jwst-data",
-        S3_ACCESS_KEY="any",
-        S3_SECRET_KEY="any",
-        STORAGE_TEMP_CACHE_DIR=tmp_path / "s3cache",
-        STORAGE_BASE_PATH=tmp_path / "d",
-        **extra,
-    )
+    storage = s3_storage(endpoint, tmp_path / "s3cache")
+    return Settings(**storage, STORAGE_BASE_PATH=tmp_path / "d", **extra)
 
 
 def test_s3_storage_against_seaweedfs(seaweedfs, tmp_path, data_root):
@@ -225,16 +217,7 @@ def test_engine_serves_previews_from_s3(seaweedfs, tmp_path, data_root):
     client.upload_file(
         str(data_root / "jwst" / "small_i2d.fits"), "jwst-data", "jwst/small_i2d.fits"
     )
-    env = {
-        "STORAGE_PROVIDER": "s3",
-        "S3_ENDPOINT": endpoint,
-        "S3_BUCKET_NAME": "jwst-data",
-        "S3_ACCESS_KEY": "any",
-        "S3_SECRET_KEY": "any",
-        "STORAGE_TEMP_CACHE_DIR": str(tmp_path / "cache"),
-        "STORAGE_BASE_PATH": str(tmp_path / "base"),
-        "ENGINE_WORKERS": "1",
-    }
+    env = local_env(tmp_path / "base", ENGINE_WORKERS=1, **s3_storage(endpoint, tmp_path / "cache"))
     with run_service("main", env, tmp_path / "engine.log") as (base, _):
         ok = httpx.get(
             f"{base}/preview/abc",

@@ -15,7 +15,7 @@ import pytest
 from app.errors import ServiceUnavailable, TimeLimitExceeded
 from app.workers import STOP_GRACE_SECONDS, WorkerPool
 from tests.support import jobs
-from tests.support.servers import run_service
+from tests.support.servers import local_env, run_service
 
 MB = 1024 * 1024
 
@@ -194,7 +194,7 @@ def test_stop_ends_every_worker():
 
 
 def test_sigterm_of_the_engine_leaves_no_process_behind(data_root, tmp_path):
-    env = {"STORAGE_PROVIDER": "local", "STORAGE_BASE_PATH": str(data_root), "ENGINE_WORKERS": "2"}
+    env = local_env(data_root, ENGINE_WORKERS=2)
     with run_service("main", env, tmp_path / "engine.log") as (base, proc):
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 2

@@ -77,6 +77,44 @@ def run_process(
         stop(proc)
 
 
+def python_output(code: str, **env: str) -> str:
+    """What ``code`` prints when run by a fresh interpreter in the project's folder,
+    with ``env`` added to this process's environment (an error fails the test)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=os.environ | env,
+    )
+    return done.stdout
+
+
+#: The app's bucket on the tests' SeaweedFS server (the ``seaweedfs`` fixture makes it).
+APP_BUCKET = "jwst-data"
+
+
+def s3_storage(endpoint: str, cache: Path) -> dict[str, object]:
+    """Settings that keep a service's files in :data:`APP_BUCKET` on the SeaweedFS
+    server at ``endpoint`` (it accepts any key), with downloads cached in ``cache``."""
+    return {
+        "STORAGE_PROVIDER": "s3",
+        "S3_ENDPOINT": endpoint,
+        "S3_BUCKET_NAME": APP_BUCKET,
+        "S3_ACCESS_KEY": "any",
+        "S3_SECRET_KEY": "any",
+        "STORAGE_TEMP_CACHE_DIR": cache,
+    }
+
+
+def local_env(root: Path, **settings: object) -> dict[str, str]:
+    """A service's environment on local storage under ``root``, with ``settings``
+    (written as text, the way the environment holds them)."""
+    env = {"STORAGE_PROVIDER": "local", "STORAGE_BASE_PATH": str(root)}
+    return env | {name: str(value) for name, value in settings.items()}
+
+
 @contextmanager
 def run_service(
     module: str, env: dict[str, str], log_path: Path, workers: int = 1, port: int | None = None

@@ -266,26 +266,38 @@ def make_cube(
 
 
 def make_tile_grid(
-    root: Path, prefix: str, rows: int, cols: int, *, step_arcsec: float, seed: int, **options
+    root: Path,
+    prefix: str,
+    rows: int,
+    cols: int,
+    *,
+    step_arcsec: float,
+    seed: int,
+    name: str = "tile_{i}{j}.fits",
+    reuse: bool = False,
+    **options,
 ) -> list[str]:
-    """``rows`` x ``cols`` detector files of one filter, ``step_arcsec`` apart around
-    (RA0, DEC0), unrotated and without NaN borders; their storage keys
-    ``<prefix>/tile_<row><col>.fits``, row by row. ``options`` go to
-    :func:`make_jwst_image` (``shape``, ``n_stars``...)."""
+    """``rows`` x ``cols`` detector files of one filter, ``step_arcsec`` apart on the sky
+    around (RA0, DEC0), without NaN borders (unrotated unless ``options`` say); their
+    storage keys ``<prefix>/<name>`` (``name`` formatted with row ``i`` and column
+    ``j``), row by row. With ``reuse``, a file already there is kept (the benches'
+    cache). ``options`` go to :func:`make_jwst_image` (``shape``, ``n_stars``...)."""
+    options = {"rotation_deg": 0.0, "nan_border": False, **options}
+    ra_step = step_arcsec / 3600 / math.cos(math.radians(DEC0))
     keys = []
     for i in range(rows):
         for j in range(cols):
-            key = f"{prefix}/tile_{i}{j}.fits"
+            key = f"{prefix}/{name.format(i=i, j=j)}"
+            keys.append(key)
+            if reuse and (root / key).exists():
+                continue
             make_jwst_image(
                 root / key,
                 seed=seed + cols * i + j,
-                ra=RA0 + (j - (cols - 1) / 2) * step_arcsec / 3600,
+                ra=RA0 + (j - (cols - 1) / 2) * ra_step,
                 dec=DEC0 + (i - (rows - 1) / 2) * step_arcsec / 3600,
-                rotation_deg=0.0,
-                nan_border=False,
                 **options,
             )
-            keys.append(key)
     return keys
 
 
