@@ -28,6 +28,7 @@ from app.composite.feathering import (
     feather_strength,
     mix_lab,
     mix_lab_linear,
+    mix_pairs,
 )
 from app.composite.quality import quality_headers, quality_metrics
 from app.composite.resolution import gaussian_blur, sharpen
@@ -157,6 +158,33 @@ def test_cielab_mixing_of_combines_asked_for_a_field_of_some_columns_matches_ski
     assert_allclose(out, expected, atol=2e-5)
 
 
+def test_an_extension_is_both_combines_and_mixes_as_they_would():
+    """Extension makes the combine without and with the added planes from one sum: each
+    window is what the two Combinations give, and feathering's mix of its pair is the
+    CIELAB mix of the two (skimage)."""
+    rng = np.random.default_rng(25)
+    planes = [rng.random(BIG).astype(np.float32) * k for k in (1.0, 2.0, 3.0)]
+    planes[2][:, : BIG[1] // 2] = np.nan  # the added instrument covers half the picture
+    colours = [(0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (1.0, 0.0, 0.0)]
+    base = color_mapping.Layers(planes[:2], colours[:2])
+    extension = color_mapping.Extension(base, color_mapping.Layers(planes[2:], colours[2:]))
+    alone = color_mapping.Combination(planes[:2], colours[:2])
+    every = color_mapping.Combination(planes, colours)
+    rows, cols = slice(300, 700), slice(400, 900)
+    first, extended = extension(rows)
+    assert_allclose(first, alone(rows), rtol=1e-6, atol=1e-7)
+    assert_allclose(extended(cols), every(rows, cols), rtol=1e-6, atol=1e-6)
+    weight = np.zeros(BIG, dtype=np.float32)
+    weight[:, BIG[1] // 3 :] = np.linspace(0.0, 1.3, BIG[0], dtype=np.float32).clip(0, 1)[:, None]
+    out = np.empty((*BIG, 3), dtype=np.float32)
+    mix_pairs(extension, weight.__getitem__, out)
+    bottom = color_mapping.srgb_transfer(color_mapping.combine(planes[:2], colours[:2]))
+    top = color_mapping.srgb_transfer(color_mapping.combine(planes, colours))
+    w = weight[..., None].astype(np.float64)
+    expected = np.clip(lab2rgb(rgb2lab(bottom) * (1 - w) + rgb2lab(top) * w), 0, 1)
+    assert_allclose(out, expected, atol=2e-5)
+
+
 def test_feathering_fields_that_cover_the_grid_is_the_plain_colour_combine():
     """Two instruments whose fields both cover the grid: nothing to fade, the picture is
     the sRGB of the all-channel combine, to the bit."""
@@ -169,7 +197,7 @@ def test_feathering_fields_that_cover_the_grid_is_the_plain_colour_combine():
         ["NIRCAM", "NIRCAM", "MIRI"],
         coverage,
         0.2,
-        lambda idx: color_mapping.Combination([planes[i] for i in idx], [colours[i] for i in idx]),
+        lambda idx: color_mapping.Layers([planes[i] for i in idx], [colours[i] for i in idx]),
     )
     expected = color_mapping.srgb_transfer(color_mapping.combine(planes, colours))
     assert_array_equal(out, expected)

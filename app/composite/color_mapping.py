@@ -9,7 +9,7 @@ from __future__ import annotations
 import colorsys
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -87,6 +87,17 @@ def add_weighted_plane(
             rgb[..., k] += v * np.float32(weights[k])
 
 
+@dataclass(frozen=True)
+class Layers:
+    """Planes (H, W) and the colour (R, G, B weights) each adds to a picture."""
+
+    planes: list[np.ndarray]
+    colours: list[tuple[float, float, float]]
+
+    def combined(self) -> Combination:
+        return Combination(self.planes, self.colours)
+
+
 class Combination:
     """The linear colour combine of planes (H, W) with colours, made by row blocks on
     demand: the sum of each plane times its colour (NaN as no light), divided by one
@@ -105,23 +116,76 @@ class Combination:
         peaks: list[float] = []
 
         def peak(rows: slice) -> None:
-            peaks.append(float(self._sum(rows).max()))
+            peaks.append(float(_sum_of(self.planes, self.colours, rows, slice(None)).max()))
 
         each_row_block(self.shape[0], self.shape[1], peak)
-        top = max(peaks)
-        self.scale = np.float32(1.0 / top) if top > 0 else np.float32(1.0)
-
-    def _sum(self, rows: slice, cols: slice = slice(None)) -> np.ndarray:
-        first = self.planes[0][rows, cols]
-        block = np.zeros((*first.shape, 3), dtype=np.float32)
-        for plane, colour in zip(self.planes, self.colours, strict=True):
-            add_weighted_plane(block, plane[rows, cols], colour)
-        return block
+        self.scale = _scale_of(max(peaks))
 
     def __call__(self, rows: slice, cols: slice = slice(None)) -> np.ndarray:
-        block = self._sum(rows, cols)
+        block = _sum_of(self.planes, self.colours, rows, cols)
         block *= self.scale
         return np.clip(block, 0.0, 1.0, out=block)
+
+
+def _sum_of(
+    planes: Sequence[np.ndarray],
+    colours: Sequence[tuple[float, float, float]],
+    rows: slice,
+    cols: slice,
+    into: np.ndarray | None = None,
+) -> np.ndarray:
+    """The colour sum of the planes' window (``into`` += it when given)."""
+    if into is None:
+        into = np.zeros((*planes[0][rows, cols].shape, 3), dtype=np.float32)
+    for plane, colour in zip(planes, colours, strict=True):
+        add_weighted_plane(into, plane[rows, cols], colour)
+    return into
+
+
+#: A row block's two pictures: the first (all columns), and a function giving the second
+#: for any columns of those rows.
+TwoWindows = tuple[np.ndarray, Callable[[slice], np.ndarray]]
+
+
+class Extension:
+    """Two combines of one picture, made together: ``base``'s planes alone, and with
+    ``added``'s planes too (feathering's colour without and with a minority
+    instrument), each divided by its own common maximum.
+
+    Made as two :class:`Combination` would be, they would sum ``base``'s planes four
+    times (two maxima, two windows); here one pass finds both maxima and each row
+    block sums them once: ``extension(rows)`` gives the base combine of those rows and
+    a function that gives the extended combine for any of their columns."""
+
+    def __init__(self, base: Layers, added: Layers) -> None:
+        self.base, self.added = base, added
+        height, width = base.planes[0].shape
+        peaks: list[tuple[float, float]] = []
+
+        def peak(rows: slice) -> None:
+            block = _sum_of(base.planes, base.colours, rows, slice(None))
+            alone = float(block.max())
+            _sum_of(added.planes, added.colours, rows, slice(None), into=block)
+            peaks.append((alone, float(block.max())))
+
+        each_row_block(height, width, peak)
+        self.scales = [_scale_of(max(p[k] for p in peaks)) for k in (0, 1)]
+
+    def __call__(self, rows: slice) -> TwoWindows:
+        total = _sum_of(self.base.planes, self.base.colours, rows, slice(None))
+        first = np.clip(total * self.scales[0], 0.0, 1.0)
+
+        def extended(cols: slice) -> np.ndarray:
+            block = total[:, cols] + _sum_of(self.added.planes, self.added.colours, rows, cols)
+            block *= self.scales[1]
+            return np.clip(block, 0.0, 1.0, out=block)
+
+        return first, extended
+
+
+def _scale_of(top: float) -> np.float32:
+    """1 / the common maximum (1 when the picture is black)."""
+    return np.float32(1.0 / top) if top > 0 else np.float32(1.0)
 
 
 def whole_picture(rows_of: Callable[[slice], np.ndarray], shape: tuple[int, int]) -> np.ndarray:

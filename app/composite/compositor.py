@@ -515,10 +515,10 @@ def analyze_channels(plan: CompositePlan, bins: int = 100) -> list[ChannelReport
     return out
 
 
-def _combine(
+def _layers(
     values: list[np.ndarray | None], channels: list[ChannelSpec], indices: list[int]
-) -> color_mapping.Combination:
-    """Linear colour combine of the given channels, divided by one common maximum."""
+) -> color_mapping.Layers:
+    """The stretched planes of the given channels and their colours."""
     planes, colours = [], []
     for index in indices:
         plane, colour = values[index], channels[index].rgb
@@ -526,7 +526,7 @@ def _combine(
             raise ValueError(f"channel {index} has no colour plane to combine")
         planes.append(plane)
         colours.append(colour)
-    return color_mapping.Combination(planes, colours)
+    return color_mapping.Layers(planes, colours)
 
 
 def render_rgb(
@@ -596,14 +596,14 @@ def render_rgb(
             instruments,
             coverage,
             feather.strength,
-            lambda idx: _combine(values, channels, idx),
+            lambda idx: _layers(values, channels, idx),
         )
         if luminance is not None:  # the transfer is applied once: undo it for L
             rgb = color_mapping.srgb_transfer(
                 color_mapping.replace_lightness(color_mapping.srgb_inverse(rgb), *luminance)
             )
     else:
-        rgb = color_mapping.whole_picture(_combine(values, channels, colour), shape)
+        rgb = color_mapping.whole_picture(_layers(values, channels, colour).combined(), shape)
         if luminance is not None:
             rgb = color_mapping.replace_lightness(rgb, *luminance)
         rgb = color_mapping.srgb_transfer(rgb, out=rgb)

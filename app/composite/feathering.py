@@ -18,7 +18,9 @@ import numpy as np
 from scipy.ndimage import distance_transform_edt
 
 from app.composite.color_mapping import (
-    Combination,
+    Extension,
+    Layers,
+    TwoWindows,
     power_in_place,
     srgb_inverse,
     srgb_transfer,
@@ -223,18 +225,33 @@ def mix_lab_linear(
     minority instrument's field is often a part of the picture). Runs by row blocks, on
     a few threads."""
     below_of, above_of = _window_of(base), _window_of(current)
-    target, given = out, isinstance(base, np.ndarray)
+    given = isinstance(base, np.ndarray)
+
+    def pair(rows: slice) -> TwoWindows:
+        block = below_of(rows, _ALL)
+        if given:  # a view of ``base``; the block is changed by the mix
+            block = block.copy()
+        return block, lambda cols: above_of(rows, cols)
+
+    return mix_pairs(pair, weights, out)
+
+
+def mix_pairs(
+    pair: Callable[[slice], TwoWindows], weights: RowValues, out: np.ndarray
+) -> np.ndarray:
+    """:func:`mix_lab_linear` of the two pictures ``pair(rows)`` gives for each row block
+    (the base, which it may change, and the current picture by columns, as an
+    :class:`Extension` gives them)."""
+    target = out
 
     def mix(rows: slice) -> None:
         w = weights(rows)
-        block = below_of(rows, _ALL)
-        if given:  # a view of ``base``; the block is changed below
-            block = block.copy()
-        # ``current`` is read only between the first and last columns with weight.
+        block, above_of = pair(rows)
+        # The current picture is read only between the first and last columns with weight.
         lit = np.flatnonzero(w.max(axis=0) > 0)
         if lit.size:
             cols = slice(int(lit[0]), int(lit[-1]) + 1)
-            mix_window(block[:, cols], above_of(rows, cols), w[:, cols])
+            mix_window(block[:, cols], above_of(cols), w[:, cols])
         srgb_transfer(block, out=target[rows])
 
     each_row_block(out.shape[0], out.shape[1], mix)
@@ -251,14 +268,15 @@ def feather(
     instruments: list[str | None],
     coverage: list[np.ndarray],
     strength: float,
-    combine: Callable[[list[int]], Combination],
+    layers: Callable[[list[int]], Layers],
 ) -> np.ndarray:
     """The blended sRGB picture.
 
-    ``combine(indices)`` is the plain colour combine (common maximum) of the given
-    colour channels, in linear light, made by row blocks. Start from all of them;
-    for each group of channels from one instrument other than the majority's, fade
-    toward the combine without that group outside the group's field.
+    ``layers(indices)`` are the planes and colours of the given colour channels, whose
+    plain colour combine (common maximum, linear light) is :class:`Combination`'s.
+    Start from all of them; for each group of channels from one instrument other than
+    the majority's, fade toward the combine without that group outside the group's
+    field. The first fade makes both combines from one sum (:class:`Extension`).
     """
     groups: dict[str, list[int]] = {}
     for index in colour_channels:
@@ -267,8 +285,6 @@ def feather(
     majority = majority_group(groups, covered_pixels)
     height, width = coverage[0].shape
     radius = max(math.floor(min(height, width) * strength), MIN_RADIUS_PX)
-    everything = combine(colour_channels)
-    current: Picture = everything  # linear light until the first blend
     blended: np.ndarray | None = None  # sRGB once blended
     for name in sorted(groups):
         if name == majority:
@@ -280,12 +296,15 @@ def feather(
         if field.mean() >= FULL_COVERAGE:
             continue
         others = [i for i in colour_channels if i not in members]
-        if blended is not None:  # a third instrument: back to linear light for the next blend
-            current = srgb_inverse(blended)
-        else:
+        weights = edge_weights(field, radius)
+        if blended is None:  # from the all-channel combine
             blended = np.empty((height, width, 3), dtype=np.float32)
-        mix_lab_linear(combine(others), current, edge_weights(field, radius), out=blended)
+            mix_pairs(Extension(layers(others), layers(members)), weights, out=blended)
+        else:  # a third instrument: from the picture so far, back in linear light
+            below = layers(others).combined()
+            mix_lab_linear(below, srgb_inverse(blended), weights, out=blended)
     if blended is not None:
         return blended
-    whole = whole_picture(everything, (height, width))  # no field needed feathering
+    # No field needed feathering.
+    whole = whole_picture(layers(colour_channels).combined(), (height, width))
     return srgb_transfer(whole, out=whole)
