@@ -64,30 +64,6 @@ def _c_library() -> Any:
     return _libc
 
 
-#: glibc's malloc, in a worker: blocks up to this size come from its heap, where freed
-#: ones are reused; larger ones (whole planes) are mapped and unmapped as they come.
-MMAP_THRESHOLD = 8 * 1024 * 1024
-#: Free heap memory up to this much is kept while a job runs (:class:`MemoryRelease`
-#: hands all of it back after each job).
-TRIM_THRESHOLD = 128 * 1024 * 1024
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
-
-
-def tune_allocator() -> None:
-    """Let a job reuse the memory of its freed temporaries.
-
-    The block-wise steps (cache-sized row blocks on a few threads) allocate and free
-    temporaries of a few hundred kB thousands of times per picture. glibc's default
-    thresholds follow the largest block freed so far, and its heap's top is given back
-    to the system as soon as it exceeds twice that: every block was then taken again,
-    a page fault per 4 kB (12,000 faults in a 2048^2 composite; 60 with these
-    settings, about a sixth of its CPU time)."""
-    libc = _c_library()
-    if libc and hasattr(libc, "mallopt"):
-        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-        libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-
-
 def trim_memory() -> None:
     """Return freed heap memory to the system (glibc's malloc_trim; no-op elsewhere)."""
     libc = _c_library()
@@ -145,7 +121,6 @@ def worker_main(conn: Any, events: Any, flags: Any) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the server stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     install_in_worker(events, flags)
-    tune_allocator()
     warm_up()
     memory = MemoryRelease()
     conn.send(("ready", os.getpid(), memory.settled))
