@@ -220,7 +220,8 @@ def test_large_feather_radius_is_the_exact_distance_within_a_percent():
     assert np.abs(weight - exact).max() <= 1.5 * factor / radius
 
 
-def test_hue_rotation_and_saturation_of_a_large_picture_match_colorsys():
+@pytest.mark.parametrize("rotation", [-40.0, 0.0, 360.0])  # a whole turn is no rotation
+def test_hue_rotation_and_saturation_of_a_large_picture_match_colorsys(rotation):
     rng = np.random.default_rng(15)
     rgb = rng.random((*BIG, 3)).astype(np.float32)
     # Ties and edges of the HSL model: grey, black, white, two equal largest components,
@@ -228,16 +229,16 @@ def test_hue_rotation_and_saturation_of_a_large_picture_match_colorsys():
     edges = [(0.5, 0.5, 0.5), (0, 0, 0), (1, 1, 1), (0.8, 0.8, 0.1), (0.2, 0.9, 0.9)]
     edges += [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1), (1, 0, 1), (0.9, 0.1, 0.9)]
     rgb.reshape(-1, 3)[: len(edges)] = edges
-    out = color_mapping.adjust_saturation(rgb, 0.7, 0.1, -40.0)
+    out = color_mapping.adjust_saturation(rgb, 0.7, 0.1, rotation)
     in_place = rgb.copy()
-    color_mapping.adjust_saturation(in_place, 0.7, 0.1, -40.0, out=in_place)
+    color_mapping.adjust_saturation(in_place, 0.7, 0.1, rotation, out=in_place)
     assert_array_equal(in_place, out)
     flat, got = rgb.reshape(-1, 3), out.reshape(-1, 3)
     for k in [*range(len(edges)), *rng.choice(flat.shape[0], 400, replace=False)]:
         h, l_, s = colorsys.rgb_to_hls(*map(float, flat[k]))
         s = min(max(s * 0.7, 0), 1)
         s = min(max(s + 0.1 * (1 - s), 0), 1)
-        assert_allclose(got[k], colorsys.hls_to_rgb((h - 40 / 360) % 1, l_, s), atol=2e-6)
+        assert_allclose(got[k], colorsys.hls_to_rgb((h + rotation / 360) % 1, l_, s), atol=2e-6)
 
 
 def test_combine_is_the_sum_of_coloured_planes_over_one_maximum():

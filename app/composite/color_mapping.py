@@ -372,6 +372,9 @@ def saturation_step(
     """One round trip through HSL (§10.1 step 14), for a block of pixels: hue +=
     rotation/360 (mod 1), S = clip(S x saturation), then S = clip(S + vibrancy (1 - S))."""
 
+    if not hue_rotation % 360.0:
+        return _saturation_only(saturation, vibrancy)
+
     def adjust(block: np.ndarray) -> np.ndarray:
         hue, light, sat = rgb_to_hls(block)
         if hue_rotation:
@@ -384,6 +387,49 @@ def saturation_step(
             np.clip(sat, 0.0, 1.0, out=sat)
         rgb = hls_to_rgb(hue, light, sat)
         return np.clip(rgb, 0.0, 1.0, out=rgb)
+
+    return adjust
+
+
+def _saturation_only(saturation: float, vibrancy: float) -> PixelStep:
+    """:func:`saturation_step` without a hue rotation, in half the time: the hue stays,
+    so each component keeps its place between the lightness and the extremes, and only
+    the span max - min changes (to S' (1 - |2L - 1|), HSL's span at the new S)."""
+
+    def adjust(block: np.ndarray) -> np.ndarray:
+        r, g, b = (np.ascontiguousarray(block[..., k], dtype=np.float32) for k in range(3))
+        high = np.maximum(np.maximum(r, g), b)
+        low = np.minimum(np.minimum(r, g), b)
+        span = high - low
+        light = high + low
+        light *= np.float32(0.5)
+        room = light * np.float32(2.0)  # 1 - |2L - 1|: the largest span at lightness L
+        room -= np.float32(1.0)
+        np.abs(room, out=room)
+        np.subtract(np.float32(1.0), room, out=room)
+        sat = span / np.maximum(room, _TINY)
+        sat *= np.float32(saturation)
+        np.clip(sat, 0.0, 1.0, out=sat)
+        if vibrancy:
+            sat += np.float32(vibrancy) * (np.float32(1.0) - sat)
+            np.clip(sat, 0.0, 1.0, out=sat)
+        sat *= room  # the new span
+        if vibrancy:
+            # A grey pixel has hue 0 (red) in HSL: vibrancy gives it that colour, the
+            # new span split as +1/2 for red and -1/2 for green and blue.
+            tint = (span == 0).astype(np.float32)
+            tint *= sat
+            tint *= np.float32(0.5)
+        factor = np.divide(sat, np.maximum(span, _TINY), out=sat)  # grey: 0 / tiny
+        out = np.empty(block.shape, dtype=np.float32)
+        for index, component in enumerate((r, g, b)):
+            component -= light
+            component *= factor
+            component += light
+            if vibrancy:
+                component += tint if index == 0 else -tint
+            out[..., index] = component
+        return np.clip(out, 0.0, 1.0, out=out)
 
     return adjust
 
