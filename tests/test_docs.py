@@ -52,6 +52,18 @@ def operations(doc: dict):
 # ---------------------------------------------------------------------------------------
 
 
+def test_a_route_docstring_gives_its_summary_and_description(engine_url, mast_url):
+    """``route()`` splits the handler's docstring: first line (without its full stop) is
+    the summary, the paragraphs after it the description."""
+    search = spec(engine_url)["paths"]["/semantic/search"]["post"]
+    assert search["summary"] == "Find files by meaning"
+    assert search["description"].startswith("Embed the question with all-MiniLM-L6-v2")
+    assert "Find files by meaning" not in search["description"]
+    pause = spec(mast_url)["paths"]["/mast/download/pause/{job_id}"]["post"]
+    assert pause["summary"] == "Pause a running download (partial files are kept)"
+    assert pause["responses"]["404"]["description"] == "No active download"
+
+
 @pytest.mark.parametrize("which", ["engine", "mast"])
 def test_specs_are_complete(which, engine_url, mast_url):
     base = engine_url if which == "engine" else mast_url
