@@ -131,6 +131,15 @@ def test_cielab_mixing_of_a_large_picture_matches_skimage():
     assert_allclose(out, expected, atol=2e-5)
 
 
+def skimage_mix_of_combines(planes, colours, weight) -> np.ndarray:
+    """skimage's CIELAB mix of the sRGB combine of all but the last plane (weight 1 - w)
+    with that of all the planes (weight w)."""
+    base = color_mapping.srgb_transfer(color_mapping.combine(planes[:-1], colours[:-1]))
+    top = color_mapping.srgb_transfer(color_mapping.combine(planes, colours))
+    w = weight[..., None].astype(np.float64)
+    return np.clip(lab2rgb(rgb2lab(base) * (1 - w) + rgb2lab(top) * w), 0, 1)
+
+
 def test_cielab_mixing_of_combines_asked_for_a_field_of_some_columns_matches_skimage():
     """The minority field covers some columns only: ``current`` (a Combination) is asked
     for those columns only, and the picture is still the CIELAB mix everywhere."""
@@ -151,11 +160,7 @@ def test_cielab_mixing_of_combines_asked_for_a_field_of_some_columns_matches_ski
     out = np.empty((*BIG, 3), dtype=np.float32)
     mix_lab_linear(others, current, weight.__getitem__, out=out)
     assert {(c.start, c.stop) for c in asked} == {(columns.start, columns.stop)}
-    base = color_mapping.srgb_transfer(color_mapping.combine(planes[:2], colours[:2]))
-    top = color_mapping.srgb_transfer(color_mapping.combine(planes, colours))
-    w = weight[..., None].astype(np.float64)
-    expected = np.clip(lab2rgb(rgb2lab(base) * (1 - w) + rgb2lab(top) * w), 0, 1)
-    assert_allclose(out, expected, atol=2e-5)
+    assert_allclose(out, skimage_mix_of_combines(planes, colours, weight), atol=2e-5)
 
 
 def test_an_extension_is_both_combines_and_mixes_as_they_would():
@@ -178,11 +183,7 @@ def test_an_extension_is_both_combines_and_mixes_as_they_would():
     weight[:, BIG[1] // 3 :] = np.linspace(0.0, 1.3, BIG[0], dtype=np.float32).clip(0, 1)[:, None]
     out = np.empty((*BIG, 3), dtype=np.float32)
     mix_pairs(extension, weight.__getitem__, out)
-    bottom = color_mapping.srgb_transfer(color_mapping.combine(planes[:2], colours[:2]))
-    top = color_mapping.srgb_transfer(color_mapping.combine(planes, colours))
-    w = weight[..., None].astype(np.float64)
-    expected = np.clip(lab2rgb(rgb2lab(bottom) * (1 - w) + rgb2lab(top) * w), 0, 1)
-    assert_allclose(out, expected, atol=2e-5)
+    assert_allclose(out, skimage_mix_of_combines(planes, colours, weight), atol=2e-5)
 
 
 def test_feathering_fields_that_cover_the_grid_is_the_plain_colour_combine():
