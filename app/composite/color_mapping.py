@@ -377,18 +377,22 @@ def saturation_step(
 
     def adjust(block: np.ndarray) -> np.ndarray:
         hue, light, sat = rgb_to_hls(block)
-        if hue_rotation:
-            hue += np.float32((hue_rotation / 360.0) % 1.0)
-            hue -= np.floor(hue)
-        sat *= np.float32(saturation)
-        np.clip(sat, 0.0, 1.0, out=sat)
-        if vibrancy:
-            sat += np.float32(vibrancy) * (np.float32(1.0) - sat)
-            np.clip(sat, 0.0, 1.0, out=sat)
-        rgb = hls_to_rgb(hue, light, sat)
+        hue += np.float32((hue_rotation / 360.0) % 1.0)
+        hue -= np.floor(hue)
+        rgb = hls_to_rgb(hue, light, _new_saturation(sat, saturation, vibrancy))
         return np.clip(rgb, 0.0, 1.0, out=rgb)
 
     return adjust
+
+
+def _new_saturation(sat: np.ndarray, saturation: float, vibrancy: float) -> np.ndarray:
+    """S = clip(S x saturation), then S = clip(S + vibrancy (1 - S)), in place."""
+    sat *= np.float32(saturation)
+    np.clip(sat, 0.0, 1.0, out=sat)
+    if vibrancy:
+        sat += np.float32(vibrancy) * (np.float32(1.0) - sat)
+        np.clip(sat, 0.0, 1.0, out=sat)
+    return sat
 
 
 def _saturation_only(saturation: float, vibrancy: float) -> PixelStep:
@@ -407,12 +411,7 @@ def _saturation_only(saturation: float, vibrancy: float) -> PixelStep:
         room -= np.float32(1.0)
         np.abs(room, out=room)
         np.subtract(np.float32(1.0), room, out=room)
-        sat = span / np.maximum(room, _TINY)
-        sat *= np.float32(saturation)
-        np.clip(sat, 0.0, 1.0, out=sat)
-        if vibrancy:
-            sat += np.float32(vibrancy) * (np.float32(1.0) - sat)
-            np.clip(sat, 0.0, 1.0, out=sat)
+        sat = _new_saturation(span / np.maximum(room, _TINY), saturation, vibrancy)
         sat *= room  # the new span
         if vibrancy:
             # A grey pixel has hue 0 (red) in HSL: vibrancy gives it that colour, the
